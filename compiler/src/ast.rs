@@ -1,0 +1,633 @@
+//! The typed syntax tree of a policy. Every node keeps the span it came from, so every later
+//! stage can point at the source. Built by `syntax`, read by `resolve`, `check`, `lower`,
+//! `eval` and `fmt`; nothing here knows about pest.
+
+use crate::source::Span;
+
+/// A name with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+/// A whole policy file after parsing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct File {
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Import(Import),
+    Gateway(Gateway),
+    Upstream(Upstream),
+    Keys(KeySet),
+    Tenant(Tenant),
+    Matcher(Matcher),
+    Route(Route),
+    Test(Test),
+}
+
+impl Item {
+    pub fn span(&self) -> Span {
+        match self {
+            Item::Import(i) => i.span,
+            Item::Gateway(g) => g.span,
+            Item::Upstream(u) => u.span,
+            Item::Keys(k) => k.span,
+            Item::Tenant(t) => t.span,
+            Item::Matcher(m) => m.span,
+            Item::Route(r) => r.span,
+            Item::Test(t) => t.span,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Import {
+    pub path: Str,
+    pub span: Span,
+}
+
+/// A string literal; `value` is unescaped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Str {
+    pub value: String,
+    pub span: Span,
+}
+
+/// A string-valued setting: literals and `env("NAME")` joined with `+`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value {
+    pub parts: Vec<ValuePart>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValuePart {
+    Lit(Str),
+    Env(Str),
+}
+
+/// A literal with a unit, already converted to its base unit; `span` covers the literal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity {
+    /// Nanoseconds for durations, bytes for sizes, the plain number for counts.
+    pub value: u64,
+    pub span: Span,
+}
+
+/// `count / window`, e.g. `100k/min`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u64,
+    pub window_ns: u64,
+    pub span: Span,
+}
+
+// ------------------------------------------------------------------ gateway
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub settings: Vec<Setting>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setting {
+    pub kind: SettingKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SettingKind {
+    Listen(Value),
+    Admin { addr: Value, token: Option<Value> },
+    State(StateStore),
+    Audit { path: Value, rotate: Option<Quantity> },
+    MaxBody(Quantity),
+    MaxHeaderBytes(Quantity),
+    MaxHeaders(Quantity),
+    HeaderTimeout(Quantity),
+    IdleTimeout(Quantity),
+    DrainTimeout(Quantity),
+    Tls { cert: Value, key: Value },
+    PolicyHeader(bool),
+    Forwarded(ForwardedMode),
+}
+
+impl SettingKind {
+    /// The keyword that starts the setting, used for duplicate detection and messages.
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            SettingKind::Listen(_) => "listen",
+            SettingKind::Admin { .. } => "admin",
+            SettingKind::State(_) => "state",
+            SettingKind::Audit { .. } => "audit",
+            SettingKind::MaxBody(_) => "max_body",
+            SettingKind::MaxHeaderBytes(_) => "max_header_bytes",
+            SettingKind::MaxHeaders(_) => "max_headers",
+            SettingKind::HeaderTimeout(_) => "header_timeout",
+            SettingKind::IdleTimeout(_) => "idle_timeout",
+            SettingKind::DrainTimeout(_) => "drain_timeout",
+            SettingKind::Tls { .. } => "tls",
+            SettingKind::PolicyHeader(_) => "policy_header",
+            SettingKind::Forwarded(_) => "forwarded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateStore {
+    Local,
+    Redis { url: Value, on_error: OnError },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    Local,
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardedMode {
+    Strip,
+    Append,
+    Keep,
+}
+
+// ------------------------------------------------------------------ upstream
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: Ident,
+    pub stmts: Vec<UpstreamStmt>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamStmt {
+    pub kind: UpstreamStmtKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamStmtKind {
+    Target(Target),
+    Balance(Balance),
+    Header { name: Str, value: Value },
+    Timeout(Quantity),
+    ConnectTimeout(Quantity),
+    Health(HealthCheck),
+    Retry(Retry),
+    MaxConnections(Quantity),
+    Affinity(Expr),
+}
+
+impl UpstreamStmtKind {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            UpstreamStmtKind::Target(_) => "target",
+            UpstreamStmtKind::Balance(_) => "balance",
+            UpstreamStmtKind::Header { .. } => "header",
+            UpstreamStmtKind::Timeout(_) => "timeout",
+            UpstreamStmtKind::ConnectTimeout(_) => "connect_timeout",
+            UpstreamStmtKind::Health(_) => "health",
+            UpstreamStmtKind::Retry(_) => "retry",
+            UpstreamStmtKind::MaxConnections(_) => "max_connections",
+            UpstreamStmtKind::Affinity(_) => "affinity",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub url: Value,
+    pub weight: Option<Quantity>,
+    pub region: Option<Str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Balance {
+    RoundRobin,
+    Weighted,
+    LeastConn,
+    Hash(Expr),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub method: Method,
+    pub path: Str,
+    pub every: Quantity,
+    pub timeout: Option<Quantity>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub attempts: Quantity,
+    pub on: Vec<RetryCond>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryCond {
+    ConnectError(Span),
+    Timeout(Span),
+    Status(Quantity),
+}
+
+// ------------------------------------------------------------------ keys, tenants, matchers
+
+/// `keys NAME from "file" [salt VALUE]`: a file of `<sha256-hex> <tenant> <key-name>` lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySet {
+    pub name: Ident,
+    pub file: Str,
+    pub salt: Option<Value>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub name: Ident,
+    pub stmts: Vec<TenantStmt>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantStmt {
+    pub kind: TenantStmtKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TenantStmtKind {
+    Rate { rate: Rate, burst: Option<Quantity> },
+    Tokens(Rate),
+    Concurrent(Quantity),
+    Region(Str),
+}
+
+impl TenantStmtKind {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            TenantStmtKind::Rate { .. } => "rate",
+            TenantStmtKind::Tokens(_) => "tokens",
+            TenantStmtKind::Concurrent(_) => "concurrent",
+            TenantStmtKind::Region(_) => "region",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matcher {
+    pub name: Ident,
+    pub expr: Expr,
+    pub span: Span,
+}
+
+// ------------------------------------------------------------------ routes
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: Ident,
+    pub stmts: Vec<RouteStmt>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteStmt {
+    pub kind: RouteStmtKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteStmtKind {
+    When(When),
+    Auth(Auth),
+    /// `allow if EXPR [else STATUS "message"]`: requests for which EXPR is false are denied.
+    Allow { cond: Expr, status: Option<Quantity>, message: Option<Str> },
+    /// `deny STATUS "message" if EXPR`.
+    Deny { status: Quantity, message: Str, cond: Expr },
+    Limit(Limit),
+    SetHeader { name: Str, value: Value },
+    StripHeaders(Vec<Str>),
+    Rewrite(Rewrite),
+    Respond { status: Quantity, body: Option<ResponseBody> },
+    Cache { ttl: Quantity, max: Option<Quantity> },
+    Websocket,
+    Cors { origins: Vec<Str>, methods: Vec<Method> },
+    Jwt { secret: Value, issuer: Option<Str> },
+    Serve(Ident),
+    To(Ident),
+}
+
+impl RouteStmtKind {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            RouteStmtKind::When(_) => "when",
+            RouteStmtKind::Auth(_) => "auth",
+            RouteStmtKind::Allow { .. } => "allow",
+            RouteStmtKind::Deny { .. } => "deny",
+            RouteStmtKind::Limit(_) => "limit",
+            RouteStmtKind::SetHeader { .. } => "set",
+            RouteStmtKind::StripHeaders(_) => "strip",
+            RouteStmtKind::Rewrite(_) => "rewrite",
+            RouteStmtKind::Respond { .. } => "respond",
+            RouteStmtKind::Cache { .. } => "cache",
+            RouteStmtKind::Websocket => "websocket",
+            RouteStmtKind::Cors { .. } => "cors",
+            RouteStmtKind::Jwt { .. } => "jwt",
+            RouteStmtKind::Serve(_) => "serve",
+            RouteStmtKind::To(_) => "to",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResponseBody {
+    Json(Json),
+    Text(Str),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+    Options,
+    Any,
+}
+
+impl Method {
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "GET" => Method::Get,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "PATCH" => Method::Patch,
+            "DELETE" => Method::Delete,
+            "HEAD" => Method::Head,
+            "OPTIONS" => Method::Options,
+            "ANY" => Method::Any,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+            Method::Any => "ANY",
+        }
+    }
+}
+
+/// `when METHODS "path" [host "pattern"] [if EXPR]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct When {
+    pub methods: Vec<Method>,
+    pub methods_span: Span,
+    pub path: Str,
+    pub host: Option<Str>,
+    pub cond: Option<Expr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    pub keys: Ident,
+    /// Where the credential may come from, in order; empty means `header "x-api-key", bearer`.
+    pub via: Vec<Credential>,
+    /// `optional`: a request without a credential passes unauthenticated.
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Header(Str),
+    Bearer(Span),
+    Query(Str),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limit {
+    pub kind: LimitKind,
+    pub per: LimitKey,
+    pub model: Option<Regex>,
+    pub cond: Option<Expr>,
+    pub shadow: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitKind {
+    Rate { rate: Rate, burst: Option<Quantity> },
+    Tokens { rate: Rate, estimate: Option<Quantity> },
+    Concurrent(Quantity),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LimitKey {
+    /// No `per`: one counter for the whole route.
+    Route,
+    Key,
+    Tenant,
+    Client,
+    Header(Str),
+    Expr(Expr),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rewrite {
+    Prefix { from: Str, to: Str },
+    Path(Str),
+}
+
+// ------------------------------------------------------------------ tests
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Test {
+    pub name: Str,
+    pub stmts: Vec<TestStmt>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestStmt {
+    pub kind: TestStmtKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TestStmtKind {
+    Send(Send),
+    Advance(Quantity),
+    Expect(Expectation),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Send {
+    pub method: Method,
+    pub path: Str,
+    pub headers: Vec<(Str, Str)>,
+    pub body: Option<Json>,
+    pub client: Option<Str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expectation {
+    Status { status: Quantity, message: Option<Str> },
+    Route(Ident),
+    Upstream(Ident),
+    Tenant(Ident),
+}
+
+/// A JSON literal written in the policy, with its span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Json {
+    pub value: serde_json::Value,
+    pub span: Span,
+}
+
+// ------------------------------------------------------------------ expressions
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expr {
+    pub kind: ExprKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExprKind {
+    Lit(Lit),
+    List(Vec<Expr>),
+    Fact(Fact),
+    /// A reference to a named matcher.
+    Ref(Ident),
+    Not(Box<Expr>),
+    Exists(Box<Expr>),
+    Binary { op: BinOp, op_span: Span, lhs: Box<Expr>, rhs: Box<Expr> },
+    Call { func: Func, args: Vec<Expr> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lit {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regex {
+    pub pattern: String,
+    pub case_insensitive: bool,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BinOp {
+    And,
+    Or,
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Contains,
+    Matches,
+    In,
+    StartsWith,
+    EndsWith,
+    /// `=` written where `==` was meant: parsed only so that `check` can say so.
+    BadAssign,
+}
+
+impl BinOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BinOp::And => "and",
+            BinOp::Or => "or",
+            BinOp::Eq => "==",
+            BinOp::Ne => "!=",
+            BinOp::Gt => ">",
+            BinOp::Ge => ">=",
+            BinOp::Lt => "<",
+            BinOp::Le => "<=",
+            BinOp::Contains => "contains",
+            BinOp::Matches => "matches",
+            BinOp::In => "in",
+            BinOp::StartsWith => "starts_with",
+            BinOp::EndsWith => "ends_with",
+            BinOp::BadAssign => "=",
+        }
+    }
+
+    /// Binding strength: higher binds tighter.
+    pub fn precedence(self) -> u8 {
+        match self {
+            BinOp::Or => 1,
+            BinOp::And => 2,
+            _ => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Func {
+    Lower,
+    Upper,
+    Number,
+    Len,
+}
+
+impl Func {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Func::Lower => "lower",
+            Func::Upper => "upper",
+            Func::Number => "number",
+            Func::Len => "len",
+        }
+    }
+}
+
+/// A fact about the request: `method`, `header["x"]`, `body.messages[0].role`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Fact {
+    Method,
+    Path,
+    Host,
+    ClientIp,
+    /// The authenticated tenant's name.
+    Tenant,
+    /// The authenticated key's name (never the key itself).
+    Key,
+    /// Header by lower-cased name.
+    Header(String),
+    Query(String),
+    Param(String),
+    /// A JSON pointer into the request body; empty means the whole body.
+    Body(Vec<PathSeg>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathSeg {
+    Field(String),
+    Index(usize),
+}
