@@ -9,3 +9,7 @@ pub mod ast;
 pub mod diagnostics;
 pub mod source;
 pub mod syntax;
+pub mod keys;
+pub mod program;
+pub mod request;
+pub mod value;

@@ -1,0 +1,181 @@
+//! The question and the answer: a `Request` as the decision sees it, and the `Decision` both
+//! the decision graph and the reference evaluator return. Keeping these in one place is what
+//! lets the two be compared field by field.
+
+use serde::Serialize;
+
+/// The facts of one HTTP request that a decision may read. Header names are lower-case;
+/// `host` is lower-case without a port; `path` has no query string.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
+#[serde(default)]
+pub struct Request {
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    /// The raw body, if the caller has it. Parsed as JSON only when a candidate route reads it.
+    pub body: Option<String>,
+    pub client_ip: Option<String>,
+}
+
+impl Request {
+    pub fn new(method: &str, path: &str) -> Request {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, parse_query(q)),
+            None => (path, vec![]),
+        };
+        Request { method: method.to_string(), path: path.to_string(), query, ..Request::default() }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The `Host` to route on: the explicit field, else the header, lower-cased, port removed.
+    pub fn routing_host(&self) -> String {
+        let raw = if self.host.is_empty() { self.header("host").unwrap_or("") } else { &self.host };
+        normalize_host(raw)
+    }
+}
+
+pub fn normalize_host(raw: &str) -> String {
+    let raw = raw.trim();
+    let without_port = if raw.starts_with('[') {
+        raw.split_once(']').map(|(h, _)| format!("{h}]")).unwrap_or_else(|| raw.to_string())
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+            _ => raw.to_string(),
+        }
+    };
+    without_port.to_ascii_lowercase()
+}
+
+/// `a=1&b=x%20y` → pairs, percent-decoded ( `+` is a space).
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Who the request authenticated as. Never holds the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    pub keys: String,
+    pub tenant: String,
+    pub key_name: String,
+}
+
+/// What happens to the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// No route matches: 404.
+    NoRoute,
+    /// A route matches the path but not the method: 405 with `Allow`.
+    MethodNotAllowed { allowed: Vec<String> },
+    /// Missing or unknown credential: 401.
+    Unauthorized { message: String },
+    /// A guard refused the request.
+    Denied { status: u16, message: String },
+    /// Send it to this upstream (by name).
+    Forward { upstream: String },
+    /// Answer with a static response.
+    Respond { status: u16 },
+    /// Answer with a built-in handler.
+    Serve { builtin: String },
+}
+
+impl Outcome {
+    /// The status the client gets, taking a forwarded request as answered with 200.
+    pub fn status(&self) -> u16 {
+        match self {
+            Outcome::NoRoute => 404,
+            Outcome::MethodNotAllowed { .. } => 405,
+            Outcome::Unauthorized { .. } => 401,
+            Outcome::Denied { status, .. } => *status,
+            Outcome::Forward { .. } | Outcome::Serve { .. } => 200,
+            Outcome::Respond { status } => *status,
+        }
+    }
+}
+
+/// A limit that applies to this request, with the counter key it is charged to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppliedLimit {
+    /// Index into the graph's limit table.
+    pub limit: usize,
+    /// The stable identity of the limit (survives reloads while the limit is unchanged).
+    pub id: String,
+    /// The counter within the limit: the key name, tenant, header value, ...
+    pub key: String,
+}
+
+/// One step of the explanation of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TraceStep {
+    pub step: String,
+    pub detail: String,
+}
+
+/// The answer to "what does the policy do with this request, and why".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// The chosen route's name.
+    pub route: Option<String>,
+    pub route_index: Option<usize>,
+    pub identity: Option<Identity>,
+    /// Path parameters captured by the route's pattern, in pattern order.
+    pub params: Vec<(String, String)>,
+    pub limits: Vec<AppliedLimit>,
+    pub trace: Vec<TraceStep>,
+}
+
+impl Decision {
+    pub fn new(outcome: Outcome) -> Decision {
+        Decision { outcome, route: None, route_index: None, identity: None, params: vec![], limits: vec![], trace: vec![] }
+    }
+
+    /// Equal in everything but the wording of the trace: what the differential tests compare.
+    pub fn same_decision(&self, other: &Decision) -> bool {
+        self.outcome == other.outcome
+            && self.route == other.route
+            && self.identity == other.identity
+            && self.params == other.params
+            && self.limits == other.limits
+    }
+}
