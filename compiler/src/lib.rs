@@ -3,13 +3,108 @@
 //! Stages, one module each, data flowing one way:
 //! `load` (files, imports) → `syntax` (pest → `ast`) → `resolve` (names) → `check` (types,
 //! values, semantic rules, lints) → `lower` (AST → `graph`). `eval` is the reference
-//! evaluator the graph must agree with; `fmt` prints an AST back as canonical text.
+//! evaluator the graph must agree with; `fmt` prints an AST back as canonical text;
+//! `testing` runs a policy's `test` blocks.
 
 pub mod ast;
+pub mod check;
+pub mod cli;
 pub mod diagnostics;
-pub mod source;
-pub mod syntax;
+pub mod eval;
+pub mod gcra;
 pub mod keys;
+pub mod load;
 pub mod program;
 pub mod request;
+pub mod resolve;
+pub mod source;
+pub mod syntax;
+pub mod testing;
 pub mod value;
+
+use std::path::Path;
+
+pub use check::Mode;
+use diagnostics::Diag;
+use load::{DiskLoader, Loader, MemLoader};
+use program::Program;
+use source::Sources;
+
+/// How to compile.
+pub struct Options<'a> {
+    pub mode: Mode,
+    /// Where `env("NAME")` values come from.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Options<'static> {
+    /// Check mode, reading the process environment.
+    pub fn check() -> Options<'static> {
+        Options { mode: Mode::Check, env: &process_env }
+    }
+
+    /// Serve mode (unset env vars are errors), reading the process environment.
+    pub fn serve() -> Options<'static> {
+        Options { mode: Mode::Serve, env: &process_env }
+    }
+}
+
+/// The result of compiling: every diagnostic, and the program if there were no errors.
+#[derive(Debug)]
+pub struct Output {
+    pub sources: Sources,
+    pub diagnostics: Vec<Diag>,
+    pub program: Option<Program>,
+}
+
+impl Output {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diag::is_error)
+    }
+}
+
+/// Compile the policy rooted at `root`, reading files through `loader`.
+pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
+    let loaded = load::load(loader, root);
+    let mut sources = loaded.sources;
+    let mut diags = loaded.diags;
+    let items = loaded.items;
+
+    let (_names, resolve_diags) = resolve::resolve(&items);
+    let resolve_failed = resolve_diags.iter().any(Diag::is_error);
+    diags.extend(resolve_diags);
+    // Checking a program with unresolved names or matcher cycles would only repeat errors.
+    if !resolve_failed {
+        diags.extend(check::check(&items));
+    }
+    let (env, env_diags) = check::env_vars(&items, opts.env, opts.mode);
+    diags.extend(env_diags);
+    let (keysets, key_files, key_diags) = check::key_files(&items, &mut sources, loader, &env);
+    diags.extend(key_diags);
+
+    diags.sort_by_key(|d| d.primary_span().map(|s| (s.file, s.start)).unwrap_or_default());
+    let program = if diags.iter().any(Diag::is_error) {
+        None
+    } else {
+        let mut files: Vec<std::path::PathBuf> = sources.files().map(|(_, f)| f.path.clone()).collect();
+        files.extend(key_files);
+        files.dedup();
+        Some(Program { sources: sources.clone(), files, items, env, keysets })
+    };
+    Output { sources, diagnostics: diags, program }
+}
+
+/// Compile a policy file from disk.
+pub fn compile_path(path: &Path, opts: &Options<'_>) -> Output {
+    compile(&DiskLoader, path, opts)
+}
+
+/// Compile one policy held in memory (named `policy.gwp`; it cannot import files).
+pub fn compile_str(text: &str, opts: &Options<'_>) -> Output {
+    let loader = MemLoader::default().with("policy.gwp", text);
+    compile(&loader, Path::new("policy.gwp"), opts)
+}

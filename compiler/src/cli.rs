@@ -1,0 +1,266 @@
+//! What `gw-check` (and `gw check`) print: reports in text, JSON and GitHub-annotation form,
+//! the explain view, request files. Kept in the library so the runtime's `gw check` shares it
+//! and tests can call it without a process.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::diagnostics::{self, Diag, JsonDiag, Severity, Style};
+use crate::program::Program;
+use crate::request::{Decision, Request};
+use crate::source::Sources;
+use crate::testing::{self, TestResult};
+use crate::Output;
+
+/// Version of the JSON report format; bump on incompatible changes.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
+/// Decide a request the way the runtime will.
+pub fn decide(program: &Program, req: &Request) -> Decision {
+    crate::eval::decide(program, req)
+}
+
+pub fn run_tests(program: &Program) -> Vec<TestResult> {
+    testing::run_tests(program, &|req| decide(program, req))
+}
+
+/// Everything one `gw-check` run found, over all files.
+#[derive(Default)]
+pub struct Report {
+    pub files: Vec<FileReport>,
+    pub errors: usize,
+    pub warnings: usize,
+    pub tests_passed: usize,
+    pub tests_failed: usize,
+}
+
+pub struct FileReport {
+    pub path: String,
+    pub output: Output,
+    pub tests: Vec<TestResult>,
+}
+
+impl Report {
+    pub fn add(&mut self, path: &Path, output: Output, tests: Vec<TestResult>) {
+        self.errors += output.diagnostics.iter().filter(|d| d.is_error()).count();
+        self.warnings += output.diagnostics.iter().filter(|d| d.severity == Severity::Warning).count();
+        self.tests_passed += tests.iter().filter(|t| t.passed()).count();
+        self.tests_failed += tests.iter().filter(|t| !t.passed()).count();
+        self.files.push(FileReport { path: path.display().to_string(), output, tests });
+    }
+
+    /// Diagnostics to show, stopping after `max_errors` errors.
+    fn shown(&self, max_errors: usize) -> Vec<(&FileReport, &Diag)> {
+        let mut out = vec![];
+        let mut errors = 0;
+        for f in &self.files {
+            for d in &f.output.diagnostics {
+                if d.is_error() {
+                    if errors >= max_errors {
+                        continue;
+                    }
+                    errors += 1;
+                }
+                out.push((f, d));
+            }
+        }
+        out
+    }
+
+    pub fn to_text(&self, style: Style, max_errors: usize) -> String {
+        let mut s = String::new();
+        for (f, d) in self.shown(max_errors) {
+            s.push_str(&diagnostics::render(d, &f.output.sources, style));
+            s.push('\n');
+        }
+        for f in &self.files {
+            for t in &f.tests {
+                if t.passed() {
+                    s.push_str(&format!("test {} ... ok\n", t.name));
+                } else {
+                    s.push_str(&format!("test {} ... FAILED\n", t.name));
+                    for d in &t.failures {
+                        s.push_str(&diagnostics::render(d, &f.output.sources, style));
+                    }
+                }
+            }
+        }
+        let hidden = self.errors.saturating_sub(max_errors);
+        if hidden > 0 {
+            s.push_str(&format!("({hidden} more errors not shown; raise --max-errors)\n"));
+        }
+        s.push_str(&format!(
+            "{} file(s): {} error(s), {} warning(s); tests: {} passed, {} failed\n",
+            self.files.len(),
+            self.errors,
+            self.warnings,
+            self.tests_passed,
+            self.tests_failed
+        ));
+        s
+    }
+
+    pub fn to_json(&self, max_errors: usize) -> String {
+        #[derive(Serialize)]
+        struct JsonTest<'a> {
+            file: &'a str,
+            name: &'a str,
+            passed: bool,
+            failures: Vec<JsonDiag>,
+        }
+        #[derive(Serialize)]
+        struct JsonReport<'a> {
+            format_version: u32,
+            files: Vec<&'a str>,
+            errors: usize,
+            warnings: usize,
+            tests_passed: usize,
+            tests_failed: usize,
+            diagnostics: Vec<JsonDiag>,
+            tests: Vec<JsonTest<'a>>,
+        }
+        let report = JsonReport {
+            format_version: JSON_FORMAT_VERSION,
+            files: self.files.iter().map(|f| f.path.as_str()).collect(),
+            errors: self.errors,
+            warnings: self.warnings,
+            tests_passed: self.tests_passed,
+            tests_failed: self.tests_failed,
+            diagnostics: self.shown(max_errors).into_iter().map(|(f, d)| diagnostics::to_json(d, &f.output.sources)).collect(),
+            tests: self
+                .files
+                .iter()
+                .flat_map(|f| {
+                    f.tests.iter().map(move |t| JsonTest {
+                        file: &f.path,
+                        name: &t.name,
+                        passed: t.passed(),
+                        failures: t.failures.iter().map(|d| diagnostics::to_json(d, &f.output.sources)).collect(),
+                    })
+                })
+                .collect(),
+        };
+        serde_json::to_string_pretty(&report).unwrap_or_default()
+    }
+
+    pub fn to_github(&self, max_errors: usize) -> String {
+        let mut s = String::new();
+        for (f, d) in self.shown(max_errors) {
+            s.push_str(&github_line(d, &f.output.sources));
+        }
+        for f in &self.files {
+            for t in &f.tests {
+                for d in &t.failures {
+                    s.push_str(&github_line(d, &f.output.sources));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// One GitHub Actions workflow command (`::error file=..,line=..::message`).
+pub fn github_line(d: &Diag, sources: &Sources) -> String {
+    let j = diagnostics::to_json(d, sources);
+    let level = match d.severity {
+        Severity::Warning => "warning",
+        _ => "error",
+    };
+    let mut props = vec![];
+    if let Some(f) = &j.file {
+        props.push(format!("file={}", escape_property(f)));
+    }
+    if let (Some(l), Some(c)) = (j.line, j.column) {
+        props.push(format!("line={l},col={c}"));
+    }
+    if let (Some(l), Some(c)) = (j.end_line, j.end_column) {
+        props.push(format!("endLine={l},endColumn={c}"));
+    }
+    props.push(format!("title={}", escape_property(d.code.as_str())));
+    let mut msg = d.message.clone();
+    if let Some(h) = &d.help {
+        msg.push_str(&format!("\nhelp: {h}"));
+    }
+    format!("::{level} {}::{}\n", props.join(","), escape_data(&msg))
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Read a request description for `explain`.
+pub fn parse_request(text: &str) -> Result<Request, String> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("expected a JSON object")?;
+    let s = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let path = s("path").ok_or("the request needs a \"path\"")?;
+    let mut req = Request::new(&s("method").unwrap_or_else(|| "GET".into()).to_ascii_uppercase(), &path);
+    req.host = s("host").unwrap_or_default();
+    req.client_ip = s("client_ip");
+    req.headers = pairs(obj.get("headers"))?.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    let extra_query = pairs(obj.get("query"))?;
+    req.query.extend(extra_query);
+    req.body = match obj.get("body") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    Ok(req)
+}
+
+fn pairs(v: Option<&serde_json::Value>) -> Result<Vec<(String, String)>, String> {
+    let scalar = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(vec![]),
+        Some(serde_json::Value::Object(m)) => Ok(m.iter().map(|(k, v)| (k.clone(), scalar(v))).collect()),
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| match i.as_array().map(Vec::as_slice) {
+                Some([k, v]) => Ok((scalar(k), scalar(v))),
+                _ => Err("headers/query as a list must hold [name, value] pairs".to_string()),
+            })
+            .collect(),
+        Some(_) => Err("headers/query must be an object or a list of pairs".into()),
+    }
+}
+
+/// The human view of a decision.
+pub fn explain_text(req: &Request, d: &Decision) -> String {
+    let mut s = format!("request: {} {}\n", req.method, req.path);
+    s.push_str(&format!("route:   {}\n", d.route.as_deref().unwrap_or("(none)")));
+    if let Some(id) = &d.identity {
+        s.push_str(&format!("auth:    key `{}` of tenant `{}` (key set `{}`)\n", id.key_name, id.tenant, id.keys));
+    }
+    for (k, v) in &d.params {
+        s.push_str(&format!("param:   {k} = {v}\n"));
+    }
+    for l in &d.limits {
+        s.push_str(&format!("limit:   {} (counter `{}`)\n", l.id, l.key));
+    }
+    s.push_str(&format!("outcome: {} {:?}\n", d.outcome.status(), d.outcome));
+    s.push_str("why:\n");
+    for t in &d.trace {
+        s.push_str(&format!("  {:<6} {}\n", t.step, t.detail));
+    }
+    s
+}
+
+/// Format a policy's text canonically, or say why it cannot be.
+pub fn format_text(text: &str) -> Result<String, String> {
+    let _ = text;
+    Err("the formatter is not available in this build".to_string())
+}
+
+/// The compiled graph as JSON or Graphviz dot.
+pub fn emit(program: &Program, dot: bool) -> Result<String, Diag> {
+    let _ = (program, dot);
+    Err(Diag::bug("graph emission is not available in this build"))
+}

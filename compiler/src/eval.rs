@@ -1,0 +1,364 @@
+//! The reference evaluator: the meaning of a policy, written for clarity, not speed. It walks
+//! the validated program's routes in order and evaluates expressions by plain recursion. The
+//! decision graph must give the same `Decision` for every request (see `Decision::same_decision`);
+//! property tests and a fuzz target hold it to that.
+
+use crate::ast::*;
+use crate::program::Program;
+use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
+use crate::value::{self, Val};
+
+/// Decide what the policy does with `req`.
+pub fn decide(program: &Program, req: &Request) -> Decision {
+    let host = req.routing_host();
+    let body = parse_body(req);
+    let mut trace = vec![];
+    let mut allowed_methods: Vec<String> = vec![];
+
+    for (index, route) in program.routes().enumerate() {
+        let Some(when) = route.when() else { continue };
+        if !host_matches(when.host.as_ref().map(|h| h.value.as_str()), &host) {
+            continue;
+        }
+        let Some(params) = match_path(&when.path.value, &req.path) else { continue };
+        if !method_matches(&when.methods, &req.method) {
+            for m in &when.methods {
+                let m = m.as_str().to_string();
+                if !allowed_methods.contains(&m) {
+                    allowed_methods.push(m);
+                }
+            }
+            continue;
+        }
+        let ctx = Ctx { program, req, host: &host, body: body.as_ref(), params: &params, identity: None };
+        if let Some(cond) = &when.cond {
+            if !eval(&ctx, cond).truthy() {
+                trace.push(step("route", format!("`{}` matches the path but its condition is false", route.name.name)));
+                continue;
+            }
+        }
+        trace.push(step("route", format!("`{}` matches", route.name.name)));
+        let mut d = decide_route(program, route, ctx, &mut trace);
+        d.route = Some(route.name.name.clone());
+        d.route_index = Some(index);
+        d.params = params;
+        d.trace = trace;
+        return d;
+    }
+    let mut d = if allowed_methods.is_empty() {
+        trace.push(step("route", "no route matches".to_string()));
+        Decision::new(Outcome::NoRoute)
+    } else {
+        trace.push(step("route", format!("the path matches routes for {} only", allowed_methods.join(", "))));
+        Decision::new(Outcome::MethodNotAllowed { allowed: allowed_methods })
+    };
+    d.trace = trace;
+    d
+}
+
+fn step(step: &str, detail: String) -> TraceStep {
+    TraceStep { step: step.to_string(), detail }
+}
+
+/// Everything after the route is chosen: auth, guards, limits, action.
+fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, trace: &mut Vec<TraceStep>) -> Decision {
+    if let Some(auth) = route.auth() {
+        match authenticate(program, auth, ctx.req) {
+            Ok(Some(id)) => {
+                trace.push(step("auth", format!("key `{}` of tenant `{}`", id.key_name, id.tenant)));
+                ctx.identity = Some(id);
+            }
+            Ok(None) => trace.push(step("auth", "no credential; auth is optional".to_string())),
+            Err(message) => {
+                trace.push(step("auth", message.clone()));
+                return Decision::new(Outcome::Unauthorized { message });
+            }
+        }
+    }
+    let identity = ctx.identity.clone();
+    let with_identity = |mut d: Decision| {
+        d.identity = identity.clone();
+        d
+    };
+
+    for stmt in &route.stmts {
+        match &stmt.kind {
+            RouteStmtKind::Deny { status, message, cond } => {
+                if eval(&ctx, cond).truthy() {
+                    trace.push(step("guard", format!("deny {} \"{}\": condition holds", status.value, message.value)));
+                    return with_identity(Decision::new(Outcome::Denied { status: status.value as u16, message: message.value.clone() }));
+                }
+            }
+            RouteStmtKind::Allow { cond, status, message } => {
+                if !eval(&ctx, cond).truthy() {
+                    let status = status.map(|s| s.value as u16).unwrap_or(403);
+                    let message = message.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
+                    trace.push(step("guard", format!("allow: condition is false, refused with {status}")));
+                    return with_identity(Decision::new(Outcome::Denied { status, message }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let mut limits = vec![];
+    for (i, stmt) in route.stmts.iter().filter(|s| matches!(s.kind, RouteStmtKind::Limit(_))).enumerate() {
+        let RouteStmtKind::Limit(limit) = &stmt.kind else { continue };
+        if let Some(cond) = &limit.cond {
+            if !eval(&ctx, cond).truthy() {
+                continue;
+            }
+        }
+        if let Some(model) = &limit.model {
+            let m = ctx.body.and_then(|b| value::body_lookup(b, &[PathSeg::Field("model".into())])).map(Val::from_json);
+            let Ok(re) = value::build_regex(&model.pattern, model.case_insensitive) else { continue };
+            if !value::regex_match(&re, &m.unwrap_or(Val::Missing)).truthy() {
+                continue;
+            }
+        }
+        let key = limit_key(&ctx, &limit.per);
+        limits.push((route_limit_id(&route.name.name, i, limit), key));
+    }
+    if let Some(id) = &ctx.identity {
+        if let Some(tenant) = program.tenant(&id.tenant) {
+            for stmt in &tenant.stmts {
+                if let Some(lid) = tenant_limit_id(&tenant.name.name, &stmt.kind) {
+                    limits.push((lid, id.tenant.clone()));
+                }
+            }
+        }
+    }
+    let table = limit_table(program);
+    let applied: Vec<AppliedLimit> = limits
+        .into_iter()
+        .filter_map(|(id, key)| table.iter().position(|t| *t == id).map(|limit| AppliedLimit { limit, id, key }))
+        .collect();
+    for l in &applied {
+        trace.push(step("limit", format!("{} keyed by `{}`", l.id, l.key)));
+    }
+
+    let outcome = route
+        .stmts
+        .iter()
+        .find_map(|s| match &s.kind {
+            RouteStmtKind::To(u) => Some(Outcome::Forward { upstream: u.name.clone() }),
+            RouteStmtKind::Respond { status, .. } => Some(Outcome::Respond { status: status.value as u16 }),
+            RouteStmtKind::Serve(b) => Some(Outcome::Serve { builtin: b.name.clone() }),
+            _ => None,
+        })
+        .unwrap_or(Outcome::NoRoute);
+    trace.push(step("action", format!("{outcome:?}")));
+    let mut d = with_identity(Decision::new(outcome));
+    d.limits = applied;
+    d
+}
+
+pub const DEFAULT_ALLOW_MESSAGE: &str = "request not allowed by policy";
+
+/// The credential the client presented, from the first source that has one.
+pub fn credential<'r>(auth: &Auth, req: &'r Request) -> Option<&'r str> {
+    let default_via;
+    let via: &[Credential] = if auth.via.is_empty() {
+        default_via = default_credentials();
+        &default_via
+    } else {
+        &auth.via
+    };
+    via.iter().find_map(|c| match c {
+        Credential::Header(h) => req.header(&h.value).map(str::trim).filter(|v| !v.is_empty()),
+        Credential::Bearer(_) => req
+            .header("authorization")
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|t| !t.is_empty()),
+        Credential::Query(q) => req.query_param(&q.value).filter(|v| !v.is_empty()),
+    })
+}
+
+/// `header "x-api-key", bearer`: what `auth K` means without `via`.
+pub fn default_credentials() -> Vec<Credential> {
+    vec![
+        Credential::Header(Str { value: "x-api-key".into(), span: Default::default() }),
+        Credential::Bearer(Default::default()),
+    ]
+}
+
+fn authenticate(program: &Program, auth: &Auth, req: &Request) -> Result<Option<Identity>, String> {
+    let Some(presented) = credential(auth, req) else {
+        return if auth.optional { Ok(None) } else { Err(MISSING_KEY.to_string()) };
+    };
+    let entry = program.keysets.get(&auth.keys.name).and_then(|k| k.lookup(presented));
+    match entry {
+        Some(e) => Ok(Some(Identity { keys: auth.keys.name.clone(), tenant: e.tenant.clone(), key_name: e.name.clone() })),
+        None => Err(INVALID_KEY.to_string()),
+    }
+}
+
+pub const MISSING_KEY: &str = "missing API key";
+pub const INVALID_KEY: &str = "invalid API key";
+
+/// The stable identity of a route limit: changes when the limit's meaning changes.
+pub fn route_limit_id(route: &str, index: usize, limit: &Limit) -> String {
+    let kind = match &limit.kind {
+        LimitKind::Rate { rate, burst } => format!("rate:{}/{}ns:b{}", rate.count, rate.window_ns, burst.map(|b| b.value).unwrap_or(0)),
+        LimitKind::Tokens { rate, .. } => format!("tokens:{}/{}ns", rate.count, rate.window_ns),
+        LimitKind::Concurrent(n) => format!("concurrent:{}", n.value),
+    };
+    let per = match &limit.per {
+        LimitKey::Route => "route".to_string(),
+        LimitKey::Key => "key".to_string(),
+        LimitKey::Tenant => "tenant".to_string(),
+        LimitKey::Client => "client".to_string(),
+        LimitKey::Header(h) => format!("header:{}", h.value),
+        LimitKey::Expr(_) => "expr".to_string(),
+    };
+    format!("route:{route}#{index}:{kind}:per:{per}")
+}
+
+pub fn tenant_limit_id(tenant: &str, stmt: &TenantStmtKind) -> Option<String> {
+    Some(match stmt {
+        TenantStmtKind::Rate { rate, burst } => {
+            format!("tenant:{tenant}:rate:{}/{}ns:b{}", rate.count, rate.window_ns, burst.map(|b| b.value).unwrap_or(0))
+        }
+        TenantStmtKind::Tokens(rate) => format!("tenant:{tenant}:tokens:{}/{}ns", rate.count, rate.window_ns),
+        TenantStmtKind::Concurrent(n) => format!("tenant:{tenant}:concurrent:{}", n.value),
+        TenantStmtKind::Region(_) => return None,
+    })
+}
+
+/// Every limit of the program, in a fixed order: route limits in route order, then tenants'.
+/// `AppliedLimit::limit` indexes this table.
+pub fn limit_table(program: &Program) -> Vec<String> {
+    let mut ids = vec![];
+    for route in program.routes() {
+        for (i, stmt) in route.stmts.iter().filter(|s| matches!(s.kind, RouteStmtKind::Limit(_))).enumerate() {
+            if let RouteStmtKind::Limit(l) = &stmt.kind {
+                ids.push(route_limit_id(&route.name.name, i, l));
+            }
+        }
+    }
+    for tenant in program.tenants() {
+        for stmt in &tenant.stmts {
+            if let Some(id) = tenant_limit_id(&tenant.name.name, &stmt.kind) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+fn limit_key(ctx: &Ctx<'_>, per: &LimitKey) -> String {
+    let id = ctx.identity.as_ref();
+    match per {
+        LimitKey::Route => String::new(),
+        LimitKey::Key => id.map(|i| format!("{}/{}", i.keys, i.key_name)).unwrap_or_else(|| "-".into()),
+        LimitKey::Tenant => id.map(|i| i.tenant.clone()).unwrap_or_else(|| "-".into()),
+        LimitKey::Client => ctx.req.client_ip.clone().unwrap_or_else(|| "-".into()),
+        LimitKey::Header(h) => ctx.req.header(&h.value).unwrap_or("-").to_string(),
+        LimitKey::Expr(e) => eval(ctx, e).key_string(),
+    }
+}
+
+/// Parse the body as JSON if there is one; an unparsable body has no fields.
+pub fn parse_body(req: &Request) -> Option<serde_json::Value> {
+    req.body.as_deref().and_then(|b| serde_json::from_str(b).ok())
+}
+
+/// `*.example.com` matches any subdomain; otherwise exact, case-insensitive.
+pub fn host_matches(pattern: Option<&str>, host: &str) -> bool {
+    match pattern {
+        None => true,
+        Some(p) => match p.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.'),
+            None => p.eq_ignore_ascii_case(host),
+        },
+    }
+}
+
+pub fn method_matches(methods: &[Method], method: &str) -> bool {
+    methods.iter().any(|m| *m == Method::Any || m.as_str() == method)
+}
+
+/// Match a path pattern; on success, the captured `{params}` in order.
+pub fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+    let mut params = vec![];
+    if pattern == "/*" {
+        return path.starts_with('/').then_some(params);
+    }
+    let pat: Vec<&str> = pattern.split('/').collect();
+    let segs: Vec<&str> = path.split('/').collect();
+    for (i, p) in pat.iter().enumerate() {
+        if *p == "*" && i == pat.len() - 1 && i > 0 {
+            // `/a/*` matches `/a` and anything under `/a/`.
+            return Some(params);
+        }
+        let seg = segs.get(i)?;
+        if let Some(name) = p.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+            if seg.is_empty() {
+                return None;
+            }
+            params.push((name.to_string(), seg.to_string()));
+        } else if p != seg {
+            return None;
+        }
+    }
+    (segs.len() == pat.len()).then_some(params)
+}
+
+struct Ctx<'a> {
+    program: &'a Program,
+    req: &'a Request,
+    host: &'a str,
+    body: Option<&'a serde_json::Value>,
+    params: &'a [(String, String)],
+    identity: Option<Identity>,
+}
+
+fn eval(ctx: &Ctx<'_>, e: &Expr) -> Val {
+    match &e.kind {
+        ExprKind::Lit(Lit::Str(s)) => Val::Str(s.clone()),
+        ExprKind::Lit(Lit::Int(n)) => Val::Num(*n as f64),
+        ExprKind::Lit(Lit::Float(f)) => Val::Num(*f),
+        ExprKind::Lit(Lit::Bool(b)) => Val::Bool(*b),
+        ExprKind::Lit(Lit::Regex(_)) => Val::Missing,
+        ExprKind::List(items) => Val::List(items.iter().map(|i| eval(ctx, i)).collect()),
+        ExprKind::Fact(f) => fact(ctx, f),
+        ExprKind::Ref(name) => match ctx.program.matcher(&name.name) {
+            Some(m) => Val::Bool(eval(ctx, &m.expr).truthy()),
+            None => Val::Missing,
+        },
+        ExprKind::Not(inner) => Val::Bool(!eval(ctx, inner).truthy()),
+        ExprKind::Exists(inner) => Val::Bool(eval(ctx, inner) != Val::Missing),
+        ExprKind::Binary { op: BinOp::And, lhs, rhs, .. } => Val::Bool(eval(ctx, lhs).truthy() && eval(ctx, rhs).truthy()),
+        ExprKind::Binary { op: BinOp::Or, lhs, rhs, .. } => Val::Bool(eval(ctx, lhs).truthy() || eval(ctx, rhs).truthy()),
+        ExprKind::Binary { op: BinOp::Matches, lhs, rhs, .. } => {
+            let ExprKind::Lit(Lit::Regex(r)) = &rhs.kind else { return Val::Bool(false) };
+            match value::build_regex(&r.pattern, r.case_insensitive) {
+                Ok(re) => value::regex_match(&re, &eval(ctx, lhs)),
+                Err(_) => Val::Bool(false),
+            }
+        }
+        ExprKind::Binary { op, lhs, rhs, .. } => value::binary(*op, &eval(ctx, lhs), &eval(ctx, rhs)),
+        ExprKind::Call { func, args } => {
+            let args: Vec<Val> = args.iter().map(|a| eval(ctx, a)).collect();
+            value::call(*func, &args)
+        }
+    }
+}
+
+fn fact(ctx: &Ctx<'_>, f: &Fact) -> Val {
+    let s = |v: Option<&str>| v.map(|v| Val::Str(v.to_string())).unwrap_or(Val::Missing);
+    match f {
+        Fact::Method => Val::Str(ctx.req.method.clone()),
+        Fact::Path => Val::Str(ctx.req.path.clone()),
+        Fact::Host => Val::Str(ctx.host.to_string()),
+        Fact::ClientIp => s(ctx.req.client_ip.as_deref()),
+        Fact::Tenant => s(ctx.identity.as_ref().map(|i| i.tenant.as_str())),
+        Fact::Key => s(ctx.identity.as_ref().map(|i| i.key_name.as_str())),
+        Fact::Header(h) => s(ctx.req.header(h)),
+        Fact::Query(q) => s(ctx.req.query_param(q)),
+        Fact::Param(p) => s(ctx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
+        Fact::Body(path) => ctx.body.and_then(|b| value::body_lookup(b, path)).map(Val::from_json).unwrap_or(Val::Missing),
+    }
+}

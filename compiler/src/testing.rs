@@ -1,0 +1,190 @@
+//! Runs a policy's `test` blocks: each `send` is decided (by the same decision function the
+//! runtime uses), rate limits are applied with the shared GCRA arithmetic on a simulated clock
+//! that `advance` moves, and each `expect` is compared with what happened.
+
+use std::collections::HashMap;
+
+use crate::ast::*;
+use crate::diagnostics::{Code, Diag};
+use crate::eval;
+use crate::gcra::Gcra;
+use crate::program::Program;
+use crate::request::{Decision, Request};
+use crate::source::Span;
+
+/// The result of one test block.
+#[derive(Debug, Clone)]
+pub struct TestResult {
+    pub name: String,
+    pub span: Span,
+    /// Empty when the test passed.
+    pub failures: Vec<Diag>,
+}
+
+impl TestResult {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// What a sent request came to, as a test sees it.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    message: Option<String>,
+    decision: Decision,
+}
+
+/// Run every test block of `program`, deciding with `decide`.
+pub fn run_tests(program: &Program, decide: &dyn Fn(&Request) -> Decision) -> Vec<TestResult> {
+    let rates = rate_limits(program);
+    program.tests().map(|t| run_one(program, t, decide, &rates)).collect()
+}
+
+fn run_one(program: &Program, test: &Test, decide: &dyn Fn(&Request) -> Decision, rates: &HashMap<String, (Gcra, bool)>) -> TestResult {
+    let mut now: u64 = 0;
+    let mut tats: HashMap<(String, String), u64> = HashMap::new();
+    let mut last: Option<(Answer, Span)> = None;
+    let mut failures = vec![];
+    for stmt in &test.stmts {
+        match &stmt.kind {
+            TestStmtKind::Advance(d) => now = now.saturating_add(d.value),
+            TestStmtKind::Send(send) => {
+                let req = to_request(send);
+                let decision = decide(&req);
+                let mut answer = Answer { status: decision.outcome.status(), message: refusal_message(&decision), decision };
+                if answer.status < 400 {
+                    apply_rate_limits(&mut answer, rates, &mut tats, now);
+                }
+                last = Some((answer, stmt.span));
+            }
+            TestStmtKind::Expect(e) => {
+                let Some((answer, sent_at)) = &last else { continue };
+                if let Some(why) = mismatch(program, e, answer) {
+                    failures.push(
+                        Diag::error(Code::TestFailed, format!("test \"{}\" failed: {why}", test.name.value))
+                            .primary(stmt.span, why)
+                            .secondary(*sent_at, "for this request")
+                            .help(explain_short(&answer.decision)),
+                    );
+                }
+            }
+        }
+    }
+    TestResult { name: test.name.value.clone(), span: test.name.span, failures }
+}
+
+fn refusal_message(d: &Decision) -> Option<String> {
+    use crate::request::Outcome::*;
+    match &d.outcome {
+        Unauthorized { message } | Denied { message, .. } => Some(message.clone()),
+        NoRoute => Some("no route".into()),
+        MethodNotAllowed { .. } => Some("method not allowed".into()),
+        _ => None,
+    }
+}
+
+fn explain_short(d: &Decision) -> String {
+    let steps: Vec<String> = d.trace.iter().map(|s| format!("{}: {}", s.step, s.detail)).collect();
+    format!("the decision was: {}", steps.join("; "))
+}
+
+fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
+    match e {
+        Expectation::Status { status, message } => {
+            if u64::from(a.status) != status.value {
+                let why = a.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default();
+                return Some(format!("expected status {}, got {}{why}", status.value, a.status));
+            }
+            if let Some(m) = message {
+                if a.message.as_deref() != Some(m.value.as_str()) {
+                    return Some(format!("expected message \"{}\", got {:?}", m.value, a.message.as_deref().unwrap_or("none")));
+                }
+            }
+            None
+        }
+        Expectation::Route(r) => match &a.decision.route {
+            Some(got) if *got == r.name => None,
+            Some(got) => Some(format!("expected route `{}`, got `{got}`", r.name)),
+            None => Some(format!("expected route `{}`, but no route matched", r.name)),
+        },
+        Expectation::Upstream(u) => match &a.decision.outcome {
+            crate::request::Outcome::Forward { upstream } if *upstream == u.name && a.status < 400 => None,
+            other => Some(format!("expected forwarding to `{}`, got {}", u.name, describe(other, a.status))),
+        },
+        Expectation::Tenant(t) => {
+            let _ = program;
+            match &a.decision.identity {
+                Some(id) if id.tenant == t.name => None,
+                Some(id) => Some(format!("expected tenant `{}`, got `{}`", t.name, id.tenant)),
+                None => Some(format!("expected tenant `{}`, but the request was not authenticated", t.name)),
+            }
+        }
+    }
+}
+
+fn describe(o: &crate::request::Outcome, status: u16) -> String {
+    use crate::request::Outcome::*;
+    match o {
+        Forward { upstream } if status >= 400 => format!("status {status} before reaching `{upstream}`"),
+        Forward { upstream } => format!("forwarding to `{upstream}`"),
+        other => format!("status {status} ({other:?})"),
+    }
+}
+
+fn to_request(send: &Send) -> Request {
+    let mut req = Request::new(send.method.as_str(), &send.path.value);
+    req.headers = send.headers.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect();
+    req.body = send.body.as_ref().map(|b| b.value.to_string());
+    req.client_ip = Some(send.client.as_ref().map(|c| c.value.clone()).unwrap_or_else(|| "127.0.0.1".into()));
+    req
+}
+
+/// Every rate limit of the program by id: its GCRA and whether it is shadow-only.
+fn rate_limits(program: &Program) -> HashMap<String, (Gcra, bool)> {
+    let mut out = HashMap::new();
+    for route in program.routes() {
+        for (i, stmt) in route.stmts.iter().filter(|s| matches!(s.kind, RouteStmtKind::Limit(_))).enumerate() {
+            if let RouteStmtKind::Limit(l) = &stmt.kind {
+                if let LimitKind::Rate { rate, burst } = &l.kind {
+                    let g = Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value));
+                    out.insert(eval::route_limit_id(&route.name.name, i, l), (g, l.shadow));
+                }
+            }
+        }
+    }
+    for tenant in program.tenants() {
+        for stmt in &tenant.stmts {
+            if let TenantStmtKind::Rate { rate, burst } = &stmt.kind {
+                if let Some(id) = eval::tenant_limit_id(&tenant.name.name, &stmt.kind) {
+                    out.insert(id, (Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)), false));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// All-or-nothing: when one limit refuses, none is charged.
+fn apply_rate_limits(answer: &mut Answer, rates: &HashMap<String, (Gcra, bool)>, tats: &mut HashMap<(String, String), u64>, now: u64) {
+    let mut updates = vec![];
+    for l in &answer.decision.limits {
+        let Some((g, shadow)) = rates.get(&l.id) else { continue };
+        let slot = (l.id.clone(), l.key.clone());
+        let v = g.check(tats.get(&slot).copied().unwrap_or(0), now, 1);
+        if !v.allowed && !shadow {
+            answer.status = 429;
+            answer.message = Some(format!("rate limit {} exceeded", l.id));
+            return;
+        }
+        if v.allowed {
+            updates.push((slot, v.tat));
+        }
+    }
+    tats.extend(updates);
+}
+
+/// Decide with the reference evaluator (used until a graph is built, and to cross-check it).
+pub fn eval_decider(program: &Program) -> impl Fn(&Request) -> Decision + '_ {
+    move |req| eval::decide(program, req)
+}
