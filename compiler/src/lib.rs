@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod diagnostics;
 pub mod eval;
+pub mod fmt;
 pub mod gcra;
 pub mod keys;
 pub mod load;

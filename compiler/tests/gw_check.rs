@@ -1,0 +1,259 @@
+//! End-to-end tests of the `gw-check` binary: exit codes, output formats, test blocks,
+//! explain, fmt and compile, run as a user would run them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn gw_check(args: &[&str], dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gw-check"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("GW_TEST_UNSET")
+        .output()
+        .expect("gw-check runs")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn sha(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+/// A temp folder with a key file and the given policy files.
+fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
+    std::fs::write(
+        dir.path().join("keys/app.keys"),
+        format!("# demo keys\n{} dev dev-1\n{} enterprise ent-1\n", sha("sk-dev-1"), sha("sk-ent-1")),
+    )
+    .expect("write keys");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write policy");
+    }
+    dir
+}
+
+const VALID: &str = r#"
+# A small valid policy.
+upstream llm { target "http://127.0.0.1:9100" }
+keys app from "keys/app.keys"
+tenant dev { rate 2/s }
+
+route chat {
+    when POST "/v1/chat/completions"
+    auth app
+    deny 403 "max_tokens above 4096" if body.max_tokens > 4096
+    to llm
+}
+
+test "a dev key reaches the upstream" {
+    send POST "/v1/chat/completions" header "x-api-key" = "sk-dev-1" body { "max_tokens": 10 }
+    expect 200
+    expect route chat
+    expect tenant dev
+}
+
+test "the tenant rate applies" {
+    send POST "/v1/chat/completions" header "x-api-key" = "sk-dev-1"
+    send POST "/v1/chat/completions" header "x-api-key" = "sk-dev-1"
+    send POST "/v1/chat/completions" header "x-api-key" = "sk-dev-1"
+    expect 429
+    advance 500ms
+    send POST "/v1/chat/completions" header "x-api-key" = "sk-dev-1"
+    expect 200
+}
+"#;
+
+const FAILING_TEST: &str = r#"
+upstream llm { target "http://127.0.0.1:9100" }
+route models { when GET "/v1/models"; to llm }
+test "models are forbidden" {
+    send GET "/v1/models"
+    expect 403
+}
+"#;
+
+const INVALID: &str = r#"
+upstream llm { target "http://127.0.0.1:9100" }
+route a { when GET "/a"; to llm }
+route b { when GET "/b"; to lm }
+route c { when GET "/c"; to llmm }
+"#;
+
+const WARNING_ONLY: &str = r#"
+upstream llm { target "http://127.0.0.1:9100" }
+upstream spare { target "http://127.0.0.1:9101" }
+route a { when GET "/a"; to llm }
+"#;
+
+#[test]
+fn a_valid_policy_with_passing_tests_exits_zero() {
+    let dir = fixture(&[("p.gwp", VALID)]);
+    let o = gw_check(&["p.gwp"], dir.path());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("test a dev key reaches the upstream ... ok"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("tests: 2 passed, 0 failed"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_failing_policy_test_exits_three_with_the_reason() {
+    let dir = fixture(&[("p.gwp", FAILING_TEST)]);
+    let o = gw_check(&["p.gwp"], dir.path());
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("test models are forbidden ... FAILED"), "{err}");
+    assert!(err.contains("expected status 403, got 200"), "{err}");
+}
+
+#[test]
+fn an_invalid_policy_exits_one_and_reports_every_error() {
+    let dir = fixture(&[("p.gwp", INVALID)]);
+    let o = gw_check(&["p.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert_eq!(err.matches("gw::undefined_upstream").count(), 2, "{err}");
+    assert!(err.contains("did you mean `llm`?"), "{err}");
+}
+
+#[test]
+fn max_errors_limits_the_listing() {
+    let dir = fixture(&[("p.gwp", INVALID)]);
+    let o = gw_check(&["--max-errors", "1", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert_eq!(err.matches("gw::undefined_upstream").count(), 1, "{err}");
+    assert!(err.contains("1 more errors not shown"), "{err}");
+}
+
+#[test]
+fn warnings_pass_unless_denied() {
+    let dir = fixture(&[("p.gwp", WARNING_ONLY)]);
+    assert_eq!(code(&gw_check(&["p.gwp"], dir.path())), 0);
+    let o = gw_check(&["--deny-warnings", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("gw::unused_definition"));
+}
+
+#[test]
+fn json_output_is_versioned_and_complete() {
+    let dir = fixture(&[("p.gwp", INVALID), ("q.gwp", FAILING_TEST)]);
+    let o = gw_check(&["--format", "json", "p.gwp", "q.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("stdout is JSON");
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["errors"], 2);
+    assert_eq!(v["tests_failed"], 1);
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["code"], "gw::undefined_upstream");
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["file"], "p.gwp");
+    assert_eq!(d["line"], 4);
+    assert_eq!(d["column"], 29);
+    assert!(d["byte_start"].as_u64().is_some() && d["byte_end"].as_u64().is_some());
+    assert_eq!(d["help"], "defined upstreams: llm");
+    assert_eq!(v["diagnostics"][1]["help"], "did you mean `llm`?");
+    assert_eq!(v["tests"][0]["passed"], false);
+    assert_eq!(v["tests"][0]["failures"][0]["code"], "gw::test_failed");
+}
+
+#[test]
+fn github_format_prints_workflow_annotations() {
+    let dir = fixture(&[("p.gwp", INVALID)]);
+    let o = gw_check(&["--format", "github", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap_or_default();
+    assert!(first.starts_with("::error file=p.gwp,line=4,col=29,"), "{out}");
+    assert!(first.contains("title=gw%3A%3Aundefined_upstream"), "{out}");
+}
+
+#[test]
+fn folders_are_searched_for_policies() {
+    let dir = fixture(&[]);
+    std::fs::create_dir_all(dir.path().join("sub/deeper")).expect("mkdir");
+    std::fs::write(dir.path().join("sub/deeper/x.gwp"), INVALID).expect("write");
+    std::fs::write(dir.path().join("sub/notes.txt"), "not a policy").expect("write");
+    let o = gw_check(&["--format", "json", "sub"], dir.path());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(v["files"].as_array().map(Vec::len), Some(1));
+    assert_eq!(code(&o), 1);
+}
+
+#[test]
+fn usage_and_io_errors_exit_two() {
+    let dir = fixture(&[]);
+    assert_eq!(code(&gw_check(&[], dir.path())), 2);
+    let o = gw_check(&["missing.gwp"], dir.path());
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("no such file or folder"));
+    assert_eq!(code(&gw_check(&["--format", "yaml", "x.gwp"], dir.path())), 2);
+}
+
+#[test]
+fn invalid_utf8_names_the_file() {
+    let dir = fixture(&[]);
+    std::fs::write(dir.path().join("bad.gwp"), b"route a {\xff\xfe}").expect("write");
+    let o = gw_check(&["bad.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("`bad.gwp` is not valid UTF-8"), "{}", stderr(&o));
+}
+
+#[test]
+fn explain_shows_the_route_auth_limits_and_why() {
+    let dir = fixture(&[("p.gwp", VALID)]);
+    let req = r#"{"method": "POST", "path": "/v1/chat/completions",
+                  "headers": {"X-API-Key": "sk-ent-1"}, "body": {"max_tokens": 9000}}"#;
+    std::fs::write(dir.path().join("req.json"), req).expect("write");
+    let o = gw_check(&["explain", "p.gwp", "--request", "req.json"], dir.path());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("route:   chat"), "{out}");
+    assert!(out.contains("key `ent-1` of tenant `enterprise`"), "{out}");
+    assert!(out.contains("outcome: 403"), "{out}");
+    assert!(out.contains("max_tokens above 4096"), "{out}");
+
+    let o = gw_check(&["explain", "p.gwp", "--request", "req.json", "--format", "json"], dir.path());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(v["route"], "chat");
+    assert_eq!(v["outcome"]["kind"], "denied");
+    assert_eq!(v["outcome"]["status"], 403);
+    assert_eq!(v["identity"]["tenant"], "enterprise");
+    // The key itself never appears in the explanation.
+    assert!(!stdout(&o).contains("sk-ent-1"));
+}
+
+#[test]
+fn explain_rejects_a_malformed_request_file() {
+    let dir = fixture(&[("p.gwp", VALID)]);
+    std::fs::write(dir.path().join("req.json"), "{not json").expect("write");
+    let o = gw_check(&["explain", "p.gwp", "--request", "req.json"], dir.path());
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("not JSON"), "{}", stderr(&o));
+}
+
+#[test]
+fn codes_lists_the_registry() {
+    let dir = fixture(&[]);
+    let o = gw_check(&["codes"], dir.path());
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).contains("gw::route_shadowed"));
+    let o = gw_check(&["codes", "gw::import::cycle"], dir.path());
+    assert!(stdout(&o).contains("import each other"));
+}
+
+#[allow(dead_code)]
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
