@@ -310,18 +310,41 @@ pub enum RouteStmtKind {
     When(When),
     Auth(Auth),
     /// `allow if EXPR [else STATUS "message"]`: requests for which EXPR is false are denied.
-    Allow { cond: Expr, status: Option<Quantity>, message: Option<Str> },
+    Allow {
+        cond: Expr,
+        status: Option<Quantity>,
+        message: Option<Str>,
+    },
     /// `deny STATUS "message" if EXPR`.
-    Deny { status: Quantity, message: Str, cond: Expr },
+    Deny {
+        status: Quantity,
+        message: Str,
+        cond: Expr,
+    },
     Limit(Limit),
-    SetHeader { name: Str, value: Value },
+    SetHeader {
+        name: Str,
+        value: Value,
+    },
     StripHeaders(Vec<Str>),
     Rewrite(Rewrite),
-    Respond { status: Quantity, body: Option<ResponseBody> },
-    Cache { ttl: Quantity, max: Option<Quantity> },
+    Respond {
+        status: Quantity,
+        body: Option<ResponseBody>,
+    },
+    Cache {
+        ttl: Quantity,
+        max: Option<Quantity>,
+    },
     Websocket,
-    Cors { origins: Vec<Str>, methods: Vec<Method> },
-    Jwt { secret: Value, issuer: Option<Str> },
+    Cors {
+        origins: Vec<Str>,
+        methods: Vec<Method>,
+    },
+    Jwt {
+        secret: Value,
+        issuer: Option<Str>,
+    },
     Serve(Ident),
     To(Ident),
 }
@@ -517,8 +540,16 @@ pub enum ExprKind {
     Ref(Ident),
     Not(Box<Expr>),
     Exists(Box<Expr>),
-    Binary { op: BinOp, op_span: Span, lhs: Box<Expr>, rhs: Box<Expr> },
-    Call { func: Func, args: Vec<Expr> },
+    Binary {
+        op: BinOp,
+        op_span: Span,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
+    Call {
+        func: Func,
+        args: Vec<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]

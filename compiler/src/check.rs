@@ -91,7 +91,11 @@ impl<'a> Checker<'a> {
 
     fn range(&mut self, q: Quantity, min: u64, max: u64, what: &str, help: &str) {
         if q.value < min || q.value > max {
-            let msg = if q.value < min { format!("{what} must be at least {}", show_min(what, min)) } else { format!("{what} is too large") };
+            let msg = if q.value < min {
+                format!("{what} must be at least {}", show_min(what, min))
+            } else {
+                format!("{what} is too large")
+            };
             self.err(Diag::error(Code::OutOfRange, msg).primary(q.span, "out of range").help(help.to_string()));
         }
     }
@@ -105,7 +109,11 @@ impl<'a> Checker<'a> {
             );
         }
         if r.window_ns == 0 {
-            self.err(Diag::error(Code::OutOfRange, format!("{what} with an empty window")).primary(r.span, "the window must be longer than zero").help("write a window like `/s` or `/10s`"));
+            self.err(
+                Diag::error(Code::OutOfRange, format!("{what} with an empty window"))
+                    .primary(r.span, "the window must be longer than zero")
+                    .help("write a window like `/s` or `/10s`"),
+            );
         }
     }
 
@@ -120,12 +128,16 @@ impl<'a> Checker<'a> {
     }
 
     fn header_name(&mut self, s: &Str) {
-        let ok = !s.value.is_empty() && s.value.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let ok = !s.value.is_empty()
+            && s.value.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !ok {
             self.err(
-                Diag::error(Code::InvalidHeaderName, format!("`{}` is not a valid header name", s.value.escape_debug()))
-                    .primary(s.span, "invalid header name")
-                    .help("header names are letters, digits and `-` (RFC 9110 token characters)"),
+                Diag::error(
+                    Code::InvalidHeaderName,
+                    format!("`{}` is not a valid header name", s.value.escape_debug()),
+                )
+                .primary(s.span, "invalid header name")
+                .help("header names are letters, digits and `-` (RFC 9110 token characters)"),
             );
         }
     }
@@ -147,12 +159,16 @@ impl<'a> Checker<'a> {
                 SettingKind::Listen(v) => self.address(v, "listen"),
                 SettingKind::Admin { addr, .. } => self.address(addr, "admin"),
                 SettingKind::MaxBody(q) => self.range(*q, 1, 1 << 32, "max_body", "use a size from 1B to 4GB"),
-                SettingKind::MaxHeaderBytes(q) => self.range(*q, 1024, 1 << 24, "max_header_bytes", "use a size from 1KB to 16MiB"),
+                SettingKind::MaxHeaderBytes(q) => {
+                    self.range(*q, 1024, 1 << 24, "max_header_bytes", "use a size from 1KB to 16MiB")
+                }
                 SettingKind::MaxHeaders(q) => self.range(*q, 1, 10_000, "max_headers", "use a count from 1 to 10000"),
                 SettingKind::HeaderTimeout(q) | SettingKind::IdleTimeout(q) | SettingKind::DrainTimeout(q) => {
                     self.range(*q, 1_000_000, 86_400_000_000_000, s.kind.keyword(), "use a duration from 1ms to 1d")
                 }
-                SettingKind::Audit { rotate: Some(q), .. } => self.range(*q, 1024, u64::MAX, "rotate", "rotate at 1KB or more"),
+                SettingKind::Audit { rotate: Some(q), .. } => {
+                    self.range(*q, 1024, u64::MAX, "rotate", "rotate at 1KB or more")
+                }
                 _ => {}
             }
         }
@@ -174,7 +190,13 @@ impl<'a> Checker<'a> {
                         }
                     }
                     if let Some(w) = t.weight {
-                        self.range(w, 1, 1000, "weight", "use a weight from 1 to 1000; remove the target to stop using it");
+                        self.range(
+                            w,
+                            1,
+                            1000,
+                            "weight",
+                            "use a weight from 1 to 1000; remove the target to stop using it",
+                        );
                     }
                 }
                 UpstreamStmtKind::Header { name, .. } => self.header_name(name),
@@ -182,12 +204,22 @@ impl<'a> Checker<'a> {
                     self.range(*q, 1_000_000, 86_400_000_000_000, s.kind.keyword(), "use a duration from 1ms to 1d")
                 }
                 UpstreamStmtKind::Health(h) => {
-                    self.range(h.every, 100_000_000, 86_400_000_000_000, "health interval", "check at most every 100ms");
+                    self.range(
+                        h.every,
+                        100_000_000,
+                        86_400_000_000_000,
+                        "health interval",
+                        "check at most every 100ms",
+                    );
                     if let Some(t) = h.timeout {
                         self.range(t, 1_000_000, 3_600_000_000_000, "health timeout", "use a duration from 1ms to 1h");
                     }
                     if !h.path.value.starts_with('/') {
-                        self.err(Diag::error(Code::InvalidPathPattern, "health check path must start with `/`").primary(h.path.span, "not an absolute path").help("write it like \"/health\""));
+                        self.err(
+                            Diag::error(Code::InvalidPathPattern, "health check path must start with `/`")
+                                .primary(h.path.span, "not an absolute path")
+                                .help("write it like \"/health\""),
+                        );
                     }
                 }
                 UpstreamStmtKind::Retry(r) => {
@@ -198,7 +230,9 @@ impl<'a> Checker<'a> {
                         }
                     }
                 }
-                UpstreamStmtKind::MaxConnections(q) => self.range(*q, 1, 1_000_000, "max_connections", "use a count from 1 to 1000000"),
+                UpstreamStmtKind::MaxConnections(q) => {
+                    self.range(*q, 1, 1_000_000, "max_connections", "use a count from 1 to 1000000")
+                }
                 UpstreamStmtKind::Affinity(e) | UpstreamStmtKind::Balance(Balance::Hash(e)) => {
                     self.no_identity_facts(e, "an upstream");
                     self.ty(e);
@@ -225,7 +259,9 @@ impl<'a> Checker<'a> {
                     }
                 }
                 TenantStmtKind::Tokens(r) => self.rate(*r, "token budget"),
-                TenantStmtKind::Concurrent(q) => self.range(*q, 1, 1_000_000, "concurrent", "allow at least one request at a time"),
+                TenantStmtKind::Concurrent(q) => {
+                    self.range(*q, 1, 1_000_000, "concurrent", "allow at least one request at a time")
+                }
                 TenantStmtKind::Region(_) => {}
             }
         }
@@ -246,7 +282,11 @@ impl<'a> Checker<'a> {
                 match slot {
                     Some(first) => {
                         let (a, b) = (first.kind.keyword(), s.kind.keyword());
-                        let msg = if a == b { format!("route `{}` has two `{a}` clauses", r.name.name) } else { format!("route `{}` has both `{a}` and `{b}`", r.name.name) };
+                        let msg = if a == b {
+                            format!("route `{}` has two `{a}` clauses", r.name.name)
+                        } else {
+                            format!("route `{}` has both `{a}` and `{b}`", r.name.name)
+                        };
                         self.err(
                             Diag::error(Code::RouteConflictingActions, msg)
                                 .primary(s.span, "conflicts with the earlier clause")
@@ -315,7 +355,9 @@ impl<'a> Checker<'a> {
                             }
                         }
                         LimitKind::Tokens { rate, .. } => self.rate(*rate, "token budget"),
-                        LimitKind::Concurrent(q) => self.range(*q, 1, 1_000_000, "concurrent", "allow at least one request at a time"),
+                        LimitKind::Concurrent(q) => {
+                            self.range(*q, 1, 1_000_000, "concurrent", "allow at least one request at a time")
+                        }
                     }
                     if let Some(c) = &l.cond {
                         self.condition(c, "a limit's `if`");
@@ -334,24 +376,30 @@ impl<'a> Checker<'a> {
                         self.err(
                             Diag::error(Code::FactUnavailable, format!("`per {what}` in a route without `auth`"))
                                 .primary(s.span, format!("no {what} is known on this route"))
-                                .help(format!("add `auth KEYSET` to the route, or limit `per client`")),
+                                .help("add `auth KEYSET` to the route, or limit `per client`"),
                         );
                     }
                 }
                 RouteStmtKind::SetHeader { name, .. } => self.header_name(name),
                 RouteStmtKind::StripHeaders(names) => names.iter().for_each(|n| self.header_name(n)),
-                RouteStmtKind::Rewrite(Rewrite::Prefix { from, .. }) => {
-                    if !from.value.starts_with('/') {
-                        self.err(Diag::error(Code::InvalidPathPattern, "a rewritten prefix must start with `/`").primary(from.span, "not an absolute path").help("write it like \"/proxy\""));
-                    }
+                RouteStmtKind::Rewrite(Rewrite::Prefix { from, .. }) if !from.value.starts_with('/') => {
+                    self.err(
+                        Diag::error(Code::InvalidPathPattern, "a rewritten prefix must start with `/`")
+                            .primary(from.span, "not an absolute path")
+                            .help("write it like \"/proxy\""),
+                    );
                 }
-                RouteStmtKind::Rewrite(Rewrite::Path(p)) => {
-                    if !p.value.starts_with('/') {
-                        self.err(Diag::error(Code::InvalidPathPattern, "a rewritten path must start with `/`").primary(p.span, "not an absolute path").help("write it like \"/v2/{id}\""));
-                    }
+                RouteStmtKind::Rewrite(Rewrite::Path(p)) if !p.value.starts_with('/') => {
+                    self.err(
+                        Diag::error(Code::InvalidPathPattern, "a rewritten path must start with `/`")
+                            .primary(p.span, "not an absolute path")
+                            .help("write it like \"/v2/{id}\""),
+                    );
                 }
                 RouteStmtKind::Respond { status, .. } => self.status(*status, 100, "a response"),
-                RouteStmtKind::Cache { ttl, .. } => self.range(*ttl, 1_000_000_000, 30 * 86_400_000_000_000, "cache ttl", "cache for 1s to 30d"),
+                RouteStmtKind::Cache { ttl, .. } => {
+                    self.range(*ttl, 1_000_000_000, 30 * 86_400_000_000_000, "cache ttl", "cache for 1s to 30d")
+                }
                 _ => {}
             }
             for e in stmt_exprs(&s.kind) {
@@ -368,13 +416,20 @@ impl<'a> Checker<'a> {
 
     /// Validate a path pattern; the names of its params if it is valid.
     fn path_pattern(&mut self, p: &Str) -> Option<Vec<String>> {
-        let bad = |msg: &str, help: &str| Diag::error(Code::InvalidPathPattern, msg.to_string()).primary(p.span, "invalid path pattern").help(help.to_string());
+        let bad = |msg: &str, help: &str| {
+            Diag::error(Code::InvalidPathPattern, msg.to_string())
+                .primary(p.span, "invalid path pattern")
+                .help(help.to_string())
+        };
         if !p.value.starts_with('/') {
             self.err(bad("a path pattern must start with `/`", "write it like \"/v1/chat/completions\""));
             return None;
         }
         if p.value.contains(['?', '#']) || p.value.chars().any(char::is_whitespace) {
-            self.err(bad("a path pattern cannot contain `?`, `#` or spaces", "match query parameters with `if query[\"name\"] == ...`"));
+            self.err(bad(
+                "a path pattern cannot contain `?`, `#` or spaces",
+                "match query parameters with `if query[\"name\"] == ...`",
+            ));
             return None;
         }
         let segs: Vec<&str> = p.value.split('/').skip(1).collect();
@@ -382,14 +437,20 @@ impl<'a> Checker<'a> {
         for (i, seg) in segs.iter().enumerate() {
             if *seg == "*" {
                 if i != segs.len() - 1 {
-                    self.err(bad("`*` may only be the last segment", "write `/prefix/*` to match everything under /prefix"));
+                    self.err(bad(
+                        "`*` may only be the last segment",
+                        "write `/prefix/*` to match everything under /prefix",
+                    ));
                     return None;
                 }
                 continue;
             }
             if seg.contains(['{', '}', '*']) {
                 let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) else {
-                    self.err(bad("a parameter must be a whole segment like `{id}`", "write `/jobs/{id}`, not `/jobs/job-{id}`"));
+                    self.err(bad(
+                        "a parameter must be a whole segment like `{id}`",
+                        "write `/jobs/{id}`, not `/jobs/job-{id}`",
+                    ));
                     return None;
                 };
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -408,7 +469,9 @@ impl<'a> Checker<'a> {
 
     fn host_pattern(&mut self, h: &Str) {
         let host = h.value.strip_prefix("*.").unwrap_or(&h.value);
-        let ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') && !host.contains('*');
+        let ok = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            && !host.contains('*');
         if !ok {
             self.err(
                 Diag::error(Code::InvalidPathPattern, format!("`{}` is not a host pattern", h.value.escape_debug()))
@@ -428,8 +491,16 @@ impl<'a> Checker<'a> {
             }
         });
         for (p, span) in bad {
-            let help = if params.is_empty() { "this route's path has no parameters".to_string() } else { format!("this route's parameters: {}", params.join(", ")) };
-            self.err(Diag::error(Code::FactUnavailable, format!("no path parameter `{p}`")).primary(span, "not in the route's path").help(help));
+            let help = if params.is_empty() {
+                "this route's path has no parameters".to_string()
+            } else {
+                format!("this route's parameters: {}", params.join(", "))
+            };
+            self.err(
+                Diag::error(Code::FactUnavailable, format!("no path parameter `{p}`"))
+                    .primary(span, "not in the route's path")
+                    .help(help),
+            );
         }
     }
 
@@ -477,13 +548,21 @@ impl<'a> Checker<'a> {
             } else {
                 (Code::RegexInvalid, "invalid regex".to_string())
             };
-            let detail = e.syntax_error().map(|s| first_line(&s.to_string())).unwrap_or_else(|| first_line(&e.to_string()));
+            let detail =
+                e.syntax_error().map(|s| first_line(&s.to_string())).unwrap_or_else(|| first_line(&e.to_string()));
             let help = if too_large {
-                format!("a compiled regex may use at most {} bytes; simplify it or split it with `or`", value::REGEX_SIZE_LIMIT)
+                format!(
+                    "a compiled regex may use at most {} bytes; simplify it or split it with `or`",
+                    value::REGEX_SIZE_LIMIT
+                )
             } else {
-                format!("{detail}")
+                detail
             };
-            self.err(Diag::error(code, msg).primary(r.span, if too_large { "compiles too large" } else { "does not compile" }).help(help));
+            self.err(
+                Diag::error(code, msg)
+                    .primary(r.span, if too_large { "compiles too large" } else { "does not compile" })
+                    .help(help),
+            );
         }
     }
 
@@ -515,7 +594,11 @@ impl<'a> Checker<'a> {
                 for i in items {
                     let t = self.ty(i)?;
                     if t == Ty::Regex {
-                        self.err(Diag::error(Code::TypeMismatch, "a regex cannot be a list element").primary(i.span, "regex here").help("use `matches` with one regex, or `or` between several"));
+                        self.err(
+                            Diag::error(Code::TypeMismatch, "a regex cannot be a list element")
+                                .primary(i.span, "regex here")
+                                .help("use `matches` with one regex, or `or` between several"),
+                        );
                     }
                 }
                 Ty::List
@@ -531,14 +614,25 @@ impl<'a> Checker<'a> {
             ExprKind::Exists(inner) => {
                 self.ty(inner)?;
                 if !matches!(inner.kind, ExprKind::Fact(_)) {
-                    self.err(Diag::error(Code::TypeMismatch, "`exists` applies to request facts").primary(inner.span, "not a fact").help("write e.g. `header[\"x-tenant\"] exists`"));
+                    self.err(
+                        Diag::error(Code::TypeMismatch, "`exists` applies to request facts")
+                            .primary(inner.span, "not a fact")
+                            .help("write e.g. `header[\"x-tenant\"] exists`"),
+                    );
                     return None;
                 }
                 Ty::Bool
             }
             ExprKind::Call { func, args } => {
                 if args.len() != 1 {
-                    self.err(Diag::error(Code::TypeMismatch, format!("`{}` takes one argument, given {}", func.as_str(), args.len())).primary(e.span, "wrong number of arguments").help(format!("write `{}(value)`", func.as_str())));
+                    self.err(
+                        Diag::error(
+                            Code::TypeMismatch,
+                            format!("`{}` takes one argument, given {}", func.as_str(), args.len()),
+                        )
+                        .primary(e.span, "wrong number of arguments")
+                        .help(format!("write `{}(value)`", func.as_str())),
+                    );
                     return None;
                 }
                 let t = self.ty(&args[0])?;
@@ -548,7 +642,11 @@ impl<'a> Checker<'a> {
                     Func::Len => (t.is(Ty::Str) || t == Ty::List, Ty::Num),
                 };
                 if !ok {
-                    self.err(Diag::error(Code::TypeMismatch, format!("`{}` cannot take {}", func.as_str(), t.name())).primary(args[0].span, format!("this is {}", t.name())).help(format!("`{}` takes a string", func.as_str())));
+                    self.err(
+                        Diag::error(Code::TypeMismatch, format!("`{}` cannot take {}", func.as_str(), t.name()))
+                            .primary(args[0].span, format!("this is {}", t.name()))
+                            .help(format!("`{}` takes a string", func.as_str())),
+                    );
                     return None;
                 }
                 out
@@ -569,7 +667,11 @@ impl<'a> Checker<'a> {
         self.err(
             Diag::error(Code::TypeMismatch, format!("{what} needs {}, found {}", want.name(), t.name()))
                 .primary(e.span, format!("this is {}", t.name()))
-                .help(if want == Ty::Bool { "use a comparison here, e.g. `x == \"v\"`".to_string() } else { format!("give {what} {}", want.name()) }),
+                .help(if want == Ty::Bool {
+                    "use a comparison here, e.g. `x == \"v\"`".to_string()
+                } else {
+                    format!("give {what} {}", want.name())
+                }),
         );
         None
     }
@@ -577,11 +679,14 @@ impl<'a> Checker<'a> {
     fn binary(&mut self, op: BinOp, op_span: Span, lhs: &Expr, l: Ty, rhs: &Expr, r: Ty) -> Option<Ty> {
         let mismatch = |this: &mut Self, help: &str| {
             this.err(
-                Diag::error(Code::TypeMismatch, format!("`{}` cannot compare {} with {}", op.as_str(), l.name(), r.name()))
-                    .primary(op_span, "mismatched operands")
-                    .secondary(lhs.span, l.name())
-                    .secondary(rhs.span, r.name())
-                    .help(help.to_string()),
+                Diag::error(
+                    Code::TypeMismatch,
+                    format!("`{}` cannot compare {} with {}", op.as_str(), l.name(), r.name()),
+                )
+                .primary(op_span, "mismatched operands")
+                .secondary(lhs.span, l.name())
+                .secondary(rhs.span, r.name())
+                .help(help.to_string()),
             );
             None
         };
@@ -596,14 +701,28 @@ impl<'a> Checker<'a> {
             }
             BinOp::Eq | BinOp::Ne | BinOp::BadAssign => {
                 if !(l == r || l == Ty::Dyn || r == Ty::Dyn) {
-                    let help = if (l, r) == (Ty::Str, Ty::Num) { "convert the string first: `number(header[\"x\"]) == 5`" } else { "compare values of the same type" };
+                    let help = if (l, r) == (Ty::Str, Ty::Num) {
+                        "convert the string first: `number(header[\"x\"]) == 5`"
+                    } else {
+                        "compare values of the same type"
+                    };
                     return mismatch(self, help);
                 }
             }
             BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le => {
-                let ok = matches!((l, r), (Ty::Num | Ty::Dyn, Ty::Num | Ty::Dyn) | (Ty::Str, Ty::Str) | (Ty::Str, Ty::Dyn) | (Ty::Dyn, Ty::Str));
+                let ok = matches!(
+                    (l, r),
+                    (Ty::Num | Ty::Dyn, Ty::Num | Ty::Dyn)
+                        | (Ty::Str, Ty::Str)
+                        | (Ty::Str, Ty::Dyn)
+                        | (Ty::Dyn, Ty::Str)
+                );
                 if !ok {
-                    let help = if l == Ty::Str || r == Ty::Str { "convert the string to a number: `number(header[\"x\"]) > 5`" } else { "order comparisons take two numbers or two strings" };
+                    let help = if l == Ty::Str || r == Ty::Str {
+                        "convert the string to a number: `number(header[\"x\"]) > 5`"
+                    } else {
+                        "order comparisons take two numbers or two strings"
+                    };
                     return mismatch(self, help);
                 }
             }
@@ -706,7 +825,10 @@ impl<'a> Checker<'a> {
                         Diag::error(Code::RouteShadowed, format!("route `{}` can never match", later.name.name))
                             .primary(later.name.span, "unreachable route")
                             .secondary(earlier.name.span, "this earlier route matches every request it would")
-                            .help(format!("move `{}` above `{}`, or make `{}` narrower", later.name.name, earlier.name.name, earlier.name.name)),
+                            .help(format!(
+                                "move `{}` above `{}`, or make `{}` narrower",
+                                later.name.name, earlier.name.name, earlier.name.name
+                            )),
                     );
                     break;
                 }
@@ -721,12 +843,20 @@ impl<'a> Checker<'a> {
                 TestStmtKind::Send(send) => {
                     sent = true;
                     if !send.path.value.starts_with('/') {
-                        self.err(Diag::error(Code::TestInvalid, "a test request path must start with `/`").primary(send.path.span, "not an absolute path").help("write it like \"/v1/chat/completions\""));
+                        self.err(
+                            Diag::error(Code::TestInvalid, "a test request path must start with `/`")
+                                .primary(send.path.span, "not an absolute path")
+                                .help("write it like \"/v1/chat/completions\""),
+                        );
                     }
                 }
                 TestStmtKind::Expect(e) => {
                     if !sent {
-                        self.err(Diag::error(Code::TestInvalid, "`expect` before any `send`").primary(s.span, "nothing was sent yet").help("put a `send` before the first `expect`"));
+                        self.err(
+                            Diag::error(Code::TestInvalid, "`expect` before any `send`")
+                                .primary(s.span, "nothing was sent yet")
+                                .help("put a `send` before the first `expect`"),
+                        );
                     }
                     if let Expectation::Status { status, .. } = e {
                         self.status(*status, 100, "an expectation");
@@ -736,7 +866,11 @@ impl<'a> Checker<'a> {
             }
         }
         if !sent {
-            self.err(Diag::error(Code::TestInvalid, format!("test \"{}\" sends nothing", t.name.value)).primary(t.name.span, "empty test").help("add `send METHOD \"/path\"` and an `expect`"));
+            self.err(
+                Diag::error(Code::TestInvalid, format!("test \"{}\" sends nothing", t.name.value))
+                    .primary(t.name.span, "empty test")
+                    .help("add `send METHOD \"/path\"` and an `expect`"),
+            );
         }
     }
 }
@@ -772,7 +906,10 @@ fn literal_value(v: &Value) -> Option<String> {
 }
 
 pub fn check_url(url: &str) -> Result<(), &'static str> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).ok_or("must start with http:// or https://")?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("must start with http:// or https://")?;
     let authority = rest.split('/').next().unwrap_or("");
     if authority.is_empty() {
         return Err("no host");
@@ -802,8 +939,12 @@ pub fn same_expr(a: &Expr, b: &Expr) -> bool {
         (ExprKind::Fact(x), ExprKind::Fact(y)) => x == y,
         (ExprKind::Ref(x), ExprKind::Ref(y)) => x.name == y.name,
         (ExprKind::Not(x), ExprKind::Not(y)) | (ExprKind::Exists(x), ExprKind::Exists(y)) => same_expr(x, y),
-        (ExprKind::Binary { op: o1, lhs: l1, rhs: r1, .. }, ExprKind::Binary { op: o2, lhs: l2, rhs: r2, .. }) => o1 == o2 && same_expr(l1, l2) && same_expr(r1, r2),
-        (ExprKind::Call { func: f1, args: a1 }, ExprKind::Call { func: f2, args: a2 }) => f1 == f2 && a1.len() == a2.len() && a1.iter().zip(a2).all(|(p, q)| same_expr(p, q)),
+        (ExprKind::Binary { op: o1, lhs: l1, rhs: r1, .. }, ExprKind::Binary { op: o2, lhs: l2, rhs: r2, .. }) => {
+            o1 == o2 && same_expr(l1, l2) && same_expr(r1, r2)
+        }
+        (ExprKind::Call { func: f1, args: a1 }, ExprKind::Call { func: f2, args: a2 }) => {
+            f1 == f2 && a1.len() == a2.len() && a1.iter().zip(a2).all(|(p, q)| same_expr(p, q))
+        }
         _ => false,
     }
 }
@@ -820,7 +961,8 @@ fn fact_eq_lit(e: &Expr) -> Option<(&Fact, &Lit)> {
 
 /// Does `a` match every request `b` matches (ignoring `b`'s condition)?
 fn covers(a: &When, b: &When) -> bool {
-    let methods = a.methods.contains(&Method::Any) || b.methods.iter().all(|m| *m != Method::Any && a.methods.contains(m));
+    let methods =
+        a.methods.contains(&Method::Any) || b.methods.iter().all(|m| *m != Method::Any && a.methods.contains(m));
     let host = match (&a.host, &b.host) {
         (None, _) => true,
         (Some(x), Some(y)) => x.value.eq_ignore_ascii_case(&y.value),
@@ -853,7 +995,11 @@ fn path_covers(a: &str, b: &str) -> bool {
 }
 
 /// Collect env vars the program names, read them, and report unset ones.
-pub fn env_vars(items: &[Item], env: &dyn Fn(&str) -> Option<String>, mode: Mode) -> (BTreeMap<String, Option<String>>, Vec<Diag>) {
+pub fn env_vars(
+    items: &[Item],
+    env: &dyn Fn(&str) -> Option<String>,
+    mode: Mode,
+) -> (BTreeMap<String, Option<String>>, Vec<Diag>) {
     let mut values = BTreeMap::new();
     let mut diags = vec![];
     let mut visit = |v: &Value| {
@@ -865,10 +1011,17 @@ pub fn env_vars(items: &[Item], env: &dyn Fn(&str) -> Option<String>, mode: Mode
                 let val = env(&name.value);
                 if val.is_none() {
                     let d = match mode {
-                        Mode::Check => Diag::warning(Code::EnvUnset, format!("environment variable `{}` is not set", name.value)),
-                        Mode::Serve => Diag::error(Code::EnvUnset, format!("environment variable `{}` is not set", name.value)),
+                        Mode::Check => {
+                            Diag::warning(Code::EnvUnset, format!("environment variable `{}` is not set", name.value))
+                        }
+                        Mode::Serve => {
+                            Diag::error(Code::EnvUnset, format!("environment variable `{}` is not set", name.value))
+                        }
                     };
-                    diags.push(d.primary(name.span, "read here").help(format!("set `{}` in the gateway's environment before `gw serve`", name.value)));
+                    diags.push(
+                        d.primary(name.span, "read here")
+                            .help(format!("set `{}` in the gateway's environment before `gw serve`", name.value)),
+                    );
                 }
                 values.insert(name.value.clone(), val);
             }
@@ -962,7 +1115,14 @@ pub fn key_files(
             Err(e) => {
                 diags.push(
                     Diag::error(Code::KeysFileMissing, format!("cannot read key file `{}`", path.display()))
-                        .primary(k.file.span, format!("{}", if e.kind() == std::io::ErrorKind::NotFound { "no such file".to_string() } else { e.to_string() }))
+                        .primary(
+                            k.file.span,
+                            if e.kind() == std::io::ErrorKind::NotFound {
+                                "no such file".to_string()
+                            } else {
+                                e.to_string()
+                            },
+                        )
                         .help("key file paths are relative to the policy file that names them"),
                 );
                 sets.insert(k.name.name.clone(), LoadedKeys::default());

@@ -127,7 +127,11 @@ impl Report {
             warnings: self.warnings,
             tests_passed: self.tests_passed,
             tests_failed: self.tests_failed,
-            diagnostics: self.shown(max_errors).into_iter().map(|(f, d)| diagnostics::to_json(d, &f.output.sources)).collect(),
+            diagnostics: self
+                .shown(max_errors)
+                .into_iter()
+                .map(|(f, d)| diagnostics::to_json(d, &f.output.sources))
+                .collect(),
             tests: self
                 .files
                 .iter()

@@ -83,19 +83,19 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
 
     for stmt in &route.stmts {
         match &stmt.kind {
-            RouteStmtKind::Deny { status, message, cond } => {
-                if eval(&ctx, cond).truthy() {
-                    trace.push(step("guard", format!("deny {} \"{}\": condition holds", status.value, message.value)));
-                    return with_identity(Decision::new(Outcome::Denied { status: status.value as u16, message: message.value.clone() }));
-                }
+            RouteStmtKind::Deny { status, message, cond } if eval(&ctx, cond).truthy() => {
+                trace.push(step("guard", format!("deny {} \"{}\": condition holds", status.value, message.value)));
+                return with_identity(Decision::new(Outcome::Denied {
+                    status: status.value as u16,
+                    message: message.value.clone(),
+                }));
             }
-            RouteStmtKind::Allow { cond, status, message } => {
-                if !eval(&ctx, cond).truthy() {
-                    let status = status.map(|s| s.value as u16).unwrap_or(403);
-                    let message = message.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
-                    trace.push(step("guard", format!("allow: condition is false, refused with {status}")));
-                    return with_identity(Decision::new(Outcome::Denied { status, message }));
-                }
+            RouteStmtKind::Allow { cond, status, message } if !eval(&ctx, cond).truthy() => {
+                let status = status.map(|s| s.value as u16).unwrap_or(403);
+                let message =
+                    message.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
+                trace.push(step("guard", format!("allow: condition is false, refused with {status}")));
+                return with_identity(Decision::new(Outcome::Denied { status, message }));
             }
             _ => {}
         }
@@ -190,7 +190,9 @@ fn authenticate(program: &Program, auth: &Auth, req: &Request) -> Result<Option<
     };
     let entry = program.keysets.get(&auth.keys.name).and_then(|k| k.lookup(presented));
     match entry {
-        Some(e) => Ok(Some(Identity { keys: auth.keys.name.clone(), tenant: e.tenant.clone(), key_name: e.name.clone() })),
+        Some(e) => {
+            Ok(Some(Identity { keys: auth.keys.name.clone(), tenant: e.tenant.clone(), key_name: e.name.clone() }))
+        }
         None => Err(INVALID_KEY.to_string()),
     }
 }
@@ -201,7 +203,9 @@ pub const INVALID_KEY: &str = "invalid API key";
 /// The stable identity of a route limit: changes when the limit's meaning changes.
 pub fn route_limit_id(route: &str, index: usize, limit: &Limit) -> String {
     let kind = match &limit.kind {
-        LimitKind::Rate { rate, burst } => format!("rate:{}/{}ns:b{}", rate.count, rate.window_ns, burst.map(|b| b.value).unwrap_or(0)),
+        LimitKind::Rate { rate, burst } => {
+            format!("rate:{}/{}ns:b{}", rate.count, rate.window_ns, burst.map(|b| b.value).unwrap_or(0))
+        }
         LimitKind::Tokens { rate, .. } => format!("tokens:{}/{}ns", rate.count, rate.window_ns),
         LimitKind::Concurrent(n) => format!("concurrent:{}", n.value),
     };
@@ -270,7 +274,11 @@ pub fn host_matches(pattern: Option<&str>, host: &str) -> bool {
     match pattern {
         None => true,
         Some(p) => match p.strip_prefix("*.") {
-            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(suffix) && host[..host.len() - suffix.len()].ends_with('.'),
+            Some(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.ends_with(suffix)
+                    && host[..host.len() - suffix.len()].ends_with('.')
+            }
             None => p.eq_ignore_ascii_case(host),
         },
     }
@@ -330,8 +338,12 @@ fn eval(ctx: &Ctx<'_>, e: &Expr) -> Val {
         },
         ExprKind::Not(inner) => Val::Bool(!eval(ctx, inner).truthy()),
         ExprKind::Exists(inner) => Val::Bool(eval(ctx, inner) != Val::Missing),
-        ExprKind::Binary { op: BinOp::And, lhs, rhs, .. } => Val::Bool(eval(ctx, lhs).truthy() && eval(ctx, rhs).truthy()),
-        ExprKind::Binary { op: BinOp::Or, lhs, rhs, .. } => Val::Bool(eval(ctx, lhs).truthy() || eval(ctx, rhs).truthy()),
+        ExprKind::Binary { op: BinOp::And, lhs, rhs, .. } => {
+            Val::Bool(eval(ctx, lhs).truthy() && eval(ctx, rhs).truthy())
+        }
+        ExprKind::Binary { op: BinOp::Or, lhs, rhs, .. } => {
+            Val::Bool(eval(ctx, lhs).truthy() || eval(ctx, rhs).truthy())
+        }
         ExprKind::Binary { op: BinOp::Matches, lhs, rhs, .. } => {
             let ExprKind::Lit(Lit::Regex(r)) = &rhs.kind else { return Val::Bool(false) };
             match value::build_regex(&r.pattern, r.case_insensitive) {
@@ -359,6 +371,8 @@ fn fact(ctx: &Ctx<'_>, f: &Fact) -> Val {
         Fact::Header(h) => s(ctx.req.header(h)),
         Fact::Query(q) => s(ctx.req.query_param(q)),
         Fact::Param(p) => s(ctx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
-        Fact::Body(path) => ctx.body.and_then(|b| value::body_lookup(b, path)).map(Val::from_json).unwrap_or(Val::Missing),
+        Fact::Body(path) => {
+            ctx.body.and_then(|b| value::body_lookup(b, path)).map(Val::from_json).unwrap_or(Val::Missing)
+        }
     }
 }

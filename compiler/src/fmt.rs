@@ -329,10 +329,9 @@ impl<'a> Fmt<'a> {
 
     fn block_item(&mut self, item: &Item, cs: &[usize]) {
         let (header, lines): (String, Vec<Line>) = match item {
-            Item::Gateway(g) => (
-                "gateway".to_string(),
-                g.settings.iter().map(|s| self.line(setting(&s.kind), s.span)).collect(),
-            ),
+            Item::Gateway(g) => {
+                ("gateway".to_string(), g.settings.iter().map(|s| self.line(setting(&s.kind), s.span)).collect())
+            }
             Item::Upstream(u) => {
                 let mut lines: Vec<Line> = vec![];
                 for (i, s) in u.stmts.iter().enumerate() {
@@ -376,11 +375,8 @@ impl<'a> Fmt<'a> {
         let pad = INDENT.repeat(depth);
         let inner_pad = INDENT.repeat(depth + 1);
         let mut elems: Vec<Elem> = vec![];
-        let comment_elem = |f: &Self, ci: usize| Elem {
-            text: f.comment(ci).text.clone(),
-            start: f.cstart(ci),
-            end: f.cend(ci),
-        };
+        let comment_elem =
+            |f: &Self, ci: usize| Elem { text: f.comment(ci).text.clone(), start: f.cstart(ci), end: f.cend(ci) };
         for (k, line) in lines.into_iter().enumerate() {
             for &ci in slots.leading[k].iter().chain(&slots.inner[k]) {
                 elems.push(comment_elem(self, ci));
@@ -494,12 +490,8 @@ fn upstream_stmt(k: &UpstreamStmtKind) -> String {
         UpstreamStmtKind::Timeout(q) => format!("timeout {}", duration(q.value)),
         UpstreamStmtKind::ConnectTimeout(q) => format!("connect_timeout {}", duration(q.value)),
         UpstreamStmtKind::Health(h) => {
-            let mut s = format!(
-                "health {} {} every {}",
-                h.method.as_str(),
-                quote(&h.path.value),
-                duration(h.every.value)
-            );
+            let mut s =
+                format!("health {} {} every {}", h.method.as_str(), quote(&h.path.value), duration(h.every.value));
             if let Some(t) = &h.timeout {
                 s.push_str(&format!(" timeout {}", duration(t.value)));
             }
@@ -508,15 +500,14 @@ fn upstream_stmt(k: &UpstreamStmtKind) -> String {
         UpstreamStmtKind::Retry(r) => {
             let mut s = format!("retry {}", r.attempts.value);
             if !r.on.is_empty() {
-                let conds: Vec<String> = r
-                    .on
-                    .iter()
-                    .map(|c| match c {
-                        RetryCond::ConnectError(_) => "connect_error".to_string(),
-                        RetryCond::Timeout(_) => "timeout".to_string(),
-                        RetryCond::Status(q) => q.value.to_string(),
-                    })
-                    .collect();
+                let conds: Vec<String> =
+                    r.on.iter()
+                        .map(|c| match c {
+                            RetryCond::ConnectError(_) => "connect_error".to_string(),
+                            RetryCond::Timeout(_) => "timeout".to_string(),
+                            RetryCond::Status(q) => q.value.to_string(),
+                        })
+                        .collect();
                 s.push_str(" on ");
                 s.push_str(&conds.join(", "));
             }
@@ -896,11 +887,8 @@ fn write_expr(out: &mut String, e: &Expr, ctx: Ctx) {
             out.push(' ');
             out.push_str(op.as_str());
             out.push(' ');
-            let rhs_ctx = Ctx {
-                min: p + 1,
-                not_ok: !cmp || !ctx.followed_by_cmp,
-                followed_by_cmp: ctx.followed_by_cmp,
-            };
+            let rhs_ctx =
+                Ctx { min: p + 1, not_ok: !cmp || !ctx.followed_by_cmp, followed_by_cmp: ctx.followed_by_cmp };
             write_expr(out, rhs, rhs_ctx);
         }
         ExprKind::Not(inner) => {

@@ -64,7 +64,11 @@ impl LoadedKeys {
             let hash = fields[0];
             let mut bytes = [0u8; 32];
             if hash.len() != 64 || hex::decode_to_slice(hash, &mut bytes).is_err() {
-                errors.push(err("the first field must be 64 hex digits (a SHA-256 hash)".into(), start, start + hash.len()));
+                errors.push(err(
+                    "the first field must be 64 hex digits (a SHA-256 hash)".into(),
+                    start,
+                    start + hash.len(),
+                ));
                 continue;
             }
             if keys.by_hash.contains_key(&bytes) {

@@ -129,10 +129,14 @@ fn load_file(loader: &dyn Loader, path: &Path, via: Option<Span>, l: &mut Loaded
         Ok(b) => b,
         Err(e) => {
             let d = match via {
-                Some(span) => Diag::error(Code::ImportMissing, format!("cannot read imported file `{}`", display(path)))
-                    .primary(span, io_reason(&e))
-                    .help("import paths are relative to the importing file"),
-                None => Diag::error(Code::FileUnreadable, format!("cannot read `{}`: {}", display(path), io_reason(&e))),
+                Some(span) => {
+                    Diag::error(Code::ImportMissing, format!("cannot read imported file `{}`", display(path)))
+                        .primary(span, io_reason(&e))
+                        .help("import paths are relative to the importing file")
+                }
+                None => {
+                    Diag::error(Code::FileUnreadable, format!("cannot read `{}`: {}", display(path), io_reason(&e)))
+                }
             };
             l.diags.push(d);
             return;
@@ -146,8 +150,9 @@ fn load_file(loader: &dyn Loader, path: &Path, via: Option<Span>, l: &mut Loaded
             let lossy: Arc<str> = String::from_utf8_lossy(e.as_bytes()).into();
             let line = lossy.get(..valid).map(|s| s.matches('\n').count() + 1).unwrap_or(1);
             let id = l.sources.add(path, name.clone(), lossy);
-            let mut d = Diag::error(Code::InvalidUtf8, format!("`{name}` is not valid UTF-8 (line {line}, byte {valid})"))
-                .help("save the file as UTF-8");
+            let mut d =
+                Diag::error(Code::InvalidUtf8, format!("`{name}` is not valid UTF-8 (line {line}, byte {valid})"))
+                    .help("save the file as UTF-8");
             // The lossy copy keeps offsets before the first bad byte, so this span is right.
             d = d.primary(Span::new(id, valid, valid), "the first invalid byte is here");
             l.diags.push(d);

@@ -167,7 +167,15 @@ pub struct Decision {
 
 impl Decision {
     pub fn new(outcome: Outcome) -> Decision {
-        Decision { outcome, route: None, route_index: None, identity: None, params: vec![], limits: vec![], trace: vec![] }
+        Decision {
+            outcome,
+            route: None,
+            route_index: None,
+            identity: None,
+            params: vec![],
+            limits: vec![],
+            trace: vec![],
+        }
     }
 
     /// Equal in everything but the wording of the trace: what the differential tests compare.

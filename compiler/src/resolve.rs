@@ -61,10 +61,15 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
         }
         match item {
             Item::Upstream(u) => diags.extend(duplicate_settings(
-                u.stmts.iter().filter(|s| !matches!(s.kind, UpstreamStmtKind::Target(_) | UpstreamStmtKind::Header { .. })).map(|s| (s.kind.keyword(), s.span)),
+                u.stmts
+                    .iter()
+                    .filter(|s| !matches!(s.kind, UpstreamStmtKind::Target(_) | UpstreamStmtKind::Header { .. }))
+                    .map(|s| (s.kind.keyword(), s.span)),
                 "upstream",
             )),
-            Item::Tenant(t) => diags.extend(duplicate_settings(t.stmts.iter().map(|s| (s.kind.keyword(), s.span)), "tenant")),
+            Item::Tenant(t) => {
+                diags.extend(duplicate_settings(t.stmts.iter().map(|s| (s.kind.keyword(), s.span)), "tenant"))
+            }
             _ => {}
         }
     }
@@ -94,7 +99,9 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             Item::Upstream(u) => {
                 for s in &u.stmts {
                     match &s.kind {
-                        UpstreamStmtKind::Affinity(e) | UpstreamStmtKind::Balance(Balance::Hash(e)) => refs(e, &names, &mut used, &mut diags),
+                        UpstreamStmtKind::Affinity(e) | UpstreamStmtKind::Balance(Balance::Hash(e)) => {
+                            refs(e, &names, &mut used, &mut diags)
+                        }
                         _ => {}
                     }
                 }
@@ -132,7 +139,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             diags.push(
                 Diag::warning(Code::Unused, format!("{kind} `{}` is never used", ident.name))
                     .primary(ident.span, "defined here, used nowhere")
-                    .help(format!("remove it, or refer to it from a route; a name starting with `_` is exempt")),
+                    .help("remove it, or refer to it from a route; a name starting with `_` is exempt"),
             );
         }
     }
@@ -149,10 +156,10 @@ fn duplicate(kind: &str, name: &str, span: Span, first: Span) -> Diag {
     Diag::error(Code::Duplicate, format!("{kind} `{name}` is defined twice"))
         .primary(span, "defined again here")
         .secondary(first, "first defined here")
-        .help(format!("rename one of them, or remove the second definition"))
+        .help("rename one of them, or remove the second definition")
 }
 
-fn duplicate_settings<'a>(stmts: impl Iterator<Item = (&'static str, Span)>, block: &str) -> Vec<Diag> {
+fn duplicate_settings(stmts: impl Iterator<Item = (&'static str, Span)>, block: &str) -> Vec<Diag> {
     let mut seen: HashMap<&str, Span> = HashMap::new();
     let mut diags = vec![];
     for (kw, span) in stmts {
@@ -175,7 +182,8 @@ fn check_ref(table: &HashMap<String, Span>, id: &Ident, code: Code, kind: &str, 
     if table.contains_key(&id.name) {
         return;
     }
-    let mut d = Diag::error(code, format!("no {kind} named `{}`", id.name)).primary(id.span, format!("undefined {kind}"));
+    let mut d =
+        Diag::error(code, format!("no {kind} named `{}`", id.name)).primary(id.span, format!("undefined {kind}"));
     d = match did_you_mean(&id.name, table.keys().map(String::as_str)) {
         Some(h) => d.help(h),
         None if table.is_empty() => d.help(format!("define it with `{}`", define_hint(kind, &id.name))),

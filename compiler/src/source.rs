@@ -78,9 +78,7 @@ impl Sources {
 
     /// The text a span covers, or "" if the span is not in a known file.
     pub fn snippet(&self, span: Span) -> &str {
-        self.get(span.file)
-            .and_then(|f| f.text.get(span.start as usize..span.end as usize))
-            .unwrap_or("")
+        self.get(span.file).and_then(|f| f.text.get(span.start as usize..span.end as usize)).unwrap_or("")
     }
 
     /// 1-based line and column (in characters) of a byte offset.

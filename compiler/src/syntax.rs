@@ -101,8 +101,8 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         expr | primary | paren | fact | reference | literal | call => "an expression",
         infix_op | op_and | op_or | op_eq | op_ne | op_ge | op_le | op_gt | op_lt => "an operator",
         json_value | json_object | json_array | json_pair => "a JSON value",
-        item | import_decl | gateway_decl | upstream_decl | keys_decl | tenant_decl | matcher_decl
-        | route_decl | test_decl => "a declaration (gateway, upstream, keys, tenant, matcher, route, test, import)",
+        item | import_decl | gateway_decl | upstream_decl | keys_decl | tenant_decl | matcher_decl | route_decl
+        | test_decl => "a declaration (gateway, upstream, keys, tenant, matcher, route, test, import)",
         on_error_mode => "`local`, `allow` or `deny`",
         forwarded_mode => "`strip`, `append` or `keep`",
         balance_mode => "`round_robin`, `weighted`, `least_conn` or `hash(...)`",
@@ -136,32 +136,149 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
 
 /// Every keyword, for did-you-mean and for `describe`.
 pub const KEYWORD_NAMES: &[&str] = &[
-    "import", "gateway", "upstream", "keys", "tenant", "matcher", "route", "test", "listen", "admin",
-    "token", "state", "local", "redis", "on_error", "allow", "deny", "audit", "rotate", "max_body",
-    "max_header_bytes", "max_headers", "header_timeout", "idle_timeout", "drain_timeout", "tls", "cert",
-    "key", "policy_header", "forwarded", "strip", "append", "keep", "target", "weight", "region",
-    "balance", "round_robin", "weighted", "least_conn", "hash", "header", "timeout", "connect_timeout",
-    "health", "every", "retry", "on", "connect_error", "max_connections", "affinity", "from", "salt",
-    "rate", "burst", "tokens", "concurrent", "when", "host", "if", "else", "auth", "via", "bearer",
-    "query", "optional", "limit", "per", "model", "estimate", "client", "shadow", "set", "rewrite",
-    "prefix", "path", "respond", "json", "cache", "max", "websocket", "cors", "origins", "methods",
-    "jwt", "secret", "issuer", "serve", "to", "send", "body", "advance", "expect", "env", "and", "or",
-    "not", "contains", "matches", "in", "starts_with", "ends_with", "exists", "method", "client_ip",
+    "import",
+    "gateway",
+    "upstream",
+    "keys",
+    "tenant",
+    "matcher",
+    "route",
+    "test",
+    "listen",
+    "admin",
+    "token",
+    "state",
+    "local",
+    "redis",
+    "on_error",
+    "allow",
+    "deny",
+    "audit",
+    "rotate",
+    "max_body",
+    "max_header_bytes",
+    "max_headers",
+    "header_timeout",
+    "idle_timeout",
+    "drain_timeout",
+    "tls",
+    "cert",
+    "key",
+    "policy_header",
+    "forwarded",
+    "strip",
+    "append",
+    "keep",
+    "target",
+    "weight",
+    "region",
+    "balance",
+    "round_robin",
+    "weighted",
+    "least_conn",
+    "hash",
+    "header",
+    "timeout",
+    "connect_timeout",
+    "health",
+    "every",
+    "retry",
+    "on",
+    "connect_error",
+    "max_connections",
+    "affinity",
+    "from",
+    "salt",
+    "rate",
+    "burst",
+    "tokens",
+    "concurrent",
+    "when",
+    "host",
+    "if",
+    "else",
+    "auth",
+    "via",
+    "bearer",
+    "query",
+    "optional",
+    "limit",
+    "per",
+    "model",
+    "estimate",
+    "client",
+    "shadow",
+    "set",
+    "rewrite",
+    "prefix",
+    "path",
+    "respond",
+    "json",
+    "cache",
+    "max",
+    "websocket",
+    "cors",
+    "origins",
+    "methods",
+    "jwt",
+    "secret",
+    "issuer",
+    "serve",
+    "to",
+    "send",
+    "body",
+    "advance",
+    "expect",
+    "env",
+    "and",
+    "or",
+    "not",
+    "contains",
+    "matches",
+    "in",
+    "starts_with",
+    "ends_with",
+    "exists",
+    "method",
+    "client_ip",
     "param",
 ];
 
 const ITEM_KEYWORDS: &[&str] = &["import", "gateway", "upstream", "keys", "tenant", "matcher", "route", "test"];
 const GATEWAY_STMTS: &[&str] = &[
-    "listen", "admin", "state", "audit", "max_body", "max_header_bytes", "max_headers", "header_timeout",
-    "idle_timeout", "drain_timeout", "tls", "policy_header", "forwarded",
+    "listen",
+    "admin",
+    "state",
+    "audit",
+    "max_body",
+    "max_header_bytes",
+    "max_headers",
+    "header_timeout",
+    "idle_timeout",
+    "drain_timeout",
+    "tls",
+    "policy_header",
+    "forwarded",
 ];
-const UPSTREAM_STMTS: &[&str] = &[
-    "target", "balance", "header", "timeout", "connect_timeout", "health", "retry", "max_connections", "affinity",
-];
+const UPSTREAM_STMTS: &[&str] =
+    &["target", "balance", "header", "timeout", "connect_timeout", "health", "retry", "max_connections", "affinity"];
 const TENANT_STMTS: &[&str] = &["rate", "tokens", "concurrent", "region"];
 const ROUTE_STMTS: &[&str] = &[
-    "when", "auth", "allow", "deny", "limit", "set", "strip", "rewrite", "respond", "cache", "websocket", "cors",
-    "jwt", "serve", "to",
+    "when",
+    "auth",
+    "allow",
+    "deny",
+    "limit",
+    "set",
+    "strip",
+    "rewrite",
+    "respond",
+    "cache",
+    "websocket",
+    "cors",
+    "jwt",
+    "serve",
+    "to",
 ];
 const TEST_STMTS: &[&str] = &["send", "expect", "advance"];
 
@@ -374,8 +491,9 @@ impl<'t> Walker<'t> {
             return;
         }
         let word_span = self.at(span.start as usize, span.start as usize + word.len().max(1));
-        let mut d = Diag::error(Code::SyntaxUnknownItem, format!("expected a declaration, found {}", describe_found(word)))
-            .primary(word_span, "not a declaration");
+        let mut d =
+            Diag::error(Code::SyntaxUnknownItem, format!("expected a declaration, found {}", describe_found(word)))
+                .primary(word_span, "not a declaration");
         d = match did_you_mean(word, ITEM_KEYWORDS.iter().copied()) {
             Some(h) => d.help(h),
             None => d.help("a policy is made of: gateway, upstream, keys, tenant, matcher, route, test and import"),
@@ -774,7 +892,13 @@ impl<'t> Walker<'t> {
     }
 
     fn limit<'i>(&mut self, args: impl Iterator<Item = P<'i>>) -> Option<Limit> {
-        let mut limit = Limit { kind: LimitKind::Concurrent(Quantity { value: 0, span: Span::default() }), per: LimitKey::Route, model: None, cond: None, shadow: false };
+        let mut limit = Limit {
+            kind: LimitKind::Concurrent(Quantity { value: 0, span: Span::default() }),
+            per: LimitKey::Route,
+            model: None,
+            cond: None,
+            shadow: false,
+        };
         for p in args {
             match p.as_rule() {
                 Rule::limit_kind => {

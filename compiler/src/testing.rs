@@ -41,7 +41,12 @@ pub fn run_tests(program: &Program, decide: &dyn Fn(&Request) -> Decision) -> Ve
     program.tests().map(|t| run_one(program, t, decide, &rates)).collect()
 }
 
-fn run_one(program: &Program, test: &Test, decide: &dyn Fn(&Request) -> Decision, rates: &HashMap<String, (Gcra, bool)>) -> TestResult {
+fn run_one(
+    program: &Program,
+    test: &Test,
+    decide: &dyn Fn(&Request) -> Decision,
+    rates: &HashMap<String, (Gcra, bool)>,
+) -> TestResult {
     let mut now: u64 = 0;
     let mut tats: HashMap<(String, String), u64> = HashMap::new();
     let mut last: Option<(Answer, Span)> = None;
@@ -52,7 +57,8 @@ fn run_one(program: &Program, test: &Test, decide: &dyn Fn(&Request) -> Decision
             TestStmtKind::Send(send) => {
                 let req = to_request(send);
                 let decision = decide(&req);
-                let mut answer = Answer { status: decision.outcome.status(), message: refusal_message(&decision), decision };
+                let mut answer =
+                    Answer { status: decision.outcome.status(), message: refusal_message(&decision), decision };
                 if answer.status < 400 {
                     apply_rate_limits(&mut answer, rates, &mut tats, now);
                 }
@@ -98,7 +104,11 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             }
             if let Some(m) = message {
                 if a.message.as_deref() != Some(m.value.as_str()) {
-                    return Some(format!("expected message \"{}\", got {:?}", m.value, a.message.as_deref().unwrap_or("none")));
+                    return Some(format!(
+                        "expected message \"{}\", got {:?}",
+                        m.value,
+                        a.message.as_deref().unwrap_or("none")
+                    ));
                 }
             }
             None
@@ -166,7 +176,12 @@ fn rate_limits(program: &Program) -> HashMap<String, (Gcra, bool)> {
 }
 
 /// All-or-nothing: when one limit refuses, none is charged.
-fn apply_rate_limits(answer: &mut Answer, rates: &HashMap<String, (Gcra, bool)>, tats: &mut HashMap<(String, String), u64>, now: u64) {
+fn apply_rate_limits(
+    answer: &mut Answer,
+    rates: &HashMap<String, (Gcra, bool)>,
+    tats: &mut HashMap<(String, String), u64>,
+    now: u64,
+) {
     let mut updates = vec![];
     for l in &answer.decision.limits {
         let Some((g, shadow)) = rates.get(&l.id) else { continue };

@@ -79,7 +79,8 @@ pub fn equals(a: &Val, b: &Val) -> bool {
         (Val::Bool(x), Val::Bool(y)) => x == y,
         (Val::List(x), Val::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equals(p, q)),
         (Val::Json(x), Val::Json(y)) => x == y,
-        (Val::Json(serde_json::Value::Array(x)), Val::List(y)) | (Val::List(y), Val::Json(serde_json::Value::Array(x))) => {
+        (Val::Json(serde_json::Value::Array(x)), Val::List(y))
+        | (Val::List(y), Val::Json(serde_json::Value::Array(x))) => {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equals(&Val::from_json(p), q))
         }
         _ => false,
@@ -137,7 +138,9 @@ pub fn call(func: Func, args: &[Val]) -> Val {
     match (func, args) {
         (Func::Lower, [Val::Str(s)]) => Val::Str(s.to_lowercase()),
         (Func::Upper, [Val::Str(s)]) => Val::Str(s.to_uppercase()),
-        (Func::Number, [Val::Str(s)]) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(Val::Num).unwrap_or(Val::Missing),
+        (Func::Number, [Val::Str(s)]) => {
+            s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(Val::Num).unwrap_or(Val::Missing)
+        }
         (Func::Number, [Val::Num(n)]) => Val::Num(*n),
         (Func::Len, [Val::Str(s)]) => Val::Num(s.chars().count() as f64),
         (Func::Len, [Val::List(l)]) => Val::Num(l.len() as f64),
@@ -148,11 +151,17 @@ pub fn call(func: Func, args: &[Val]) -> Val {
 }
 
 /// Compile a policy regex with the limits every stage uses.
-pub fn build_regex(pattern: &str, case_insensitive: bool) -> Result<regex_automata::meta::Regex, regex_automata::meta::BuildError> {
+pub fn build_regex(
+    pattern: &str,
+    case_insensitive: bool,
+) -> Result<regex_automata::meta::Regex, Box<regex_automata::meta::BuildError>> {
     regex_automata::meta::Builder::new()
-        .configure(regex_automata::meta::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)).hybrid_cache_capacity(2 << 20))
+        .configure(
+            regex_automata::meta::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)).hybrid_cache_capacity(2 << 20),
+        )
         .syntax(regex_automata::util::syntax::Config::new().case_insensitive(case_insensitive).nest_limit(64))
         .build(pattern)
+        .map_err(Box::new)
 }
 
 /// Largest compiled NFA one policy regex may have, in bytes.

@@ -195,7 +195,9 @@ fn check(args: &CheckArgs) -> u8 {
 fn print_diags(diags: &[Diag], sources: &Sources, format: Format) {
     for d in diags {
         match format {
-            Format::Json => println!("{}", serde_json::to_string(&diagnostics::to_json(d, sources)).unwrap_or_default()),
+            Format::Json => {
+                println!("{}", serde_json::to_string(&diagnostics::to_json(d, sources)).unwrap_or_default())
+            }
             Format::Github => print!("{}", cli::github_line(d, sources)),
             _ => eprint!("{}", diagnostics::render(d, sources, style(format))),
         }
@@ -311,15 +313,17 @@ fn codes(code: Option<&str>) -> u8 {
             }
             EXIT_OK
         }
-        Some(name) => match Code::ALL.iter().find(|c| c.as_str() == name || c.as_str().trim_start_matches("gw::") == name) {
-            Some(c) => {
-                println!("{}: {}", c.as_str(), c.summary());
-                EXIT_OK
+        Some(name) => {
+            match Code::ALL.iter().find(|c| c.as_str() == name || c.as_str().trim_start_matches("gw::") == name) {
+                Some(c) => {
+                    println!("{}: {}", c.as_str(), c.summary());
+                    EXIT_OK
+                }
+                None => {
+                    eprintln!("gw-check: no diagnostic code `{name}` (see `gw-check codes`)");
+                    EXIT_USAGE
+                }
             }
-            None => {
-                eprintln!("gw-check: no diagnostic code `{name}` (see `gw-check codes`)");
-                EXIT_USAGE
-            }
-        },
+        }
     }
 }
