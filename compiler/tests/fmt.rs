@@ -120,13 +120,14 @@ fn fixtures_match_expected_output() {
     let mut checked = 0;
     for p in fixtures() {
         let expected = p.with_extension("expected.gwp");
-        if !expected.exists() {
+        let bless = std::env::var_os("GW_BLESS").is_some();
+        if !expected.exists() && !bless {
             continue;
         }
         let got = fmt(&p.display().to_string(), &read(&p));
-        let want = read(&expected);
+        let want = if expected.exists() { read(&expected) } else { String::new() };
         if got != want {
-            if std::env::var_os("GW_BLESS").is_some() {
+            if bless {
                 fs::write(&expected, &got).expect("write expected output");
                 continue;
             }
@@ -419,11 +420,12 @@ fn generated_expressions_round_trip() {
 #[test]
 fn comments_at_random_places_are_kept() {
     let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut tried, mut kept) = (0, 0);
     for p in fixtures() {
         let text = read(&p);
         let base = strip_spans(&syntax::parse(FileId(0), &text).0.file);
         let spaces: Vec<usize> = text.char_indices().filter(|(_, c)| *c == ' ' || *c == '\n').map(|(i, _)| i).collect();
-        for round in 0..40 {
+        for round in 0..200 {
             let mut picks: Vec<usize> = (0..1 + r.below(6)).map(|_| spaces[r.below(spaces.len())]).collect();
             picks.sort_unstable();
             picks.dedup();
@@ -432,6 +434,7 @@ fn comments_at_random_places_are_kept() {
                 let c = if r.below(2) == 0 { format!("# r{round}c{n}\n") } else { format!("\n# r{round}c{n}\n") };
                 t.insert_str(at, &c);
             }
+            tried += 1;
             let (parsed, diags) = syntax::parse(FileId(0), &t);
             if !diags.is_empty() || strip_spans(&parsed.file) != base {
                 continue; // the comment landed inside a string or swallowed code
@@ -439,6 +442,8 @@ fn comments_at_random_places_are_kept() {
             let name = format!("{} round {round}", p.display());
             check_round_trip(&name, &t);
             check_idempotent(&name, &t);
+            kept += 1;
         }
     }
+    assert!(kept * 3 >= tried, "only {kept} of {tried} random placements were usable");
 }
