@@ -128,7 +128,10 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
 
     diags.extend(matcher_cycles(items));
 
-    for item in items {
+    // A policy without routes is a library module meant for `import`: its definitions are
+    // used by the policies that import it, so none is reported as unused.
+    let is_module = !items.iter().any(|i| matches!(i, Item::Route(_)));
+    for item in items.iter().filter(|_| !is_module) {
         let (kind, key, ident) = match item {
             Item::Upstream(u) => ("upstream", "upstream", &u.name),
             Item::Keys(k) => ("key set", "keys", &k.name),
