@@ -13,8 +13,10 @@ pub mod diagnostics;
 pub mod eval;
 pub mod fmt;
 pub mod gcra;
+pub mod graph;
 pub mod keys;
 pub mod load;
+pub mod lower;
 pub mod program;
 pub mod request;
 pub mod resolve;
@@ -75,12 +77,16 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
     let mut diags = loaded.diags;
     let items = loaded.items;
 
-    let (_names, resolve_diags) = resolve::resolve(&items);
-    let resolve_failed = resolve_diags.iter().any(Diag::is_error);
-    diags.extend(resolve_diags);
-    // Checking a program with unresolved names or matcher cycles would only repeat errors.
-    if !resolve_failed {
-        diags.extend(check::check(&items));
+    // Names and meaning are checked only on a program that read cleanly: after a syntax error
+    // the items are incomplete, and their "errors" would only be noise.
+    if !diags.iter().any(Diag::is_error) {
+        let (_names, resolve_diags) = resolve::resolve(&items);
+        let resolve_failed = resolve_diags.iter().any(Diag::is_error);
+        diags.extend(resolve_diags);
+        // Checking a program with unresolved names or matcher cycles would only repeat errors.
+        if !resolve_failed {
+            diags.extend(check::check(&items));
+        }
     }
     let (env, env_diags) = check::env_vars(&items, opts.env, opts.mode);
     diags.extend(env_diags);

@@ -447,6 +447,12 @@ impl<'t> Walker<'t> {
         expected.sort_unstable();
         expected.dedup();
         let found = self.token_at(pos);
+        let line_rest = self.text.get(pos..).unwrap_or("").lines().next().unwrap_or("");
+        if found == "\"" && !line_rest[1..].contains('"') {
+            return Diag::error(Code::SyntaxUnexpected, "unterminated string")
+                .primary(self.at(pos, pos + line_rest.len()), "this string is not closed on its line")
+                .help("close the string with `\"`; write a quote inside a string as `\\\"`");
+        }
         let what = match expected.len() {
             0 => "something else".to_string(),
             1 => expected[0].to_string(),
@@ -487,7 +493,9 @@ impl<'t> Walker<'t> {
                 Ok(_) => Diag::error(Code::SyntaxUnexpected, format!("could not read this `{word}` declaration"))
                     .primary(span, "not understood"),
             };
-            self.diags.push(d.help(format!("a `{word}` declaration looks like: {usage_line}")));
+            let d =
+                if d.help.is_none() { d.help(format!("a `{word}` declaration looks like: {usage_line}")) } else { d };
+            self.diags.push(d);
             return;
         }
         let word_span = self.at(span.start as usize, span.start as usize + word.len().max(1));
@@ -514,7 +522,16 @@ impl<'t> Walker<'t> {
                     .primary(span, "not understood"),
             };
             let d = Diag { code: Code::SyntaxBadStatement, ..d };
-            self.diags.push(d.help(format!("write it as: {usage_line}")));
+            let d = if d.help.is_none() { d.help(format!("write it as: {usage_line}")) } else { d };
+            self.diags.push(d);
+            return;
+        }
+        if ITEM_KEYWORDS.contains(&word) {
+            self.diags.push(
+                Diag::error(Code::SyntaxUnexpected, format!("`{word}` inside {}: a `}}` is missing", block.name()))
+                    .primary(word_span, format!("a new `{word}` starts here"))
+                    .help("close the block above with `}` before starting another declaration"),
+            );
             return;
         }
         let mut d = Diag::error(
