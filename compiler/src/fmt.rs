@@ -223,15 +223,17 @@ impl<'a> Fmt<'a> {
             trailing: vec![None; n],
             tail: vec![],
         };
+        // Children come in source order and do not overlap, so starts and ends are sorted.
         for (nth, &ci) in cs.iter().enumerate() {
             let pos = self.cstart(ci);
-            if let Some(k) = children.iter().position(|&(a, b)| a <= pos && pos < b) {
+            let next = children.partition_point(|&(a, _)| a <= pos);
+            if let Some(k) = next.checked_sub(1).filter(|&k| pos < children[k].1) {
                 s.inner[k].push(ci);
                 continue;
             }
-            let next = children.iter().position(|&(a, _)| a > pos);
+            let next = (next < n).then_some(next);
             if self.is_trailing(ci) {
-                let prev = children.iter().rposition(|&(_, b)| b <= pos);
+                let prev = children.partition_point(|&(_, b)| b <= pos).checked_sub(1);
                 if let Some(k) = prev {
                     if self.same_line(children[k].1, pos) && s.trailing[k].is_none() {
                         s.trailing[k] = Some(ci);
@@ -300,14 +302,12 @@ impl<'a> Fmt<'a> {
 
     /// The separator before the next top-level element starting at `start`.
     fn file_sep(&mut self, last: Option<(bool, usize)>, start: usize) {
-        match last {
-            None => {}
-            Some((true, _)) => self.out.push('\n'),
-            Some((false, end)) => {
-                if self.blank_between(end, start) {
-                    self.out.push('\n');
-                }
-            }
+        let blank = match last {
+            None => false,
+            Some((after_item, end)) => after_item || self.blank_between(end, start),
+        };
+        if blank {
+            self.out.push('\n');
         }
     }
 
@@ -353,11 +353,11 @@ impl<'a> Fmt<'a> {
             ),
             Item::Route(r) => (
                 format!("route {}", r.name.name),
-                r.stmts.iter().map(|s| self.line(route_stmt(&s.kind), s.span)).collect(),
+                r.stmts.iter().map(|s| self.line(route_stmt(&s.kind, self.text), s.span)).collect(),
             ),
             Item::Test(t) => (
                 format!("test {}", quote(&t.name.value)),
-                t.stmts.iter().map(|s| self.line(test_stmt(&s.kind), s.span)).collect(),
+                t.stmts.iter().map(|s| self.line(test_stmt(&s.kind, self.text), s.span)).collect(),
             ),
             _ => return,
         };
@@ -537,7 +537,7 @@ fn methods(ms: &[Method]) -> String {
     ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join("|")
 }
 
-fn route_stmt(k: &RouteStmtKind) -> String {
+fn route_stmt(k: &RouteStmtKind, src: &str) -> String {
     match k {
         RouteStmtKind::When(w) => {
             let mut s = format!("when {} {}", methods(&w.methods), quote(&w.path.value));
@@ -596,7 +596,7 @@ fn route_stmt(k: &RouteStmtKind) -> String {
             match body {
                 Some(ResponseBody::Json(j)) => {
                     s.push_str(" json ");
-                    write_json(&mut s, &j.value);
+                    s.push_str(&json(j, src));
                 }
                 Some(ResponseBody::Text(t)) => {
                     s.push(' ');
@@ -674,7 +674,7 @@ fn limit(l: &Limit) -> String {
     s
 }
 
-fn test_stmt(k: &TestStmtKind) -> String {
+fn test_stmt(k: &TestStmtKind, src: &str) -> String {
     match k {
         TestStmtKind::Send(send) => {
             let mut s = format!("send {} {}", send.method.as_str(), quote(&send.path.value));
@@ -683,7 +683,7 @@ fn test_stmt(k: &TestStmtKind) -> String {
             }
             if let Some(b) = &send.body {
                 s.push_str(" body ");
-                write_json(&mut s, &b.value);
+                s.push_str(&json(b, src));
             }
             if let Some(c) = &send.client {
                 s.push_str(&format!(" client {}", quote(&c.value)));
@@ -757,7 +757,7 @@ const DAY: u64 = 24 * HOUR;
 
 /// The largest unit of `units` (largest first) that divides `n`, as (count, unit).
 fn largest_unit(n: u64, units: &[(&'static str, u64)]) -> Option<(u64, &'static str)> {
-    units.iter().find(|(_, m)| n % m == 0).map(|&(u, m)| (n / m, u))
+    units.iter().find(|(_, m)| n.checked_rem(*m) == Some(0)).map(|&(u, m)| (n / m, u))
 }
 
 /// A duration in nanoseconds, e.g. `90s`, `5m`, `2h`.
@@ -805,6 +805,205 @@ pub fn rate(r: &Rate) -> String {
         }
     };
     format!("{count}/{window}")
+}
+
+/// A JSON literal on one line. Objects keep the key order of the source when the source text
+/// under the span reads back to the same value (`serde_json::Map` here sorts its keys, so the
+/// tree alone has lost the order); otherwise the tree is printed, keys sorted.
+fn json(j: &Json, src: &str) -> String {
+    let mut out = String::new();
+    let from_source = src.get(j.span.start as usize..j.span.end as usize).and_then(|t| {
+        let mut r = JsonReader { s: t, pos: 0 };
+        let v = r.value()?;
+        r.skip();
+        (r.pos == t.len() && v.to_value() == j.value).then_some(v)
+    });
+    match from_source {
+        Some(v) => v.write(&mut out),
+        None => write_json(&mut out, &j.value),
+    }
+    out
+}
+
+/// JSON as written, in order (duplicate keys included).
+enum OJson {
+    Obj(Vec<(String, OJson)>),
+    Arr(Vec<OJson>),
+    Str(String),
+    Num(serde_json::Number),
+    Bool(bool),
+    Null,
+}
+
+impl OJson {
+    fn to_value(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            OJson::Obj(kv) => J::Object(kv.iter().map(|(k, v)| (k.clone(), v.to_value())).collect()),
+            OJson::Arr(items) => J::Array(items.iter().map(OJson::to_value).collect()),
+            OJson::Str(s) => J::String(s.clone()),
+            OJson::Num(n) => J::Number(n.clone()),
+            OJson::Bool(b) => J::Bool(*b),
+            OJson::Null => J::Null,
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            OJson::Obj(kv) => {
+                out.push('{');
+                for (i, (k, v)) in kv.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&quote(k));
+                    out.push_str(": ");
+                    v.write(out);
+                }
+                out.push('}');
+            }
+            OJson::Arr(items) => {
+                out.push('[');
+                for (i, v) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    v.write(out);
+                }
+                out.push(']');
+            }
+            OJson::Str(s) => out.push_str(&quote(s)),
+            OJson::Num(n) => out.push_str(&n.to_string()),
+            OJson::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            OJson::Null => out.push_str("null"),
+        }
+    }
+}
+
+/// Reads the grammar's JSON (policy strings and escapes, `#` comments as whitespace) from
+/// source text the parser has already accepted. `None` on anything unexpected.
+struct JsonReader<'t> {
+    s: &'t str,
+    pos: usize,
+}
+
+impl<'t> JsonReader<'t> {
+    fn rest(&self) -> &'t str {
+        self.s.get(self.pos..).unwrap_or("")
+    }
+
+    fn skip(&mut self) {
+        loop {
+            let rest = self.rest();
+            let Some(c) = rest.chars().next() else { return };
+            if is_ws(c) {
+                self.pos += c.len_utf8();
+            } else if c == '#' {
+                self.pos += rest.find('\n').unwrap_or(rest.len());
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.skip();
+        if self.rest().starts_with(c) {
+            self.pos += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn value(&mut self) -> Option<OJson> {
+        self.skip();
+        let rest = self.rest();
+        let c = rest.chars().next()?;
+        Some(match c {
+            '{' => {
+                self.pos += 1;
+                let mut kv = vec![];
+                if !self.eat('}') {
+                    loop {
+                        self.skip();
+                        let k = self.string()?;
+                        if !self.eat(':') {
+                            return None;
+                        }
+                        kv.push((k, self.value()?));
+                        if self.eat('}') {
+                            break;
+                        }
+                        if !self.eat(',') {
+                            return None;
+                        }
+                    }
+                }
+                OJson::Obj(kv)
+            }
+            '[' => {
+                self.pos += 1;
+                let mut items = vec![];
+                if !self.eat(']') {
+                    loop {
+                        items.push(self.value()?);
+                        if self.eat(']') {
+                            break;
+                        }
+                        if !self.eat(',') {
+                            return None;
+                        }
+                    }
+                }
+                OJson::Arr(items)
+            }
+            '"' => OJson::Str(self.string()?),
+            't' | 'f' | 'n' => {
+                let (word, v) = match c {
+                    't' => ("true", OJson::Bool(true)),
+                    'f' => ("false", OJson::Bool(false)),
+                    _ => ("null", OJson::Null),
+                };
+                if !rest.starts_with(word) {
+                    return None;
+                }
+                self.pos += word.len();
+                v
+            }
+            '-' | '0'..='9' => {
+                let len = rest
+                    .find(|c: char| !(c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E')))
+                    .unwrap_or(rest.len());
+                let n = serde_json::from_str::<serde_json::Number>(&rest[..len]).ok()?;
+                self.pos += len;
+                OJson::Num(n)
+            }
+            _ => return None,
+        })
+    }
+
+    /// A policy string literal at the current position, unescaped.
+    fn string(&mut self) -> Option<String> {
+        let rest = self.rest();
+        if !rest.starts_with('"') {
+            return None;
+        }
+        let mut escaped = false;
+        for (i, c) in rest.char_indices().skip(1) {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    let body = &rest[1..i];
+                    self.pos += i + 1;
+                    return Some(syntax::unescape(body));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
 }
 
 /// JSON on one line with `": "` and `", "` separators; strings use the policy's escapes.

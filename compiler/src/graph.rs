@@ -193,9 +193,14 @@ pub struct JwtInfo {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ActionInfo {
     /// `to NAME`; `upstream` is None if no upstream has that name.
-    Forward { name: String, upstream: Option<usize> },
+    Forward {
+        name: String,
+        upstream: Option<usize>,
+    },
     Respond,
-    Serve { builtin: String },
+    Serve {
+        builtin: String,
+    },
     /// No action: the decision is `NoRoute` (check refuses such routes).
     None,
 }
@@ -338,7 +343,11 @@ pub struct KeysetInfo {
 
 impl fmt::Debug for KeysetInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeysetInfo").field("name", &self.name).field("len", &self.len).field("salted", &self.salted).finish()
+        f.debug_struct("KeysetInfo")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .field("salted", &self.salted)
+            .finish()
     }
 }
 
@@ -393,14 +402,24 @@ impl Node {
     pub(crate) fn is_boolean(&self) -> bool {
         match self {
             Node::Const(v) => matches!(v, Val::Bool(_)),
-            Node::Not(_) | Node::Exists(_) | Node::Truthy(_) | Node::And(..) | Node::Or(..) | Node::Bin(..) | Node::Match(..) => true,
+            Node::Not(_)
+            | Node::Exists(_)
+            | Node::Truthy(_)
+            | Node::And(..)
+            | Node::Or(..)
+            | Node::Bin(..)
+            | Node::Match(..) => true,
             Node::Fact(_) | Node::List(_) | Node::Call(..) => false,
         }
     }
 
     /// The operator's meaning, with children produced on demand by `arg` (so `and`/`or`
     /// short-circuit). None for a fact, which needs the request.
-    pub(crate) fn apply(&self, regexes: &[Option<regex_automata::meta::Regex>], mut arg: impl FnMut(NodeId) -> Val) -> Option<Val> {
+    pub(crate) fn apply(
+        &self,
+        regexes: &[Option<regex_automata::meta::Regex>],
+        mut arg: impl FnMut(NodeId) -> Val,
+    ) -> Option<Val> {
         Some(match self {
             Node::Const(v) => v.clone(),
             Node::Fact(_) => return None,
@@ -433,8 +452,6 @@ pub(crate) struct NodeMeta {
     pub shared: bool,
     /// Depends on path params or the identity, which change between candidates and after auth.
     pub contextual: bool,
-    /// Reads the JSON body.
-    pub body: bool,
 }
 
 /// A route path pattern, matched exactly as `eval::match_path` does.
@@ -470,10 +487,6 @@ impl PathPattern {
             })
             .collect();
         PathPattern::Segs { segs, star }
-    }
-
-    pub(crate) fn has_params(&self) -> bool {
-        matches!(self, PathPattern::Segs { segs, .. } if segs.iter().any(|s| matches!(s, Seg::Param(_))))
     }
 
     /// The captured params if `path` matches.
@@ -591,8 +604,8 @@ pub(crate) type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::Unwi
 /// Host patterns are resolved to small ids before the walk (hash lookups), so a random
 /// `Host` header cannot make the automaton build states proportional to the route count.
 pub(crate) struct Router {
-    pub dfa: Option<Arc<DFA>>,
-    pub pool: Pool<Cache, CacheFn>,
+    /// None when no route has a `when`.
+    pub automaton: Option<Automaton>,
     /// Pattern id → route index.
     pub pattern_route: Vec<u32>,
     /// Route index → host pattern id (None: any host), for the fallback scan.
@@ -604,6 +617,12 @@ pub(crate) struct Router {
     pub token_width: usize,
     pub nfa_bytes: usize,
     pub cache_bytes: usize,
+}
+
+/// The lazy DFA and a pool of per-thread caches for it.
+pub(crate) struct Automaton {
+    pub dfa: Arc<DFA>,
+    pub pool: Pool<Cache, CacheFn>,
 }
 
 /// The byte that separates the path from the host token: never part of UTF-8 text.
@@ -665,8 +684,8 @@ impl Router {
     }
 
     fn search(&self, path: &[u8], hosts: &[u32], out: &mut Vec<u32>) -> Result<(), ()> {
-        let Some(dfa) = &self.dfa else { return Ok(()) };
-        let mut guard = self.pool.get();
+        let Some(Automaton { dfa, pool }) = &self.automaton else { return Ok(()) };
+        let mut guard = pool.get();
         let cache: &mut Cache = &mut guard;
         let walk_path = |cache: &mut Cache| -> Result<Option<LazyStateID>, ()> {
             let mut sid = dfa.start_state(cache, &start::Config::new().anchored(Anchored::Yes)).map_err(|_| ())?;
@@ -948,7 +967,11 @@ impl Graph {
                         return Decision::new(Outcome::Unauthorized { message: eval::INVALID_KEY.to_string() });
                     };
                     trace.push(step("auth", format!("key `{}` of tenant `{}`", entry.name, entry.tenant)));
-                    identity = Some(Identity { keys: auth.auth.keys.name.clone(), tenant: entry.tenant.clone(), key_name: entry.name.clone() });
+                    identity = Some(Identity {
+                        keys: auth.auth.keys.name.clone(),
+                        tenant: entry.tenant.clone(),
+                        key_name: entry.name.clone(),
+                    });
                 }
             }
             memo.new_context();
@@ -978,7 +1001,11 @@ impl Graph {
                 ModelRt::None => {}
                 ModelRt::Never => continue,
                 ModelRt::Regex(re) => {
-                    let model = body.get().and_then(|b| value::body_lookup(b, &self.model_path)).map(Val::from_json).unwrap_or(Val::Missing);
+                    let model = body
+                        .get()
+                        .and_then(|b| value::body_lookup(b, &self.model_path))
+                        .map(Val::from_json)
+                        .unwrap_or(Val::Missing);
                     if !value::regex_match(re, &model).truthy() {
                         continue;
                     }
@@ -1051,7 +1078,9 @@ impl Graph {
             Fact::Header(h) => s(cx.req.header(h)),
             Fact::Query(q) => s(cx.req.query_param(q)),
             Fact::Param(p) => s(cx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
-            Fact::Body(path) => cx.body.get().and_then(|b| value::body_lookup(b, path)).map(Val::from_json).unwrap_or(Val::Missing),
+            Fact::Body(path) => {
+                cx.body.get().and_then(|b| value::body_lookup(b, path)).map(Val::from_json).unwrap_or(Val::Missing)
+            }
         }
     }
 
@@ -1059,8 +1088,12 @@ impl Graph {
     pub fn to_dot(&self) -> String {
         let mut out = String::from("digraph gw {\n  rankdir=LR;\n  node [shape=box, fontname=\"monospace\"];\n");
         for (u, up) in self.upstreams.iter().enumerate() {
-            let targets: Vec<String> = up.targets.iter().map(|t| t.url.shown().unwrap_or("<unset>").to_string()).collect();
-            out.push_str(&format!("  u{u} [shape=cylinder, label={}];\n", dot_str(&format!("upstream {}\n{}", up.name, targets.join("\n")))));
+            let targets: Vec<String> =
+                up.targets.iter().map(|t| t.url.shown().unwrap_or("<unset>").to_string()).collect();
+            out.push_str(&format!(
+                "  u{u} [shape=cylinder, label={}];\n",
+                dot_str(&format!("upstream {}\n{}", up.name, targets.join("\n")))
+            ));
         }
         for r in &self.routes {
             let i = r.index;
@@ -1072,7 +1105,10 @@ impl Graph {
             } else {
                 "(no when: never selected)".to_string()
             };
-            out.push_str(&format!("  r{i} [shape=oval, label={}];\n", dot_str(&format!("route {} (#{i})\n{when}", r.name))));
+            out.push_str(&format!(
+                "  r{i} [shape=oval, label={}];\n",
+                dot_str(&format!("route {} (#{i})\n{when}", r.name))
+            ));
             let mut prev = format!("r{i}");
             if let Some(a) = &r.auth {
                 let sources: Vec<String> = a
@@ -1086,13 +1122,19 @@ impl Graph {
                     .collect();
                 let opt = if a.optional { " (optional)" } else { "" };
                 let id = format!("r{i}_auth");
-                out.push_str(&format!("  {id} [label={}];\n", dot_str(&format!("auth {}{opt}\nvia {}", a.keyset_name, sources.join(", ")))));
+                out.push_str(&format!(
+                    "  {id} [label={}];\n",
+                    dot_str(&format!("auth {}{opt}\nvia {}", a.keyset_name, sources.join(", ")))
+                ));
                 out.push_str(&format!("  {prev} -> {id} [label=\"401\"];\n"));
                 prev = id;
             }
             for (g, guard) in r.guards.iter().enumerate() {
                 let id = format!("r{i}_g{g}");
-                out.push_str(&format!("  {id} [shape=diamond, label={}];\n", dot_str(&format!("{} → {} {}", guard.kind, guard.status, guard.message))));
+                out.push_str(&format!(
+                    "  {id} [shape=diamond, label={}];\n",
+                    dot_str(&format!("{} → {} {}", guard.kind, guard.status, guard.message))
+                ));
                 out.push_str(&format!("  {prev} -> {id};\n"));
                 prev = id;
             }
@@ -1184,5 +1226,201 @@ impl Serialize for Graph {
             stats: self.stats(),
         }
         .serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::Program;
+    use crate::source::FileId;
+
+    fn program(text: &str) -> Program {
+        let (parsed, diags) = crate::syntax::parse(FileId(0), text);
+        assert!(diags.iter().all(|d| !d.is_error()), "{diags:#?}");
+        let keys = format!("{} acme k1\n", hex::encode(crate::keys::hash_key(None, "sk-1")));
+        let (loaded, errors) = LoadedKeys::parse(&keys, None);
+        assert!(errors.is_empty());
+        let mut p = Program { items: parsed.file.items, ..Program::default() };
+        p.keysets.insert("k".into(), loaded);
+        p.env.insert("SECRET".into(), Some("hunter2".into()));
+        p
+    }
+
+    fn graph(text: &str) -> (Program, Graph) {
+        let p = program(text);
+        let g = crate::lower::lower(&p).expect("lowers");
+        (p, g)
+    }
+
+    fn req(method: &str, host: &str, path: &str) -> Request {
+        let mut r = Request::new(method, path);
+        r.host = host.to_string();
+        r
+    }
+
+    /// Decide with the graph, check eval agrees, return the graph's decision.
+    fn decide(p: &Program, g: &Graph, r: &Request) -> Decision {
+        let d = g.decide(r);
+        let e = eval::decide(p, r);
+        assert!(d.same_decision(&e), "graph {d:#?}\neval {e:#?}");
+        d
+    }
+
+    const ROUTES: &str = r#"
+        upstream u { target "http://127.0.0.1:1" }
+        route first { when GET "/a/{id}" to u }
+        route second { when GET "/a/fixed" to u }
+        route wide { when GET "/a/*" to u }
+        route tenant_host { when GET "/h" host "*.example.com" to u }
+        route exact_host { when GET "/h" host "Api.Example.com" to u }
+        route any_host { when GET|POST "/h" to u }
+        route put_only { when PUT "/m" to u }
+        route cond { when DELETE "/m" if header["x"] == "1" to u }
+        route patch_only { when PATCH|PUT "/m" to u }
+    "#;
+
+    #[test]
+    fn the_first_route_in_policy_order_wins() {
+        let (p, g) = graph(ROUTES);
+        assert_eq!(decide(&p, &g, &req("GET", "", "/a/fixed")).route.as_deref(), Some("first"));
+        assert_eq!(decide(&p, &g, &req("GET", "", "/a/x/y")).route.as_deref(), Some("wide"));
+        assert_eq!(decide(&p, &g, &req("GET", "", "/a")).route.as_deref(), Some("wide"));
+    }
+
+    #[test]
+    fn params_are_captured_in_pattern_order() {
+        let (p, g) = graph(r#"upstream u { target "http://x" } route r { when GET "/t/{tenant}/m/{model}" to u }"#);
+        let d = decide(&p, &g, &req("GET", "", "/t/acme/m/gpt-4o"));
+        assert_eq!(d.params, vec![("tenant".into(), "acme".into()), ("model".into(), "gpt-4o".into())]);
+        assert_eq!(decide(&p, &g, &req("GET", "", "/t//m/x")).outcome, Outcome::NoRoute);
+    }
+
+    #[test]
+    fn host_wildcards_need_a_subdomain_and_exact_hosts_ignore_case_and_port() {
+        let (p, g) = graph(ROUTES);
+        assert_eq!(decide(&p, &g, &req("GET", "a.example.com", "/h")).route.as_deref(), Some("tenant_host"));
+        assert_eq!(decide(&p, &g, &req("GET", "x.y.example.com", "/h")).route.as_deref(), Some("tenant_host"));
+        assert_eq!(decide(&p, &g, &req("GET", "example.com", "/h")).route.as_deref(), Some("any_host"));
+        assert_eq!(decide(&p, &g, &req("GET", ".example.com", "/h")).route.as_deref(), Some("any_host"));
+        assert_eq!(decide(&p, &g, &req("GET", "API.example.COM:8443", "/h")).route.as_deref(), Some("exact_host"));
+        let mut via_header = req("GET", "", "/h");
+        via_header.headers.push(("host".into(), "b.example.com".into()));
+        assert_eq!(decide(&p, &g, &via_header).route.as_deref(), Some("tenant_host"));
+    }
+
+    #[test]
+    fn a_wrong_method_gets_405_with_the_methods_of_matching_routes_in_order() {
+        let (p, g) = graph(ROUTES);
+        let d = decide(&p, &g, &req("GET", "", "/m"));
+        assert_eq!(d.outcome, Outcome::MethodNotAllowed { allowed: vec!["PUT".into(), "DELETE".into(), "PATCH".into()] });
+        // A route whose condition is false is skipped without adding to the list.
+        let d = decide(&p, &g, &req("DELETE", "", "/m"));
+        assert_eq!(d.outcome, Outcome::MethodNotAllowed { allowed: vec!["PUT".into(), "PATCH".into()] });
+        let mut with_header = req("DELETE", "", "/m");
+        with_header.headers.push(("x".into(), "1".into()));
+        assert_eq!(decide(&p, &g, &with_header).route.as_deref(), Some("cond"));
+        assert_eq!(decide(&p, &g, &req("GET", "", "/nowhere")).outcome, Outcome::NoRoute);
+    }
+
+    #[test]
+    fn the_body_is_parsed_only_when_a_candidate_reads_it() {
+        let (p, g) = graph(
+            r#"upstream u { target "http://x" }
+               route plain { when POST "/plain" to u }
+               route reads { when POST "/reads" deny 400 "big" if body.max_tokens > 10 to u }"#,
+        );
+        let parsed = |d: &Decision| d.trace.iter().any(|s| s.step == "body");
+        let mut r = req("POST", "", "/plain");
+        r.body = Some(format!("{{\"max_tokens\": {}", "9".repeat(1 << 20)));
+        let d = decide(&p, &g, &r);
+        assert!(!parsed(&d), "{:?}", d.trace);
+        assert!(!g.wants_body(&r));
+        r.path = "/nowhere".into();
+        assert!(!parsed(&decide(&p, &g, &r)));
+        r.path = "/reads".into();
+        assert!(g.wants_body(&r));
+        let d = decide(&p, &g, &r);
+        assert!(parsed(&d), "{:?}", d.trace);
+        r.body = Some("{\"max_tokens\": 11}".into());
+        assert_eq!(decide(&p, &g, &r).outcome.status(), 400);
+    }
+
+    #[test]
+    fn a_matcher_used_by_many_routes_is_one_node() {
+        let mut text = String::from("upstream u { target \"http://x\" }\nmatcher m = header[\"x-a\"] == \"1\" and body.model matches /^gpt/\n");
+        for i in 0..50 {
+            text.push_str(&format!("route r{i} {{ when GET \"/r{i}\" deny 403 \"no\" if m to u }}\n"));
+        }
+        let (p, g) = graph(&text);
+        assert!(g.nodes.len() < 10, "{} nodes", g.nodes.len());
+        assert_eq!(g.facts.len(), 2);
+        assert_eq!(g.regexes.len(), 1);
+        let mut r = req("GET", "", "/r7");
+        r.headers.push(("x-a".into(), "1".into()));
+        r.body = Some("{\"model\": \"gpt-4o\"}".into());
+        assert_eq!(decide(&p, &g, &r).outcome.status(), 403);
+    }
+
+    #[test]
+    fn constants_are_folded_at_compile_time() {
+        let (_, g) = graph(r#"upstream u { target "http://x" } route r { when GET "/" if 1 < 2 and "a" == "a" allow if not false to u }"#);
+        assert!(g.nodes.iter().all(|n| matches!(n, Node::Const(_))), "{:?}", g.nodes);
+    }
+
+    #[test]
+    fn auth_limits_and_identity_follow_eval() {
+        let (p, g) = graph(
+            r#"upstream u { target "http://x" }
+               tenant acme { rate 10/s burst 20; concurrent 2 }
+               route r { when POST "/v1/chat" auth k
+                 deny 403 "acme only" if tenant != "acme"
+                 limit rate 5/s per key
+                 limit tokens 1k/min per (body.model) model /^gpt/
+                 to u }"#,
+        );
+        let mut r = req("POST", "", "/v1/chat");
+        assert_eq!(decide(&p, &g, &r).outcome, Outcome::Unauthorized { message: eval::MISSING_KEY.into() });
+        r.headers.push(("authorization".into(), "Bearer sk-2".into()));
+        assert_eq!(decide(&p, &g, &r).outcome, Outcome::Unauthorized { message: eval::INVALID_KEY.into() });
+        r.headers = vec![("x-api-key".into(), "sk-1".into())];
+        r.body = Some("{\"model\": \"gpt-4o\"}".into());
+        let d = decide(&p, &g, &r);
+        assert_eq!(d.identity.as_ref().map(|i| i.tenant.as_str()), Some("acme"));
+        let keys: Vec<&str> = d.limits.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["k/k1", "gpt-4o", "acme", "acme"]);
+        assert_eq!(d.limits.iter().map(|l| l.limit).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(g.limits().len(), 4);
+    }
+
+    #[test]
+    fn the_graph_is_send_sync_and_serializes_without_secrets() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Graph>();
+        let (_, g) = graph(
+            r#"gateway { admin "127.0.0.1:9" token "literal-token" state redis env("SECRET") }
+               upstream u { target "http://x" header "authorization" = "Bearer " + env("SECRET") }
+               route r { when GET "/" set header "x-k" = env("SECRET") jwt secret "s3" to u }"#,
+        );
+        let json = serde_json::to_string(&g).expect("serializes");
+        assert!(!json.contains("hunter2") && !json.contains("literal-token") && !json.contains("s3\""), "{json}");
+        assert!(json.contains(REDACTED));
+        assert!(!format!("{g:?}").contains("hunter2"));
+        assert_eq!(g.upstreams()[0].headers[0].1.get(), Some("Bearer hunter2"));
+        assert_eq!(g.settings().max_body, DEFAULT_MAX_BODY);
+        let dot = g.to_dot();
+        assert!(dot.starts_with("digraph gw {") && dot.contains("r0 -> u0") || dot.contains("-> u0"), "{dot}");
+    }
+
+    #[test]
+    fn path_patterns_match_like_eval() {
+        let patterns = ["/*", "/a/*", "/a/{x}", "a/*", "*", "/a/*/b", "", "/", "//*", "/{}/x", "/{a}{b}", "/{", "/a/{x}/*"];
+        let paths = ["", "/", "/a", "/a/", "/a/b", "/a/b/c", "a", "a/b", "*", "/a/*/b", "//", "//x", "/x/x", "/{a}{b}", "/q", "/{"];
+        for pat in patterns {
+            let compiled = PathPattern::parse(pat);
+            for path in paths {
+                assert_eq!(compiled.capture(path), eval::match_path(pat, path), "{pat:?} on {path:?}");
+            }
+        }
     }
 }

@@ -131,7 +131,10 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
     // A policy without routes is a library module meant for `import`: its definitions are
     // used by the policies that import it, so none is reported as unused.
     let is_module = !items.iter().any(|i| matches!(i, Item::Route(_)));
-    for item in items.iter().filter(|_| !is_module) {
+    // Definitions of imported files are a library's offer, not the root policy's own: only the
+    // root file's (always the first file read) unused definitions are reported.
+    let root = crate::source::FileId(0);
+    for item in items.iter().filter(|i| !is_module && i.span().file == root) {
         let (kind, key, ident) = match item {
             Item::Upstream(u) => ("upstream", "upstream", &u.name),
             Item::Keys(k) => ("key set", "keys", &k.name),

@@ -1147,7 +1147,8 @@ impl<'t> Walker<'t> {
         }
         let named = |this: &mut Self, kind: &str, segs: Vec<PathSeg>| -> Option<String> {
             match segs.as_slice() {
-                [PathSeg::Field(f)] => Some(if kind == "param" { f.clone() } else { f.to_ascii_lowercase() }),
+                // Header names are case-insensitive; query and param names are not.
+                [PathSeg::Field(f)] => Some(if kind == "header" { f.to_ascii_lowercase() } else { f.clone() }),
                 _ => {
                     this.diags.push(
                         Diag::error(Code::SyntaxFact, format!("`{kind}` needs exactly one name"))
