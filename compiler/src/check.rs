@@ -13,6 +13,9 @@ use crate::resolve::{stmt_exprs, walk};
 use crate::source::{Sources, Span};
 use crate::value;
 
+/// Longest chain of matchers referring to matchers.
+pub const MAX_MATCHER_DEPTH: usize = 64;
+
 /// How missing env vars are treated: a warning while checking, an error when serving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -83,6 +86,54 @@ impl<'a> Checker<'a> {
             }
         }
         self.shadowing();
+        self.matcher_depth();
+    }
+
+    /// Matchers referring to matchers: evaluation recurses through them, so the chain is bounded.
+    fn matcher_depth(&mut self) {
+        let mut depth: HashMap<&str, usize> = HashMap::new();
+        let mut names: Vec<&str> = self.matchers.keys().copied().collect();
+        names.sort_unstable();
+        for start in names {
+            let mut stack = vec![start];
+            while let Some(&name) = stack.last() {
+                if depth.contains_key(name) {
+                    stack.pop();
+                    continue;
+                }
+                let Some(m) = self.matchers.get(name) else {
+                    stack.pop();
+                    continue;
+                };
+                let mut refs = vec![];
+                walk(&m.expr, &mut |e| {
+                    if let ExprKind::Ref(id) = &e.kind {
+                        refs.push(id.name.as_str());
+                    }
+                });
+                let pending: Vec<&str> =
+                    refs.iter().copied().filter(|r| self.matchers.contains_key(r) && !depth.contains_key(r)).collect();
+                if pending.is_empty() || stack.len() > self.matchers.len() {
+                    let d = 1 + refs.iter().filter_map(|r| depth.get(r)).max().copied().unwrap_or(0);
+                    depth.insert(name, d);
+                    stack.pop();
+                    if d == MAX_MATCHER_DEPTH + 1 {
+                        self.err(
+                            Diag::error(
+                                Code::SyntaxTooDeep,
+                                format!("matcher `{name}` nests matchers more than {MAX_MATCHER_DEPTH} levels deep"),
+                            )
+                            .primary(m.name.span, "too deep a chain of matchers")
+                            .help(
+                                "refer to fewer matchers in a chain; combine conditions with `and`/`or` in one matcher",
+                            ),
+                        );
+                    }
+                } else {
+                    stack.extend(pending);
+                }
+            }
+        }
     }
 
     fn err(&mut self, d: Diag) {
@@ -160,14 +211,14 @@ impl<'a> Checker<'a> {
                 SettingKind::Admin { addr, .. } => self.address(addr, "admin"),
                 SettingKind::MaxBody(q) => self.range(*q, 1, 1 << 32, "max_body", "use a size from 1B to 4GB"),
                 SettingKind::MaxHeaderBytes(q) => {
-                    self.range(*q, 1024, 1 << 24, "max_header_bytes", "use a size from 1KB to 16MiB")
+                    self.range(*q, 1024, 1 << 24, "max_header_bytes", "use a size from 1KiB to 16MiB")
                 }
                 SettingKind::MaxHeaders(q) => self.range(*q, 1, 10_000, "max_headers", "use a count from 1 to 10000"),
                 SettingKind::HeaderTimeout(q) | SettingKind::IdleTimeout(q) | SettingKind::DrainTimeout(q) => {
                     self.range(*q, 1_000_000, 86_400_000_000_000, s.kind.keyword(), "use a duration from 1ms to 1d")
                 }
                 SettingKind::Audit { rotate: Some(q), .. } => {
-                    self.range(*q, 1024, u64::MAX, "rotate", "rotate at 1KB or more")
+                    self.range(*q, 1024, u64::MAX, "rotate", "rotate at 1KiB or more")
                 }
                 _ => {}
             }

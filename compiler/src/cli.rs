@@ -257,10 +257,18 @@ pub fn explain_text(req: &Request, d: &Decision) -> String {
     s
 }
 
-/// Format a policy's text canonically, or say why it cannot be.
-pub fn format_text(text: &str) -> Result<String, String> {
-    let _ = text;
-    Err("the formatter is not available in this build".to_string())
+/// Format a policy's text canonically, or say why it cannot be (with rendered diagnostics).
+pub fn format_text(name: &str, text: &str, style: Style) -> Result<String, String> {
+    match crate::fmt::format_source(text) {
+        Ok(out) => Ok(out),
+        Err(crate::fmt::FormatError::Syntax(diags)) => {
+            let mut sources = Sources::default();
+            sources.add(Path::new(name), name.to_string(), text.into());
+            let rendered: String = diags.iter().map(|d| diagnostics::render(d, &sources, style)).collect();
+            Err(format!("cannot format a policy with syntax errors:\n{rendered}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The compiled graph as JSON or Graphviz dot.

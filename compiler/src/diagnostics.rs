@@ -258,6 +258,14 @@ pub enum Style {
 
 /// Render one diagnostic as text, the way people read it.
 pub fn render(diag: &Diag, sources: &Sources, style: Style) -> String {
+    // miette's graphical renderer cannot draw columns past 65535; say where instead.
+    let too_wide = diag.labels.iter().any(|l| {
+        let (_, col) = sources.line_col(l.span.file, l.span.end);
+        col > MAX_RENDERED_COLUMN
+    });
+    if too_wide {
+        return render_narrow(diag, sources);
+    }
     let report = diag.to_report(sources);
     let theme = match style {
         Style::Fancy => miette::GraphicalTheme::unicode(),
@@ -270,6 +278,23 @@ pub fn render(diag: &Diag, sources: &Sources, style: Style) -> String {
     }
     if diag.severity == Severity::Bug {
         out.push_str("  this is a bug in gw, not in your policy: please report it with the policy attached\n");
+    }
+    out
+}
+
+/// Widest column the graphical renderer is asked to draw.
+const MAX_RENDERED_COLUMN: usize = 10_000;
+
+/// A diagnostic as plain lines with positions, for lines too long to draw.
+fn render_narrow(diag: &Diag, sources: &Sources) -> String {
+    let mut out = format!("{}: {}: {}\n", diag.code, if diag.is_error() { "error" } else { "warning" }, diag.message);
+    for l in &diag.labels {
+        let (line, col) = sources.line_col(l.span.file, l.span.start);
+        let name = sources.get(l.span.file).map(|f| f.name.as_str()).unwrap_or("?");
+        out.push_str(&format!("  at {name}:{line}:{col}: {}\n", l.text));
+    }
+    if let Some(h) = &diag.help {
+        out.push_str(&format!("  help: {h}\n"));
     }
     out
 }

@@ -2,10 +2,11 @@
 //!
 //! Style: 4-space indent; items separated by one blank line; every statement on its own line
 //! without `;`; expressions with the fewest parentheses the parser needs; quantities in the
-//! largest unit that divides them exactly; JSON on one line. Comments are kept, each exactly
-//! once and in their original order: a comment on its own line stays before what follows it,
-//! a comment at the end of a line stays at the end of that statement's line, a comment written
-//! inside a statement moves to its own line before the statement.
+//! largest unit that divides them exactly; JSON on one line, keys in source order. Inside a
+//! block, one blank line is kept where the source had blank lines. Comments are kept, each
+//! exactly once and in their original order: a comment on its own line stays before what
+//! follows it, a comment at the end of a line stays at the end of that statement's line, a
+//! comment written inside a statement moves to its own line before the statement.
 //!
 //! `format_source` checks its own work: it re-parses the output and compares the trees with
 //! spans erased (`strip_spans`), so a formatter bug can never silently change a policy.
@@ -97,7 +98,9 @@ fn describe_difference(before: &File, after: &File, out: &str) -> String {
 }
 
 /// Format a whole file canonically. `text` is the source the AST and comments came from; it is
-/// read only to place comments (and to keep single blank lines between statements).
+/// read only to place comments, to keep one blank line where the source separated statements
+/// or comments with blank lines, and to keep the key order of JSON literals. With text that
+/// does not match the AST (e.g. `""`), the output is still correct, only without those.
 pub fn format_file(file: &File, comments: &[Comment], text: &str) -> String {
     let mut comments: Vec<&Comment> = comments.iter().collect();
     comments.sort_by_key(|c| c.span.start);

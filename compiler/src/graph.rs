@@ -489,6 +489,22 @@ impl PathPattern {
         PathPattern::Segs { segs, star }
     }
 
+    /// The params of a path the automaton already matched: only the param segments are read
+    /// (the literal ones are known to be equal).
+    pub(crate) fn params_of_match(&self, path: &str) -> Vec<(String, String)> {
+        let PathPattern::Segs { segs, .. } = self else { return vec![] };
+        if !segs.iter().any(|s| matches!(s, Seg::Param(_))) {
+            return vec![];
+        }
+        segs.iter()
+            .zip(path.split('/'))
+            .filter_map(|(seg, s)| match seg {
+                Seg::Param(name) => Some((name.clone(), s.to_string())),
+                Seg::Lit(_) => None,
+            })
+            .collect()
+    }
+
     /// The captured params if `path` matches.
     pub(crate) fn capture(&self, path: &str) -> Option<Vec<(String, String)>> {
         let (segs, star) = match self {
@@ -611,12 +627,57 @@ pub(crate) struct Router {
     /// Route index → host pattern id (None: any host), for the fallback scan.
     pub route_host: Vec<Option<u32>>,
     /// Exact host (lower-cased) → id.
-    pub host_exact: HashMap<String, u32>,
+    pub host_exact: HostMap,
     /// Wildcard suffix (`*.` removed, as written) → id.
-    pub host_wild: HashMap<String, u32>,
+    pub host_wild: HostMap,
     pub token_width: usize,
     pub nfa_bytes: usize,
     pub cache_bytes: usize,
+}
+
+/// Host lookups use a fast unkeyed hash: the maps are built from the policy and only ever
+/// looked up with request data, so colliding lookups cannot grow them.
+pub(crate) type HostMap = HashMap<String, u32, std::hash::BuildHasherDefault<FastHasher>>;
+
+/// FxHash-style: a multiply-rotate over 8-byte words.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.write(&[b]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// `Request::routing_host` without an allocation when the host is already normal.
+pub(crate) fn routing_host(req: &Request) -> std::borrow::Cow<'_, str> {
+    let raw = if req.host.is_empty() { req.header("host").unwrap_or("") } else { req.host.as_str() };
+    let normal = !raw.starts_with('[')
+        && !raw.contains(':')
+        && !raw.bytes().any(|b| b.is_ascii_uppercase())
+        && raw.trim().len() == raw.len();
+    if normal {
+        std::borrow::Cow::Borrowed(raw)
+    } else {
+        std::borrow::Cow::Owned(crate::request::normalize_host(raw))
+    }
 }
 
 /// The lazy DFA and a pool of per-thread caches for it.
@@ -865,7 +926,7 @@ impl Graph {
     /// path select reads a body field or counts tokens. The runtime buffers the body (up to
     /// `max_body`) only then.
     pub fn wants_body(&self, req: &Request) -> bool {
-        let host = req.routing_host();
+        let host = routing_host(req);
         let hosts = self.router.host_ids(&host);
         let bit = method_bit(&req.method);
         self.router.candidates(&self.rt, &req.path, &hosts).into_iter().any(|i| {
@@ -887,8 +948,9 @@ impl Graph {
 
     /// Decide what the policy does with `req`: exactly what `eval::decide` answers.
     pub fn decide(&self, req: &Request) -> Decision {
-        let host = req.routing_host();
-        let hosts = self.router.host_ids(&host);
+        let host = routing_host(req);
+        let host: &str = &host;
+        let hosts = self.router.host_ids(host);
         let candidates = self.router.candidates(&self.rt, &req.path, &hosts);
         let body = Body { raw: req.body.as_deref(), parsed: OnceCell::new() };
         let bit = method_bit(&req.method);
@@ -907,17 +969,18 @@ impl Graph {
                 }
                 continue;
             }
-            let Some(params) = route.path.capture(&req.path) else { continue };
+            let params = route.path.params_of_match(&req.path);
             if let Some(cond) = route.cond {
                 memo.new_context();
-                let cx = Ctx { req, host: &host, params: &params, identity: None, body: &body };
+                let cx = Ctx { req, host, params: &params, identity: None, body: &body };
                 if !self.eval(cond, &cx, &mut memo).truthy() {
-                    trace.push(step("route", format!("`{}` matches the path but its condition is false", route.name)));
+                    trace
+                        .push(step("route", cat(&["`", &route.name, "` matches the path but its condition is false"])));
                     continue;
                 }
             }
-            trace.push(step("route", format!("`{}` matches", route.name)));
-            let mut d = self.decide_route(route, req, &host, &params, &body, &mut memo, &mut trace);
+            trace.push(step("route", cat(&["`", &route.name, "` matches"])));
+            let mut d = self.decide_route(route, req, host, &params, &body, &mut memo, &mut trace);
             if body.parsed.get().is_some() {
                 trace.push(step("body", body_note(&body)));
             }
@@ -966,7 +1029,7 @@ impl Graph {
                         trace.push(step("auth", eval::INVALID_KEY.to_string()));
                         return Decision::new(Outcome::Unauthorized { message: eval::INVALID_KEY.to_string() });
                     };
-                    trace.push(step("auth", format!("key `{}` of tenant `{}`", entry.name, entry.tenant)));
+                    trace.push(step("auth", cat(&["key `", &entry.name, "` of tenant `", &entry.tenant, "`"])));
                     identity = Some(Identity {
                         keys: auth.auth.keys.name.clone(),
                         tenant: entry.tenant.clone(),
@@ -985,9 +1048,6 @@ impl Graph {
                 d.identity = identity;
                 return d;
             }
-        }
-        if !route.guards.is_empty() {
-            trace.push(step("guard", format!("{} guard(s) passed", route.guards.len())));
         }
 
         let mut applied = vec![];
@@ -1024,7 +1084,7 @@ impl Graph {
             }
         }
         for l in &applied {
-            trace.push(step("limit", format!("{} keyed by `{}`", l.id, l.key)));
+            trace.push(step("limit", cat(&[&l.id, " keyed by `", &l.key, "`"])));
         }
         trace.push(step("action", action_note(&route.outcome)));
         let mut d = Decision::new(route.outcome.clone());
@@ -1178,9 +1238,18 @@ fn body_note(body: &Body<'_>) -> String {
     }
 }
 
+/// Concatenate without the formatting machinery (the trace is built on the hot path).
+fn cat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
+}
+
 fn action_note(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Forward { upstream } => format!("forward to `{upstream}`"),
+        Outcome::Forward { upstream } => cat(&["forward to `", upstream, "`"]),
         Outcome::Respond { status } => format!("respond {status}"),
         Outcome::Serve { builtin } => format!("serve {builtin}"),
         Outcome::NoRoute => "the route has no action".to_string(),
@@ -1272,8 +1341,8 @@ mod tests {
         route first { when GET "/a/{id}" to u }
         route second { when GET "/a/fixed" to u }
         route wide { when GET "/a/*" to u }
-        route tenant_host { when GET "/h" host "*.example.com" to u }
         route exact_host { when GET "/h" host "Api.Example.com" to u }
+        route tenant_host { when GET "/h" host "*.example.com" to u }
         route any_host { when GET|POST "/h" to u }
         route put_only { when PUT "/m" to u }
         route cond { when DELETE "/m" if header["x"] == "1" to u }
@@ -1313,7 +1382,10 @@ mod tests {
     fn a_wrong_method_gets_405_with_the_methods_of_matching_routes_in_order() {
         let (p, g) = graph(ROUTES);
         let d = decide(&p, &g, &req("GET", "", "/m"));
-        assert_eq!(d.outcome, Outcome::MethodNotAllowed { allowed: vec!["PUT".into(), "DELETE".into(), "PATCH".into()] });
+        assert_eq!(
+            d.outcome,
+            Outcome::MethodNotAllowed { allowed: vec!["PUT".into(), "DELETE".into(), "PATCH".into()] }
+        );
         // A route whose condition is false is skipped without adding to the list.
         let d = decide(&p, &g, &req("DELETE", "", "/m"));
         assert_eq!(d.outcome, Outcome::MethodNotAllowed { allowed: vec!["PUT".into(), "PATCH".into()] });
@@ -1348,7 +1420,9 @@ mod tests {
 
     #[test]
     fn a_matcher_used_by_many_routes_is_one_node() {
-        let mut text = String::from("upstream u { target \"http://x\" }\nmatcher m = header[\"x-a\"] == \"1\" and body.model matches /^gpt/\n");
+        let mut text = String::from(
+            "upstream u { target \"http://x\" }\nmatcher m = header[\"x-a\"] == \"1\" and body.model matches /^gpt/\n",
+        );
         for i in 0..50 {
             text.push_str(&format!("route r{i} {{ when GET \"/r{i}\" deny 403 \"no\" if m to u }}\n"));
         }
@@ -1364,7 +1438,9 @@ mod tests {
 
     #[test]
     fn constants_are_folded_at_compile_time() {
-        let (_, g) = graph(r#"upstream u { target "http://x" } route r { when GET "/" if 1 < 2 and "a" == "a" allow if not false to u }"#);
+        let (_, g) = graph(
+            r#"upstream u { target "http://x" } route r { when GET "/" if 1 < 2 and "a" == "a" allow if not false to u }"#,
+        );
         assert!(g.nodes.iter().all(|n| matches!(n, Node::Const(_))), "{:?}", g.nodes);
     }
 
@@ -1414,8 +1490,12 @@ mod tests {
 
     #[test]
     fn path_patterns_match_like_eval() {
-        let patterns = ["/*", "/a/*", "/a/{x}", "a/*", "*", "/a/*/b", "", "/", "//*", "/{}/x", "/{a}{b}", "/{", "/a/{x}/*"];
-        let paths = ["", "/", "/a", "/a/", "/a/b", "/a/b/c", "a", "a/b", "*", "/a/*/b", "//", "//x", "/x/x", "/{a}{b}", "/q", "/{"];
+        let patterns =
+            ["/*", "/a/*", "/a/{x}", "a/*", "*", "/a/*/b", "", "/", "//*", "/{}/x", "/{a}{b}", "/{", "/a/{x}/*"];
+        let paths = [
+            "", "/", "/a", "/a/", "/a/b", "/a/b/c", "a", "a/b", "*", "/a/*/b", "//", "//x", "/x/x", "/{a}{b}", "/q",
+            "/{",
+        ];
         for pat in patterns {
             let compiled = PathPattern::parse(pat);
             for path in paths {

@@ -418,8 +418,8 @@ fn template(t: &str) -> Vec<TemplatePart> {
 /// One pattern per routable route over `path 0xFF [host token]`, in route order, so pattern
 /// id order is priority order.
 fn build_router(program: &Program) -> Result<Router, Diag> {
-    let mut host_exact: HashMap<String, u32> = HashMap::new();
-    let mut host_wild: HashMap<String, u32> = HashMap::new();
+    let mut host_exact = HostMap::default();
+    let mut host_wild = HostMap::default();
     let mut next_host = 0u32;
     let mut route_host = vec![];
     for route in program.routes() {
@@ -486,7 +486,7 @@ fn build_router(program: &Program) -> Result<Router, Diag> {
     if minimum > ROUTER_CACHE_MAX {
         return Err(too_large(&format!("needs a {minimum}-byte cache")));
     }
-    let cache_bytes = minimum.saturating_mul(8).clamp(ROUTER_CACHE_MIN, ROUTER_CACHE_MAX);
+    let cache_bytes = minimum.saturating_mul(2).clamp(ROUTER_CACHE_MIN, ROUTER_CACHE_MAX);
     let nfa_bytes = nfa.memory_usage();
     let dfa =
         DFA::builder().configure(config.cache_capacity(cache_bytes)).build_from_nfa(nfa).map_err(|e| too_large(&e))?;

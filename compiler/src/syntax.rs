@@ -90,6 +90,9 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         path_pattern => "a path pattern in double quotes, like \"/v1/chat/completions\"",
         regex | regex_inner => "a regex like /^gpt-4/",
         int | number => "a whole number",
+        duration_unit => "a duration unit (ms, s, m, h, d), as in `30s`",
+        size_unit => "a size unit (B, KB, MB, GB, KiB, MiB, GiB), as in `10MB`",
+        count_suffix | rate_window => "a rate window, as in `10/s` or `100k/min`",
         float => "a number",
         duration => "a duration like `30s`, `500ms`, `5m`",
         size => "a size like `10MB`",
@@ -385,9 +388,11 @@ struct Walker<'t> {
 type P<'i> = Pair<'i, Rule>;
 
 impl<'t> Walker<'t> {
+    /// The pair's span without the whitespace pest's implicit skipping leaves at its end.
     fn span(&self, pair: &P<'_>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        let trimmed = s.as_str().trim_end_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+        Span::new(self.file, s.start(), s.start() + trimmed.len())
     }
 
     fn at(&self, start: usize, end: usize) -> Span {
@@ -401,6 +406,25 @@ impl<'t> Walker<'t> {
         let mut i = 0;
         let mut in_string = false;
         let mut in_comment = false;
+        // A backstop that ignores strings and comments (a regex like /#/ or /"/ hides the rest of
+        // a line from the careful count): nesting stays bounded whatever the lexing says.
+        let mut raw = 0usize;
+        for (at, b) in bytes.iter().enumerate() {
+            match b {
+                b'(' | b'[' | b'{' => {
+                    raw += 1;
+                    if raw > 4 * MAX_DEPTH {
+                        return Some(
+                            Diag::error(Code::SyntaxTooDeep, format!("nesting deeper than {MAX_DEPTH} levels"))
+                                .primary(self.at(at, at + 1), "this bracket is too deeply nested")
+                                .help("flatten the expression or block; name parts of it with `matcher`"),
+                        );
+                    }
+                }
+                b')' | b']' | b'}' => raw = raw.saturating_sub(1),
+                _ => {}
+            }
+        }
         while i < bytes.len() {
             let b = bytes[i];
             if in_comment {
@@ -1412,7 +1436,7 @@ fn describe_found(tok: &str) -> String {
     } else if tok == "\n" || tok == "\r" {
         "end of line".to_string()
     } else {
-        format!("`{}`", tok.escape_debug())
+        format!("`{tok}`")
     }
 }
 

@@ -91,8 +91,9 @@ fn refusal_message(d: &Decision) -> Option<String> {
 }
 
 fn explain_short(d: &Decision) -> String {
-    let steps: Vec<String> = d.trace.iter().map(|s| format!("{}: {}", s.step, s.detail)).collect();
-    format!("the decision was: {}", steps.join("; "))
+    let steps: Vec<String> =
+        d.trace.iter().filter(|s| s.step != "action").map(|s| format!("{}: {}", s.step, s.detail)).collect();
+    format!("the decision was: {}; then {}", steps.join("; "), describe(&d.outcome, d.outcome.status()))
 }
 
 fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
@@ -138,7 +139,11 @@ fn describe(o: &crate::request::Outcome, status: u16) -> String {
     match o {
         Forward { upstream } if status >= 400 => format!("status {status} before reaching `{upstream}`"),
         Forward { upstream } => format!("forwarding to `{upstream}`"),
-        other => format!("status {status} ({other:?})"),
+        Respond { .. } => format!("a static response with status {status}"),
+        Serve { builtin } => format!("the built-in `{builtin}` handler"),
+        Denied { message, .. } | Unauthorized { message } => format!("status {status} ({message})"),
+        NoRoute => "status 404 (no route)".to_string(),
+        MethodNotAllowed { allowed } => format!("status 405 (allowed: {})", allowed.join(", ")),
     }
 }
 

@@ -52,7 +52,11 @@ fn compile_file(path: &Path) -> Program {
     let out = gw_compiler::compile_path(path, &opts);
     match out.program {
         Some(p) => p,
-        None => panic!("{} does not compile: {:#?}", path.display(), out.diagnostics.iter().filter(|d| d.is_error()).collect::<Vec<_>>()),
+        None => panic!(
+            "{} does not compile: {:#?}",
+            path.display(),
+            out.diagnostics.iter().filter(|d| d.is_error()).collect::<Vec<_>>()
+        ),
     }
 }
 
@@ -63,8 +67,7 @@ fn parse_program(text: &str, keysets: &[(&str, Option<&str>, &[(&str, &str, &str
     assert!(diags.iter().all(|d| !d.is_error()), "edge-case policy does not parse: {diags:#?}");
     let mut program = Program { items: parsed.file.items, ..Program::default() };
     for (name, salt, keys) in keysets {
-        let text: String =
-            keys.iter().map(|(k, t, n)| format!("{} {t} {n}\n", hex_of(&hash_key(*salt, k)))).collect();
+        let text: String = keys.iter().map(|(k, t, n)| format!("{} {t} {n}\n", hex_of(&hash_key(*salt, k)))).collect();
         let (loaded, errors) = LoadedKeys::parse(&text, salt.map(str::to_string));
         assert!(errors.is_empty());
         program.keysets.insert(name.to_string(), loaded);
@@ -97,9 +100,27 @@ struct Vocab {
 }
 
 const KNOWN_KEYS: &[&str] = &[
-    "sk-demo-1", "sk-demo-2", "sk-demo-3", "tok-lab-1", "tok-lab-2", "tok-batch-1", "sk-ent-1", "sk-ent-2", "sk-dev-1",
-    "sk-ops-1", "pa-web-1", "pa-cli-1", "sk-acme-1", "sk-acme-2", "sk-trial-1", "sk-user-1", "sk-user-2", "sk-user-3",
-    "k-alpha", "k-beta", "k-salty",
+    "sk-demo-1",
+    "sk-demo-2",
+    "sk-demo-3",
+    "tok-lab-1",
+    "tok-lab-2",
+    "tok-batch-1",
+    "sk-ent-1",
+    "sk-ent-2",
+    "sk-dev-1",
+    "sk-ops-1",
+    "pa-web-1",
+    "pa-cli-1",
+    "sk-acme-1",
+    "sk-acme-2",
+    "sk-trial-1",
+    "sk-user-1",
+    "sk-user-2",
+    "sk-user-3",
+    "k-alpha",
+    "k-beta",
+    "k-salty",
 ];
 
 fn vocab(program: &Program) -> Vocab {
@@ -119,7 +140,9 @@ fn vocab(program: &Program) -> Vocab {
                         walk(c, &mut v, &mut strings);
                     }
                 }
-                RouteStmtKind::Allow { cond, .. } | RouteStmtKind::Deny { cond, .. } => walk(cond, &mut v, &mut strings),
+                RouteStmtKind::Allow { cond, .. } | RouteStmtKind::Deny { cond, .. } => {
+                    walk(cond, &mut v, &mut strings)
+                }
                 RouteStmtKind::Limit(l) => {
                     if let Some(c) = &l.cond {
                         walk(c, &mut v, &mut strings);
@@ -168,7 +191,9 @@ fn vocab(program: &Program) -> Vocab {
     v.keys.retain(|k| program.keysets.values().any(|ks| ks.lookup(k).is_some()));
     v.header_values.sort();
     v.header_values.dedup();
-    for list in [&mut v.paths, &mut v.hosts, &mut v.headers, &mut v.queries, &mut v.body_fields, &mut v.keys, &mut v.bodies] {
+    for list in
+        [&mut v.paths, &mut v.hosts, &mut v.headers, &mut v.queries, &mut v.body_fields, &mut v.keys, &mut v.bodies]
+    {
         list.sort();
         list.dedup();
     }
@@ -234,8 +259,27 @@ impl Tape<'_> {
 
     fn word(&mut self) -> String {
         const WORDS: &[&str] = &[
-            "x", "v1", "v2", "chat", "completions", "models", "job-42", "job:42", "", "a", "é", "%20", "*", "{id}", "..", "gpt-4o",
-            "ABC", "a b", "\u{0}", "\u{ff}", "ü/x",
+            "x",
+            "v1",
+            "v2",
+            "chat",
+            "completions",
+            "models",
+            "job-42",
+            "job:42",
+            "",
+            "a",
+            "é",
+            "%20",
+            "*",
+            "{id}",
+            "..",
+            "gpt-4o",
+            "ABC",
+            "a b",
+            "\u{0}",
+            "\u{ff}",
+            "ü/x",
         ];
         if self.chance(70) {
             self.pick(WORDS).map(|s| s.to_string()).unwrap_or_default()
@@ -344,7 +388,13 @@ fn request(t: &mut Tape<'_>, v: &Vocab) -> Request {
     }
     for _ in 0..t.next() % 4 {
         let name = match t.pick(&v.headers) {
-            Some(h) if t.chance(80) => if t.chance(20) { h.to_ascii_uppercase() } else { h.clone() },
+            Some(h) if t.chance(80) => {
+                if t.chance(20) {
+                    h.to_ascii_uppercase()
+                } else {
+                    h.clone()
+                }
+            }
             _ => t.word(),
         };
         let value = value_string(t, v);
@@ -453,7 +503,10 @@ fn check_agreement(name: &str, program: &Program) {
     // The generator must reach past route selection, not only produce 404s.
     let routed: usize = seen.iter().filter(|(k, _)| k.contains(' ')).map(|(_, n)| n).sum();
     let has_routes = program.routes().any(|r| r.when().is_some());
-    assert!(!has_routes || routed * 5 >= CASES as usize, "{name}: only {routed} of {CASES} requests reached a route: {seen:?}");
+    assert!(
+        !has_routes || routed * 5 >= CASES as usize,
+        "{name}: only {routed} of {CASES} requests reached a route: {seen:?}"
+    );
 }
 
 /// `status` or `status route`, to see what the generator reaches.
@@ -561,7 +614,8 @@ route r3 { when GET|POST "/y" if consts
   to a }
 "#;
 
-const K_KEYS: &[(&str, &str, &str)] = &[("k-alpha", "alpha", "alpha-1"), ("k-beta", "beta", "beta-1"), ("sk-demo-1", "alpha", "demo")];
+const K_KEYS: &[(&str, &str, &str)] =
+    &[("k-alpha", "alpha", "alpha-1"), ("k-beta", "beta", "beta-1"), ("sk-demo-1", "alpha", "demo")];
 const S_KEYS: &[(&str, &str, &str)] = &[("k-salty", "alpha", "salty-1"), ("k-alpha", "beta", "not-salted")];
 
 #[test]

@@ -219,6 +219,7 @@ fn all_constructs_fixture_is_complete() {
         "ConnectError(",
         "Status(Quantity",
         "MaxConnections(",
+        "Affinity(",
         // keys, tenants
         "salt: Some",
         "salt: None",
@@ -405,7 +406,7 @@ fn expressions_get_minimal_parentheses() {
         ("((a))", "a"),
         ("lower((a or b)) in [(c), not d]", "lower(a or b) in [c, not d]"),
         ("a==b", "a == b"),
-        ("header[\"X-Y\"] == query.Q", "header[\"x-y\"] == query[\"q\"]"),
+        ("header[\"X-Y\"] == query.Q", "header[\"x-y\"] == query[\"Q\"]"),
         ("param.Id == body.a.b[0][\"c d\"][\"0\"]", "param[\"Id\"] == body.a.b[0][\"c d\"][\"0\"]"),
         ("body[\"ok_name\"] == 1.50", "body.ok_name == 1.5"),
         ("x == -3 and y == 2.0 and z == 1_000", "x == -3 and y == 2.0 and z == 1000"),

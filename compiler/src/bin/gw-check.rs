@@ -259,7 +259,7 @@ fn fmt(paths: &[PathBuf], check: bool, write: bool) -> u8 {
                 return EXIT_USAGE;
             }
         };
-        match cli::format_text(&text) {
+        match cli::format_text(&file.display().to_string(), &text, style(Format::Human)) {
             Err(msg) => {
                 eprintln!("gw-check fmt: `{}`: {msg}", file.display());
                 return EXIT_INVALID;
