@@ -121,7 +121,7 @@ fn mixed_requests(n: usize, count: usize) -> Vec<Request> {
             if rand() % 8 == 0 {
                 path = format!("/{:x}/{:x}", rand(), rand());
             }
-            let method = if i % 2 == 0 && rand() % 2 == 0 { "GET" } else { "POST" };
+            let method = if i & 1 == 0 && rand() & 1 == 0 { "GET" } else { "POST" };
             let mut r = Request::new(method, &path);
             r.host = match i % 10 {
                 7 => format!("t{i}.example.com"),
@@ -238,7 +238,8 @@ fn summary() {
         );
         let s = graph.stats();
         println!(
-            "        graph: {} patterns, {} host patterns, {} nodes ({} shared), {} facts, NFA {} KiB, DFA cache {} KiB/thread",
+            "        graph: {} literal paths, {} patterns, {} host patterns, {} nodes ({} shared), {} facts, NFA {} KiB, DFA cache {} KiB/thread",
+            s.literal_paths,
             s.patterns,
             s.host_patterns,
             s.nodes,

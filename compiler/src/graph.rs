@@ -355,6 +355,9 @@ impl fmt::Debug for KeysetInfo {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct GraphStats {
     pub routes: usize,
+    /// Distinct literal paths (found by hash lookup).
+    pub literal_paths: usize,
+    /// Patterns in the route automaton (paths with `{param}` or `*`).
     pub patterns: usize,
     pub host_patterns: usize,
     pub nodes: usize,
@@ -616,11 +619,16 @@ impl RouteRt {
 
 pub(crate) type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
 
-/// Route selection: one lazy DFA over `path 0xFF host-token`, one pattern per routable route.
-/// Host patterns are resolved to small ids before the walk (hash lookups), so a random
+/// Route selection. Host patterns are resolved to small ids first (hash lookups), so a random
 /// `Host` header cannot make the automaton build states proportional to the route count.
+/// Routes whose path is a plain literal are found in a hash map; the others (`{param}`, `*`)
+/// are one lazy DFA over `path 0xFF host-token`, one pattern per route. A DFA over every
+/// literal path would be a byte trie of all of them: with thousands of routes and traffic
+/// spread over them, its lazily built states outgrow any sensible cache and it thrashes.
 pub(crate) struct Router {
-    /// None when no route has a `when`.
+    /// Literal path → (route index, host pattern id), ascending.
+    pub literal: LiteralMap,
+    /// None when no route needs it.
     pub automaton: Option<Automaton>,
     /// Pattern id → route index.
     pub pattern_route: Vec<u32>,
@@ -638,6 +646,7 @@ pub(crate) struct Router {
 /// Host lookups use a fast unkeyed hash: the maps are built from the policy and only ever
 /// looked up with request data, so colliding lookups cannot grow them.
 pub(crate) type HostMap = HashMap<String, u32, std::hash::BuildHasherDefault<FastHasher>>;
+pub(crate) type LiteralMap = HashMap<String, Vec<(u32, Option<u32>)>, std::hash::BuildHasherDefault<FastHasher>>;
 
 /// FxHash-style: a multiply-rotate over 8-byte words.
 #[derive(Default, Clone, Copy)]
@@ -725,6 +734,13 @@ impl Router {
     /// The candidate routes (host and path match, any method), ascending = priority order.
     fn candidates(&self, routes: &[RouteRt], path: &str, hosts: &[u32]) -> Vec<u32> {
         let mut out = Vec::new();
+        if let Some(rs) = self.literal.get(path) {
+            for (route, host) in rs {
+                if host.is_none_or(|h| hosts.contains(&h)) {
+                    out.push(*route);
+                }
+            }
+        }
         if self.search(path.as_bytes(), hosts, &mut out).is_err() {
             // The lazy DFA cannot fail as configured; if it ever does, scan (same answer).
             out.clear();
@@ -801,6 +817,7 @@ impl Router {
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
+            .field("literal_paths", &self.literal.len())
             .field("patterns", &self.pattern_route.len())
             .field("host_patterns", &(self.host_exact.len() + self.host_wild.len()))
             .field("nfa_bytes", &self.nfa_bytes)
@@ -911,6 +928,7 @@ impl Graph {
     pub fn stats(&self) -> GraphStats {
         GraphStats {
             routes: self.routes.len(),
+            literal_paths: self.router.literal.len(),
             patterns: self.router.pattern_route.len(),
             host_patterns: self.router.host_exact.len() + self.router.host_wild.len(),
             nodes: self.nodes.len(),

@@ -415,8 +415,8 @@ fn template(t: &str) -> Vec<TemplatePart> {
 
 // ======================================================================= route automaton
 
-/// One pattern per routable route over `path 0xFF [host token]`, in route order, so pattern
-/// id order is priority order.
+/// Literal paths into a map; one pattern per other routable route over
+/// `path 0xFF [host token]`, in route order, so pattern id order is priority order.
 fn build_router(program: &Program) -> Result<Router, Diag> {
     let mut host_exact = HostMap::default();
     let mut host_wild = HostMap::default();
@@ -444,15 +444,28 @@ fn build_router(program: &Program) -> Result<Router, Diag> {
 
     let mut hirs = vec![];
     let mut pattern_route = vec![];
+    let mut literal = LiteralMap::default();
     for (index, route) in program.routes().enumerate() {
         let Some(when) = route.when() else { continue };
-        let mut parts = vec![path_hir(&PathPattern::parse(&when.path.value)), Hir::literal(vec![SEP])];
+        let index32 = u32::try_from(index).map_err(|_| Diag::bug("too many routes"))?;
+        let pattern = PathPattern::parse(&when.path.value);
+        if let PathPattern::Segs { segs, star: false } = &pattern {
+            if segs.iter().all(|s| matches!(s, Seg::Lit(_))) {
+                // No params, no `*`: the path must equal the pattern string.
+                literal
+                    .entry(when.path.value.clone())
+                    .or_default()
+                    .push((index32, route_host.get(index).copied().flatten()));
+                continue;
+            }
+        }
+        let mut parts = vec![path_hir(&pattern), Hir::literal(vec![SEP])];
         if let Some(Some(h)) = route_host.get(index) {
             let token = host_token(*h, token_width);
             parts.push(Hir::literal(token.get(..token_width).unwrap_or(&[]).to_vec()));
         }
         hirs.push(Hir::concat(parts));
-        pattern_route.push(u32::try_from(index).map_err(|_| Diag::bug("too many routes"))?);
+        pattern_route.push(index32);
     }
 
     let too_large = |e: &dyn std::fmt::Display| {
@@ -461,6 +474,7 @@ fn build_router(program: &Program) -> Result<Router, Diag> {
     };
     if hirs.is_empty() {
         return Ok(Router {
+            literal,
             automaton: None,
             pattern_route,
             route_host,
@@ -486,14 +500,18 @@ fn build_router(program: &Program) -> Result<Router, Diag> {
     if minimum > ROUTER_CACHE_MAX {
         return Err(too_large(&format!("needs a {minimum}-byte cache")));
     }
-    let cache_bytes = minimum.saturating_mul(2).clamp(ROUTER_CACHE_MIN, ROUTER_CACHE_MAX);
+    // The lazily built DFA is at worst a trie of the patterns: room for about that many states
+    // keeps traffic spread over every route from thrashing it. A cap, not an allocation.
     let nfa_bytes = nfa.memory_usage();
+    let cache_bytes =
+        nfa_bytes.saturating_mul(16).max(minimum.saturating_mul(2)).clamp(ROUTER_CACHE_MIN, ROUTER_CACHE_MAX);
     let dfa =
         DFA::builder().configure(config.cache_capacity(cache_bytes)).build_from_nfa(nfa).map_err(|e| too_large(&e))?;
     let dfa = Arc::new(dfa);
     let for_pool = Arc::clone(&dfa);
     let pool = Pool::new(Box::new(move || for_pool.create_cache()) as CacheFn);
     Ok(Router {
+        literal,
         automaton: Some(Automaton { dfa, pool }),
         pattern_route,
         route_host,

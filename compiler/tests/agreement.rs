@@ -60,9 +60,12 @@ fn compile_file(path: &Path) -> Program {
     }
 }
 
+/// A key set for `parse_program`: name, salt, and (key, tenant, key name) lines.
+type KeySet<'a> = (&'a str, Option<&'a str>, &'a [(&'a str, &'a str, &'a str)]);
+
 /// A program straight from the parser, unchecked: lets the edge-case policies below use
 /// constructs `check` would refuse or warn about. Keys: `name = [(key, tenant, key-name)]`.
-fn parse_program(text: &str, keysets: &[(&str, Option<&str>, &[(&str, &str, &str)])]) -> Program {
+fn parse_program(text: &str, keysets: &[KeySet<'_>]) -> Program {
     let (parsed, diags) = syntax::parse(FileId(0), text);
     assert!(diags.iter().all(|d| !d.is_error()), "edge-case policy does not parse: {diags:#?}");
     let mut program = Program { items: parsed.file.items, ..Program::default() };
