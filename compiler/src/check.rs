@@ -869,8 +869,27 @@ impl<'a> Checker<'a> {
                 _ => None,
             })
             .collect();
+        // Only an earlier route whose first path segment is the same literal, or a parameter or
+        // `*`, can cover a later one: bucketing by that segment keeps this pass near-linear.
+        let first_segment = |w: &When| -> Option<String> {
+            let seg = w.path.value.split('/').nth(1).unwrap_or("");
+            let literal = !(seg.starts_with('{') || seg == "*" || w.path.value == "/*");
+            literal.then(|| seg.to_string())
+        };
+        let mut by_segment: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut wild: Vec<usize> = vec![];
         for (j, (later, lw)) in routes.iter().enumerate() {
-            for (earlier, ew) in routes.iter().take(j) {
+            let seg = first_segment(lw);
+            let mut candidates: Vec<usize> = wild.clone();
+            if let Some(s) = &seg {
+                candidates.extend(by_segment.get(s).into_iter().flatten().copied());
+            }
+            candidates.sort_unstable();
+            match seg {
+                Some(s) => by_segment.entry(s).or_default().push(j),
+                None => wild.push(j),
+            }
+            for (earlier, ew) in candidates.into_iter().filter_map(|i| routes.get(i)) {
                 if ew.cond.is_none() && covers(ew, lw) {
                     self.err(
                         Diag::error(Code::RouteShadowed, format!("route `{}` can never match", later.name.name))

@@ -21,8 +21,20 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
     crate::eval::decide(program, req)
 }
 
+/// Run a policy's tests through the compiled decision graph, the code the runtime executes.
+/// Should lowering fail (a compiler bug), the tests run on the reference evaluator instead and
+/// the bug is reported as the first test failure.
 pub fn run_tests(program: &Program) -> Vec<TestResult> {
-    testing::run_tests(program, &|req| decide(program, req))
+    match crate::lower::lower(program) {
+        Ok(graph) => testing::run_tests(program, &|req| graph.decide(req)),
+        Err(bug) => {
+            let mut results = testing::run_tests(program, &|req| decide(program, req));
+            if let Some(first) = results.first_mut() {
+                first.failures.insert(0, bug);
+            }
+            results
+        }
+    }
 }
 
 /// Everything one `gw-check` run found, over all files.
@@ -273,6 +285,10 @@ pub fn format_text(name: &str, text: &str, style: Style) -> Result<String, Strin
 
 /// The compiled graph as JSON or Graphviz dot.
 pub fn emit(program: &Program, dot: bool) -> Result<String, Diag> {
-    let _ = (program, dot);
-    Err(Diag::bug("graph emission is not available in this build"))
+    let graph = crate::lower::lower(program)?;
+    if dot {
+        Ok(graph.to_dot())
+    } else {
+        serde_json::to_string_pretty(&graph).map_err(|e| Diag::bug(format!("cannot serialize the graph: {e}")))
+    }
 }

@@ -257,3 +257,31 @@ fn codes_lists_the_registry() {
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+#[test]
+fn compile_emits_the_graph_as_json_and_dot_without_secrets() {
+    let dir = fixture(&[("p.gwp", VALID)]);
+    let o = gw_check(&["compile", "p.gwp", "--emit", "json"], dir.path());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert!(v.to_string().contains("chat"));
+    assert!(!stdout(&o).contains(&sha("sk-dev-1")), "key hashes must not be emitted");
+    let o = gw_check(&["compile", "p.gwp", "--emit", "dot"], dir.path());
+    assert_eq!(code(&o), 0);
+    assert!(stdout(&o).starts_with("digraph gw {"));
+}
+
+#[test]
+fn fmt_check_write_and_comment_preservation() {
+    let messy = "# keep me\nupstream llm {   target \"http://127.0.0.1:9100\" ;timeout 60s } # trailing\nroute r { when GET \"/x\"; to llm }\n";
+    let dir = fixture(&[("p.gwp", messy)]);
+    let o = gw_check(&["fmt", "--check", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 4);
+    assert_eq!(code(&gw_check(&["fmt", "--write", "p.gwp"], dir.path())), 0);
+    let once = std::fs::read_to_string(dir.path().join("p.gwp")).expect("read");
+    assert!(once.contains("# keep me") && once.contains("# trailing"), "{once}");
+    assert_eq!(code(&gw_check(&["fmt", "--check", "p.gwp"], dir.path())), 0, "fmt is idempotent");
+    assert_eq!(code(&gw_check(&["p.gwp"], dir.path())), 0, "formatted policy is still valid");
+    std::fs::write(dir.path().join("bad.gwp"), "route r { when GET \"/x }").expect("write");
+    assert_eq!(code(&gw_check(&["fmt", "bad.gwp"], dir.path())), 1);
+}
