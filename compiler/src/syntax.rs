@@ -414,11 +414,7 @@ impl<'t> Walker<'t> {
                 b'(' | b'[' | b'{' => {
                     raw += 1;
                     if raw > 4 * MAX_DEPTH {
-                        return Some(
-                            Diag::error(Code::SyntaxTooDeep, format!("nesting deeper than {MAX_DEPTH} levels"))
-                                .primary(self.at(at, at + 1), "this bracket is too deeply nested")
-                                .help("flatten the expression or block; name parts of it with `matcher`"),
-                        );
+                        return Some(self.too_deep(at));
                     }
                 }
                 b')' | b']' | b'}' => raw = raw.saturating_sub(1),
@@ -442,11 +438,7 @@ impl<'t> Walker<'t> {
                     b'(' | b'[' | b'{' => {
                         depth += 1;
                         if depth > MAX_DEPTH {
-                            return Some(
-                                Diag::error(Code::SyntaxTooDeep, format!("nesting deeper than {MAX_DEPTH} levels"))
-                                    .primary(self.at(i, i + 1), "this bracket is too deeply nested")
-                                    .help("flatten the expression or block; name parts of it with `matcher`"),
-                            );
+                            return Some(self.too_deep(i));
                         }
                     }
                     b')' | b']' | b'}' => depth = depth.saturating_sub(1),
@@ -456,6 +448,12 @@ impl<'t> Walker<'t> {
             i += 1;
         }
         None
+    }
+
+    fn too_deep(&self, at: usize) -> Diag {
+        Diag::error(Code::SyntaxTooDeep, format!("nesting deeper than {MAX_DEPTH} levels"))
+            .primary(self.at(at, at + 1), "this bracket is too deeply nested")
+            .help("flatten the expression or block; name parts of it with `matcher`")
     }
 
     /// Turn a pest error at `offset` (where the sub-parse began) into words.
@@ -1526,5 +1524,19 @@ impl RuleExt for P<'_> {
 }
 
 fn is_keyword_rule(rule: Rule) -> bool {
-    format!("{rule:?}").starts_with("kw_")
+    // Decided once per rule from its name, not once per pair: this is on every walk. A rule
+    // pest does not list in `all_rules` falls back to reading its name.
+    static KEYWORD: std::sync::OnceLock<Vec<Option<bool>>> = std::sync::OnceLock::new();
+    let by_name = |r: Rule| format!("{r:?}").starts_with("kw_");
+    let table = KEYWORD.get_or_init(|| {
+        let size = Rule::all_rules().iter().map(|r| *r as usize + 1).max().unwrap_or(0);
+        let mut t = vec![None; size];
+        for r in Rule::all_rules() {
+            if let Some(slot) = t.get_mut(*r as usize) {
+                *slot = Some(by_name(*r));
+            }
+        }
+        t
+    });
+    table.get(rule as usize).copied().flatten().unwrap_or_else(|| by_name(rule))
 }
