@@ -575,14 +575,13 @@ impl<'a> Checker<'a> {
     /// Visit an expression and the matchers it refers to (each matcher once).
     fn visit_with_matchers(&self, e: &'a Expr, f: &mut dyn FnMut(&'a Expr)) {
         let mut stack = vec![e];
-        let mut seen: Vec<&str> = vec![];
+        let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
         while let Some(e) = stack.pop() {
             walk(e, &mut |sub| {
                 f(sub);
                 if let ExprKind::Ref(id) = &sub.kind {
                     if let Some(m) = self.matchers.get(id.name.as_str()) {
-                        if !seen.contains(&id.name.as_str()) {
-                            seen.push(m.name.name.as_str());
+                        if seen.insert(m.name.name.as_str()) {
                             stack.push(&m.expr);
                         }
                     }
@@ -869,25 +868,24 @@ impl<'a> Checker<'a> {
                 _ => None,
             })
             .collect();
-        // Only an earlier route whose first path segment is the same literal, or a parameter or
-        // `*`, can cover a later one: bucketing by that segment keeps this pass near-linear.
-        let first_segment = |w: &When| -> Option<String> {
-            let seg = w.path.value.split('/').nth(1).unwrap_or("");
-            let literal = !(seg.starts_with('{') || seg == "*" || w.path.value == "/*");
-            literal.then(|| seg.to_string())
-        };
-        let mut by_segment: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut wild: Vec<usize> = vec![];
+        // An earlier route can only cover a later one if its literal path prefix (the segments
+        // before its first `{param}` or `*`) is a prefix of the later route's literal segments;
+        // indexing earlier routes by that prefix keeps this pass near-linear.
+        fn literal_prefix(path: &str) -> Vec<&str> {
+            path.split('/').skip(1).take_while(|s| !(s.starts_with('{') || *s == "*")).collect()
+        }
+        fn key(segments: &[&str]) -> String {
+            segments.iter().map(|s| format!("/{s}")).collect()
+        }
+        let mut by_prefix: HashMap<String, Vec<usize>> = HashMap::new();
         for (j, (later, lw)) in routes.iter().enumerate() {
-            let seg = first_segment(lw);
-            let mut candidates: Vec<usize> = wild.clone();
-            if let Some(s) = &seg {
-                candidates.extend(by_segment.get(s).into_iter().flatten().copied());
-            }
+            let segments = literal_prefix(&lw.path.value);
+            let mut candidates: Vec<usize> = (0..=segments.len())
+                .flat_map(|k| by_prefix.get(&key(&segments[..k])).into_iter().flatten().copied())
+                .collect();
             candidates.sort_unstable();
-            match seg {
-                Some(s) => by_segment.entry(s).or_default().push(j),
-                None => wild.push(j),
+            if lw.cond.is_none() {
+                by_prefix.entry(key(&segments)).or_default().push(j);
             }
             for (earlier, ew) in candidates.into_iter().filter_map(|i| routes.get(i)) {
                 if ew.cond.is_none() && covers(ew, lw) {
