@@ -8,6 +8,7 @@
 
 pub mod ast;
 pub mod check;
+pub mod check_cmd;
 pub mod cli;
 pub mod diagnostics;
 pub mod eval;
