@@ -1,3 +1,108 @@
 //! The gw gateway runtime: serves HTTP through a compiled policy graph.
+//!
+//! Data flows one way: `server` accepts connections → `proxy` runs the pipeline on the
+//! `gateway`'s current policy → `upstream` forwards → `stream` passes the answer back.
 
+pub mod admin;
+pub mod body;
+pub mod errors;
+pub mod gateway;
+pub mod headers;
+pub mod idle;
+pub mod limits;
+pub mod metrics;
 pub mod mock;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod stream;
+pub mod support;
+pub mod tls;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use gateway::Gateway;
+use server::{ConnLimits, Drain};
+
+/// Listener overrides from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub admin: Option<String>,
+}
+
+/// Serve until SIGTERM/SIGINT, then drain. Returns an error message for start-up failures.
+pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String> {
+    let loaded = gw.policy();
+    let settings = loaded.policy.graph.settings().clone();
+    for warning in support::not_enforced(&loaded.policy.graph) {
+        tracing::warn!("{warning}");
+    }
+    let listen = overrides.listen.or_else(|| settings.listen.get().map(str::to_string)).unwrap_or_default();
+    let listener = TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let tls = match &settings.tls {
+        Some(t) => Some(tls::acceptor(t.cert.get().unwrap_or(""), t.key.get().unwrap_or(""))?),
+        None => None,
+    };
+    let limits = ConnLimits {
+        header_timeout: Duration::from_nanos(settings.header_timeout_ns),
+        idle_timeout: Duration::from_nanos(settings.idle_timeout_ns),
+        max_headers: settings.max_headers as usize,
+        max_header_bytes: settings.max_header_bytes as usize,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let drain = Drain::new(stop_rx);
+    let builder = Arc::new(server::http_builder(limits));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
+    tracing::info!(
+        generation = loaded.policy.generation,
+        hash = loaded.policy.short_hash(),
+        "gw listening on {scheme}://{bound} with {}",
+        gw.source.describe()
+    );
+    let proxy = tokio::spawn(server::accept_loop(
+        listener,
+        tls,
+        builder.clone(),
+        limits,
+        drain.clone(),
+        server::proxy_service(gw.clone()),
+    ));
+
+    let admin_addr = overrides.admin.or_else(|| settings.admin.as_ref().and_then(|a| a.addr.get().map(str::to_string)));
+    let admin_drain = Drain::new(drain_receiver(&stop_tx));
+    if let Some(addr) = admin_addr {
+        let listener = TcpListener::bind(&addr).await.map_err(|e| format!("cannot listen on {addr} (admin): {e}"))?;
+        let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+        tracing::info!("admin listening on http://{bound}");
+        let gw2 = gw.clone();
+        let service = move |info, in_flight, req| {
+            let gw = gw2.clone();
+            Box::pin(admin::handle(gw, info, in_flight, req))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        };
+        tokio::spawn(server::accept_loop(listener, None, builder, limits, admin_drain.clone(), service));
+    }
+    drop(loaded);
+
+    server::shutdown_signal().await;
+    let drain_timeout = Duration::from_nanos(gw.policy().policy.graph.settings().drain_timeout_ns);
+    tracing::info!(connections = drain.live(), "shutting down: no new connections, draining for up to {drain_timeout:?}");
+    let _ = stop_tx.send(true);
+    let _ = proxy.await;
+    if drain.wait(drain_timeout).await {
+        tracing::info!("drained, exiting");
+    } else {
+        tracing::warn!(connections = drain.live(), "drain timeout reached, closing the remaining connections");
+    }
+    Ok(())
+}
+
+fn drain_receiver(tx: &tokio::sync::watch::Sender<bool>) -> tokio::sync::watch::Receiver<bool> {
+    tx.subscribe()
+}

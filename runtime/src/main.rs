@@ -1,21 +1,134 @@
-//! `gw`: the gateway binary.
+//! `gw`: the gateway binary. `gw serve [POLICY]` runs the gateway (with no policy: the embedded
+//! default in front of the built-in mock upstream), `gw check` is `gw-check`, `gw mock` runs
+//! the mock OpenAI-compatible upstream alone, `gw version` prints the version.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
+use gw_compiler::diagnostics::Style;
+use gw_runtime::gateway::Gateway;
+use gw_runtime::mock::MockConfig;
+use gw_runtime::policy::PolicySource;
+use gw_runtime::Overrides;
+
+#[derive(Parser)]
+#[command(name = "gw", version, about = "An API gateway for LLM traffic, driven by .gwp policies")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway on a policy (default: the embedded default policy and the mock upstream).
+    Serve {
+        /// The policy file. Without one, gw serves its embedded default policy and starts the
+        /// built-in mock upstream on 127.0.0.1:9100.
+        policy: Option<PathBuf>,
+        /// Listen here instead of the policy's `listen` address.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Serve the admin endpoints here instead of the policy's `admin` address.
+        #[arg(long)]
+        admin: Option<String>,
+        /// Do not start the built-in mock upstream with the default policy.
+        #[arg(long)]
+        no_mock: bool,
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+    },
+    /// Validate policies and run their tests: `gw-check` (see `gw check --help`).
+    #[command(disable_help_flag = true)]
+    Check {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    /// Run the mock OpenAI-compatible upstream.
+    Mock(MockConfig),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
 fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    match args.get(1).and_then(|a| a.to_str()) {
-        Some("version") | Some("--version") => {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
             println!("gw {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Some("check") => {
-            let rest = std::iter::once("gw check".into()).chain(args[2..].iter().cloned());
-            gw_compiler::check_cmd::main_with_args(rest)
+        Command::Check { args } => {
+            gw_compiler::check_cmd::main_with_args(std::iter::once("gw check".into()).chain(args))
         }
-        _ => {
-            eprintln!("usage: gw version | gw check [gw-check arguments]");
-            ExitCode::from(2)
+        Command::Mock(cfg) => {
+            init_logging(LogFormat::Human);
+            let result = runtime().and_then(|rt| rt.block_on(gw_runtime::mock::run(cfg)));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gw mock: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Serve { policy, listen, admin, no_mock, log_format } => {
+            init_logging(log_format);
+            let start_mock = policy.is_none() && !no_mock;
+            let source = policy.map(PolicySource::File).unwrap_or(PolicySource::Embedded);
+            let style = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { Style::Fancy } else { Style::Plain };
+            let gw = match Gateway::start(source.clone(), style) {
+                Ok(gw) => gw,
+                Err(rendered) => {
+                    eprintln!("{rendered}");
+                    eprintln!("gw: cannot serve {}", source.describe());
+                    return ExitCode::from(1);
+                }
+            };
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("gw: cannot start the async runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = rt.block_on(async move {
+                if start_mock {
+                    let cfg = MockConfig::default();
+                    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+                        .await
+                        .map_err(|e| format!("cannot start the built-in mock upstream on {}: {e}", cfg.listen))?;
+                    tracing::info!("built-in mock upstream on http://{}", cfg.listen);
+                    tokio::spawn(gw_runtime::mock::serve(listener, cfg));
+                }
+                gw_runtime::serve(gw, Overrides { listen, admin }).await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gw: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

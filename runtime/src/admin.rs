@@ -1,0 +1,134 @@
+//! The admin listener: liveness, readiness, Prometheus metrics, the policy being served,
+//! dry-run explanations and reloads. With a token in the policy every endpoint but
+//! `/health` and `/ready` needs `Authorization: Bearer TOKEN`.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use subtle::ConstantTimeEq;
+
+use crate::body::{full, Body, BoxError};
+use crate::errors::GwError;
+use crate::gateway::{unix_ms_of, Gateway};
+use crate::proxy::ConnInfo;
+
+const MAX_ADMIN_BODY: usize = 1 << 20;
+
+pub async fn handle(
+    gw: Arc<Gateway>,
+    _conn: ConnInfo,
+    _in_flight: Arc<AtomicUsize>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, BoxError> {
+    let request_id = crate::headers::request_id(req.headers());
+    let resp = match route(&gw, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(&request_id),
+    };
+    Ok(resp)
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(value.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
+    let policy = gw.policy();
+    let Some(token) = policy.policy.graph.settings().admin.as_ref().and_then(|a| a.token.as_ref()) else {
+        return true;
+    };
+    let Some(expected) = token.get() else { return false };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare hashes so neither the length nor the content leaks through timing.
+    use sha2::{Digest, Sha256};
+    let a = Sha256::digest(presented.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    bool::from(a.ct_eq(&b))
+}
+
+async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, GwError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match path.as_str() {
+        "/health" => return Ok(json(StatusCode::OK, serde_json::json!({"status": "ok"}))),
+        "/ready" => {
+            let p = gw.policy();
+            return Ok(json(StatusCode::OK, serde_json::json!({"status": "ready", "generation": p.policy.generation})));
+        }
+        _ => {}
+    }
+    if !authorized(gw, &req) {
+        return Err(GwError::new(401, "invalid_admin_token", "the admin token is missing or wrong"));
+    }
+    match (method, path.as_str()) {
+        (Method::GET, "/metrics") => {
+            let mut resp = Response::new(full(gw.metrics.render()));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            Ok(resp)
+        }
+        (Method::GET, "/admin/policy") => Ok(json(StatusCode::OK, policy_view(gw))),
+        (Method::POST, "/admin/explain") => {
+            let body = read(req).await?;
+            let text = std::str::from_utf8(&body).map_err(|_| GwError::new(400, "bad_body", "the body is not UTF-8"))?;
+            let request =
+                gw_compiler::cli::parse_request(text).map_err(|e| GwError::new(400, "bad_request_description", e))?;
+            let policy = gw.policy();
+            let decision = policy.policy.graph.decide(&request);
+            Ok(json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "generation": policy.policy.generation,
+                    "status": decision.outcome.status(),
+                    "decision": decision,
+                    "text": gw_compiler::cli::explain_text(&request, &decision),
+                }),
+            ))
+        }
+        (Method::POST, "/admin/reload") => {
+            let report = gw.reload().await;
+            let status = if report.ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+            Ok(json(status, serde_json::to_value(&report).unwrap_or_default()))
+        }
+        (_, "/metrics" | "/admin/policy" | "/admin/explain" | "/admin/reload") => {
+            Err(GwError::new(405, "method_not_allowed", "wrong method for this admin endpoint"))
+        }
+        _ => Err(GwError::new(404, "no_route", format!("no admin endpoint {path}"))),
+    }
+}
+
+fn policy_view(gw: &Gateway) -> serde_json::Value {
+    let p = gw.policy();
+    let last = gw.last_reload.lock().map(|l| l.clone()).unwrap_or(None);
+    serde_json::json!({
+        "source": gw.source.describe(),
+        "generation": p.policy.generation,
+        "hash": p.policy.hash,
+        "short_hash": p.policy.short_hash(),
+        "loaded_at_unix_ms": unix_ms_of(p.policy.loaded_at),
+        "files": p.policy.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "warnings": p.policy.warnings,
+        "routes": p.policy.graph.routes().iter().map(|r| &r.name).collect::<Vec<_>>(),
+        "upstreams": p.policy.graph.upstreams().iter().map(|u| &u.name).collect::<Vec<_>>(),
+        "last_reload": last,
+    })
+}
+
+async fn read(req: Request<Incoming>) -> Result<Bytes, GwError> {
+    Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|_| GwError::new(413, "request_too_large", "admin request bodies are limited to 1 MiB"))
+}

@@ -1,0 +1,142 @@
+//! The gateway's shared state: the policy being served (in an `ArcSwap`, so a request keeps
+//! the policy it started with while a reload swaps in the next), and what outlives a policy:
+//! metrics and limit counters.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use gw_compiler::diagnostics::Style;
+
+use crate::limits::LocalLimiter;
+use crate::metrics::Metrics;
+use crate::policy::{self, Policy, PolicySource};
+use crate::upstream::Upstream;
+
+/// A policy plus what the runtime built from it. Immutable once built.
+pub struct Loaded {
+    pub policy: Policy,
+    /// Aligned with `policy.graph.upstreams()`.
+    pub upstreams: Vec<Upstream>,
+}
+
+impl Loaded {
+    fn build(policy: Policy) -> Result<Loaded, String> {
+        let upstreams = policy.graph.upstreams().iter().map(Upstream::new).collect::<Result<Vec<_>, _>>()?;
+        Ok(Loaded { policy, upstreams })
+    }
+}
+
+/// The outcome of the last reload attempt, for `/admin/policy`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    pub ok: bool,
+    pub generation: u64,
+    pub at_unix_ms: u128,
+    pub diagnostics: String,
+}
+
+pub struct Gateway {
+    pub current: ArcSwap<Loaded>,
+    pub source: PolicySource,
+    pub metrics: Metrics,
+    pub limiter: LocalLimiter,
+    pub last_reload: Mutex<Option<ReloadReport>>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+fn unix_ms(t: SystemTime) -> u128 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+impl Gateway {
+    /// Load the first policy; an error is the rendered diagnostics.
+    pub fn start(source: PolicySource, style: Style) -> Result<Arc<Gateway>, String> {
+        let policy = policy::load(&source, 1, style).map_err(|e| e.rendered)?;
+        let loaded = Loaded::build(policy)?;
+        let metrics = Metrics::new();
+        metrics.set_policy(1, loaded.policy.short_hash());
+        Ok(Arc::new(Gateway {
+            current: ArcSwap::from_pointee(loaded),
+            source,
+            metrics,
+            limiter: LocalLimiter::default(),
+            last_reload: Mutex::new(None),
+            reload_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn policy(&self) -> Arc<Loaded> {
+        self.current.load_full()
+    }
+
+    /// Compile the policy again off the request path and swap it in; on failure keep serving
+    /// the current one. Listener addresses cannot change live: such a change is refused.
+    pub async fn reload(self: &Arc<Self>) -> ReloadReport {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let old = self.policy();
+        let next_generation = old.policy.generation + 1;
+        let source = self.source.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            policy::load(&source, next_generation, Style::Plain)
+                .map_err(|e| e.rendered)
+                .and_then(Loaded::build)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        let report = match compiled {
+            Ok(loaded) => match needs_restart(&old, &loaded) {
+                Some(why) => ReloadReport {
+                    ok: false,
+                    generation: old.policy.generation,
+                    at_unix_ms: unix_ms(SystemTime::now()),
+                    diagnostics: format!("not applied: {why} cannot change without a restart"),
+                },
+                None => {
+                    let hash = loaded.policy.short_hash().to_string();
+                    self.current.store(Arc::new(loaded));
+                    self.metrics.set_policy(next_generation, &hash);
+                    ReloadReport {
+                        ok: true,
+                        generation: next_generation,
+                        at_unix_ms: unix_ms(SystemTime::now()),
+                        diagnostics: String::new(),
+                    }
+                }
+            },
+            Err(rendered) => ReloadReport {
+                ok: false,
+                generation: old.policy.generation,
+                at_unix_ms: unix_ms(SystemTime::now()),
+                diagnostics: rendered,
+            },
+        };
+        self.metrics.reloads.with_label_values(&[if report.ok { "ok" } else { "failed" }]).inc();
+        if report.ok {
+            tracing::info!(generation = report.generation, "policy reloaded");
+        } else {
+            tracing::error!(generation = report.generation, "policy reload failed, still serving the previous policy:\n{}", report.diagnostics);
+        }
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        report
+    }
+}
+
+/// Settings bound at start (listeners, TLS) that a reload cannot change.
+fn needs_restart(old: &Loaded, new: &Loaded) -> Option<&'static str> {
+    let (a, b) = (old.policy.graph.settings(), new.policy.graph.settings());
+    if a.listen.get() != b.listen.get() {
+        return Some("the listen address");
+    }
+    if a.admin.as_ref().map(|s| s.addr.get()) != b.admin.as_ref().map(|s| s.addr.get()) {
+        return Some("the admin address");
+    }
+    if a.tls.as_ref().map(|t| (t.cert.get(), t.key.get())) != b.tls.as_ref().map(|t| (t.cert.get(), t.key.get())) {
+        return Some("TLS");
+    }
+    None
+}
+
+pub fn unix_ms_of(t: SystemTime) -> u128 {
+    unix_ms(t)
+}

@@ -1,0 +1,141 @@
+//! Header hygiene: hop-by-hop removal (RFC 9110 §7.6.1), request ids, W3C trace context and
+//! the `x-forwarded-for` / `forwarded` chain.
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use rand::RngCore;
+
+/// Headers that describe one connection, not the message: never passed on.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove hop-by-hop headers and every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new random one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    match headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+        Some(id) if is_sane_id(id) => id.to_string(),
+        _ => random_hex(16),
+    }
+}
+
+fn is_sane_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// The `traceparent` to send upstream: the client's trace continued with a new span id (this
+/// hop), or a new trace when the client sent none or an invalid one.
+pub fn traceparent(headers: &HeaderMap) -> String {
+    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+    match incoming {
+        Some((trace_id, flags)) => format!("00-{trace_id}-{}-{flags}", random_hex(8)),
+        None => format!("00-{}-{}-01", random_hex(16), random_hex(8)),
+    }
+}
+
+/// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>` → (trace id, flags).
+fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = v.trim().split('-').collect();
+    let [version, trace, parent, flags] = parts[..] else { return None };
+    let hex_of = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = hex_of(version, 2)
+        && version != "ff"
+        && hex_of(trace, 32)
+        && trace != "0".repeat(32)
+        && hex_of(parent, 16)
+        && parent != "0".repeat(16)
+        && hex_of(flags, 2);
+    valid.then_some((trace, flags))
+}
+
+/// Apply the policy's `forwarded` mode to the upstream request's headers.
+pub fn apply_forwarded(headers: &mut HeaderMap, mode: gw_compiler::ast::ForwardedMode, client_ip: &str) {
+    use gw_compiler::ast::ForwardedMode;
+    match mode {
+        ForwardedMode::Keep => {}
+        ForwardedMode::Strip => {
+            headers.remove("x-forwarded-for");
+            headers.remove("forwarded");
+        }
+        ForwardedMode::Append => {
+            let chain = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let value = if chain.is_empty() { client_ip.to_string() } else { format!("{chain}, {client_ip}") };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert("x-forwarded-for", v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["content-type"]);
+    }
+
+    #[test]
+    fn traceparent_is_continued_or_started() {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        let t = traceparent(&h);
+        assert!(t.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{t}");
+        assert!(!t.contains("00f067aa0ba902b7"));
+        h.insert("traceparent", HeaderValue::from_static("garbage"));
+        let fresh = traceparent(&h);
+        assert_eq!(fresh.len(), 55);
+        assert!(parse_traceparent(&fresh).is_some());
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static("bad id with spaces"));
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,95 @@
+//! Prometheus metrics of the gateway, registered once per process and kept across reloads.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub in_flight: IntGauge,
+    pub upstream_errors: IntCounterVec,
+    pub limit_decisions: IntCounterVec,
+    pub policy_generation: IntGauge,
+    pub policy_info: IntGaugeVec,
+    pub reloads: IntCounterVec,
+    pub connections: IntGauge,
+    pub header_timeouts: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] =
+    &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($m:expr) => {{
+                let m = $m.expect("metric definitions are static and valid");
+                registry.register(Box::new(m.clone())).expect("each metric is registered once");
+                m
+            }};
+        }
+        let hist = |name: &str, help: &str| HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        Metrics {
+            requests: reg!(IntCounterVec::new(
+                Opts::new("gw_requests_total", "Requests answered, by route and status"),
+                &["route", "status"]
+            )),
+            duration: reg!(HistogramVec::new(
+                hist("gw_request_duration_seconds", "Time from request head to response head, by route"),
+                &["route"]
+            )),
+            upstream_duration: reg!(HistogramVec::new(
+                hist("gw_upstream_duration_seconds", "Time the upstream took to answer with a response head"),
+                &["upstream"]
+            )),
+            in_flight: reg!(IntGauge::new("gw_requests_in_flight", "Requests being handled, streams included")),
+            upstream_errors: reg!(IntCounterVec::new(
+                Opts::new("gw_upstream_errors_total", "Upstream failures, by upstream and kind"),
+                &["upstream", "kind"]
+            )),
+            limit_decisions: reg!(IntCounterVec::new(
+                Opts::new("gw_limit_decisions_total", "Limit checks, by limit and result"),
+                &["limit", "result"]
+            )),
+            policy_generation: reg!(IntGauge::new("gw_policy_generation", "Generation of the policy being served")),
+            policy_info: reg!(IntGaugeVec::new(
+                Opts::new("gw_policy_info", "The policy being served (value 1), by generation and content hash"),
+                &["generation", "hash"]
+            )),
+            reloads: reg!(IntCounterVec::new(
+                Opts::new("gw_policy_reloads_total", "Policy reload attempts, by result"),
+                &["result"]
+            )),
+            connections: reg!(IntGauge::new("gw_connections_open", "Client connections open")),
+            header_timeouts: reg!(IntCounter::new(
+                "gw_connection_errors_total",
+                "Client connections closed on a protocol error or timeout"
+            )),
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = vec![];
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    pub fn set_policy(&self, generation: u64, hash: &str) {
+        self.policy_info.reset();
+        self.policy_info.with_label_values(&[&generation.to_string(), hash]).set(1);
+        self.policy_generation.set(generation as i64);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

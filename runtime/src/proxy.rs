@@ -1,0 +1,576 @@
+//! The request pipeline: request id and trace context → framing and path checks → route
+//! decision (the compiled graph) → limits → transforms → forward, streaming the answer back.
+//! Every gateway-made answer uses the one error shape of `errors`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use gw_compiler::graph::{CredentialSource, RewriteInfo, RouteInfo, TemplatePart};
+use gw_compiler::request::{Decision, Outcome, Request as GwRequest};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::body::{empty, full, Body, BoxError};
+use crate::errors::{bad_request, GwError};
+use crate::gateway::{Gateway, Loaded};
+use crate::headers;
+use crate::limits::{LimitResult, RateCheck};
+use crate::stream::Tracked;
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Serve one request. Never fails: every problem becomes an error response.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: ConnInfo,
+    conn_in_flight: Arc<AtomicUsize>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, BoxError> {
+    let started = Instant::now();
+    // The policy this request is decided and forwarded under, even if a reload happens meanwhile.
+    let loaded = gw.policy();
+    let request_id = headers::request_id(req.headers());
+    gw.metrics.in_flight.inc();
+    conn_in_flight.fetch_add(1, Ordering::SeqCst);
+    let mut route_name = String::from("-");
+    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut route_name).await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(&request_id),
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    if loaded.policy.graph.settings().policy_header {
+        let version = format!("{}-{}", loaded.policy.generation, loaded.policy.short_hash());
+        if let Ok(v) = HeaderValue::from_str(&version) {
+            h.insert("x-gw-policy", v);
+        }
+    }
+    let status = resp.status().as_u16();
+    gw.metrics.requests.with_label_values(&[&route_name, &status.to_string()]).inc();
+    gw.metrics.duration.with_label_values(&[&route_name]).observe(started.elapsed().as_secs_f64());
+    // The in-flight count drops when the body is finished or dropped, streams included.
+    let (parts, body) = resp.into_parts();
+    let gw2 = gw.clone();
+    let tracked = Tracked::new(body, move |_| {
+        gw2.metrics.in_flight.dec();
+        conn_in_flight.fetch_sub(1, Ordering::SeqCst);
+    });
+    Ok(Response::from_parts(parts, BodyExt::boxed(tracked)))
+}
+
+async fn pipeline(
+    gw: &Gateway,
+    loaded: &Loaded,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    request_id: &str,
+    route_name: &mut String,
+) -> Result<Response<Body>, GwError> {
+    let settings = loaded.policy.graph.settings();
+    check_head(req.headers(), settings.max_headers, settings.max_header_bytes)?;
+    check_framing(req.headers())?;
+    let path = req.uri().path().to_string();
+    check_path(&path)?;
+    if let Some(len) = content_length(req.headers())? {
+        if len > settings.max_body {
+            return Err(too_large(settings.max_body));
+        }
+    }
+
+    let mut greq = gw_request(&req, conn.peer);
+    let graph = &loaded.policy.graph;
+    let client_upgrade = is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    // Read the body only when a candidate route needs it (body predicates, token counting).
+    let mut body = Some(body);
+    let mut buffered: Option<Bytes> = None;
+    if graph.wants_body(&greq) {
+        let bytes = read_body(body.take(), settings.max_body).await?;
+        greq.body = String::from_utf8(bytes.to_vec()).ok();
+        buffered = Some(bytes);
+    }
+
+    let decision = graph.decide(&greq);
+    if let Some(r) = &decision.route {
+        route_name.clone_from(r);
+    }
+    let route = decision.route_index.and_then(|i| graph.routes().get(i));
+    match &decision.outcome {
+        Outcome::NoRoute => Err(GwError::new(404, "no_route", format!("no route for {} {}", greq.method, greq.path))),
+        Outcome::MethodNotAllowed { allowed } => {
+            let mut resp =
+                GwError::new(405, "method_not_allowed", format!("{} is not allowed here", greq.method)).into_response(request_id);
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                resp.headers_mut().insert(http::header::ALLOW, v);
+            }
+            Ok(resp)
+        }
+        Outcome::Unauthorized { message } => {
+            let code = if message == gw_compiler::eval::MISSING_KEY { "missing_api_key" } else { "invalid_api_key" };
+            Err(GwError::new(401, code, message.clone()))
+        }
+        Outcome::Denied { status, message } => Err(GwError::new(*status, "denied", message.clone())),
+        Outcome::Respond { .. } => Ok(respond(route)),
+        Outcome::Serve { builtin } => Ok(serve_builtin(gw, loaded, builtin)),
+        Outcome::Forward { .. } => {
+            let route = route.ok_or_else(|| GwError::new(500, "internal", "route lost"))?;
+            let limit_results = check_limits(gw, loaded, &decision);
+            if let Some(refused) = limit_results.iter().find(|r| !r.allowed && !r.shadow) {
+                let mut resp = GwError::new(429, "rate_limit_exceeded", format!("rate limit `{}` exceeded", refused.id))
+                    .into_response(request_id);
+                rate_headers(resp.headers_mut(), &limit_results);
+                return Ok(resp);
+            }
+            let body = match buffered {
+                Some(bytes) => full(bytes),
+                None => match body.take() {
+                    Some(incoming) => Limited::new(incoming, settings.max_body as usize).map_err(BoxError::from).boxed(),
+                    None => empty(),
+                },
+            };
+            let mut resp = forward(gw, loaded, conn, route, &decision, parts, body, client_upgrade, request_id).await?;
+            rate_headers(resp.headers_mut(), &limit_results);
+            Ok(resp)
+        }
+    }
+}
+
+/// The request as the decision graph sees it.
+fn gw_request(req: &Request<Incoming>, peer: SocketAddr) -> GwRequest {
+    let uri = req.uri();
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .unwrap_or_default();
+    GwRequest {
+        method: req.method().as_str().to_string(),
+        host: gw_compiler::request::normalize_host(&host),
+        path: uri.path().to_string(),
+        query: uri.query().map(gw_compiler::request::parse_query).unwrap_or_default(),
+        headers: req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        body: None,
+        client_ip: Some(peer.ip().to_string()),
+    }
+}
+
+/// Header count and size limits (431). hyper enforces a hard cap just above these.
+fn check_head(headers: &HeaderMap, max_headers: u64, max_bytes: u64) -> Result<(), GwError> {
+    let count = headers.len() as u64;
+    let bytes: u64 = headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum();
+    if count > max_headers || bytes > max_bytes {
+        return Err(GwError::new(431, "headers_too_large", "request headers are too large or too many"));
+    }
+    Ok(())
+}
+
+/// A request must have one reading: refuse what two parsers could frame differently.
+fn check_framing(headers: &HeaderMap) -> Result<(), GwError> {
+    let te = headers.get_all(http::header::TRANSFER_ENCODING).iter().count();
+    let cl: Vec<&HeaderValue> = headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
+    if te > 0 && !cl.is_empty() {
+        return Err(bad_request("ambiguous_framing", "a request may not carry both Transfer-Encoding and Content-Length"));
+    }
+    if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
+        return Err(bad_request("ambiguous_framing", "conflicting Content-Length headers"));
+    }
+    for (name, value) in headers {
+        if value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(bad_request("invalid_header", format!("header `{name}` holds a control character")));
+        }
+    }
+    Ok(())
+}
+
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, GwError> {
+    match headers.get(http::header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| bad_request("invalid_content_length", "Content-Length is not a number")),
+    }
+}
+
+/// Paths are routed as sent, so a path another server would read differently (dot segments,
+/// encoded slashes or dots, backslashes) is refused rather than matched one way and served
+/// another.
+fn check_path(path: &str) -> Result<(), GwError> {
+    let bad = || Err(bad_request("invalid_path", "the request path is not in normal form"));
+    if !path.starts_with('/') {
+        return bad();
+    }
+    if path.contains('\\') {
+        return bad();
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"].iter().any(|enc| lower.contains(enc)) {
+        return bad();
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return bad();
+    }
+    Ok(())
+}
+
+fn too_large(max: u64) -> GwError {
+    GwError::new(413, "request_too_large", format!("the request body is larger than {max} bytes"))
+}
+
+async fn read_body(body: Option<Incoming>, max: u64) -> Result<Bytes, GwError> {
+    let Some(body) = body else { return Ok(Bytes::new()) };
+    match Limited::new(body, max as usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
+        Err(_) => Err(bad_request("bad_body", "the request body could not be read")),
+    }
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(http::header::CONNECTION, "upgrade") && has_token(http::header::UPGRADE, "websocket")
+}
+
+fn respond(route: Option<&RouteInfo>) -> Response<Body> {
+    let Some(info) = route.and_then(|r| r.respond.as_ref()) else {
+        return Response::new(empty());
+    };
+    let mut resp = Response::new(full(info.body.clone()));
+    *resp.status_mut() = StatusCode::from_u16(info.status).unwrap_or(StatusCode::OK);
+    if let Some(ct) = info.content_type {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    resp
+}
+
+fn serve_builtin(gw: &Gateway, loaded: &Loaded, builtin: &str) -> Response<Body> {
+    let (content_type, body) = match builtin {
+        "metrics" => ("text/plain; version=0.0.4", gw.metrics.render()),
+        "ready" => (
+            "application/json",
+            serde_json::json!({"status": "ready", "generation": loaded.policy.generation}).to_string(),
+        ),
+        _ => ("application/json", r#"{"status":"ok"}"#.to_string()),
+    };
+    let mut resp = Response::new(full(body));
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn check_limits(gw: &Gateway, loaded: &Loaded, decision: &Decision) -> Vec<LimitResult> {
+    use gw_compiler::graph::LimitKindInfo;
+    let table = loaded.policy.graph.limits();
+    let checks: Vec<RateCheck> = decision
+        .limits
+        .iter()
+        .filter_map(|applied| {
+            let info = table.get(applied.limit)?;
+            match info.kind {
+                LimitKindInfo::Rate { count, window_ns, burst } => Some(RateCheck {
+                    id: applied.id.clone(),
+                    key: applied.key.clone(),
+                    gcra: gw_compiler::gcra::Gcra::new(count, window_ns, burst),
+                    shadow: info.shadow,
+                }),
+                _ => None,
+            }
+        })
+        .collect();
+    if checks.is_empty() {
+        return vec![];
+    }
+    let results = gw.limiter.check(&checks);
+    for r in &results {
+        let outcome = match (r.allowed, r.shadow) {
+            (true, _) => "allowed",
+            (false, true) => "shadow_refused",
+            (false, false) => "refused",
+        };
+        gw.metrics.limit_decisions.with_label_values(&[&r.id, outcome]).inc();
+    }
+    results
+}
+
+/// The `x-ratelimit-*` headers OpenAI clients read, from the tightest enforced limit.
+fn rate_headers(h: &mut HeaderMap, results: &[LimitResult]) {
+    let Some(tightest) = results.iter().filter(|r| !r.shadow).min_by_key(|r| (r.allowed, r.remaining)) else {
+        return;
+    };
+    let secs = |ns: u64| format!("{:.3}s", ns as f64 / 1e9);
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    put("x-ratelimit-limit-requests", tightest.limit.to_string());
+    put("x-ratelimit-remaining-requests", tightest.remaining.to_string());
+    put("x-ratelimit-reset-requests", secs(tightest.reset_after_ns));
+    if !tightest.allowed {
+        put("retry-after", tightest.retry_after_ns.div_ceil(1_000_000_000).max(1).to_string());
+    }
+}
+
+/// Send the request to the route's upstream and stream the answer back.
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    gw: &Gateway,
+    loaded: &Loaded,
+    conn: ConnInfo,
+    route: &RouteInfo,
+    decision: &Decision,
+    parts: http::request::Parts,
+    body: Body,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    request_id: &str,
+) -> Result<Response<Body>, GwError> {
+    let graph = &loaded.policy.graph;
+    let up_index = route.upstream.ok_or_else(|| GwError::new(502, "no_upstream", "the route has no upstream"))?;
+    let upstream = &loaded.upstreams[up_index];
+    let up_info = &graph.upstreams()[up_index];
+    let hash_key = match upstream.balance {
+        gw_compiler::graph::BalanceInfo::Hash => {
+            graph.balance_key(up_index, &gw_request_light(&parts, conn.peer), decision)
+        }
+        _ => None,
+    };
+    let target = upstream.pick(hash_key.as_deref());
+    let websocket = route.websocket && client_upgrade.is_some();
+
+    // The path and query the upstream sees.
+    let path = rewrite_path(route, parts.uri.path(), &decision.params);
+    let query = forwarded_query(route, parts.uri.query());
+    let path_and_query = match query {
+        Some(q) if !q.is_empty() => format!("{}{}?{}", target.base_path, path, q),
+        _ => format!("{}{}", target.base_path, path),
+    };
+    let uri = Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| bad_request("invalid_path", "the rewritten path is not a valid URI"))?;
+
+    let mut h = parts.headers;
+    headers::remove_hop_by_hop(&mut h);
+    h.remove(http::header::HOST);
+    remove_credentials(&mut h, route);
+    for name in &route.strip_headers {
+        h.remove(name.as_str());
+    }
+    for (name, value) in &route.set_headers {
+        set_header(&mut h, name, value.get());
+    }
+    headers::apply_forwarded(&mut h, graph.settings().forwarded, &conn.peer.ip().to_string());
+    for (name, value) in &up_info.headers {
+        set_header(&mut h, name, value.get());
+    }
+    set_header(&mut h, "x-request-id", Some(request_id));
+    let trace = headers::traceparent(&h);
+    set_header(&mut h, "traceparent", Some(&trace));
+    if websocket {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+
+    let mut up_req = Request::new(body);
+    *up_req.method_mut() = parts.method.clone();
+    *up_req.uri_mut() = uri;
+    *up_req.headers_mut() = h;
+    if parts.method == Method::CONNECT {
+        return Err(GwError::new(405, "method_not_allowed", "CONNECT is not proxied"));
+    }
+
+    let _slot = match &upstream.slots {
+        Some(sem) => match tokio::time::timeout(upstream.timeout, sem.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => return Err(GwError::new(503, "upstream_busy", "the upstream has no free connection")),
+        },
+        None => None,
+    };
+    target.in_flight.fetch_add(1, Ordering::Relaxed);
+    let up_started = Instant::now();
+    let sent = tokio::time::timeout(upstream.timeout, upstream.client.request(up_req)).await;
+    target.in_flight.fetch_sub(1, Ordering::Relaxed);
+    gw.metrics.upstream_duration.with_label_values(&[&upstream.name]).observe(up_started.elapsed().as_secs_f64());
+    let resp = match sent {
+        Err(_) => {
+            gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "timeout"]).inc();
+            return Err(GwError::new(504, "upstream_timeout", "the upstream did not answer in time"));
+        }
+        Ok(Err(e)) => {
+            if body_too_large(&e) {
+                return Err(too_large(graph.settings().max_body));
+            }
+            let kind = if e.is_connect() { "connect" } else { "protocol" };
+            gw.metrics.upstream_errors.with_label_values(&[&upstream.name, kind]).inc();
+            tracing::warn!(upstream = %upstream.name, kind, error = %e, "upstream request failed");
+            return Err(GwError::new(502, "upstream_unavailable", "the upstream could not be reached"));
+        }
+        Ok(Ok(resp)) => resp,
+    };
+
+    if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(splice_websocket(resp, client_upgrade));
+    }
+    if resp.status().is_server_error() {
+        gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "status_5xx"]).inc();
+    }
+    let (mut parts, incoming) = resp.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    let up_name = upstream.name.clone();
+    let errors = gw.metrics.upstream_errors.clone();
+    // Chunks pass through as they arrive. An upstream failing mid-body surfaces as a body
+    // error, which makes hyper abort the client's response instead of ending it cleanly.
+    let body = incoming.map_err(move |e| {
+        errors.with_label_values(&[&up_name, "stream"]).inc();
+        BoxError::from(e)
+    });
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+fn body_too_large(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// A minimal request for `balance hash(...)` expressions, which read headers and the path.
+fn gw_request_light(parts: &http::request::Parts, peer: SocketAddr) -> GwRequest {
+    GwRequest {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(gw_compiler::request::parse_query).unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect(),
+        client_ip: Some(peer.ip().to_string()),
+        ..GwRequest::default()
+    }
+}
+
+fn set_header(h: &mut HeaderMap, name: &str, value: Option<&str>) {
+    let (Ok(name), Some(Ok(value))) = (HeaderName::from_bytes(name.as_bytes()), value.map(HeaderValue::from_str)) else {
+        return;
+    };
+    h.insert(name, value);
+}
+
+/// The client's credential never reaches the upstream.
+fn remove_credentials(h: &mut HeaderMap, route: &RouteInfo) {
+    let Some(auth) = &route.auth else { return };
+    for source in &auth.sources {
+        match source {
+            CredentialSource::Header(name) => {
+                h.remove(name.as_str());
+            }
+            CredentialSource::Bearer => {
+                h.remove(http::header::AUTHORIZATION);
+            }
+            CredentialSource::Query(_) => {}
+        }
+    }
+}
+
+fn forwarded_query(route: &RouteInfo, query: Option<&str>) -> Option<String> {
+    let query = query?;
+    let secret_params: Vec<&str> = route
+        .auth
+        .iter()
+        .flat_map(|a| &a.sources)
+        .filter_map(|s| match s {
+            CredentialSource::Query(name) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if secret_params.is_empty() {
+        return Some(query.to_string());
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| {
+            let key = kv.split('=').next().unwrap_or("");
+            !secret_params.iter().any(|p| gw_compiler::request::parse_query(key).first().is_some_and(|(k, _)| k == p))
+        })
+        .collect();
+    Some(kept.join("&"))
+}
+
+fn rewrite_path(route: &RouteInfo, path: &str, params: &[(String, String)]) -> String {
+    match &route.rewrite {
+        None => path.to_string(),
+        Some(RewriteInfo::Prefix { from, to }) => match path.strip_prefix(from.as_str()) {
+            Some(rest) => {
+                let joined = format!("{to}{rest}");
+                if joined.starts_with('/') {
+                    joined
+                } else {
+                    format!("/{joined}")
+                }
+            }
+            None => path.to_string(),
+        },
+        Some(RewriteInfo::Path { parts, .. }) => parts
+            .iter()
+            .map(|p| match p {
+                TemplatePart::Lit(s) => s.as_str(),
+                TemplatePart::Param(name) => params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or(""),
+            })
+            .collect(),
+    }
+}
+
+/// Answer the client's upgrade with the upstream's 101 and splice the two connections.
+fn splice_websocket(mut up_resp: Response<Incoming>, client_upgrade: Option<hyper::upgrade::OnUpgrade>) -> Response<Body> {
+    let upstream_upgrade = hyper::upgrade::on(&mut up_resp);
+    let (parts, _) = up_resp.into_parts();
+    if let Some(client_upgrade) = client_upgrade {
+        tokio::spawn(async move {
+            let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) else {
+                return;
+            };
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        });
+    }
+    Response::from_parts(parts, empty())
+}
+
+/// How long the header timeout and friends are, as `Duration`s.
+pub fn ns(v: u64) -> Duration {
+    Duration::from_nanos(v)
+}

@@ -1,0 +1,55 @@
+//! What `gw serve` implements. A policy using anything else is refused at load with
+//! `gw::not_supported`, rather than served with a part of it silently ignored.
+
+use gw_compiler::graph::{ActionInfo, Graph, StateSettings};
+
+/// Built-in handlers `serve NAME` can name that this runtime answers.
+pub const BUILTINS: &[&str] = &["health", "ready", "metrics"];
+
+/// One line per unsupported construct, naming where it is.
+pub fn unsupported(graph: &Graph) -> Vec<String> {
+    let mut out = vec![];
+    for u in graph.upstreams() {
+        if u.health.is_some() {
+            out.push(format!("upstream `{}`: health checks", u.name));
+        }
+        if u.retry.is_some() {
+            out.push(format!("upstream `{}`: retry", u.name));
+        }
+    }
+    for r in graph.routes() {
+        let mut no = |what: &str| out.push(format!("route `{}`: {what}", r.name));
+        if r.cache.is_some() {
+            no("cache");
+        }
+        if r.cors.is_some() {
+            no("cors");
+        }
+        if r.jwt.is_some() {
+            no("jwt");
+        }
+        if let ActionInfo::Serve { builtin } = &r.action {
+            if !BUILTINS.contains(&builtin.as_str()) {
+                no(&format!("serve {builtin}"));
+            }
+        }
+    }
+    out
+}
+
+/// Parts of a policy that load but are not enforced yet: logged loudly at start and reload.
+pub fn not_enforced(graph: &Graph) -> Vec<String> {
+    let mut out = vec![];
+    for l in graph.limits() {
+        if !matches!(l.kind, gw_compiler::graph::LimitKindInfo::Rate { .. }) {
+            out.push(format!("limit `{}`: token and concurrency limits are not enforced yet", l.id));
+        }
+    }
+    if matches!(graph.settings().state, StateSettings::Redis { .. }) {
+        out.push("state redis: limits are kept in this process until the Redis store lands".into());
+    }
+    if graph.settings().audit.is_some() {
+        out.push("audit: the audit log is not written yet".into());
+    }
+    out
+}

@@ -1,0 +1,135 @@
+//! Upstreams at run time: the pooled HTTP(S) client, and picking a target of a pool.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use gw_compiler::graph::{BalanceInfo, UpstreamInfo};
+use http::uri::{Authority, Scheme};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::body::Body;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// One target of an upstream, parsed.
+pub struct Target {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// The target URL's path without a trailing `/` ("" for none): prefixed to every request.
+    pub base_path: String,
+    pub weight: u64,
+    /// Requests being forwarded to it now, for `least_conn`.
+    pub in_flight: AtomicUsize,
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub targets: Vec<Target>,
+    pub balance: BalanceInfo,
+    pub timeout: Duration,
+    pub client: HttpClient,
+    /// `max_connections`: requests beyond it wait (up to the timeout), then 503.
+    pub slots: Option<Arc<Semaphore>>,
+    next: AtomicUsize,
+}
+
+impl Upstream {
+    pub fn new(info: &UpstreamInfo) -> Result<Upstream, String> {
+        let targets = info
+            .targets
+            .iter()
+            .map(|t| {
+                let url = t.url.get().ok_or_else(|| format!("upstream `{}`: target URL is unset", info.name))?;
+                parse_target(url, t.weight).map_err(|e| format!("upstream `{}`: target {url:?}: {e}", info.name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if targets.is_empty() {
+            return Err(format!("upstream `{}` has no target", info.name));
+        }
+        Ok(Upstream {
+            name: info.name.clone(),
+            targets,
+            balance: info.balance.clone(),
+            timeout: Duration::from_nanos(info.timeout_ns),
+            client: client_for(Duration::from_nanos(info.connect_timeout_ns)),
+            slots: info.max_connections.map(|n| Arc::new(Semaphore::new(n as usize))),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Pick a target. `hash_key` is the value of a `balance hash(...)` expression.
+    pub fn pick(&self, hash_key: Option<&str>) -> &Target {
+        let n = self.targets.len();
+        if n == 1 {
+            return &self.targets[0];
+        }
+        let total: u64 = self.targets.iter().map(|t| t.weight.max(1)).sum();
+        let by_weight = |point: u64| {
+            let mut acc = 0;
+            for t in &self.targets {
+                acc += t.weight.max(1);
+                if point < acc {
+                    return t;
+                }
+            }
+            &self.targets[n - 1]
+        };
+        match self.balance {
+            BalanceInfo::RoundRobin => &self.targets[self.next.fetch_add(1, Ordering::Relaxed) % n],
+            BalanceInfo::Weighted => by_weight(self.next.fetch_add(1, Ordering::Relaxed) as u64 % total),
+            BalanceInfo::LeastConn => {
+                self.targets.iter().min_by_key(|t| t.in_flight.load(Ordering::Relaxed)).unwrap_or(&self.targets[0])
+            }
+            BalanceInfo::Hash => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                hash_key.unwrap_or("").hash(&mut h);
+                by_weight(h.finish() % total)
+            }
+        }
+    }
+}
+
+fn parse_target(url: &str, weight: u64) -> Result<Target, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let scheme = uri.scheme().cloned().ok_or("no scheme")?;
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err("the scheme must be http or https".into());
+    }
+    let authority = uri.authority().cloned().ok_or("no host")?;
+    let base_path = uri.path().trim_end_matches('/').to_string();
+    Ok(Target { scheme, authority, base_path, weight, in_flight: AtomicUsize::new(0) })
+}
+
+/// One client (and so one connection pool) per connect timeout, shared by every upstream and
+/// kept across reloads so a reload does not drop warm connections.
+fn client_for(connect_timeout: Duration) -> HttpClient {
+    static CLIENTS: OnceLock<Mutex<HashMap<Duration, HttpClient>>> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    let mut clients = clients.lock().unwrap_or_else(|p| p.into_inner());
+    clients.entry(connect_timeout).or_insert_with(|| build_client(connect_timeout)).clone()
+}
+
+fn build_client(connect_timeout: Duration) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    // Nagle plus delayed ACKs costs tens of milliseconds per keep-alive exchange.
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .pool_timer(TokioTimer::new())
+        .build(https)
+}
