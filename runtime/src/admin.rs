@@ -25,10 +25,13 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, BoxError> {
     let request_id = crate::headers::request_id(req.headers());
-    let resp = match route(&gw, req).await {
+    let mut resp = match route(&gw, req).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(&request_id),
     };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
     Ok(resp)
 }
 

@@ -408,7 +408,7 @@ async fn forward(
     }
 
     let _slot = match &upstream.slots {
-        Some(sem) => match tokio::time::timeout(upstream.timeout, sem.clone().acquire_owned()).await {
+        Some(sem) => match tokio::time::timeout(upstream.queue_timeout, sem.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
             _ => return Err(GwError::new(503, "upstream_busy", "the upstream has no free connection")),
         },

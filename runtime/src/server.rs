@@ -61,14 +61,14 @@ pub struct ConnLimits {
 
 pub fn http_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper refuses heads beyond these with a bare 431; the proxy answers the policy's exact
-    // limits (just below them) with the JSON error shape.
+    // hyper refuses heads far beyond these with a bare 431; the proxy answers the policy's
+    // own limits with the JSON error shape.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_headers(limits.max_headers + 1)
-        .max_buf_size((limits.max_header_bytes + 16 * 1024).max(8192));
+        .max_headers(limits.max_headers * 2 + 64)
+        .max_buf_size((limits.max_header_bytes * 2 + 16 * 1024).max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -34,8 +34,10 @@ pub struct Upstream {
     pub balance: BalanceInfo,
     pub timeout: Duration,
     pub client: HttpClient,
-    /// `max_connections`: requests beyond it wait (up to the timeout), then 503.
+    /// `max_connections`: requests beyond it wait for a slot (up to the connect timeout),
+    /// then get 503.
     pub slots: Option<Arc<Semaphore>>,
+    pub queue_timeout: Duration,
     next: AtomicUsize,
 }
 
@@ -59,6 +61,7 @@ impl Upstream {
             timeout: Duration::from_nanos(info.timeout_ns),
             client: client_for(Duration::from_nanos(info.connect_timeout_ns)),
             slots: info.max_connections.map(|n| Arc::new(Semaphore::new(n as usize))),
+            queue_timeout: Duration::from_nanos(info.connect_timeout_ns),
             next: AtomicUsize::new(0),
         })
     }

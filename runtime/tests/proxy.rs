@@ -1,0 +1,567 @@
+//! End-to-end tests of `gw serve` over real HTTP on loopback: the real binary in front of the
+//! mock upstream (`gw mock`), both child processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{key_line, users_keys, Gw, GwSpec, Mock, BASIC_POLICY};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+
+const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hello there"}]}"#;
+
+fn basic(mock: &Mock) -> Gw {
+    Gw::start(GwSpec::new(BASIC_POLICY, &mock.url()).file("keys/users.keys", users_keys()))
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+/// The body is the one error shape, with the request id the response header carries.
+async fn assert_error_shape(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status);
+    let id = resp.headers().get("x-request-id").expect("x-request-id on errors").to_str().unwrap().to_string();
+    assert_eq!(resp.headers().get("content-type").unwrap(), "application/json");
+    let body: Value = resp.json().await.unwrap();
+    let e = &body["error"];
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(e["type"].as_str().is_some(), "{body}");
+    assert_eq!(e["code"], code, "{body}");
+    assert_eq!(e["request_id"], id.as_str(), "{body}");
+    body
+}
+
+fn header_of<'a>(rec: &'a Value, name: &str) -> Vec<&'a str> {
+    rec["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_completion_is_proxied_with_the_backend_key_and_without_the_client_key() {
+    let mock = Mock::start(&[]);
+    let gw = basic(&mock);
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-api-key", "sk-test-1")
+        .header("content-type", "application/json")
+        .header("x-request-id", "req-abc-123")
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .body(CHAT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-request-id"], "req-abc-123");
+    assert!(resp.headers()["x-gw-policy"].to_str().unwrap().starts_with("1-"));
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
+
+    let seen = mock.requests().await;
+    assert_eq!(seen.len(), 1);
+    let rec = &seen[0];
+    assert_eq!(rec["path"], "/v1/chat/completions");
+    assert!(header_of(rec, "x-api-key").is_empty(), "the client key reached the upstream: {rec}");
+    assert_eq!(header_of(rec, "authorization"), vec!["Bearer backend-secret"]);
+    assert_eq!(header_of(rec, "x-request-id"), vec!["req-abc-123"]);
+    let trace = header_of(rec, "traceparent");
+    assert!(trace[0].starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{trace:?}");
+    assert!(!trace[0].contains("00f067aa0ba902b7"), "a new span id for this hop");
+    assert!(!rec.to_string().contains("sk-test-1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bearer_key_is_accepted_and_removed() {
+    let mock = Mock::start(&[]);
+    let gw = basic(&mock);
+    let resp = client().get(gw.url("/v1/models")).bearer_auth("sk-test-2").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = mock.requests().await;
+    assert_eq!(header_of(&seen[0], "authorization"), vec!["Bearer backend-secret"]);
+    assert!(!seen[0].to_string().contains("sk-test-2"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_failures_get_401() {
+    let mock = Mock::start(&[]);
+    let gw = basic(&mock);
+    let c = client();
+    let none = c.get(gw.url("/v1/models")).send().await.unwrap();
+    assert_error_shape(none, 401, "missing_api_key").await;
+    let wrong = c.get(gw.url("/v1/models")).header("x-api-key", "sk-wrong").send().await.unwrap();
+    let body = assert_error_shape(wrong, 401, "invalid_api_key").await;
+    assert!(!body.to_string().contains("sk-wrong"), "the key is not echoed");
+    let wrong_bearer = c.get(gw.url("/v1/models")).bearer_auth("sk-wrong").send().await.unwrap();
+    assert_error_shape(wrong_bearer, 401, "invalid_api_key").await;
+    assert!(mock.requests().await.is_empty(), "nothing reached the upstream");
+    assert!(!gw.proc.log().contains("sk-wrong"), "keys are never logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_chunks_arrive_as_they_are_produced() {
+    let mock = Mock::start(&[]);
+    let gw = basic(&mock);
+    let started = Instant::now();
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-api-key", "sk-test-1")
+        .header("x-mock-chunks", "6")
+        .header("x-mock-chunk-delay-ms", "150")
+        .body(r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut stream = resp.bytes_stream();
+    let mut first = None;
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        first.get_or_insert_with(|| started.elapsed());
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let last = started.elapsed();
+    let first = first.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(text.matches("chat.completion.chunk").count() >= 6);
+    // Six chunks 150 ms apart: the first must reach the client long before the last.
+    assert!(last - first >= Duration::from_millis(600), "first chunk at {first:?}, end at {last:?}: buffered?");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_dying_mid_stream_is_not_a_clean_end() {
+    let mock = Mock::start(&[]);
+    let gw = basic(&mock);
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-api-key", "sk-test-1")
+        .header("x-mock-chunks", "10")
+        .header("x-mock-chunk-delay-ms", "20")
+        .header("x-mock-die-after", "3")
+        .body(r#"{"model":"gpt-4o","stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut chunks = 0;
+    let mut error = false;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(_) => chunks += 1,
+            Err(_) => {
+                error = true;
+                break;
+            }
+        }
+    }
+    assert!(chunks >= 1, "some chunks arrived before the failure");
+    assert!(error, "the client must see an incomplete body, not a clean end");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_cleartext_requests_are_served() {
+    let mock = Mock::start(&[]);
+    let gw = basic(&mock);
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = h2.get(gw.url("/v1/models")).header("x-api-key", "sk-test-1").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let stream = h2
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-api-key", "sk-test-1")
+        .body(r#"{"model":"gpt-4o","stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(stream.text().await.unwrap().contains("[DONE]"));
+}
+
+const HYGIENE_POLICY: &str = r#"
+gateway {
+    listen    "{LISTEN}"
+    admin     "{ADMIN}"
+    forwarded append
+}
+upstream mock { target "{UPSTREAM}" }
+route models {
+    when  GET "/v1/models"
+    strip header "cookie"
+    set   header "x-gateway" = "gw"
+    to    mock
+}
+route legacy {
+    when    GET "/legacy/{id}"
+    rewrite path "/v1/items/{id}"
+    to      mock
+}
+route prefixed {
+    when    GET "/api/*"
+    rewrite prefix "/api" => "/v1"
+    to      mock
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hop_by_hop_headers_are_removed_and_transforms_applied() {
+    let mock = Mock::start(&[]);
+    let gw = Gw::start(GwSpec::new(HYGIENE_POLICY, &mock.url()));
+    let resp = client()
+        .get(gw.url("/v1/models?x=1"))
+        .header("connection", "keep-alive, x-conn-private")
+        .header("x-conn-private", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic abc")
+        .header("te", "trailers")
+        .header("upgrade", "h2c")
+        .header("cookie", "session=1")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-kept", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rec = &mock.requests().await[0];
+    for gone in ["x-conn-private", "keep-alive", "proxy-authorization", "te", "upgrade", "cookie"] {
+        assert!(header_of(rec, gone).is_empty(), "{gone} reached the upstream: {rec}");
+    }
+    assert_eq!(header_of(rec, "x-kept"), vec!["yes"]);
+    assert_eq!(header_of(rec, "x-gateway"), vec!["gw"]);
+    assert_eq!(header_of(rec, "x-forwarded-for"), vec!["10.0.0.1, 127.0.0.1"]);
+    assert_eq!(rec["query"], "x=1");
+
+    mock.clear().await;
+    assert_eq!(client().get(gw.url("/legacy/42")).send().await.unwrap().status(), 404, "the mock has no /v1/items");
+    assert_eq!(client().get(gw.url("/api/models")).send().await.unwrap().status(), 200);
+    let paths: Vec<String> = mock.requests().await.iter().map(|r| r["path"].as_str().unwrap().to_string()).collect();
+    assert_eq!(paths, vec!["/v1/items/42", "/v1/models"]);
+}
+
+const ERRORS_POLICY: &str = r#"
+gateway {
+    listen      "{LISTEN}"
+    admin       "{ADMIN}"
+    max_body    1KB
+    max_headers 30
+}
+upstream mock {
+    target  "{UPSTREAM}"
+    timeout 400ms
+}
+upstream busy {
+    target          "{UPSTREAM}"
+    connect_timeout 100ms
+    max_connections 1
+}
+upstream dead {
+    target          "http://127.0.0.1:{DEAD}"
+    connect_timeout 500ms
+}
+keys users from "keys/users.keys"
+
+route chat {
+    when POST "/v1/chat/completions"
+    auth users
+    deny 403 "gpt-4 is not for beta" if tenant == "beta" and body.model matches /^gpt-4/
+    deny 400 "messages are required" if not body.messages exists
+    to   mock
+}
+route upload {
+    when POST "/v1/files"
+    to   mock
+}
+route slow {
+    when GET "/slow"
+    to   busy
+}
+route dead {
+    when GET "/dead"
+    to   dead
+}
+route models {
+    when GET "/v1/models"
+    to   mock
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_status_has_the_json_shape() {
+    let mock = Mock::start(&[]);
+    let dead_port = common::free_port().to_string();
+    let policy = ERRORS_POLICY.replace("{DEAD}", &dead_port);
+    let gw = Gw::start(GwSpec::new(&policy, &mock.url()).file("keys/users.keys", users_keys()));
+    let c = client();
+    let chat = |key: &str, body: &str| {
+        c.post(gw.url("/v1/chat/completions")).header("x-api-key", key).body(body.to_string()).send()
+    };
+
+    assert_error_shape(chat("sk-test-1", r#"{"model":"gpt-4o"}"#).await.unwrap(), 400, "denied").await;
+    assert_error_shape(c.get(gw.url("/v1%2fmodels")).send().await.unwrap(), 400, "invalid_path").await;
+    assert_error_shape(chat("nope", CHAT).await.unwrap(), 401, "invalid_api_key").await;
+    let denied = assert_error_shape(chat("sk-test-2", CHAT).await.unwrap(), 403, "denied").await;
+    assert_eq!(denied["error"]["message"], "gpt-4 is not for beta");
+    assert_error_shape(c.get(gw.url("/nowhere")).send().await.unwrap(), 404, "no_route").await;
+    let wrong_method = c.delete(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "GET");
+    assert_error_shape(wrong_method, 405, "method_not_allowed").await;
+
+    // 413: a declared length over max_body, a buffered body over it, a streamed one over it.
+    let big = "x".repeat(4096);
+    assert_error_shape(chat("sk-test-1", &big).await.unwrap(), 413, "request_too_large").await;
+    let resp = c.post(gw.url("/v1/files")).body(big.clone()).send().await.unwrap();
+    assert_error_shape(resp, 413, "request_too_large").await;
+    let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(vec![b'y'; 512])));
+    let resp = c.post(gw.url("/v1/files")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_error_shape(resp, 413, "request_too_large").await;
+    let small = c.post(gw.url("/v1/files")).body("ok").send().await.unwrap();
+    assert_ne!(small.status(), 413);
+
+    // 431: more headers than max_headers.
+    let mut many = c.get(gw.url("/v1/models"));
+    for i in 0..40 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    assert_error_shape(many.send().await.unwrap(), 431, "headers_too_large").await;
+
+    // 502: nothing listens on the dead upstream's port.
+    assert_error_shape(c.get(gw.url("/dead")).send().await.unwrap(), 502, "upstream_unavailable").await;
+
+    // 504: the upstream answers after the route's 400 ms timeout.
+    let slow = c.get(gw.url("/v1/models")).header("x-mock-delay-ms", "3000").send().await.unwrap();
+    assert_error_shape(slow, 504, "upstream_timeout").await;
+
+    // 503: the only connection slot of `busy` is held by a slow request.
+    let holder = {
+        let c = c.clone();
+        let url = gw.url("/slow");
+        tokio::spawn(async move { c.get(url).header("x-mock-delay-ms", "1500").send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_error_shape(c.get(gw.url("/slow")).send().await.unwrap(), 503, "upstream_busy").await;
+    assert_eq!(holder.await.unwrap().unwrap().status(), 404, "the slot holder got the mock's answer");
+
+    let body = Value::from(mock.requests().await).to_string();
+    assert!(!body.contains("sk-test"), "no client key reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_endpoints_answer_and_need_the_token() {
+    let mock = Mock::start(&[]);
+    let policy = BASIC_POLICY.replace(r#"admin  "{ADMIN}""#, r#"admin  "{ADMIN}" token env("T_ADMIN_TOKEN")"#);
+    let gw = Gw::start(
+        GwSpec::new(&policy, &mock.url()).file("keys/users.keys", users_keys()).env("T_ADMIN_TOKEN", "adm-secret"),
+    );
+    let c = client();
+    c.get(gw.url("/v1/models")).header("x-api-key", "sk-test-1").send().await.unwrap();
+    assert_eq!(c.get(gw.admin_url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.admin_url("/ready")).send().await.unwrap().status(), 200);
+    let no_token = c.get(gw.admin_url("/metrics")).send().await.unwrap();
+    assert_error_shape(no_token, 401, "invalid_admin_token").await;
+    let wrong = c.get(gw.admin_url("/metrics")).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    let metrics = c.get(gw.admin_url("/metrics")).bearer_auth("adm-secret").send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"gw_requests_total{route="models",status="200"} 1"#), "{metrics}");
+    assert!(metrics.contains("gw_request_duration_seconds_bucket"));
+    assert!(metrics.contains("gw_upstream_duration_seconds_bucket"));
+    assert!(metrics.contains("gw_requests_in_flight 0"));
+    assert!(metrics.contains("gw_policy_generation 1"));
+
+    let policy: Value =
+        c.get(gw.admin_url("/admin/policy")).bearer_auth("adm-secret").send().await.unwrap().json().await.unwrap();
+    assert_eq!(policy["generation"], 1);
+    assert_eq!(policy["hash"].as_str().unwrap().len(), 64);
+    assert!(policy["files"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().ends_with("users.keys")));
+    assert!(!policy.to_string().contains("adm-secret"));
+
+    let explain: Value = c
+        .post(gw.admin_url("/admin/explain"))
+        .bearer_auth("adm-secret")
+        .body(r#"{"method":"GET","path":"/v1/models","headers":{"x-api-key":"sk-test-2"}}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(explain["status"], 200);
+    assert_eq!(explain["decision"]["route"], "models");
+    assert_eq!(explain["decision"]["identity"]["tenant"], "beta");
+    assert!(explain["text"].as_str().unwrap().contains("route:   models"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_sessions_pass_through_with_auth_on_the_upgrade() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let mock = Mock::start(&[]);
+    let policy = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" }
+upstream speech { target "{UPSTREAM}" }
+keys users from "keys/users.keys"
+route session {
+    when GET "/v1/realtime"
+    auth users
+    websocket
+    to   speech
+}
+"#;
+    let gw = Gw::start(GwSpec::new(policy, &mock.url()).file("keys/users.keys", users_keys()));
+    let url = format!("ws://{}/v1/realtime", gw.addr);
+
+    let mut req = url.clone().into_client_request().unwrap();
+    req.headers_mut().insert("x-api-key", "sk-test-1".parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("upgrade through gw");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("hello over gw")).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "hello over gw");
+    ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(echoed.into_data().to_vec(), vec![1u8, 2, 3]);
+    ws.close(None).await.unwrap();
+
+    let refused = tokio_tungstenite::connect_async(url.into_client_request().unwrap()).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("an upgrade without a key must get 401, got {other:?}"),
+    }
+    let seen = mock.requests().await;
+    assert!(!Value::from(seen).to_string().contains("sk-test-1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_an_open_stream_then_exits_zero() {
+    let mock = Mock::start(&[]);
+    let mut gw = basic(&mock);
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-api-key", "sk-test-1")
+        .header("x-mock-chunks", "8")
+        .header("x-mock-chunk-delay-ms", "150")
+        .body(r#"{"model":"gpt-4o","stream":true,"messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let mut text = String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()).into_owned();
+    gw.proc.signal(15);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // No new connections once draining.
+    let refused = reqwest::Client::new().get(gw.url("/v1/models")).timeout(Duration::from_secs(2)).send().await;
+    assert!(refused.is_err(), "a new connection was accepted while draining");
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("the stream finishes intact")));
+    }
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let code = gw.proc.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "{}", gw.proc.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_bodies_stream_through_when_the_route_does_not_read_them() {
+    let mock = Mock::start(&[]);
+    let policy = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" max_body 64MB }
+upstream mock { target "{UPSTREAM}" }
+route upload {
+    when POST "/v1/files"
+    to   mock
+}
+"#;
+    let gw = Gw::start(GwSpec::new(policy, &mock.url()));
+    let chunks = futures_util::stream::iter((0..64).map(|_| Ok::<_, std::io::Error>(vec![b'z'; 64 * 1024])));
+    let resp = client()
+        .post(gw.url("/v1/files"))
+        .header("x-mock-echo", "1")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: Value = resp.json().await.unwrap();
+    assert_eq!(echo["body_len"], 64 * 64 * 1024);
+}
+
+#[test]
+fn start_up_errors_name_the_problem_and_exit_non_zero() {
+    let (code, stderr) = common::serve_fails(
+        r#"
+gateway { listen "127.0.0.1:0" }
+upstream u {
+    target "http://127.0.0.1:1"
+    header "authorization" = "Bearer " + env("GW_TEST_SURELY_UNSET_VAR")
+}
+route r { when GET "/" to u }
+"#,
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(stderr.contains("GW_TEST_SURELY_UNSET_VAR"), "{stderr}");
+
+    let (code, stderr) = common::serve_fails("route r { when GET \"/\" to nowhere }\n", &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("gw::undefined_upstream"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_answers_429_with_retry_after_and_openai_headers() {
+    let mock = Mock::start(&[]);
+    let policy = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" }
+upstream mock { target "{UPSTREAM}" }
+keys users from "keys/users.keys"
+route models {
+    when  GET "/v1/models"
+    auth  users
+    limit rate 2/min per key
+    to    mock
+}
+"#;
+    let gw = Gw::start(GwSpec::new(policy, &mock.url()).file("keys/users.keys", users_keys()));
+    let c = client();
+    let get = |key: &'static str| c.get(gw.url("/v1/models")).header("x-api-key", key).send();
+    let first = get("sk-test-1").await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-ratelimit-limit-requests"], "2");
+    assert_eq!(first.headers()["x-ratelimit-remaining-requests"], "1");
+    assert_eq!(get("sk-test-1").await.unwrap().status(), 200);
+    let limited = get("sk-test-1").await.unwrap();
+    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&retry), "retry-after {retry}");
+    assert_eq!(limited.headers()["x-ratelimit-remaining-requests"], "0");
+    assert_error_shape(limited, 429, "rate_limit_exceeded").await;
+    assert_eq!(get("sk-test-2").await.unwrap().status(), 200, "another key has its own counter");
+    assert_eq!(mock.requests().await.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_file_line_for_a_salted_set_is_checked_with_the_salt() {
+    let mock = Mock::start(&[]);
+    let salted = format!(
+        "{} team ops\n",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("{}{}", "pepper", "sk-salted").as_bytes()))
+    );
+    let policy = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" }
+upstream mock { target "{UPSTREAM}" }
+keys ops from "keys/ops.keys" salt env("T_SALT")
+route models {
+    when GET "/v1/models"
+    auth ops
+    to   mock
+}
+"#;
+    let gw = Gw::start(GwSpec::new(policy, &mock.url()).file("keys/ops.keys", salted).env("T_SALT", "pepper"));
+    let ok = client().get(gw.url("/v1/models")).bearer_auth("sk-salted").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let _ = key_line("unused", "t", "n");
+}
