@@ -45,7 +45,11 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
     let listen = overrides.listen.or_else(|| settings.listen.get().map(str::to_string)).unwrap_or_default();
     let listener = TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let tls = match &settings.tls {
-        Some(t) => Some(tls::acceptor(t.cert.get().unwrap_or(""), t.key.get().unwrap_or(""))?),
+        Some(t) => {
+            let cert = gw.source.resolve(t.cert.get().unwrap_or(""));
+            let key = gw.source.resolve(t.key.get().unwrap_or(""));
+            Some(tls::acceptor(&cert, &key)?)
+        }
         None => None,
     };
     let limits = ConnLimits {

@@ -19,6 +19,18 @@ pub enum PolicySource {
 }
 
 impl PolicySource {
+    /// A path named in the policy, relative to the policy file's folder (as imports and key
+    /// files are); the embedded policy's paths are relative to the working directory.
+    pub fn resolve(&self, path: &str) -> String {
+        match self {
+            PolicySource::File(policy) if std::path::Path::new(path).is_relative() => policy
+                .parent()
+                .map(|dir| dir.join(path).to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.to_string()),
+            _ => path.to_string(),
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             PolicySource::Embedded => "the embedded default policy".into(),

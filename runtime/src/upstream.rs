@@ -126,7 +126,7 @@ fn build_client(connect_timeout: Duration) -> HttpClient {
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_tls_config(tls_config())
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
@@ -135,4 +135,27 @@ fn build_client(connect_timeout: Duration) -> HttpClient {
         .pool_max_idle_per_host(1024)
         .pool_timer(TokioTimer::new())
         .build(https)
+}
+
+/// Trust the webpki (Mozilla) roots, plus the PEM certificates in `SSL_CERT_FILE` when it is
+/// set: the usual way to trust a private CA for upstreams on an internal network.
+fn tls_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
+        match std::fs::read(&path) {
+            Ok(pem) => {
+                let mut reader = pem.as_slice();
+                let certs: Vec<_> = rustls_pemfile::certs(&mut reader).filter_map(Result::ok).collect();
+                let (added, ignored) = roots.add_parsable_certificates(certs);
+                tracing::info!(added, ignored, "trusting extra upstream CA certificates from SSL_CERT_FILE");
+            }
+            Err(e) => tracing::warn!(error = %e, "SSL_CERT_FILE cannot be read; using the built-in roots only"),
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }

@@ -565,3 +565,49 @@ route models {
     assert_eq!(ok.status(), 200);
     let _ = key_line("unused", "t", "n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_is_terminated_and_https_upstreams_are_verified() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let mock = Mock::start(&[]);
+    // Front: terminates TLS with the certificate, forwards to the mock.
+    let front_policy = r#"
+gateway {
+    listen "{LISTEN}"
+    admin  "{ADMIN}"
+    tls    cert "tls/cert.pem" key "tls/key.pem"
+}
+upstream mock { target "{UPSTREAM}" }
+route models { when GET "/v1/models" to mock }
+"#;
+    let front = Gw::start(
+        GwSpec::new(front_policy, &mock.url())
+            .file("tls/cert.pem", cert.cert.pem())
+            .file("tls/key.pem", cert.key_pair.serialize_pem()),
+    );
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let tls_client = reqwest::Client::builder().add_root_certificate(root).build().unwrap();
+    let url = format!("https://localhost:{}/v1/models", front.addr.port());
+    let resp = tls_client.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("gpt-4o"));
+
+    // Back: a gw whose upstream is the TLS front, trusting its certificate through SSL_CERT_FILE.
+    let back_policy = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" }
+upstream front { target "{UPSTREAM}" }
+route models { when GET "/v1/models" to front }
+"#;
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = ca_dir.path().join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let front_url = format!("https://localhost:{}", front.addr.port());
+    let back = Gw::start(GwSpec::new(back_policy, &front_url).env("SSL_CERT_FILE", ca.to_str().unwrap()));
+    let resp = client().get(back.url("/v1/models")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", back.proc.log());
+
+    // Without trusting the certificate the upstream is refused: 502, and nothing leaks.
+    let untrusting = Gw::start(GwSpec::new(back_policy, &front_url));
+    let resp = client().get(untrusting.url("/v1/models")).send().await.unwrap();
+    assert_error_shape(resp, 502, "upstream_unavailable").await;
+}
