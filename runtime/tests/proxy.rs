@@ -611,3 +611,79 @@ route models { when GET "/v1/models" to front }
     let resp = client().get(untrusting.url("/v1/models")).send().await.unwrap();
     assert_error_shape(resp, 502, "upstream_unavailable").await;
 }
+
+/// An upstream that answers every request with the head of an endless SSE stream, and reports
+/// when the gateway closes the connection.
+async fn endless_upstream() -> (String, tokio::sync::mpsc::Receiver<&'static str>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let _ = sock.read(&mut buf).await.unwrap();
+        sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = tx.send("started").await;
+        loop {
+            let chunk = b"data: {\"tick\":1}\n\n";
+            let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat();
+            if sock.write_all(&framed).await.is_err() {
+                let _ = tx.send("closed").await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_going_away_cancels_the_upstream_request() {
+    let (upstream, mut events) = endless_upstream().await;
+    let policy = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" }
+upstream endless { target "{UPSTREAM}" }
+route stream { when GET "/stream" to endless }
+"#;
+    let gw = Gw::start(GwSpec::new(policy, &upstream));
+    let resp = client().get(gw.url("/stream")).send().await.unwrap();
+    let mut body = resp.bytes_stream();
+    assert!(body.next().await.unwrap().is_ok());
+    assert_eq!(events.recv().await, Some("started"));
+    drop(body);
+    let closed = tokio::time::timeout(Duration::from_secs(5), events.recv()).await;
+    assert_eq!(closed, Ok(Some("closed")), "the upstream connection outlived the client");
+    let metrics = client().get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("gw_requests_in_flight 0"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = Mock::start(&[]);
+    let policy = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" idle_timeout 500ms }
+upstream mock { target "{UPSTREAM}" }
+route models { when GET "/v1/models" to mock }
+"#;
+    let gw = Gw::start(GwSpec::new(policy, &mock.url()));
+    let mut sock = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    sock.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = sock.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    // Drain whatever is left of the answer, then expect the close.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the idle connection was not closed after 5 s"),
+        }
+    }
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_millis(400), "closed too early: {idle:?}");
+}
