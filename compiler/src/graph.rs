@@ -281,6 +281,8 @@ pub struct UpstreamInfo {
     pub health: Option<HealthInfo>,
     pub retry: Option<RetryInfo>,
     pub max_connections: Option<u64>,
+    /// The upstream declares `affinity` (region preference; not evaluated by the graph).
+    pub affinity: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

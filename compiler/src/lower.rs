@@ -852,6 +852,7 @@ fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result<(UpstreamI
         health: None,
         retry: None,
         max_connections: None,
+        affinity: false,
     };
     let (mut balance, mut timeout, mut connect) = (None, None, None);
     let mut key = None;
@@ -910,7 +911,7 @@ fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result<(UpstreamI
             UpstreamStmtKind::MaxConnections(q) => {
                 info.max_connections.get_or_insert(q.value);
             }
-            UpstreamStmtKind::Affinity(_) => {}
+            UpstreamStmtKind::Affinity(_) => info.affinity = true,
         }
     }
     info.balance = balance.unwrap_or(BalanceInfo::RoundRobin);

@@ -59,7 +59,8 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         max_header_bytes: settings.max_header_bytes as usize,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drain = Drain::new(stop_rx);
+    let drain = Drain::new(stop_rx)
+        .with_metrics(gw.metrics.connections.clone(), gw.metrics.connection_errors.clone());
     let builder = Arc::new(server::http_builder(limits));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);

@@ -16,7 +16,7 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub connections: IntGauge,
-    pub header_timeouts: IntCounter,
+    pub connection_errors: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] =
@@ -65,9 +65,9 @@ impl Metrics {
                 &["result"]
             )),
             connections: reg!(IntGauge::new("gw_connections_open", "Client connections open")),
-            header_timeouts: reg!(IntCounter::new(
+            connection_errors: reg!(IntCounter::new(
                 "gw_connection_errors_total",
-                "Client connections closed on a protocol error or timeout"
+                "Client connections ended by a protocol error, a timeout or a failed TLS handshake"
             )),
             registry,
         }

@@ -26,11 +26,35 @@ use crate::proxy::{self, ConnInfo};
 pub struct Drain {
     stop: watch::Receiver<bool>,
     live: Arc<AtomicUsize>,
+    metrics: Option<(prometheus::IntGauge, prometheus::IntCounter)>,
 }
 
 impl Drain {
     pub fn new(stop: watch::Receiver<bool>) -> Drain {
-        Drain { stop, live: Arc::new(AtomicUsize::new(0)) }
+        Drain { stop, live: Arc::new(AtomicUsize::new(0)), metrics: None }
+    }
+
+    /// Also count open connections and connections ending in an error in these metrics.
+    pub fn with_metrics(mut self, open: prometheus::IntGauge, errors: prometheus::IntCounter) -> Drain {
+        self.metrics = Some((open, errors));
+        self
+    }
+
+    fn opened(&self) {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        if let Some((open, _)) = &self.metrics {
+            open.inc();
+        }
+    }
+
+    fn closed(&self, error: bool) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        if let Some((open, errors)) = &self.metrics {
+            open.dec();
+            if error {
+                errors.inc();
+            }
+        }
     }
 
     pub fn live(&self) -> usize {
@@ -106,7 +130,7 @@ pub async fn accept_loop<S, F>(
         };
         let _ = stream.set_nodelay(true);
         let conn = Conn { peer, limits, builder: builder.clone(), drain: drain.clone(), service: service.clone() };
-        drain.live.fetch_add(1, Ordering::SeqCst);
+        drain.opened();
         match tls.clone() {
             None => {
                 tokio::spawn(conn.serve(stream, false));
@@ -116,8 +140,8 @@ pub async fn accept_loop<S, F>(
                     let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
                     match handshake {
                         Ok(Ok(tls_stream)) => conn.serve(tls_stream, true).await,
-                        _ => conn.drain.live.fetch_sub(1, Ordering::SeqCst),
-                    };
+                        _ => conn.drain.closed(true),
+                    }
                 });
             }
         }
@@ -137,7 +161,7 @@ where
     S: Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
 {
-    async fn serve<I>(self, io: I, tls: bool) -> usize
+    async fn serve<I>(self, io: I, tls: bool)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -156,11 +180,13 @@ where
             conn.as_mut().graceful_shutdown();
         }
         let idle = self.limits.idle_timeout;
+        let mut failed = false;
         loop {
             let idle_check = tokio::time::sleep(idle.min(Duration::from_secs(1)).max(Duration::from_millis(10)));
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
+                        failed = true;
                         tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                     }
                     break;
@@ -177,7 +203,7 @@ where
                 }
             }
         }
-        self.drain.live.fetch_sub(1, Ordering::SeqCst)
+        self.drain.closed(failed);
     }
 }
 

@@ -13,6 +13,9 @@ pub fn unsupported(graph: &Graph) -> Vec<String> {
         if u.health.is_some() {
             out.push(format!("upstream `{}`: health checks", u.name));
         }
+        if u.affinity {
+            out.push(format!("upstream `{}`: affinity", u.name));
+        }
         if u.retry.is_some() {
             out.push(format!("upstream `{}`: retry", u.name));
         }

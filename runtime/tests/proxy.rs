@@ -510,6 +510,14 @@ route r { when GET "/" to u }
     let (code, stderr) = common::serve_fails("route r { when GET \"/\" to nowhere }\n", &[]);
     assert_eq!(code, 1);
     assert!(stderr.contains("gw::undefined_upstream"), "{stderr}");
+
+    // What the runtime does not implement is refused, not silently ignored.
+    let (code, stderr) = common::serve_fails(
+        "upstream u { target \"http://127.0.0.1:1\" }\nroute r {\n    when  GET \"/\"\n    cache 30s\n    to    u\n}\n",
+        &[],
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("gw::not_supported") && stderr.contains("route `r`: cache"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
