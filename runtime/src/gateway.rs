@@ -8,9 +8,9 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use gw_compiler::diagnostics::Style;
 
-use crate::limits::LocalLimiter;
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy, PolicySource};
+use crate::store::Limiter;
 use crate::upstream::Upstream;
 
 /// A policy plus what the runtime built from it. Immutable once built.
@@ -40,7 +40,7 @@ pub struct Gateway {
     pub current: ArcSwap<Loaded>,
     pub source: PolicySource,
     pub metrics: Metrics,
-    pub limiter: LocalLimiter,
+    pub limiter: Arc<Limiter>,
     pub last_reload: Mutex<Option<ReloadReport>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -60,7 +60,7 @@ impl Gateway {
             current: ArcSwap::from_pointee(loaded),
             source,
             metrics,
-            limiter: LocalLimiter::default(),
+            limiter: Arc::new(Limiter::default()),
             last_reload: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
         }))

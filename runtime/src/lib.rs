@@ -15,6 +15,7 @@ pub mod mock;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod stream;
 pub mod support;
 pub mod tls;

@@ -19,7 +19,8 @@ use crate::body::{empty, full, Body, BoxError};
 use crate::errors::{bad_request, GwError};
 use crate::gateway::{Gateway, Loaded};
 use crate::headers;
-use crate::limits::{LimitResult, RateCheck};
+use crate::limits::{admitted, Charge, LimitCheck, LimitKind, LimitResult};
+use crate::store::Held;
 use crate::stream::Tracked;
 
 /// Facts about the client connection a request arrived on.
@@ -43,7 +44,8 @@ pub async fn handle(
     gw.metrics.in_flight.inc();
     conn_in_flight.fetch_add(1, Ordering::SeqCst);
     let mut route_name = String::from("-");
-    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut route_name).await;
+    let mut held = None;
+    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut route_name, &mut held).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => e.into_response(&request_id),
@@ -67,6 +69,8 @@ pub async fn handle(
     let tracked = Tracked::new(body, move |_| {
         gw2.metrics.in_flight.dec();
         conn_in_flight.fetch_sub(1, Ordering::SeqCst);
+        // Concurrency slots are held until the last byte of the answer (or the client leaving).
+        drop(held);
     });
     Ok(Response::from_parts(parts, BodyExt::boxed(tracked)))
 }
@@ -78,6 +82,7 @@ async fn pipeline(
     mut req: Request<Incoming>,
     request_id: &str,
     route_name: &mut String,
+    held: &mut Option<Held>,
 ) -> Result<Response<Body>, GwError> {
     let settings = loaded.policy.graph.settings();
     check_head(req.headers(), settings.max_headers, settings.max_header_bytes)?;
@@ -127,13 +132,26 @@ async fn pipeline(
         Outcome::Serve { builtin } => Ok(serve_builtin(gw, loaded, builtin)),
         Outcome::Forward { .. } => {
             let route = route.ok_or_else(|| GwError::new(500, "internal", "route lost"))?;
-            let limit_results = check_limits(gw, loaded, &decision);
-            if let Some(refused) = limit_results.iter().find(|r| !r.allowed && !r.shadow) {
-                let mut resp = GwError::new(429, "rate_limit_exceeded", format!("rate limit `{}` exceeded", refused.id))
-                    .into_response(request_id);
+            let checks = limit_checks(loaded, &decision, request_id);
+            let (limit_results, ticket) = gw.limiter.check(&checks).await;
+            count_limit_decisions(gw, &limit_results);
+            if !admitted(&limit_results) {
+                let refused = limit_results.iter().find(|r| !r.allowed && !r.shadow);
+                let (code, message) = match refused {
+                    Some(r) if r.kind == LimitKind::Concurrent => {
+                        ("concurrency_limit_exceeded", format!("too many requests in flight for limit `{}`", r.id))
+                    }
+                    Some(r) if r.kind == LimitKind::Tokens => {
+                        ("token_limit_exceeded", format!("token budget `{}` exceeded", r.id))
+                    }
+                    Some(r) => ("rate_limit_exceeded", format!("rate limit `{}` exceeded", r.id)),
+                    None => ("rate_limit_exceeded", "rate limit exceeded".to_string()),
+                };
+                let mut resp = GwError::new(429, code, message).into_response(request_id);
                 rate_headers(resp.headers_mut(), &limit_results);
                 return Ok(resp);
             }
+            *held = Some(Held::new(gw.limiter.clone(), ticket, &checks));
             let body = match buffered {
                 Some(bytes) => full(bytes),
                 None => match body.take() {
@@ -141,7 +159,8 @@ async fn pipeline(
                     None => empty(),
                 },
             };
-            let mut resp = forward(gw, loaded, conn, route, &decision, parts, body, client_upgrade, request_id).await?;
+            let mut resp =
+                forward(gw, loaded, conn, route, &decision, parts, body, client_upgrade, request_id, held).await?;
             rate_headers(resp.headers_mut(), &limit_results);
             Ok(resp)
         }
@@ -284,30 +303,31 @@ fn serve_builtin(gw: &Gateway, loaded: &Loaded, builtin: &str) -> Response<Body>
     resp
 }
 
-fn check_limits(gw: &Gateway, loaded: &Loaded, decision: &Decision) -> Vec<LimitResult> {
+/// The limits the decision applies, as store checks. Token limits are checked where their
+/// reservation is known (see `tokens`); here they cost their declared estimate or 1.
+fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str) -> Vec<LimitCheck> {
+    use gw_compiler::gcra::Gcra;
     use gw_compiler::graph::LimitKindInfo;
     let table = loaded.policy.graph.limits();
-    let checks: Vec<RateCheck> = decision
+    decision
         .limits
         .iter()
         .filter_map(|applied| {
             let info = table.get(applied.limit)?;
-            match info.kind {
-                LimitKindInfo::Rate { count, window_ns, burst } => Some(RateCheck {
-                    id: applied.id.clone(),
-                    key: applied.key.clone(),
-                    gcra: gw_compiler::gcra::Gcra::new(count, window_ns, burst),
-                    shadow: info.shadow,
-                }),
-                _ => None,
-            }
+            let charge = match info.kind {
+                LimitKindInfo::Rate { count, window_ns, burst } => Charge::Rate { gcra: Gcra::new(count, window_ns, burst) },
+                LimitKindInfo::Tokens { count, window_ns, estimate } => {
+                    Charge::Tokens { gcra: Gcra::new(count, window_ns, None), cost: estimate.unwrap_or(1) }
+                }
+                LimitKindInfo::Concurrent { max } => Charge::Concurrent { max, lease: request_id.to_string() },
+            };
+            Some(LimitCheck { id: applied.id.clone(), key: applied.key.clone(), shadow: info.shadow, charge })
         })
-        .collect();
-    if checks.is_empty() {
-        return vec![];
-    }
-    let results = gw.limiter.check(&checks);
-    for r in &results {
+        .collect()
+}
+
+fn count_limit_decisions(gw: &Gateway, results: &[LimitResult]) {
+    for r in results {
         let outcome = match (r.allowed, r.shadow) {
             (true, _) => "allowed",
             (false, true) => "shadow_refused",
@@ -315,25 +335,33 @@ fn check_limits(gw: &Gateway, loaded: &Loaded, decision: &Decision) -> Vec<Limit
         };
         gw.metrics.limit_decisions.with_label_values(&[&r.id, outcome]).inc();
     }
-    results
 }
 
-/// The `x-ratelimit-*` headers OpenAI clients read, from the tightest enforced limit.
+/// The `x-ratelimit-*` headers OpenAI clients read: for requests and for tokens, from the
+/// tightest enforced limit of each kind; `Retry-After` when refused.
 fn rate_headers(h: &mut HeaderMap, results: &[LimitResult]) {
-    let Some(tightest) = results.iter().filter(|r| !r.shadow).min_by_key(|r| (r.allowed, r.remaining)) else {
-        return;
-    };
     let secs = |ns: u64| format!("{:.3}s", ns as f64 / 1e9);
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
         }
     };
-    put("x-ratelimit-limit-requests", tightest.limit.to_string());
-    put("x-ratelimit-remaining-requests", tightest.remaining.to_string());
-    put("x-ratelimit-reset-requests", secs(tightest.reset_after_ns));
-    if !tightest.allowed {
-        put("retry-after", tightest.retry_after_ns.div_ceil(1_000_000_000).max(1).to_string());
+    const NAMES: [(LimitKind, [&str; 3]); 2] = [
+        (LimitKind::Requests, ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"]),
+        (LimitKind::Tokens, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
+    ];
+    for (kind, [limit, remaining, reset]) in NAMES {
+        let tightest =
+            results.iter().filter(|r| !r.shadow && r.kind == kind).min_by_key(|r| (r.allowed, r.remaining));
+        if let Some(t) = tightest {
+            put(limit, t.limit.to_string());
+            put(remaining, t.remaining.to_string());
+            put(reset, secs(t.reset_after_ns));
+        }
+    }
+    let retry = results.iter().filter(|r| !r.allowed && !r.shadow).map(|r| r.retry_after_ns).max();
+    if let Some(ns) = retry {
+        put("retry-after", ns.div_ceil(1_000_000_000).max(1).to_string());
     }
 }
 
@@ -349,6 +377,7 @@ async fn forward(
     body: Body,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     request_id: &str,
+    held: &mut Option<Held>,
 ) -> Result<Response<Body>, GwError> {
     let graph = &loaded.policy.graph;
     let up_index = route.upstream.ok_or_else(|| GwError::new(502, "no_upstream", "the route has no upstream"))?;
@@ -437,7 +466,8 @@ async fn forward(
     };
 
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(splice_websocket(resp, client_upgrade));
+        // An open session keeps its concurrency slots until it closes.
+        return Ok(splice_websocket(resp, client_upgrade, held.take()));
     }
     if resp.status().is_server_error() {
         gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "status_5xx"]).inc();
@@ -554,7 +584,11 @@ fn rewrite_path(route: &RouteInfo, path: &str, params: &[(String, String)]) -> S
 }
 
 /// Answer the client's upgrade with the upstream's 101 and splice the two connections.
-fn splice_websocket(mut up_resp: Response<Incoming>, client_upgrade: Option<hyper::upgrade::OnUpgrade>) -> Response<Body> {
+fn splice_websocket(
+    mut up_resp: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    held: Option<Held>,
+) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut up_resp);
     let (parts, _) = up_resp.into_parts();
     if let Some(client_upgrade) = client_upgrade {
@@ -565,6 +599,7 @@ fn splice_websocket(mut up_resp: Response<Incoming>, client_upgrade: Option<hype
             let mut client = hyper_util::rt::TokioIo::new(client);
             let mut upstream = hyper_util::rt::TokioIo::new(upstream);
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            drop(held);
         });
     }
     Response::from_parts(parts, empty())

@@ -44,8 +44,12 @@ pub fn unsupported(graph: &Graph) -> Vec<String> {
 pub fn not_enforced(graph: &Graph) -> Vec<String> {
     let mut out = vec![];
     for l in graph.limits() {
-        if !matches!(l.kind, gw_compiler::graph::LimitKindInfo::Rate { .. }) {
-            out.push(format!("limit `{}`: token and concurrency limits are not enforced yet", l.id));
+        if let gw_compiler::graph::LimitKindInfo::Tokens { estimate, .. } = l.kind {
+            out.push(format!(
+                "limit `{}`: token budgets are charged {} per request until token counting lands",
+                l.id,
+                estimate.unwrap_or(1)
+            ));
         }
     }
     if matches!(graph.settings().state, StateSettings::Redis { .. }) {
