@@ -13,6 +13,9 @@ pub struct GwError {
     pub message: String,
     /// A stable machine-readable code: `no_route`, `invalid_api_key`, ...
     pub code: &'static str,
+    /// Close the connection after answering: the request's framing cannot be trusted, so
+    /// nothing after it on the connection can be either.
+    pub close: bool,
 }
 
 impl GwError {
@@ -21,7 +24,13 @@ impl GwError {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             message: message.into(),
             code,
+            close: false,
         }
+    }
+
+    pub fn closing(mut self) -> GwError {
+        self.close = true;
+        self
     }
 
     /// The OpenAI `type` for the status.
@@ -53,6 +62,9 @@ impl GwError {
         let mut resp = Response::new(full(self.to_json(request_id)));
         *resp.status_mut() = self.status;
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.close {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }

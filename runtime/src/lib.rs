@@ -4,6 +4,7 @@
 //! `gateway`'s current policy → `upstream` forwards → `stream` passes the answer back.
 
 pub mod admin;
+pub mod audit;
 pub mod body;
 pub mod errors;
 pub mod gateway;
@@ -14,12 +15,15 @@ pub mod metrics;
 pub mod mock;
 pub mod policy;
 pub mod proxy;
+pub mod redis_store;
 pub mod server;
 pub mod store;
 pub mod stream;
 pub mod support;
+pub mod traffic;
 pub mod tls;
 pub mod upstream;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +99,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         tokio::spawn(server::accept_loop(listener, None, builder, limits, admin_drain.clone(), service));
     }
     drop(loaded);
+    tokio::spawn(reload_on_sighup(gw.clone()));
 
     server::shutdown_signal().await;
     let drain_timeout = Duration::from_nanos(gw.policy().policy.graph.settings().drain_timeout_ns);
@@ -111,4 +116,22 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
 
 fn drain_receiver(tx: &tokio::sync::watch::Sender<bool>) -> tokio::sync::watch::Receiver<bool> {
     tx.subscribe()
+}
+
+/// SIGHUP reloads the policy (as a file change or `POST /admin/reload` does).
+async fn reload_on_sighup(gw: Arc<Gateway>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the policy");
+            gw.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    drop(gw);
 }

@@ -14,6 +14,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use crate::body::{empty, full, Body, BoxError};
 use crate::errors::{bad_request, GwError};
@@ -45,7 +46,9 @@ pub async fn handle(
     conn_in_flight.fetch_add(1, Ordering::SeqCst);
     let mut route_name = String::from("-");
     let mut held = None;
-    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut route_name, &mut held).await;
+    // Every log line of the request carries its id.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut route_name, &mut held).instrument(span).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => e.into_response(&request_id),
@@ -86,7 +89,7 @@ async fn pipeline(
 ) -> Result<Response<Body>, GwError> {
     let settings = loaded.policy.graph.settings();
     check_head(req.headers(), settings.max_headers, settings.max_header_bytes)?;
-    check_framing(req.headers())?;
+    check_framing(&req)?;
     let path = req.uri().path().to_string();
     check_path(&path)?;
     if let Some(len) = content_length(req.headers())? {
@@ -155,7 +158,9 @@ async fn pipeline(
             let body = match buffered {
                 Some(bytes) => full(bytes),
                 None => match body.take() {
-                    Some(incoming) => Limited::new(incoming, settings.max_body as usize).map_err(BoxError::from).boxed(),
+                    Some(incoming) => Limited::new(incoming, settings.max_body as usize)
+                        .map_err(|e| BoxError::from(ClientBodyError(e)))
+                        .boxed(),
                     None => empty(),
                 },
             };
@@ -200,19 +205,42 @@ fn check_head(headers: &HeaderMap, max_headers: u64, max_bytes: u64) -> Result<(
     Ok(())
 }
 
-/// A request must have one reading: refuse what two parsers could frame differently.
-fn check_framing(headers: &HeaderMap) -> Result<(), GwError> {
-    let te = headers.get_all(http::header::TRANSFER_ENCODING).iter().count();
+/// A request must have one reading. hyper already refuses most malformed heads; what it lets
+/// through and another parser could read differently is refused here, and the connection is
+/// closed after the answer.
+fn check_framing(req: &Request<Incoming>) -> Result<(), GwError> {
+    let headers = req.headers();
+    let ambiguous = |message: &str| Err(bad_request("ambiguous_framing", message).closing());
+    let te: Vec<&HeaderValue> = headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
     let cl: Vec<&HeaderValue> = headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
-    if te > 0 && !cl.is_empty() {
-        return Err(bad_request("ambiguous_framing", "a request may not carry both Transfer-Encoding and Content-Length"));
+    if !te.is_empty() && !cl.is_empty() {
+        return ambiguous("a request may not carry both Transfer-Encoding and Content-Length");
+    }
+    // Only a single, plain `chunked` coding: `chunked, chunked`, `gzip, chunked` and the like
+    // are read differently by different servers.
+    if te.len() > 1 || te.first().is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"chunked")) {
+        return ambiguous("only `Transfer-Encoding: chunked` is accepted");
     }
     if cl.len() > 1 && cl.windows(2).any(|w| w[0] != w[1]) {
-        return Err(bad_request("ambiguous_framing", "conflicting Content-Length headers"));
+        return ambiguous("conflicting Content-Length headers");
+    }
+    let hosts: Vec<&HeaderValue> = headers.get_all(http::header::HOST).iter().collect();
+    if hosts.len() > 1 {
+        return Err(bad_request("invalid_host", "more than one Host header").closing());
+    }
+    if req.version() == http::Version::HTTP_11 && hosts.is_empty() && req.uri().authority().is_none() {
+        return Err(bad_request("invalid_host", "an HTTP/1.1 request needs a Host header").closing());
+    }
+    // An absolute-form target naming another host than `Host` would be routed on one and
+    // read as the other by the next hop.
+    if let (Some(authority), Some(host)) = (req.uri().authority(), hosts.first()) {
+        if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
+            return Err(bad_request("invalid_host", "the request target and Host name different hosts").closing());
+        }
     }
     for (name, value) in headers {
         if value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(bad_request("invalid_header", format!("header `{name}` holds a control character")));
+            return Err(bad_request("invalid_header", format!("header `{name}` holds a control character")).closing());
         }
     }
     Ok(())
@@ -454,8 +482,12 @@ async fn forward(
             return Err(GwError::new(504, "upstream_timeout", "the upstream did not answer in time"));
         }
         Ok(Err(e)) => {
-            if body_too_large(&e) {
-                return Err(too_large(graph.settings().max_body));
+            match client_body_error(&e) {
+                Some(ClientFault::TooLarge) => return Err(too_large(graph.settings().max_body).closing()),
+                Some(ClientFault::Malformed) => {
+                    return Err(bad_request("bad_body", "the request body is malformed or was cut off").closing())
+                }
+                None => {}
             }
             let kind = if e.is_connect() { "connect" } else { "protocol" };
             gw.metrics.upstream_errors.with_label_values(&[&upstream.name, kind]).inc();
@@ -485,15 +517,40 @@ async fn forward(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
-fn body_too_large(e: &hyper_util::client::legacy::Error) -> bool {
+/// An error reading the client's request body while it streams upstream: the client's fault,
+/// not the upstream's.
+#[derive(Debug)]
+struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+enum ClientFault {
+    TooLarge,
+    Malformed,
+}
+
+/// Whether a failed upstream request failed on the client's body, and how.
+fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option<ClientFault> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    let mut from_client = false;
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
-            return true;
+            return Some(ClientFault::TooLarge);
         }
+        from_client |= s.is::<ClientBodyError>();
         source = s.source();
     }
-    false
+    from_client.then_some(ClientFault::Malformed)
 }
 
 /// A minimal request for `balance hash(...)` expressions, which read headers and the path.

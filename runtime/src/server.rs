@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -170,7 +170,14 @@ where
         let info = ConnInfo { peer: self.peer, tls };
         let service = self.service.clone();
         let in_flight2 = in_flight.clone();
-        let svc = service_fn(move |req| service(info, in_flight2.clone(), req));
+        // Requests dispatched on this connection; 0 means hyper has not read one head yet.
+        let requests = Arc::new(AtomicU64::new(0));
+        let requests2 = requests.clone();
+        let svc = service_fn(move |req| {
+            requests2.fetch_add(1, Ordering::Relaxed);
+            service(info, in_flight2.clone(), req)
+        });
+        let opened = Instant::now();
         let io = TokioIo::new(ActivityIo::new(io, activity.clone()));
         let conn = self.builder.serve_connection_with_upgrades(io, svc);
         tokio::pin!(conn);
@@ -182,7 +189,8 @@ where
         let idle = self.limits.idle_timeout;
         let mut failed = false;
         loop {
-            let idle_check = tokio::time::sleep(idle.min(Duration::from_secs(1)).max(Duration::from_millis(10)));
+            let tick = idle.min(self.limits.header_timeout).min(Duration::from_secs(1));
+            let idle_check = tokio::time::sleep(tick.max(Duration::from_millis(10)));
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
@@ -196,6 +204,13 @@ where
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = idle_check => {
+                    // hyper's header timeout starts only once it knows the protocol: a client
+                    // that sends nothing, or trickles a preface, is cut off here.
+                    if requests.load(Ordering::Relaxed) == 0 && opened.elapsed() >= self.limits.header_timeout {
+                        tracing::debug!(peer = %self.peer, "no request head within the header timeout");
+                        failed = true;
+                        break;
+                    }
                     if in_flight.load(Ordering::SeqCst) == 0 && activity.idle_for() >= idle && !stopping {
                         stopping = true;
                         conn.as_mut().graceful_shutdown();

@@ -1,0 +1,263 @@
+//! Watching the files a policy reads, to reload it when one changes.
+//!
+//! [`watch_files`] watches the *parent directories* of the given files, not the files: editors
+//! save by writing a temporary file and renaming it over the original, which leaves a watch on
+//! the old inode behind, and a file deleted then created again must be noticed too. Events are
+//! kept when they name one of the files (compared as `canonical parent dir / file name`, and the
+//! fully resolved path when the file is a symlink), and debounced: a burst of events (write,
+//! rename, write, chmod) calls `on_change` once, `debounce` after the last event of the burst
+//! (or at the latest `MAX_WAIT_FACTOR` × `debounce` after its first, so a file rewritten
+//! without pause still reloads).
+//!
+//! Reads are not changes: the open/close-without-write events that reading the policy causes
+//! are ignored, so a reload does not trigger itself.
+//!
+//! `on_change` runs on the watcher's own thread (`gw-watch`); send into a channel from it
+//! (`tokio::sync::mpsc::Sender::try_send` or `blocking_send`), do not reload there. After a
+//! reload the policy may read other files: pass the new list to [`Watcher::set_files`].
+//! Dropping the [`Watcher`] stops it; no call is made after the drop.
+
+use std::collections::{BTreeSet, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+
+/// A burst of events that never settles still fires after this many `debounce` intervals.
+pub const MAX_WAIT_FACTOR: u32 = 10;
+
+/// Watches a set of files; see the module documentation. Dropping it stops the watch.
+pub struct Watcher {
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Msg>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    stopped: AtomicBool,
+}
+
+struct State {
+    notify: RecommendedWatcher,
+    files: Vec<PathBuf>,
+    /// Paths whose events count: `canonical(parent)/name` of each file, and its resolved path.
+    targets: HashSet<PathBuf>,
+    /// Directories being watched.
+    dirs: BTreeSet<PathBuf>,
+    /// Watched directories that were removed or moved away: watched again at the next refresh.
+    lost: HashSet<PathBuf>,
+}
+
+enum Msg {
+    Fs(notify::Result<Event>),
+    Stop,
+}
+
+/// Watch `files` (which need not exist, but whose directories must) and call `on_change` once
+/// per settled burst of changes to any of them. Fails when the watcher cannot be created or a
+/// directory cannot be watched.
+pub fn watch_files(
+    files: Vec<PathBuf>,
+    debounce: Duration,
+    on_change: impl Fn() + Send + 'static,
+) -> Result<Watcher, String> {
+    let (tx, rx) = mpsc::channel();
+    let events = tx.clone();
+    let notify = notify::recommended_watcher(move |res: notify::Result<Event>| {
+        let _ = events.send(Msg::Fs(res));
+    })
+    .map_err(|e| format!("cannot start watching files: {e}"))?;
+    let mut state =
+        State { notify, files: Vec::new(), targets: HashSet::new(), dirs: BTreeSet::new(), lost: HashSet::new() };
+    state.apply(files)?;
+    let shared = Arc::new(Shared { state: Mutex::new(state), stopped: AtomicBool::new(false) });
+    let thread_shared = shared.clone();
+    let on_change: Box<dyn Fn() + Send> = Box::new(on_change);
+    std::thread::Builder::new()
+        .name("gw-watch".into())
+        .spawn(move || run(thread_shared, rx, debounce, on_change))
+        .map_err(|e| format!("cannot start the file watcher thread: {e}"))?;
+    Ok(Watcher { shared, tx })
+}
+
+impl Watcher {
+    /// Watch this list of files instead of the current one (directories no longer needed are
+    /// unwatched). On an error the files that could be watched still are, and the others are
+    /// tried again after the next change.
+    pub fn set_files(&self, files: Vec<PathBuf>) -> Result<(), String> {
+        self.shared.lock().apply(files)
+    }
+
+    /// The files being watched, as given.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.shared.lock().files.clone()
+    }
+
+    /// The directories being watched (canonical paths).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.shared.lock().dirs.iter().cloned().collect()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        let _ = self.tx.send(Msg::Stop);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent across a panic (each field is replaced whole).
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn apply(&mut self, files: Vec<PathBuf>) -> Result<(), String> {
+        let (targets, dirs, mut errors) = resolve(&files);
+        for old in self.dirs.difference(&dirs) {
+            let _ = self.notify.unwatch(old);
+        }
+        let mut watched = BTreeSet::new();
+        for dir in dirs {
+            let have = self.dirs.contains(&dir) && !self.lost.contains(&dir);
+            if !have {
+                // A lost directory may still be registered with the backend.
+                let _ = self.notify.unwatch(&dir);
+                if let Err(e) = self.notify.watch(&dir, RecursiveMode::NonRecursive) {
+                    errors.push(format!("cannot watch {}: {e}", dir.display()));
+                    continue;
+                }
+            }
+            watched.insert(dir);
+        }
+        self.dirs = watched;
+        self.lost.clear();
+        self.targets = targets;
+        self.files = files;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Whether an event is a change to one of the files (marking lost directories on the way).
+    fn relevant(&mut self, ev: &Event) -> bool {
+        if ev.need_rescan() {
+            // The kernel queue overflowed: anything may have changed.
+            return true;
+        }
+        match ev.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+            // Opening and reading the file (as the reload itself does) is no change.
+            EventKind::Access(_) => return false,
+            _ => {}
+        }
+        let mut hit = false;
+        for p in &ev.paths {
+            if self.targets.contains(p) {
+                hit = true;
+            } else if self.dirs.contains(p)
+                && matches!(ev.kind, EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)))
+            {
+                // The directory itself went away: its files with it.
+                self.lost.insert(p.clone());
+                hit = true;
+            }
+        }
+        hit
+    }
+}
+
+/// The paths to match and the directories to watch for `files`, with an error per file whose
+/// directory cannot be resolved.
+fn resolve(files: &[PathBuf]) -> (HashSet<PathBuf>, BTreeSet<PathBuf>, Vec<String>) {
+    let mut targets = HashSet::new();
+    let mut dirs = BTreeSet::new();
+    let mut errors = Vec::new();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    for file in files {
+        let abs = if file.is_absolute() { file.clone() } else { cwd.join(file) };
+        let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+            errors.push(format!("cannot watch {}: not a file path", file.display()));
+            continue;
+        };
+        let parent = match std::fs::canonicalize(parent) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.push(format!("cannot watch {}: directory {}: {e}", file.display(), parent.display()));
+                continue;
+            }
+        };
+        let target = parent.join(name);
+        // A symlinked file (a Kubernetes ConfigMap, say) changes where its target lives too.
+        if let Ok(real) = std::fs::canonicalize(&target) {
+            if real != target {
+                if let Some(real_dir) = real.parent() {
+                    dirs.insert(real_dir.to_path_buf());
+                }
+                targets.insert(real);
+            }
+        }
+        dirs.insert(parent);
+        targets.insert(target);
+    }
+    (targets, dirs, errors)
+}
+
+fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Msg>, debounce: Duration, on_change: Box<dyn Fn() + Send>) {
+    let max_wait = debounce.saturating_mul(MAX_WAIT_FACTOR);
+    // (when to fire, when the burst began)
+    let mut pending: Option<(Instant, Instant)> = None;
+    loop {
+        let msg = match pending {
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+            Some((at, _)) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    pending = None;
+                    fire(&shared, &on_change);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            },
+        };
+        match msg {
+            Msg::Stop => return,
+            Msg::Fs(Err(e)) => tracing::warn!("file watch: {e}"),
+            Msg::Fs(Ok(ev)) => {
+                if shared.lock().relevant(&ev) {
+                    let now = Instant::now();
+                    let first = pending.map_or(now, |(_, first)| first);
+                    pending = Some(((now + debounce).min(first + max_wait), first));
+                }
+            }
+        }
+    }
+}
+
+fn fire(shared: &Shared, on_change: &(dyn Fn() + Send)) {
+    if shared.stopped.load(Ordering::Acquire) {
+        return;
+    }
+    {
+        // Re-resolve the files: a symlink may point elsewhere now, a directory may be back.
+        let mut state = shared.lock();
+        let files = state.files.clone();
+        if let Err(e) = state.apply(files) {
+            tracing::warn!("file watch: {e}");
+        }
+    }
+    if catch_unwind(AssertUnwindSafe(on_change)).is_err() {
+        tracing::error!("file watch: the change callback panicked");
+    }
+}
