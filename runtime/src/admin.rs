@@ -82,9 +82,12 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
             Ok(resp)
         }
         (Method::GET, "/admin/policy") => Ok(json(StatusCode::OK, policy_view(gw))),
+        (Method::GET, "/admin/usage") => Ok(json(StatusCode::OK, usage_view(gw))),
+        (Method::GET, "/admin/upstreams") => Ok(json(StatusCode::OK, upstreams_view(gw))),
         (Method::POST, "/admin/explain") => {
             let body = read(req).await?;
-            let text = std::str::from_utf8(&body).map_err(|_| GwError::new(400, "bad_body", "the body is not UTF-8"))?;
+            let text =
+                std::str::from_utf8(&body).map_err(|_| GwError::new(400, "bad_body", "the body is not UTF-8"))?;
             let request =
                 gw_compiler::cli::parse_request(text).map_err(|e| GwError::new(400, "bad_request_description", e))?;
             let policy = gw.policy();
@@ -104,9 +107,10 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
             let status = if report.ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
             Ok(json(status, serde_json::to_value(&report).unwrap_or_default()))
         }
-        (_, "/metrics" | "/admin/policy" | "/admin/explain" | "/admin/reload") => {
-            Err(GwError::new(405, "method_not_allowed", "wrong method for this admin endpoint"))
-        }
+        (
+            _,
+            "/metrics" | "/admin/policy" | "/admin/usage" | "/admin/upstreams" | "/admin/explain" | "/admin/reload",
+        ) => Err(GwError::new(405, "method_not_allowed", "wrong method for this admin endpoint")),
         _ => Err(GwError::new(404, "no_route", format!("no admin endpoint {path}"))),
     }
 }
@@ -126,6 +130,74 @@ fn policy_view(gw: &Gateway) -> serde_json::Value {
         "upstreams": p.policy.graph.upstreams().iter().map(|u| &u.name).collect::<Vec<_>>(),
         "last_reload": last,
     })
+}
+
+/// Per tenant: traffic now, and the tenant's limits as declared.
+fn usage_view(gw: &Gateway) -> serde_json::Value {
+    let p = gw.policy();
+    let graph = &p.policy.graph;
+    let traffic = gw.traffic.view();
+    let tenants: Vec<serde_json::Value> = graph
+        .tenants()
+        .iter()
+        .map(|t| {
+            let seen = traffic.iter().find(|v| v.tenant == t.name);
+            serde_json::json!({
+                "tenant": t.name,
+                "traffic": seen,
+                "limits": t.limits.iter().filter_map(|&i| graph.limits().get(i)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    // Tenants seen in traffic but no longer (or never) declared, e.g. after a reload.
+    let undeclared: Vec<_> = traffic.iter().filter(|v| !graph.tenants().iter().any(|t| t.name == v.tenant)).collect();
+    serde_json::json!({
+        "generation": p.policy.generation,
+        "tenants": tenants,
+        "undeclared_tenants": undeclared,
+    })
+}
+
+/// Each upstream and what the gateway has seen of its targets.
+fn upstreams_view(gw: &Gateway) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let p = gw.policy();
+    let upstreams: Vec<serde_json::Value> = p
+        .upstreams
+        .iter()
+        .map(|u| {
+            let targets: Vec<serde_json::Value> = u
+                .targets
+                .iter()
+                .map(|t| {
+                    let s = &t.stats;
+                    let consecutive = s.consecutive_failures.load(Relaxed);
+                    serde_json::json!({
+                        // Host and port only: a target URL may carry credentials.
+                        "target": match t.authority.port_u16() {
+                            Some(port) => format!("{}://{}:{port}", t.scheme, t.authority.host()),
+                            None => format!("{}://{}", t.scheme, t.authority.host()),
+                        },
+                        "weight": t.weight,
+                        "health": if consecutive == 0 { "ok" } else { "failing" },
+                        "in_flight": s.in_flight.load(Relaxed),
+                        "requests": s.requests.load(Relaxed),
+                        "failures": s.failures.load(Relaxed),
+                        "consecutive_failures": consecutive,
+                        "last_failure_unix_ms": match s.last_failure_unix_ms.load(Relaxed) { 0 => None, ms => Some(ms) },
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": u.name,
+                "balance": u.balance,
+                "timeout_ms": u.timeout.as_millis() as u64,
+                "health_checks": "passive",
+                "targets": targets,
+            })
+        })
+        .collect();
+    serde_json::json!({ "generation": p.policy.generation, "upstreams": upstreams })
 }
 
 async fn read(req: Request<Incoming>) -> Result<Bytes, GwError> {

@@ -11,7 +11,8 @@ use gw_compiler::diagnostics::Style;
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy, PolicySource};
 use crate::store::Limiter;
-use crate::upstream::Upstream;
+use crate::traffic::Traffic;
+use crate::upstream::{StatsRegistry, Upstream};
 
 /// A policy plus what the runtime built from it. Immutable once built.
 pub struct Loaded {
@@ -21,8 +22,9 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    fn build(policy: Policy) -> Result<Loaded, String> {
-        let upstreams = policy.graph.upstreams().iter().map(Upstream::new).collect::<Result<Vec<_>, _>>()?;
+    fn build(policy: Policy, registry: &StatsRegistry) -> Result<Loaded, String> {
+        let upstreams =
+            policy.graph.upstreams().iter().map(|u| Upstream::new(u, registry)).collect::<Result<Vec<_>, _>>()?;
         Ok(Loaded { policy, upstreams })
     }
 }
@@ -41,6 +43,9 @@ pub struct Gateway {
     pub source: PolicySource,
     pub metrics: Metrics,
     pub limiter: Arc<Limiter>,
+    /// Per-target health, by upstream name and URL: survives reloads.
+    pub upstream_stats: Arc<StatsRegistry>,
+    pub traffic: Traffic,
     pub last_reload: Mutex<Option<ReloadReport>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
@@ -53,7 +58,8 @@ impl Gateway {
     /// Load the first policy; an error is the rendered diagnostics.
     pub fn start(source: PolicySource, style: Style) -> Result<Arc<Gateway>, String> {
         let policy = policy::load(&source, 1, style).map_err(|e| e.rendered)?;
-        let loaded = Loaded::build(policy)?;
+        let upstream_stats = Arc::new(StatsRegistry::default());
+        let loaded = Loaded::build(policy, &upstream_stats)?;
         let metrics = Metrics::new();
         metrics.set_policy(1, loaded.policy.short_hash());
         Ok(Arc::new(Gateway {
@@ -61,6 +67,8 @@ impl Gateway {
             source,
             metrics,
             limiter: Arc::new(Limiter::default()),
+            upstream_stats,
+            traffic: Traffic::default(),
             last_reload: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
@@ -77,10 +85,11 @@ impl Gateway {
         let old = self.policy();
         let next_generation = old.policy.generation + 1;
         let source = self.source.clone();
+        let registry = self.upstream_stats.clone();
         let compiled = tokio::task::spawn_blocking(move || {
             policy::load(&source, next_generation, Style::Plain)
                 .map_err(|e| e.rendered)
-                .and_then(Loaded::build)
+                .and_then(|p| Loaded::build(p, &registry))
         })
         .await
         .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
@@ -115,7 +124,11 @@ impl Gateway {
         if report.ok {
             tracing::info!(generation = report.generation, "policy reloaded");
         } else {
-            tracing::error!(generation = report.generation, "policy reload failed, still serving the previous policy:\n{}", report.diagnostics);
+            tracing::error!(
+                generation = report.generation,
+                "policy reload failed, still serving the previous policy:\n{}",
+                report.diagnostics
+            );
         }
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         report
@@ -133,6 +146,13 @@ fn needs_restart(old: &Loaded, new: &Loaded) -> Option<&'static str> {
     }
     if a.tls.as_ref().map(|t| (t.cert.get(), t.key.get())) != b.tls.as_ref().map(|t| (t.cert.get(), t.key.get())) {
         return Some("TLS");
+    }
+    let store = |s: &gw_compiler::graph::StateSettings| match s {
+        gw_compiler::graph::StateSettings::Local => None,
+        gw_compiler::graph::StateSettings::Redis { url, on_error } => Some((url.get().map(str::to_string), *on_error)),
+    };
+    if store(&a.state) != store(&b.state) {
+        return Some("the state store");
     }
     None
 }

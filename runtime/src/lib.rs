@@ -20,9 +20,10 @@ pub mod server;
 pub mod store;
 pub mod stream;
 pub mod support;
-pub mod traffic;
 pub mod tls;
+pub mod traffic;
 pub mod upstream;
+pub mod usage;
 pub mod watch;
 
 use std::sync::Arc;
@@ -64,8 +65,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         max_header_bytes: settings.max_header_bytes as usize,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drain = Drain::new(stop_rx)
-        .with_metrics(gw.metrics.connections.clone(), gw.metrics.connection_errors.clone());
+    let drain = Drain::new(stop_rx).with_metrics(gw.metrics.connections.clone(), gw.metrics.connection_errors.clone());
     let builder = Arc::new(server::http_builder(limits));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
@@ -103,7 +103,10 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
 
     server::shutdown_signal().await;
     let drain_timeout = Duration::from_nanos(gw.policy().policy.graph.settings().drain_timeout_ns);
-    tracing::info!(connections = drain.live(), "shutting down: no new connections, draining for up to {drain_timeout:?}");
+    tracing::info!(
+        connections = drain.live(),
+        "shutting down: no new connections, draining for up to {drain_timeout:?}"
+    );
     let _ = stop_tx.send(true);
     let _ = proxy.await;
     if drain.wait(drain_timeout).await {

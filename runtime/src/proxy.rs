@@ -23,6 +23,27 @@ use crate::headers;
 use crate::limits::{admitted, Charge, LimitCheck, LimitKind, LimitResult};
 use crate::store::Held;
 use crate::stream::Tracked;
+use crate::traffic::TenantTraffic;
+
+/// What a request holds until its answer's last byte: concurrency slots, and its place in
+/// the tenant's traffic. Dropping it gives everything back.
+#[derive(Default)]
+pub struct Hold {
+    limits: Option<Held>,
+    tenant: Option<TenantGuard>,
+}
+
+struct TenantGuard {
+    tenant: Arc<TenantTraffic>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl Drop for TenantGuard {
+    fn drop(&mut self) {
+        self.tenant.finished(self.prompt_tokens, self.completion_tokens);
+    }
+}
 
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -45,10 +66,10 @@ pub async fn handle(
     gw.metrics.in_flight.inc();
     conn_in_flight.fetch_add(1, Ordering::SeqCst);
     let mut route_name = String::from("-");
-    let mut held = None;
+    let mut hold = Hold::default();
     // Every log line of the request carries its id.
     let span = tracing::info_span!("request", request_id = %request_id);
-    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut route_name, &mut held).instrument(span).await;
+    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut route_name, &mut hold).instrument(span).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => e.into_response(&request_id),
@@ -73,7 +94,7 @@ pub async fn handle(
         gw2.metrics.in_flight.dec();
         conn_in_flight.fetch_sub(1, Ordering::SeqCst);
         // Concurrency slots are held until the last byte of the answer (or the client leaving).
-        drop(held);
+        drop(hold);
     });
     Ok(Response::from_parts(parts, BodyExt::boxed(tracked)))
 }
@@ -85,7 +106,7 @@ async fn pipeline(
     mut req: Request<Incoming>,
     request_id: &str,
     route_name: &mut String,
-    held: &mut Option<Held>,
+    hold: &mut Hold,
 ) -> Result<Response<Body>, GwError> {
     let settings = loaded.policy.graph.settings();
     check_head(req.headers(), settings.max_headers, settings.max_header_bytes)?;
@@ -119,8 +140,8 @@ async fn pipeline(
     match &decision.outcome {
         Outcome::NoRoute => Err(GwError::new(404, "no_route", format!("no route for {} {}", greq.method, greq.path))),
         Outcome::MethodNotAllowed { allowed } => {
-            let mut resp =
-                GwError::new(405, "method_not_allowed", format!("{} is not allowed here", greq.method)).into_response(request_id);
+            let mut resp = GwError::new(405, "method_not_allowed", format!("{} is not allowed here", greq.method))
+                .into_response(request_id);
             if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
                 resp.headers_mut().insert(http::header::ALLOW, v);
             }
@@ -154,7 +175,12 @@ async fn pipeline(
                 rate_headers(resp.headers_mut(), &limit_results);
                 return Ok(resp);
             }
-            *held = Some(Held::new(gw.limiter.clone(), ticket, &checks));
+            hold.limits = Some(Held::new(gw.limiter.clone(), ticket, &checks));
+            if let Some(id) = &decision.identity {
+                let tenant = gw.traffic.tenant(&id.tenant);
+                tenant.started();
+                hold.tenant = Some(TenantGuard { tenant, prompt_tokens: 0, completion_tokens: 0 });
+            }
             let body = match buffered {
                 Some(bytes) => full(bytes),
                 None => match body.take() {
@@ -165,7 +191,7 @@ async fn pipeline(
                 },
             };
             let mut resp =
-                forward(gw, loaded, conn, route, &decision, parts, body, client_upgrade, request_id, held).await?;
+                forward(gw, loaded, conn, route, &decision, parts, body, client_upgrade, request_id, hold).await?;
             rate_headers(resp.headers_mut(), &limit_results);
             Ok(resp)
         }
@@ -343,7 +369,9 @@ fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str) -> Vec<L
         .filter_map(|applied| {
             let info = table.get(applied.limit)?;
             let charge = match info.kind {
-                LimitKindInfo::Rate { count, window_ns, burst } => Charge::Rate { gcra: Gcra::new(count, window_ns, burst) },
+                LimitKindInfo::Rate { count, window_ns, burst } => {
+                    Charge::Rate { gcra: Gcra::new(count, window_ns, burst) }
+                }
                 LimitKindInfo::Tokens { count, window_ns, estimate } => {
                     Charge::Tokens { gcra: Gcra::new(count, window_ns, None), cost: estimate.unwrap_or(1) }
                 }
@@ -375,12 +403,14 @@ fn rate_headers(h: &mut HeaderMap, results: &[LimitResult]) {
         }
     };
     const NAMES: [(LimitKind, [&str; 3]); 2] = [
-        (LimitKind::Requests, ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"]),
+        (
+            LimitKind::Requests,
+            ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+        ),
         (LimitKind::Tokens, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
     ];
     for (kind, [limit, remaining, reset]) in NAMES {
-        let tightest =
-            results.iter().filter(|r| !r.shadow && r.kind == kind).min_by_key(|r| (r.allowed, r.remaining));
+        let tightest = results.iter().filter(|r| !r.shadow && r.kind == kind).min_by_key(|r| (r.allowed, r.remaining));
         if let Some(t) = tightest {
             put(limit, t.limit.to_string());
             put(remaining, t.remaining.to_string());
@@ -405,7 +435,7 @@ async fn forward(
     body: Body,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     request_id: &str,
-    held: &mut Option<Held>,
+    hold: &mut Hold,
 ) -> Result<Response<Body>, GwError> {
     let graph = &loaded.policy.graph;
     let up_index = route.upstream.ok_or_else(|| GwError::new(502, "no_upstream", "the route has no upstream"))?;
@@ -471,10 +501,15 @@ async fn forward(
         },
         None => None,
     };
-    target.in_flight.fetch_add(1, Ordering::Relaxed);
+    target.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+    target.stats.requests.fetch_add(1, Ordering::Relaxed);
     let up_started = Instant::now();
     let sent = tokio::time::timeout(upstream.timeout, upstream.client.request(up_req)).await;
-    target.in_flight.fetch_sub(1, Ordering::Relaxed);
+    target.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    match &sent {
+        Ok(Ok(r)) if !r.status().is_server_error() => target.stats.succeeded(),
+        _ => target.stats.failed(),
+    }
     gw.metrics.upstream_duration.with_label_values(&[&upstream.name]).observe(up_started.elapsed().as_secs_f64());
     let resp = match sent {
         Err(_) => {
@@ -499,7 +534,7 @@ async fn forward(
 
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // An open session keeps its concurrency slots until it closes.
-        return Ok(splice_websocket(resp, client_upgrade, held.take()));
+        return Ok(splice_websocket(resp, client_upgrade, std::mem::take(hold)));
     }
     if resp.status().is_server_error() {
         gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "status_5xx"]).inc();
@@ -570,7 +605,8 @@ fn gw_request_light(parts: &http::request::Parts, peer: SocketAddr) -> GwRequest
 }
 
 fn set_header(h: &mut HeaderMap, name: &str, value: Option<&str>) {
-    let (Ok(name), Some(Ok(value))) = (HeaderName::from_bytes(name.as_bytes()), value.map(HeaderValue::from_str)) else {
+    let (Ok(name), Some(Ok(value))) = (HeaderName::from_bytes(name.as_bytes()), value.map(HeaderValue::from_str))
+    else {
         return;
     };
     h.insert(name, value);
@@ -634,7 +670,9 @@ fn rewrite_path(route: &RouteInfo, path: &str, params: &[(String, String)]) -> S
             .iter()
             .map(|p| match p {
                 TemplatePart::Lit(s) => s.as_str(),
-                TemplatePart::Param(name) => params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or(""),
+                TemplatePart::Param(name) => {
+                    params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
+                }
             })
             .collect(),
     }
@@ -644,7 +682,7 @@ fn rewrite_path(route: &RouteInfo, path: &str, params: &[(String, String)]) -> S
 fn splice_websocket(
     mut up_resp: Response<Incoming>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    held: Option<Held>,
+    hold: Hold,
 ) -> Response<Body> {
     let upstream_upgrade = hyper::upgrade::on(&mut up_resp);
     let (parts, _) = up_resp.into_parts();
@@ -656,7 +694,7 @@ fn splice_websocket(
             let mut client = hyper_util::rt::TokioIo::new(client);
             let mut upstream = hyper_util::rt::TokioIo::new(upstream);
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-            drop(held);
+            drop(hold);
         });
     }
     Response::from_parts(parts, empty())

@@ -40,6 +40,21 @@ fn now_secs() -> u64 {
 }
 
 impl TenantTraffic {
+    /// A request of the tenant was admitted.
+    pub fn started(&self) {
+        self.bucket(now_secs()).requests.fetch_add(1, Ordering::Relaxed);
+        self.total_requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// It ended, having used these tokens (when known).
+    pub fn finished(&self, prompt: u64, completion: u64) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let b = self.bucket(now_secs());
+        b.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+        b.completion_tokens.fetch_add(completion, Ordering::Relaxed);
+    }
+
     fn bucket(&self, second: u64) -> &Bucket {
         let b = &self.buckets[(second % WINDOW_SECS) as usize];
         let held = b.second.load(Ordering::Relaxed);
@@ -89,21 +104,6 @@ impl Traffic {
         self.tenants.write().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default().clone()
     }
 
-    /// A request of `tenant` was admitted.
-    pub fn started(&self, t: &TenantTraffic) {
-        t.bucket(now_secs()).requests.fetch_add(1, Ordering::Relaxed);
-        t.total_requests.fetch_add(1, Ordering::Relaxed);
-        t.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// It ended, having used these tokens (when known).
-    pub fn finished(&self, t: &TenantTraffic, prompt: u64, completion: u64) {
-        t.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let b = t.bucket(now_secs());
-        b.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
-        b.completion_tokens.fetch_add(completion, Ordering::Relaxed);
-    }
-
     pub fn view(&self) -> Vec<TenantView> {
         let now = now_secs();
         let tenants = self.tenants.read().unwrap_or_else(|p| p.into_inner());
@@ -133,9 +133,9 @@ mod tests {
         let traffic = Traffic::default();
         let a = traffic.tenant("a");
         for _ in 0..5 {
-            traffic.started(&a);
+            a.started();
         }
-        traffic.finished(&a, 10, 20);
+        a.finished(10, 20);
         let v = traffic.view();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].requests_last_minute, 5);

@@ -1,7 +1,7 @@
 //! Upstreams at run time: the pooled HTTP(S) client, and picking a target of a pool.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -24,8 +24,48 @@ pub struct Target {
     /// The target URL's path without a trailing `/` ("" for none): prefixed to every request.
     pub base_path: String,
     pub weight: u64,
-    /// Requests being forwarded to it now, for `least_conn`.
+    /// Shared with the same target in later policy generations: health carries over a reload.
+    pub stats: Arc<TargetStats>,
+}
+
+/// What the gateway has seen of one target (passive health: gw does not probe yet).
+#[derive(Default)]
+pub struct TargetStats {
+    /// Requests being forwarded to it now, for `least_conn` and the operator view.
     pub in_flight: AtomicUsize,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+    pub consecutive_failures: AtomicU64,
+    pub last_failure_unix_ms: AtomicU64,
+}
+
+impl TargetStats {
+    pub fn succeeded(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    pub fn failed(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.last_failure_unix_ms.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Target stats by upstream name and target URL, kept for the life of the process.
+#[derive(Default)]
+pub struct StatsRegistry {
+    by_target: Mutex<HashMap<String, Arc<TargetStats>>>,
+}
+
+impl StatsRegistry {
+    fn get(&self, upstream: &str, url: &str) -> Arc<TargetStats> {
+        let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(format!("{upstream} {url}")).or_default().clone()
+    }
 }
 
 pub struct Upstream {
@@ -42,13 +82,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(info: &UpstreamInfo) -> Result<Upstream, String> {
+    pub fn new(info: &UpstreamInfo, registry: &StatsRegistry) -> Result<Upstream, String> {
         let targets = info
             .targets
             .iter()
             .map(|t| {
                 let url = t.url.get().ok_or_else(|| format!("upstream `{}`: target URL is unset", info.name))?;
-                parse_target(url, t.weight).map_err(|e| format!("upstream `{}`: target {url:?}: {e}", info.name))
+                parse_target(url, t.weight, registry.get(&info.name, url))
+                    .map_err(|e| format!("upstream `{}`: target {url:?}: {e}", info.name))
             })
             .collect::<Result<Vec<_>, _>>()?;
         if targets.is_empty() {
@@ -86,9 +127,11 @@ impl Upstream {
         match self.balance {
             BalanceInfo::RoundRobin => &self.targets[self.next.fetch_add(1, Ordering::Relaxed) % n],
             BalanceInfo::Weighted => by_weight(self.next.fetch_add(1, Ordering::Relaxed) as u64 % total),
-            BalanceInfo::LeastConn => {
-                self.targets.iter().min_by_key(|t| t.in_flight.load(Ordering::Relaxed)).unwrap_or(&self.targets[0])
-            }
+            BalanceInfo::LeastConn => self
+                .targets
+                .iter()
+                .min_by_key(|t| t.stats.in_flight.load(Ordering::Relaxed))
+                .unwrap_or(&self.targets[0]),
             BalanceInfo::Hash => {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -99,7 +142,7 @@ impl Upstream {
     }
 }
 
-fn parse_target(url: &str, weight: u64) -> Result<Target, String> {
+fn parse_target(url: &str, weight: u64, stats: Arc<TargetStats>) -> Result<Target, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     let scheme = uri.scheme().cloned().ok_or("no scheme")?;
     if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
@@ -107,7 +150,7 @@ fn parse_target(url: &str, weight: u64) -> Result<Target, String> {
     }
     let authority = uri.authority().cloned().ok_or("no host")?;
     let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok(Target { scheme, authority, base_path, weight, in_flight: AtomicUsize::new(0) })
+    Ok(Target { scheme, authority, base_path, weight, stats })
 }
 
 /// One client (and so one connection pool) per connect timeout, shared by every upstream and

@@ -695,3 +695,95 @@ route models { when GET "/v1/models" to mock }
     let idle = started.elapsed();
     assert!(idle >= Duration::from_millis(400), "closed too early: {idle:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_and_upstreams_views_show_tenants_and_target_health() {
+    let mock = Mock::start(&[]);
+    let dead = common::free_port();
+    let policy = format!(
+        r#"
+gateway {{ listen "{{LISTEN}}" admin "{{ADMIN}}" }}
+upstream mock {{ target "{{UPSTREAM}}" }}
+upstream dead {{ target "http://127.0.0.1:{dead}" connect_timeout 300ms }}
+keys users from "keys/users.keys"
+tenant alpha {{ rate 100/s; concurrent 5 }}
+route models {{
+    when GET "/v1/models"
+    auth users
+    to   mock
+}}
+route dead {{
+    when GET "/dead"
+    to   dead
+}}
+"#
+    );
+    let gw = Gw::start(GwSpec::new(&policy, &mock.url()).file("keys/users.keys", users_keys()));
+    let c = client();
+    for _ in 0..3 {
+        assert_eq!(c.get(gw.url("/v1/models")).header("x-api-key", "sk-test-1").send().await.unwrap().status(), 200);
+    }
+    assert_eq!(c.get(gw.url("/v1/models")).header("x-api-key", "sk-test-2").send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.url("/dead")).send().await.unwrap().status(), 502);
+
+    let usage: Value = c.get(gw.admin_url("/admin/usage")).send().await.unwrap().json().await.unwrap();
+    let alpha = usage["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "alpha").unwrap();
+    assert_eq!(alpha["traffic"]["requests_last_minute"], 3, "{usage}");
+    assert_eq!(alpha["traffic"]["in_flight"], 0);
+    assert_eq!(alpha["limits"].as_array().unwrap().len(), 2);
+    let beta = usage["undeclared_tenants"].as_array().unwrap();
+    assert_eq!(beta[0]["tenant"], "beta", "{usage}");
+
+    let ups: Value = c.get(gw.admin_url("/admin/upstreams")).send().await.unwrap().json().await.unwrap();
+    let by_name = |n: &str| ups["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == n).unwrap().clone();
+    assert_eq!(by_name("mock")["targets"][0]["health"], "ok");
+    assert_eq!(by_name("mock")["targets"][0]["requests"], 4);
+    assert_eq!(by_name("dead")["targets"][0]["health"], "failing");
+    assert_eq!(by_name("dead")["targets"][0]["consecutive_failures"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_slots_are_held_for_the_whole_stream_and_released() {
+    let mock = Mock::start(&[]);
+    let policy = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" }
+upstream mock { target "{UPSTREAM}" }
+keys users from "keys/users.keys"
+route chat {
+    when  POST "/v1/chat/completions"
+    auth  users
+    limit concurrent 1 per key
+    to    mock
+}
+"#;
+    let gw = Gw::start(GwSpec::new(policy, &mock.url()).file("keys/users.keys", users_keys()));
+    let c = client();
+    let stream_req = || {
+        c.post(gw.url("/v1/chat/completions"))
+            .header("x-api-key", "sk-test-1")
+            .header("x-mock-chunks", "5")
+            .header("x-mock-chunk-delay-ms", "100")
+            .body(r#"{"model":"gpt-4o","stream":true,"messages":[]}"#)
+            .send()
+    };
+    let first = stream_req().await.unwrap();
+    assert_eq!(first.status(), 200);
+    // The head has arrived but the stream is open: the slot is still held.
+    let second = stream_req().await.unwrap();
+    assert_eq!(second.status(), 429);
+    assert_error_shape(second, 429, "concurrency_limit_exceeded").await;
+    assert!(first.text().await.unwrap().contains("[DONE]"));
+    assert_eq!(stream_req().await.unwrap().status(), 200, "released at the end of the stream");
+
+    // A client leaving mid-stream gives the slot back too, every time.
+    for _ in 0..20 {
+        let resp = stream_req().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.bytes_stream();
+        let _ = body.next().await;
+        drop(body);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stream_req().await.unwrap().status(), 200, "a slot leaked");
+}
