@@ -66,7 +66,8 @@ pub fn traceparent(headers: &HeaderMap) -> String {
 fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = v.trim().split('-').collect();
     let [version, trace, parent, flags] = parts[..] else { return None };
-    let hex_of = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let hex_of =
+        |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let valid = hex_of(version, 2)
         && version != "ff"
         && hex_of(trace, 32)

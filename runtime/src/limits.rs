@@ -278,7 +278,12 @@ mod tests {
     const MIN: u64 = 60_000_000_000;
 
     fn rate(id: &str, count: u64, shadow: bool) -> LimitCheck {
-        LimitCheck { id: id.into(), key: "k".into(), shadow, charge: Charge::Rate { gcra: Gcra::new(count, MIN, None) } }
+        LimitCheck {
+            id: id.into(),
+            key: "k".into(),
+            shadow,
+            charge: Charge::Rate { gcra: Gcra::new(count, MIN, None) },
+        }
     }
 
     #[test]
@@ -329,7 +334,8 @@ mod tests {
     fn token_reservations_are_reconciled() {
         let l = LocalLimiter::default();
         let gcra = Gcra::new(1000, MIN, None);
-        let t = |cost| LimitCheck { id: "t".into(), key: "k".into(), shadow: false, charge: Charge::Tokens { gcra, cost } };
+        let t =
+            |cost| LimitCheck { id: "t".into(), key: "k".into(), shadow: false, charge: Charge::Tokens { gcra, cost } };
         let r = l.check_at(&[t(600)], 0);
         assert!(admitted(&r));
         assert!(!admitted(&l.check_at(&[t(600)], 0)), "600 + 600 is over 1000");

@@ -225,7 +225,11 @@ where
 /// The proxy service for one connection.
 pub fn proxy_service(
     gw: Arc<Gateway>,
-) -> impl Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>
+) -> impl Fn(
+    ConnInfo,
+    Arc<AtomicUsize>,
+    Request<Incoming>,
+) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>
        + Clone
        + Send
        + Sync
