@@ -100,6 +100,9 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
     }
     drop(loaded);
     tokio::spawn(reload_on_sighup(gw.clone()));
+    if matches!(gw.source, policy::PolicySource::File(_)) {
+        tokio::spawn(reload_on_file_change(gw.clone()));
+    }
 
     server::shutdown_signal().await;
     let drain_timeout = Duration::from_nanos(gw.policy().policy.graph.settings().drain_timeout_ns);
@@ -137,4 +140,33 @@ async fn reload_on_sighup(gw: Arc<Gateway>) {
     }
     #[cfg(not(unix))]
     drop(gw);
+}
+
+/// How long the policy's files must be quiet before a change reloads: an editor's
+/// write-rename-write is one reload.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Reload when a file the policy reads changes (the policy, its imports, its key files).
+async fn reload_on_file_change(gw: Arc<Gateway>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let files = gw.policy().policy.files.clone();
+    let watcher = match watch::watch_files(files, RELOAD_DEBOUNCE, move || {
+        // A full channel means a reload is already pending: this change is in it.
+        let _ = tx.try_send(());
+    }) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("not watching the policy files ({e}); reload with SIGHUP or POST /admin/reload");
+            return;
+        }
+    };
+    while rx.recv().await.is_some() {
+        tracing::info!("a policy file changed: reloading");
+        let report = gw.reload().await;
+        if report.ok {
+            if let Err(e) = watcher.set_files(gw.policy().policy.files.clone()) {
+                tracing::warn!("cannot watch the new policy's files: {e}");
+            }
+        }
+    }
 }

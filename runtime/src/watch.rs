@@ -31,6 +31,7 @@ use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 pub const MAX_WAIT_FACTOR: u32 = 10;
 
 /// Watches a set of files; see the module documentation. Dropping it stops the watch.
+#[must_use = "dropping the Watcher stops the watch"]
 pub struct Watcher {
     shared: Arc<Shared>,
     tx: mpsc::Sender<Msg>,
