@@ -174,6 +174,7 @@ impl FileSink {
     }
 
     /// How many rotated files to keep (at least 1).
+    #[must_use]
     pub fn keep(mut self, keep: usize) -> FileSink {
         self.keep = keep.max(1);
         self

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use gw_compiler::diagnostics::Style;
 
+use crate::audit::{Audit, AuditHandle, FileSink};
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy, PolicySource};
 use crate::store::Limiter;
@@ -46,9 +47,15 @@ pub struct Gateway {
     /// Per-target health, by upstream name and URL: survives reloads.
     pub upstream_stats: Arc<StatsRegistry>,
     pub traffic: Traffic,
+    /// The audit log, when the policy asks for one (set up at start).
+    pub audit: Option<Audit>,
+    pub audit_handle: Option<AuditHandle>,
     pub last_reload: Mutex<Option<ReloadReport>>,
     reload_lock: tokio::sync::Mutex<()>,
 }
+
+/// Audit records queued for the writer; beyond this they are dropped and counted.
+const AUDIT_QUEUE: usize = 8192;
 
 fn unix_ms(t: SystemTime) -> u128 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
@@ -62,6 +69,16 @@ impl Gateway {
         let loaded = Loaded::build(policy, &upstream_stats)?;
         let metrics = Metrics::new();
         metrics.set_policy(1, loaded.policy.short_hash());
+        let (audit, audit_handle) = match &loaded.policy.graph.settings().audit {
+            Some(a) => {
+                let path = source.resolve(a.path.get().unwrap_or("audit.jsonl"));
+                let sink = FileSink::open(&path, a.rotate_bytes)
+                    .map_err(|e| format!("cannot open the audit log {path}: {e}"))?;
+                let (audit, handle) = Audit::start(Box::new(sink), AUDIT_QUEUE, metrics.audit_dropped.clone());
+                (Some(audit), Some(handle))
+            }
+            None => (None, None),
+        };
         Ok(Arc::new(Gateway {
             current: ArcSwap::from_pointee(loaded),
             source,
@@ -69,6 +86,8 @@ impl Gateway {
             limiter: Arc::new(Limiter::default()),
             upstream_stats,
             traffic: Traffic::default(),
+            audit,
+            audit_handle,
             last_reload: Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
@@ -153,6 +172,10 @@ fn needs_restart(old: &Loaded, new: &Loaded) -> Option<&'static str> {
     };
     if store(&a.state) != store(&b.state) {
         return Some("the state store");
+    }
+    let audit = |s: &gw_compiler::graph::Settings| s.audit.as_ref().map(|a| (a.path.get().map(str::to_string), a.rotate_bytes));
+    if audit(a) != audit(b) {
+        return Some("the audit log");
     }
     None
 }

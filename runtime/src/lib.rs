@@ -100,6 +100,9 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
     }
     drop(loaded);
     tokio::spawn(reload_on_sighup(gw.clone()));
+    if let Some(handle) = gw.audit_handle.clone() {
+        tokio::spawn(reopen_audit_on_sigusr1(handle));
+    }
     if matches!(gw.source, policy::PolicySource::File(_)) {
         tokio::spawn(reload_on_file_change(gw.clone()));
     }
@@ -116,6 +119,11 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         tracing::info!("drained, exiting");
     } else {
         tracing::warn!(connections = drain.live(), "drain timeout reached, closing the remaining connections");
+    }
+    if let Some(handle) = &gw.audit_handle {
+        if tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await.is_err() {
+            tracing::warn!("the audit log did not flush within 5 s");
+        }
     }
     Ok(())
 }
@@ -169,4 +177,19 @@ async fn reload_on_file_change(gw: Arc<Gateway>) {
             }
         }
     }
+}
+
+/// SIGUSR1 reopens the audit log (after logrotate moved it away).
+async fn reopen_audit_on_sigusr1(handle: audit::AuditHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
+        while usr1.recv().await.is_some() {
+            tracing::info!("SIGUSR1: reopening the audit log");
+            handle.reopen();
+        }
+    }
+    #[cfg(not(unix))]
+    drop(handle);
 }

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     pub connections: IntGauge,
     pub connection_errors: IntCounter,
+    pub audit_dropped: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -70,6 +71,10 @@ impl Metrics {
             connection_errors: reg!(IntCounter::new(
                 "gw_connection_errors_total",
                 "Client connections ended by a protocol error, a timeout or a failed TLS handshake"
+            )),
+            audit_dropped: reg!(IntCounter::new(
+                "gw_audit_dropped_total",
+                "Audit records dropped because the writer could not keep up (never blocks a request)"
             )),
             registry,
         }

@@ -23,6 +23,7 @@ use crate::headers;
 use crate::limits::{admitted, Charge, LimitCheck, LimitKind, LimitResult};
 use crate::store::Held;
 use crate::stream::Tracked;
+use crate::audit::AuditRecord;
 use crate::traffic::TenantTraffic;
 
 /// What a request holds until its answer's last byte: concurrency slots, and its place in
@@ -45,6 +46,24 @@ impl Drop for TenantGuard {
     }
 }
 
+/// What the pipeline learns about a request, for metrics and the audit record written when
+/// its answer ends.
+#[derive(Default)]
+pub struct Exchange {
+    pub route: Option<String>,
+    pub key_name: Option<String>,
+    pub tenant: Option<String>,
+    pub upstream: Option<String>,
+    /// `host:port` of the target that answered.
+    pub target: Option<String>,
+    pub upstream_ms: Option<f64>,
+    /// The code of a gateway-made error answer, or of an upstream failure.
+    pub error: Option<&'static str>,
+    /// Request body bytes read (counted as they stream).
+    pub request_bytes: Arc<std::sync::atomic::AtomicU64>,
+    pub hold: Hold,
+}
+
 /// Facts about the client connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {
@@ -65,14 +84,19 @@ pub async fn handle(
     let request_id = headers::request_id(req.headers());
     gw.metrics.in_flight.inc();
     conn_in_flight.fetch_add(1, Ordering::SeqCst);
-    let mut route_name = String::from("-");
-    let mut hold = Hold::default();
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let time = std::time::SystemTime::now();
+    let mut x = Exchange::default();
     // Every log line of the request carries its id.
     let span = tracing::info_span!("request", request_id = %request_id);
-    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut route_name, &mut hold).instrument(span).await;
+    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut x).instrument(span).await;
     let mut resp = match result {
         Ok(resp) => resp,
-        Err(e) => e.into_response(&request_id),
+        Err(e) => {
+            x.error = Some(e.code);
+            e.into_response(&request_id)
+        }
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -85,16 +109,50 @@ pub async fn handle(
         }
     }
     let status = resp.status().as_u16();
-    gw.metrics.requests.with_label_values(&[&route_name, &status.to_string()]).inc();
-    gw.metrics.duration.with_label_values(&[&route_name]).observe(started.elapsed().as_secs_f64());
-    // The in-flight count drops when the body is finished or dropped, streams included.
+    let route_label = x.route.as_deref().unwrap_or("-");
+    gw.metrics.requests.with_label_values(&[route_label, &status.to_string()]).inc();
+    gw.metrics.duration.with_label_values(&[route_label]).observe(started.elapsed().as_secs_f64());
+    let streamed = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+        || resp.headers().get(http::header::CONTENT_LENGTH).is_none();
+    let generation = loaded.policy.generation;
+    drop(loaded);
+    // When the answer ends (or the client leaves): in-flight counts drop, concurrency slots
+    // are given back, and the audit record is written, off the request path.
     let (parts, body) = resp.into_parts();
     let gw2 = gw.clone();
-    let tracked = Tracked::new(body, move |_| {
+    let tracked = Tracked::new(body, move |end| {
         gw2.metrics.in_flight.dec();
         conn_in_flight.fetch_sub(1, Ordering::SeqCst);
-        // Concurrency slots are held until the last byte of the answer (or the client leaving).
+        let Exchange { route, key_name, tenant, upstream, target, upstream_ms, error, request_bytes, hold } = x;
         drop(hold);
+        if let Some(audit) = &gw2.audit {
+            audit.record(AuditRecord {
+                time,
+                request_id,
+                key_name,
+                tenant,
+                client_ip: conn.peer.ip().to_string(),
+                method,
+                path,
+                route,
+                upstream,
+                target,
+                status,
+                latency_ms: started.elapsed().as_secs_f64() * 1e3,
+                upstream_ms,
+                request_bytes: request_bytes.load(Ordering::Relaxed),
+                response_bytes: end.bytes,
+                streamed,
+                chunks: end.chunks,
+                prompt_tokens: None,
+                completion_tokens: None,
+                error: error.map(str::to_string).or_else(|| (!end.complete).then(|| "response_incomplete".to_string())),
+                policy_generation: generation,
+            });
+        }
     });
     Ok(Response::from_parts(parts, BodyExt::boxed(tracked)))
 }
@@ -105,8 +163,7 @@ async fn pipeline(
     conn: ConnInfo,
     mut req: Request<Incoming>,
     request_id: &str,
-    route_name: &mut String,
-    hold: &mut Hold,
+    x: &mut Exchange,
 ) -> Result<Response<Body>, GwError> {
     let settings = loaded.policy.graph.settings();
     check_head(req.headers(), settings.max_headers, settings.max_header_bytes)?;
@@ -134,9 +191,13 @@ async fn pipeline(
 
     let decision = graph.decide(&greq);
     if let Some(r) = &decision.route {
-        route_name.clone_from(r);
+        x.route = Some(r.clone());
     }
     let route = decision.route_index.and_then(|i| graph.routes().get(i));
+    if let Some(id) = &decision.identity {
+        x.key_name = Some(id.key_name.clone());
+        x.tenant = Some(id.tenant.clone());
+    }
     match &decision.outcome {
         Outcome::NoRoute => Err(GwError::new(404, "no_route", format!("no route for {} {}", greq.method, greq.path))),
         Outcome::MethodNotAllowed { allowed } => {
@@ -175,23 +236,35 @@ async fn pipeline(
                 rate_headers(resp.headers_mut(), &limit_results);
                 return Ok(resp);
             }
-            hold.limits = Some(Held::new(gw.limiter.clone(), ticket, &checks));
+            x.hold.limits = Some(Held::new(gw.limiter.clone(), ticket, &checks));
             if let Some(id) = &decision.identity {
                 let tenant = gw.traffic.tenant(&id.tenant);
                 tenant.started();
-                hold.tenant = Some(TenantGuard { tenant, prompt_tokens: 0, completion_tokens: 0 });
+                x.hold.tenant = Some(TenantGuard { tenant, prompt_tokens: 0, completion_tokens: 0 });
             }
             let body = match buffered {
-                Some(bytes) => full(bytes),
+                Some(bytes) => {
+                    x.request_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+                    full(bytes)
+                }
                 None => match body.take() {
-                    Some(incoming) => Limited::new(incoming, settings.max_body as usize)
-                        .map_err(|e| BoxError::from(ClientBodyError(e)))
-                        .boxed(),
+                    Some(incoming) => {
+                        let counted = x.request_bytes.clone();
+                        Limited::new(incoming, settings.max_body as usize)
+                            .map_err(|e| BoxError::from(ClientBodyError(e)))
+                            .map_frame(move |frame| {
+                                if let Some(data) = frame.data_ref() {
+                                    counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+                                }
+                                frame
+                            })
+                            .boxed()
+                    }
                     None => empty(),
                 },
             };
             let mut resp =
-                forward(gw, loaded, conn, route, &decision, parts, body, client_upgrade, request_id, hold).await?;
+                forward(gw, loaded, conn, route, &decision, parts, body, client_upgrade, request_id, x).await?;
             rate_headers(resp.headers_mut(), &limit_results);
             Ok(resp)
         }
@@ -435,7 +508,7 @@ async fn forward(
     body: Body,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     request_id: &str,
-    hold: &mut Hold,
+    x: &mut Exchange,
 ) -> Result<Response<Body>, GwError> {
     let graph = &loaded.policy.graph;
     let up_index = route.upstream.ok_or_else(|| GwError::new(502, "no_upstream", "the route has no upstream"))?;
@@ -448,6 +521,8 @@ async fn forward(
         _ => None,
     };
     let target = upstream.pick(hash_key.as_deref());
+    x.upstream = Some(upstream.name.clone());
+    x.target = Some(target.authority.host().to_string() + &target.authority.port().map(|p| format!(":{p}")).unwrap_or_default());
     let websocket = route.websocket && client_upgrade.is_some();
 
     // The path and query the upstream sees.
@@ -510,7 +585,9 @@ async fn forward(
         Ok(Ok(r)) if !r.status().is_server_error() => target.stats.succeeded(),
         _ => target.stats.failed(),
     }
-    gw.metrics.upstream_duration.with_label_values(&[&upstream.name]).observe(up_started.elapsed().as_secs_f64());
+    let upstream_secs = up_started.elapsed().as_secs_f64();
+    x.upstream_ms = Some(upstream_secs * 1e3);
+    gw.metrics.upstream_duration.with_label_values(&[&upstream.name]).observe(upstream_secs);
     let resp = match sent {
         Err(_) => {
             gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "timeout"]).inc();
@@ -534,7 +611,7 @@ async fn forward(
 
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // An open session keeps its concurrency slots until it closes.
-        return Ok(splice_websocket(resp, client_upgrade, std::mem::take(hold)));
+        return Ok(splice_websocket(resp, client_upgrade, std::mem::take(&mut x.hold)));
     }
     if resp.status().is_server_error() {
         gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "status_5xx"]).inc();

@@ -55,8 +55,5 @@ pub fn not_enforced(graph: &Graph) -> Vec<String> {
     if matches!(graph.settings().state, StateSettings::Redis { .. }) {
         out.push("state redis: limits are kept in this process until the Redis store lands".into());
     }
-    if graph.settings().audit.is_some() {
-        out.push("audit: the audit log is not written yet".into());
-    }
     out
 }
