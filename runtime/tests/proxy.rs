@@ -787,3 +787,29 @@ route chat {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(stream_req().await.unwrap().status(), 200, "a slot leaked");
 }
+
+/// `promtool check metrics` (Debian's prometheus package) accepts what `/metrics` serves.
+#[tokio::test(flavor = "multi_thread")]
+async fn promtool_accepts_the_metrics() {
+    let Some(promtool) = common::require_tool("promtool", "prometheus") else { return };
+    let mock = Mock::start(&[]);
+    let gw = basic(&mock);
+    let c = client();
+    c.get(gw.url("/v1/models")).header("x-api-key", "sk-test-1").send().await.unwrap();
+    c.get(gw.url("/v1/models")).send().await.unwrap();
+    c.get(gw.url("/nowhere")).send().await.unwrap();
+    let metrics = c.get(gw.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    use std::io::Write;
+    let mut child = std::process::Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool refused /metrics:\n{report}\n{metrics}");
+    assert!(report.trim().is_empty(), "promtool has lint findings:\n{report}");
+}

@@ -255,3 +255,28 @@ route models {
 pub fn users_keys() -> String {
     key_line("sk-test-1", "alpha", "user-1") + &key_line("sk-test-2", "beta", "user-2")
 }
+
+/// A tool from a Debian package the test needs. Installed with apt-get when missing; under CI
+/// (`CI=true`) a tool that cannot be had fails the test, elsewhere the test is skipped loudly.
+pub fn require_tool(tool: &str, package: &str) -> Option<PathBuf> {
+    let find = || {
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(tool)).find(|p| p.is_file()))
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends", package])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} (Debian package {package}) is required under CI and could not be installed");
+    }
+    eprintln!("SKIPPED: {tool} is not installed (apt-get install {package})");
+    None
+}
