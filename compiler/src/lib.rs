@@ -13,6 +13,8 @@ pub mod cli;
 pub mod diagnostics;
 pub mod eval;
 pub mod fmt;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gcra;
 pub mod graph;
 pub mod keys;
@@ -24,6 +26,7 @@ pub mod resolve;
 pub mod source;
 pub mod syntax;
 pub mod testing;
+pub mod tokens;
 pub mod value;
 
 use std::path::Path;

@@ -133,7 +133,7 @@ fn policy_view(gw: &Gateway) -> serde_json::Value {
 }
 
 /// Per tenant: traffic now, and the tenant's limits as declared.
-fn usage_view(gw: &Gateway) -> serde_json::Value {
+pub fn usage_view(gw: &Gateway) -> serde_json::Value {
     let p = gw.policy();
     let graph = &p.policy.graph;
     let traffic = gw.traffic.view();
@@ -159,7 +159,7 @@ fn usage_view(gw: &Gateway) -> serde_json::Value {
 }
 
 /// Each upstream and what the gateway has seen of its targets.
-fn upstreams_view(gw: &Gateway) -> serde_json::Value {
+pub fn upstreams_view(gw: &Gateway) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     let p = gw.policy();
     let upstreams: Vec<serde_json::Value> = p

@@ -4,7 +4,7 @@
 use gw_compiler::graph::{ActionInfo, Graph, StateSettings};
 
 /// Built-in handlers `serve NAME` can name that this runtime answers.
-pub const BUILTINS: &[&str] = &["health", "ready", "metrics"];
+pub const BUILTINS: &[&str] = &["health", "ready", "metrics", "upstreams", "usage"];
 
 /// One line per unsupported construct, naming where it is.
 pub fn unsupported(graph: &Graph) -> Vec<String> {

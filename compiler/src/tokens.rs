@@ -1,0 +1,439 @@
+//! Token counting for token budgets: which BPE encoding a model uses, how many prompt tokens a
+//! request body costs, and what a budget is charged before the request is forwarded.
+//!
+//! Free of tokio and of any I/O so `gw-check`'s test runner counts exactly as the runtime does.
+//! The BPE tables are embedded in `tiktoken-rs` (no download at run time); each encoding is
+//! loaded once, on first use or by [`warm_up`]. Loading is slow (tens to hundreds of ms per
+//! encoding, see [`warm_up`]), so the runtime warms up at start, never on a request.
+//!
+//! # Accounting choices
+//!
+//! Counts follow OpenAI's cookbook ("How to count tokens with tiktoken"); where the cookbook
+//! says nothing, the choice made here is stated:
+//!
+//! - Text is encoded as *ordinary* text: a special-token string such as `<|endoftext|>` inside
+//!   user content counts as the plain text it is (as the API treats it), never as one token.
+//! - Chat messages: [`TOKENS_PER_MESSAGE`] (3) per message, plus the tokens of every string
+//!   field (`role`, `content`, `name`, `tool_call_id`, `refusal`, …), plus [`TOKENS_PER_NAME`]
+//!   (1) when `name` is present, plus [`REPLY_PRIMING`] (3) once for the assistant's reply.
+//! - `content` as an array of parts: parts carrying a `text` string (`text`, `input_text`,
+//!   `output_text`) count their text, a `refusal` part its refusal text; image parts
+//!   (`image_url`, `input_image`) cost a fixed [`IMAGE_PART_TOKENS`] (85, the documented
+//!   low-detail cost: high detail costs more and depends on the image, which gw does not fetch);
+//!   any other part (audio, files) counts as the tokens of its compact JSON text — an
+//!   approximation, usually an overestimate.
+//! - `tool_calls` (and legacy `function_call`) in assistant messages: the tokens of each call's
+//!   `function.name` and `function.arguments`, plus [`FUNCTION_CALL_OVERHEAD`] (1) per call.
+//!   Any other non-string message field counts as its compact JSON text.
+//! - `tools` / `functions` definitions: the tokens of their compact JSON text. OpenAI renders
+//!   them into a TypeScript-like form internally, so this is an approximation that can be off
+//!   by a few tokens per property either way — acceptable for a budget reservation, which is
+//!   reconciled with the reported usage afterwards.
+//! - Completions `prompt` and embeddings `input`: a string counts its tokens, an array of
+//!   strings the sum, a token array (integers) its length, an array of token arrays the sum of
+//!   lengths. No per-request overhead is added (the API reports none for these).
+//! - A Responses-API `input` given as an array of message items (or as a string next to
+//!   `instructions`, taken as one user message) is counted with the chat accounting above,
+//!   plus `instructions` as text: an approximation for that API. A bare string `input` is
+//!   counted as embeddings input (no overhead).
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+use tiktoken_rs::CoreBPE;
+
+/// Tokens every chat message costs beyond its fields (`<|start|>{role}\n … <|end|>\n`).
+pub const TOKENS_PER_MESSAGE: u64 = 3;
+/// Extra tokens when a message has a `name`.
+pub const TOKENS_PER_NAME: u64 = 1;
+/// Tokens priming the assistant's reply (`<|start|>assistant<|message|>`), once per request.
+pub const REPLY_PRIMING: u64 = 3;
+/// Fixed cost of one image part (OpenAI's documented low-detail image cost).
+pub const IMAGE_PART_TOKENS: u64 = 85;
+/// Extra tokens per tool/function call in an assistant message (a heuristic, as tiktoken-rs).
+pub const FUNCTION_CALL_OVERHEAD: u64 = 1;
+
+/// A BPE encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Encoding {
+    /// GPT-4o, GPT-4.1, GPT-4.5, GPT-5, o1/o3/o4 families.
+    O200kBase,
+    /// GPT-4, GPT-3.5, text-embedding-3, text-embedding-ada-002; the default fallback.
+    #[default]
+    Cl100kBase,
+    /// Codex and text-davinci-002/003.
+    P50kBase,
+    /// GPT-3 (`davinci`, …), also known as `gpt2`.
+    R50kBase,
+}
+
+impl Encoding {
+    /// Every encoding.
+    pub const ALL: [Encoding; 4] = [Encoding::O200kBase, Encoding::Cl100kBase, Encoding::P50kBase, Encoding::R50kBase];
+
+    /// The tiktoken name, e.g. `o200k_base`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::O200kBase => "o200k_base",
+            Encoding::Cl100kBase => "cl100k_base",
+            Encoding::P50kBase => "p50k_base",
+            Encoding::R50kBase => "r50k_base",
+        }
+    }
+
+    /// The encoding a tiktoken name denotes (`gpt2` is accepted for `r50k_base`).
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        match name {
+            "o200k_base" => Some(Encoding::O200kBase),
+            "cl100k_base" => Some(Encoding::Cl100kBase),
+            "p50k_base" => Some(Encoding::P50kBase),
+            "r50k_base" | "gpt2" => Some(Encoding::R50kBase),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Encoding::O200kBase => 0,
+            Encoding::Cl100kBase => 1,
+            Encoding::P50kBase => 2,
+            Encoding::R50kBase => 3,
+        }
+    }
+}
+
+impl std::fmt::Display for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Encoding {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Encoding, String> {
+        Encoding::from_name(s).ok_or_else(|| format!("unknown token encoding `{s}`"))
+    }
+}
+
+/// Model-name prefixes (lower case) and their encodings, first match wins: the `o`-suffixed and
+/// dotted GPT-4 families come before plain `gpt-4`.
+const PREFIXES: &[(&str, Encoding)] = &[
+    ("gpt-4o", Encoding::O200kBase),
+    ("chatgpt-4o", Encoding::O200kBase),
+    ("gpt-4.1", Encoding::O200kBase),
+    ("gpt-4.5", Encoding::O200kBase),
+    ("gpt-5", Encoding::O200kBase),
+    ("gpt-oss", Encoding::O200kBase),
+    ("o1", Encoding::O200kBase),
+    ("o3", Encoding::O200kBase),
+    ("o4", Encoding::O200kBase),
+    ("gpt-4", Encoding::Cl100kBase),
+    ("gpt-3.5", Encoding::Cl100kBase),
+    ("gpt-35", Encoding::Cl100kBase),
+    ("text-embedding-3", Encoding::Cl100kBase),
+    ("text-embedding-ada-002", Encoding::Cl100kBase),
+    ("davinci-002", Encoding::Cl100kBase),
+    ("babbage-002", Encoding::Cl100kBase),
+    ("text-davinci-002", Encoding::P50kBase),
+    ("text-davinci-003", Encoding::P50kBase),
+    ("code-davinci", Encoding::P50kBase),
+    ("code-cushman", Encoding::P50kBase),
+];
+
+/// The encoding `model` uses: o200k_base for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5, chatgpt-4o,
+/// gpt-oss and o1/o3/o4 families; cl100k_base for gpt-4 (not `o`), gpt-3.5 (`gpt-35` too),
+/// text-embedding-3 and text-embedding-ada-002; p50k_base for text-davinci-002/003 and codex;
+/// `default` (declared by the policy, cl100k_base unless it says otherwise) for anything else.
+///
+/// Names are compared case-insensitively; a fine-tune `ft:BASE:…` maps as `BASE`, and a
+/// provider prefix (`openai/gpt-4o`, `azure/gpt-4o`) is ignored (the part after the last `/`).
+pub fn encoding_for_model(model: &str, default: Encoding) -> Encoding {
+    let mut name = model.trim();
+    if let Some(rest) = name.strip_prefix("ft:") {
+        name = rest.split(':').next().unwrap_or(rest);
+    }
+    if let Some((_, last)) = name.rsplit_once('/') {
+        name = last;
+    }
+    for (prefix, enc) in PREFIXES {
+        if name.len() >= prefix.len() && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()) {
+            return *enc;
+        }
+    }
+    default
+}
+
+static BPES: [OnceLock<Option<CoreBPE>>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
+
+/// The loaded BPE of `enc` (loaded on first use). `None` only if the embedded table failed to
+/// load, which a build of tiktoken-rs that passed its tests cannot do.
+fn bpe(enc: Encoding) -> Option<&'static CoreBPE> {
+    BPES[enc.index()]
+        .get_or_init(|| {
+            let loaded = match enc {
+                Encoding::O200kBase => tiktoken_rs::o200k_base(),
+                Encoding::Cl100kBase => tiktoken_rs::cl100k_base(),
+                Encoding::P50kBase => tiktoken_rs::p50k_base(),
+                Encoding::R50kBase => tiktoken_rs::r50k_base(),
+            };
+            loaded.ok()
+        })
+        .as_ref()
+}
+
+/// Whether `enc` is loaded already (counting with it costs no load time).
+pub fn is_loaded(enc: Encoding) -> bool {
+    BPES[enc.index()].get().is_some()
+}
+
+/// Load `enc` now rather than on the first request that needs it. Returns false if it could not
+/// be loaded (counting then falls back to an estimate of one token per 4 bytes).
+pub fn load(enc: Encoding) -> bool {
+    bpe(enc).is_some()
+}
+
+/// Load the encodings chat models use (o200k_base and cl100k_base). Measured on the 2-core
+/// development machine (busy with other builds) in a release build: 0.25–0.4 s for o200k_base
+/// and 0.06–0.17 s for cl100k_base, once per process; debug builds are several times slower.
+pub fn warm_up() {
+    load(Encoding::O200kBase);
+    load(Encoding::Cl100kBase);
+}
+
+/// Tokens of `text` in `enc`, encoded as ordinary text (special-token strings count as text).
+pub fn count_text(text: &str, enc: Encoding) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    match bpe(enc) {
+        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        None => (text.len() as u64).div_ceil(4),
+    }
+}
+
+/// The encoding for `body`'s `model` field (the default when it has none).
+fn body_encoding(body: &Value, default: Encoding) -> Encoding {
+    match body.get("model").and_then(Value::as_str) {
+        Some(model) => encoding_for_model(model, default),
+        None => default,
+    }
+}
+
+/// Tokens of a value's compact JSON text.
+fn count_json(value: &Value, enc: Encoding) -> u64 {
+    match value {
+        Value::Null => 0,
+        Value::String(s) => count_text(s, enc),
+        other => count_text(&other.to_string(), enc),
+    }
+}
+
+/// Tokens of a message `content`: a string, or an array of parts.
+fn count_content(content: &Value, enc: Encoding) -> u64 {
+    match content {
+        Value::Null => 0,
+        Value::String(s) => count_text(s, enc),
+        Value::Array(parts) => parts.iter().map(|p| count_part(p, enc)).fold(0, u64::saturating_add),
+        other => count_json(other, enc),
+    }
+}
+
+fn count_part(part: &Value, enc: Encoding) -> u64 {
+    if let Value::String(s) = part {
+        return count_text(s, enc);
+    }
+    if let Some(text) = part.get("text").and_then(Value::as_str) {
+        return count_text(text, enc);
+    }
+    match part.get("type").and_then(Value::as_str) {
+        Some("image_url" | "input_image" | "image") => IMAGE_PART_TOKENS,
+        Some("refusal") => part.get("refusal").map_or(0, |r| count_json(r, enc)),
+        _ => count_json(part, enc),
+    }
+}
+
+/// Tokens of the calls in `tool_calls` or a single `function_call`.
+fn count_call(call: &Value, enc: Encoding) -> u64 {
+    let f = call.get("function").unwrap_or(call);
+    let name = f.get("name").map_or(0, |v| count_json(v, enc));
+    let args = f.get("arguments").map_or(0, |v| count_json(v, enc));
+    name.saturating_add(args).saturating_add(FUNCTION_CALL_OVERHEAD)
+}
+
+/// Tokens of one chat message, its per-message overhead included.
+fn count_message(message: &Value, enc: Encoding) -> u64 {
+    let mut n = TOKENS_PER_MESSAGE;
+    match message {
+        Value::Object(fields) => {
+            for (key, value) in fields {
+                let cost = match key.as_str() {
+                    "content" => count_content(value, enc),
+                    "name" => count_json(value, enc).saturating_add(TOKENS_PER_NAME),
+                    "tool_calls" => match value {
+                        Value::Array(calls) => calls.iter().map(|c| count_call(c, enc)).fold(0, u64::saturating_add),
+                        other => count_json(other, enc),
+                    },
+                    "function_call" if value.is_object() => count_call(value, enc),
+                    // Responses-API item discriminator (`"type": "message"`): framing, not text.
+                    "type" if value.as_str() == Some("message") => 0,
+                    _ => count_json(value, enc),
+                };
+                n = n.saturating_add(cost);
+            }
+        }
+        other => n = n.saturating_add(count_json(other, enc)),
+    }
+    n
+}
+
+/// Prompt tokens of a chat-completions body (`messages`, with `tools`/`functions`): the
+/// per-message accounting OpenAI documents (see the module doc). `None` when the body has no
+/// `messages` array.
+pub fn count_chat_prompt(body: &Value, default: Encoding) -> Option<u64> {
+    let messages = body.get("messages")?.as_array()?;
+    let enc = body_encoding(body, default);
+    Some(count_messages(messages, enc).saturating_add(count_tools(body, enc)))
+}
+
+fn count_messages(messages: &[Value], enc: Encoding) -> u64 {
+    messages.iter().map(|m| count_message(m, enc)).fold(REPLY_PRIMING, u64::saturating_add)
+}
+
+/// Tokens of the `tools` and legacy `functions` definitions (compact JSON text).
+fn count_tools(body: &Value, enc: Encoding) -> u64 {
+    let tools = body.get("tools").map_or(0, |t| count_json(t, enc));
+    let functions = body.get("functions").map_or(0, |f| count_json(f, enc));
+    tools.saturating_add(functions)
+}
+
+/// Tokens of a completions `prompt` or embeddings `input`: a string, an array of strings, a
+/// token array, or an array of token arrays. `None` for any other shape.
+fn count_texts(value: &Value, enc: Encoding) -> Option<u64> {
+    match value {
+        Value::String(s) => Some(count_text(s, enc)),
+        Value::Array(items) => {
+            let mut n: u64 = 0;
+            for item in items {
+                let cost = match item {
+                    Value::String(s) => count_text(s, enc),
+                    // One element of a token array is one token.
+                    Value::Number(_) => 1,
+                    Value::Array(tokens) => tokens.len() as u64,
+                    _ => return None,
+                };
+                n = n.saturating_add(cost);
+            }
+            Some(n)
+        }
+        _ => None,
+    }
+}
+
+/// Prompt tokens of a request body, by which field it has: `messages` (chat completions, see
+/// [`count_chat_prompt`]), `prompt` (completions) or `input` (embeddings; a Responses-API
+/// `input` array of message items is counted as chat messages, plus `instructions`). `None` when
+/// the body has none of them or the field has an unexpected shape.
+pub fn count_prompt(body: &Value, default: Encoding) -> Option<u64> {
+    if body.get("messages").is_some() {
+        return count_chat_prompt(body, default);
+    }
+    let enc = body_encoding(body, default);
+    if let Some(prompt) = body.get("prompt") {
+        return count_texts(prompt, enc);
+    }
+    let input = body.get("input")?;
+    match input {
+        Value::Array(items) if items.iter().any(Value::is_object) => {
+            let instructions = body.get("instructions").map_or(0, |i| count_json(i, enc));
+            Some(count_messages(items, enc).saturating_add(instructions).saturating_add(count_tools(body, enc)))
+        }
+        Value::String(_) if body.get("instructions").is_some() => {
+            // A Responses-API request: the input is one user message.
+            let instructions = body.get("instructions").map_or(0, |i| count_json(i, enc));
+            let message = serde_json::json!({"role": "user", "content": input});
+            Some(count_messages(std::slice::from_ref(&message), enc).saturating_add(instructions))
+        }
+        other => count_texts(other, enc),
+    }
+}
+
+/// The completion tokens a request asks for: `max_completion_tokens`, else `max_tokens`, else
+/// (Responses API) `max_output_tokens`. Per choice: see [`choices`].
+pub fn requested_completion(body: &Value) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|field| body.get(*field).and_then(Value::as_u64))
+}
+
+/// How many completions the request generates: the larger of `n` and (completions API)
+/// `best_of`, at least 1. Every one of them is billed.
+pub fn choices(body: &Value) -> u64 {
+    let n = body.get("n").and_then(Value::as_u64).unwrap_or(1);
+    let best_of = body.get("best_of").and_then(Value::as_u64).unwrap_or(1);
+    n.max(best_of).max(1)
+}
+
+/// What a token budget is charged before a request is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reservation {
+    /// Counted prompt tokens.
+    pub prompt: u64,
+    /// Completion tokens reserved: requested (or estimated) per choice × [`choices`].
+    pub completion: u64,
+}
+
+impl Reservation {
+    /// Prompt plus completion.
+    pub fn total(&self) -> u64 {
+        self.prompt.saturating_add(self.completion)
+    }
+}
+
+/// The reservation for `body`: its prompt tokens plus the completion tokens it requests
+/// ([`requested_completion`]; when it names none, the limit's declared `estimate`, else 0),
+/// multiplied by the number of choices. `None` when the body has no prompt ([`count_prompt`]).
+///
+/// For an embeddings request pass `estimate: None`: it generates no completion.
+pub fn reservation(body: &Value, default_enc: Encoding, estimate: Option<u64>) -> Option<Reservation> {
+    let prompt = count_prompt(body, default_enc)?;
+    let per_choice = requested_completion(body).or(estimate).unwrap_or(0);
+    Some(Reservation { prompt, completion: per_choice.saturating_mul(choices(body)) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn known_counts() {
+        assert_eq!(count_text("hello world", Encoding::Cl100kBase), 2);
+        assert_eq!(count_text("hello world", Encoding::O200kBase), 2);
+        assert_eq!(count_text("", Encoding::O200kBase), 0);
+        // Special-token text is ordinary text.
+        assert!(count_text("<|endoftext|>", Encoding::Cl100kBase) > 1);
+    }
+
+    #[test]
+    fn model_families() {
+        let d = Encoding::Cl100kBase;
+        for m in ["gpt-4o", "gpt-4o-mini", "o1-mini", "o3", "o4-mini", "gpt-4.1-nano", "gpt-5", "chatgpt-4o-latest"] {
+            assert_eq!(encoding_for_model(m, d), Encoding::O200kBase, "{m}");
+        }
+        for m in ["gpt-4", "gpt-4-turbo", "gpt-3.5-turbo", "text-embedding-3-small", "text-embedding-ada-002"] {
+            assert_eq!(encoding_for_model(m, Encoding::O200kBase), Encoding::Cl100kBase, "{m}");
+        }
+        assert_eq!(encoding_for_model("llama-3-70b", Encoding::O200kBase), Encoding::O200kBase);
+        assert_eq!(encoding_for_model("ft:gpt-4o-mini:org::abc", d), Encoding::O200kBase);
+        assert_eq!(encoding_for_model("openai/GPT-4o", d), Encoding::O200kBase);
+    }
+
+    #[test]
+    fn chat_overhead() {
+        let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello world"}]});
+        // 3 (message) + 1 ("user") + 2 ("hello world") + 3 (priming)
+        assert_eq!(count_chat_prompt(&body, Encoding::Cl100kBase), Some(9));
+        assert_eq!(count_prompt(&json!({"model": "x"}), Encoding::Cl100kBase), None);
+    }
+}

@@ -1,0 +1,727 @@
+//! Reading the token usage an upstream reports out of its response as it streams to the client,
+//! for reconciling token budgets. Nothing is buffered before forwarding: every frame passes on
+//! as it arrives, and the tap reads a side copy.
+//!
+//! - `application/json` (and `+json`): a side copy of the body, bounded by
+//!   [`TapOptions::max_json_bytes`] (beyond that the tap gives up and reports no usage), parsed
+//!   at the end for `usage.prompt_tokens` / `usage.completion_tokens` (or the Responses API's
+//!   `input_tokens` / `output_tokens`). When it has no usage, the completion is counted from
+//!   `choices[].message` (or `choices[].text`) into `streamed_completion_estimate`.
+//! - `text/event-stream`: events parsed incrementally (an event may be split across chunks or
+//!   several may share one; `\n`, `\r\n` and `\r` line ends; `data:` lines joined; comments and
+//!   other fields ignored). `usage` is taken from the event that carries it (OpenAI's final
+//!   `"choices": []` chunk when `stream_options.include_usage` is set), and every streamed delta
+//!   (`choices[].delta.content`, `refusal`, `reasoning_content`, tool-call names and arguments;
+//!   `choices[].text`; Responses-API `*.delta` events) is counted with the model's encoding into
+//!   `streamed_completion_estimate`, the fallback when no usage arrives or the stream is cut
+//!   short. An event whose data exceeds [`TapOptions::max_event_bytes`] is passed on unread.
+//! - Anything else (or a compressed body, see [`Format::of_response`]): passed through, counted
+//!   in frames and bytes only.
+//!
+//! With [`TapOptions::strip_usage_chunk`] (gw added `include_usage` itself, see
+//! [`add_include_usage`]) the usage-only event is removed from what the client receives: every
+//! other byte passes unchanged, and only an incomplete trailing event is held back until its
+//! end arrives (at most `max_event_bytes`; a larger event is forwarded as it comes and never
+//! stripped). The body's length changes, so the caller must drop any `content-length` header.
+//!
+//! When the body ends — cleanly, with an error, or dropped because the client left — the
+//! callback runs exactly once with a [`UsageReport`].
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use gw_compiler::tokens::{count_text, Encoding};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use serde_json::Value;
+
+use crate::body::{Body, BoxError};
+
+/// Default bound of the side copy of a JSON response.
+pub const DEFAULT_MAX_JSON_BYTES: usize = 8 << 20;
+/// Default bound of one server-sent event (its data, and what strip mode may hold back).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
+/// How a response body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON document.
+    Json,
+    /// Server-sent events.
+    Sse,
+    /// Not read: frames and bytes are counted only.
+    Other,
+}
+
+impl Format {
+    /// The format of a `Content-Type` value: `application/json` or any `+json` type is JSON,
+    /// `text/event-stream` is SSE (parameters and case ignored).
+    pub fn from_content_type(content_type: Option<&str>) -> Format {
+        let Some(ct) = content_type else { return Format::Other };
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if media == "text/event-stream" {
+            Format::Sse
+        } else if media == "application/json" || (media.starts_with("application/") && media.ends_with("+json")) {
+            Format::Json
+        } else {
+            Format::Other
+        }
+    }
+
+    /// The format of a response with these headers: by `Content-Type`, but [`Format::Other`]
+    /// when a `Content-Encoding` other than `identity` makes the bytes unreadable here.
+    pub fn of_response(headers: &http::HeaderMap) -> Format {
+        let encoded = headers
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .any(|v| v.to_str().map_or(true, |s| !s.trim().eq_ignore_ascii_case("identity")));
+        if encoded {
+            return Format::Other;
+        }
+        Format::from_content_type(headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()))
+    }
+}
+
+/// What the tap reads and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapOptions {
+    pub format: Format,
+    /// The model's encoding, for counting streamed deltas.
+    pub encoding: Encoding,
+    /// Remove the usage-only SSE event from what the client receives.
+    pub strip_usage_chunk: bool,
+    /// Bound of the JSON side copy; a larger body is passed on unread.
+    pub max_json_bytes: usize,
+    /// Bound of one SSE event; a larger one is passed on unread (and never stripped).
+    pub max_event_bytes: usize,
+}
+
+impl TapOptions {
+    pub fn new(format: Format, encoding: Encoding) -> TapOptions {
+        TapOptions {
+            format,
+            encoding,
+            strip_usage_chunk: false,
+            max_json_bytes: DEFAULT_MAX_JSON_BYTES,
+            max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
+        }
+    }
+
+    pub fn strip_usage_chunk(mut self, strip: bool) -> TapOptions {
+        self.strip_usage_chunk = strip;
+        self
+    }
+}
+
+/// What the upstream used, read when the body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UsageReport {
+    /// `usage.prompt_tokens` (or `input_tokens`), if the response reported it.
+    pub prompt: Option<u64>,
+    /// `usage.completion_tokens` (or `output_tokens`), if the response reported it.
+    pub completion: Option<u64>,
+    /// Completion tokens counted from the content the response carried (streamed deltas; for a
+    /// JSON body without usage, its messages): the fallback when `completion` is `None`.
+    pub streamed_completion_estimate: u64,
+    /// False when the body ended with an error or was dropped before its end.
+    pub complete: bool,
+    /// Data frames passed on to the client.
+    pub chunks: u64,
+    /// Bytes passed on to the client.
+    pub bytes: u64,
+}
+
+impl UsageReport {
+    /// The completion tokens to charge: the reported ones, else the counted estimate.
+    pub fn completion_or_estimate(&self) -> u64 {
+        self.completion.unwrap_or(self.streamed_completion_estimate)
+    }
+}
+
+/// For a request with `"stream": true` that does not already ask for
+/// `stream_options.include_usage: true`, ask for it and return true: the caller then strips the
+/// usage chunk from the response ([`TapOptions::strip_usage_chunk`]) so the client sees what it
+/// asked for. Any other body is left alone (false).
+pub fn add_include_usage(body: &mut Value) -> bool {
+    let Some(obj) = body.as_object_mut() else { return false };
+    if obj.get("stream").and_then(Value::as_bool) != Some(true) {
+        return false;
+    }
+    let options = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+    if !options.is_object() {
+        *options = Value::Object(Default::default());
+    }
+    let Some(options) = options.as_object_mut() else { return false };
+    if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
+        return false;
+    }
+    options.insert("include_usage".to_string(), Value::Bool(true));
+    true
+}
+
+/// Usage read so far.
+#[derive(Debug, Default)]
+struct Accounting {
+    prompt: Option<u64>,
+    completion: Option<u64>,
+    estimate: u64,
+}
+
+impl Accounting {
+    /// Take `usage` (or a Responses-API `response.usage`) from a parsed event or body.
+    fn read_usage(&mut self, v: &Value) {
+        let usage = v
+            .get("usage")
+            .filter(|u| u.is_object())
+            .or_else(|| v.get("response").and_then(|r| r.get("usage")).filter(|u| u.is_object()));
+        let Some(u) = usage else { return };
+        let field = |a: &str, b: &str| u.get(a).and_then(Value::as_u64).or_else(|| u.get(b).and_then(Value::as_u64));
+        if let Some(p) = field("prompt_tokens", "input_tokens") {
+            self.prompt = Some(p);
+        }
+        if let Some(c) = field("completion_tokens", "output_tokens") {
+            self.completion = Some(c);
+        }
+    }
+
+    fn add(&mut self, text: Option<&Value>, enc: Encoding) {
+        if let Some(s) = text.and_then(Value::as_str) {
+            self.estimate = self.estimate.saturating_add(count_text(s, enc));
+        }
+    }
+
+    /// Count the text of a message or delta: content, refusal, reasoning, tool calls.
+    fn add_message(&mut self, m: &Value, enc: Encoding) {
+        for field in ["content", "refusal", "reasoning_content"] {
+            self.add(m.get(field), enc);
+        }
+        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+            for call in calls {
+                if let Some(f) = call.get("function") {
+                    self.add(f.get("name"), enc);
+                    self.add(f.get("arguments"), enc);
+                }
+            }
+        }
+        if let Some(f) = m.get("function_call") {
+            self.add(f.get("name"), enc);
+            self.add(f.get("arguments"), enc);
+        }
+    }
+
+    /// Count the completion text of one parsed SSE event.
+    fn add_deltas(&mut self, v: &Value, enc: Encoding) {
+        if let Some(choices) = v.get("choices").and_then(Value::as_array) {
+            for choice in choices {
+                if let Some(delta) = choice.get("delta") {
+                    self.add_message(delta, enc);
+                }
+                self.add(choice.get("text"), enc);
+            }
+        } else if v.get("type").and_then(Value::as_str).is_some_and(|t| t.ends_with(".delta")) {
+            self.add(v.get("delta"), enc);
+        }
+    }
+
+    /// Count the completion text of a whole JSON response (used when it has no usage).
+    fn add_response(&mut self, v: &Value, enc: Encoding) {
+        if let Some(choices) = v.get("choices").and_then(Value::as_array) {
+            for choice in choices {
+                if let Some(message) = choice.get("message") {
+                    self.add_message(message, enc);
+                }
+                self.add(choice.get("text"), enc);
+            }
+        }
+    }
+}
+
+/// Incremental server-sent-events reader; in strip mode also the byte bookkeeping that removes
+/// usage-only events. A "segment" is the bytes from the end of the previous blank line through
+/// the end of the next one: one event with its terminating blank line (or a lone blank line).
+#[derive(Debug, Default)]
+struct Sse {
+    /// The current line, without its terminator.
+    line: Vec<u8>,
+    /// The current line outgrew the bound: its content is dropped.
+    line_over: bool,
+    /// No line has ended yet (a leading BOM is skipped).
+    first_line: bool,
+    /// The last byte was a `\r` ending a line (a `\n` right after it belongs to the same end).
+    cr: bool,
+    /// The current event's data (its `data:` lines joined by `\n`).
+    data: Vec<u8>,
+    has_data: bool,
+    /// The current event's data outgrew the bound: it is not read.
+    event_over: bool,
+    /// Strip mode: the bytes of the unfinished segment from earlier chunks, not yet forwarded.
+    held: Vec<u8>,
+    /// Strip mode: the unfinished segment outgrew the bound and is forwarded as it comes.
+    passthrough: bool,
+    /// A segment ended on `\r`: whether to keep it, decided once the next byte is known.
+    close_pending: Option<bool>,
+}
+
+/// The output of one chunk in strip mode: ranges of the chunk and held bytes, in order.
+struct Out<'a> {
+    chunk: &'a Bytes,
+    pieces: Vec<Piece>,
+}
+
+enum Piece {
+    Held(Vec<u8>),
+    Range(usize, usize),
+}
+
+impl Out<'_> {
+    fn range(&mut self, start: usize, end: usize) {
+        if start >= end {
+            return;
+        }
+        if let Some(Piece::Range(_, last_end)) = self.pieces.last_mut() {
+            if *last_end == start {
+                *last_end = end;
+                return;
+            }
+        }
+        self.pieces.push(Piece::Range(start, end));
+    }
+
+    fn held(&mut self, held: Vec<u8>) {
+        if !held.is_empty() {
+            self.pieces.push(Piece::Held(held));
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self.pieces.as_slice() {
+            [] => Bytes::new(),
+            [Piece::Range(a, b)] => self.chunk.slice(*a..*b),
+            pieces => {
+                let mut buf = BytesMut::new();
+                for p in pieces {
+                    match p {
+                        Piece::Held(h) => buf.extend_from_slice(h),
+                        Piece::Range(a, b) => buf.extend_from_slice(&self.chunk[*a..*b]),
+                    }
+                }
+                buf.freeze()
+            }
+        }
+    }
+}
+
+/// Per-chunk settings of the reader.
+#[derive(Clone, Copy)]
+struct SseCtx {
+    enc: Encoding,
+    strip: bool,
+    max: usize,
+}
+
+impl Sse {
+    fn new() -> Sse {
+        Sse { first_line: true, ..Sse::default() }
+    }
+
+    fn push_line(&mut self, bytes: &[u8], max: usize) {
+        if self.line_over || bytes.is_empty() {
+            return;
+        }
+        if self.line.len() + bytes.len() > max {
+            self.line_over = true;
+            self.line = Vec::new();
+        } else {
+            self.line.extend_from_slice(bytes);
+        }
+    }
+
+    /// A line ended. Returns `Some(keep)` when it was blank (a segment ends), `keep` false only
+    /// for a usage-only event in strip mode.
+    fn end_line(&mut self, acc: &mut Accounting, ctx: SseCtx) -> Option<bool> {
+        let mut line = std::mem::take(&mut self.line);
+        let over = std::mem::replace(&mut self.line_over, false);
+        if std::mem::replace(&mut self.first_line, false) && line.starts_with(b"\xEF\xBB\xBF") {
+            line.drain(..3);
+        }
+        if over {
+            // Too long to read: if it was data, the event cannot be read either.
+            self.event_over = true;
+            return None;
+        }
+        if line.is_empty() {
+            let usage_only = self.dispatch(acc, ctx);
+            self.line = line;
+            self.line.clear();
+            return Some(!(ctx.strip && usage_only));
+        }
+        if line.first() != Some(&b':') {
+            let (field, value) = match line.iter().position(|&b| b == b':') {
+                Some(i) => {
+                    let value = &line[i + 1..];
+                    (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (&line[..], &[][..]),
+            };
+            if field == b"data" && !self.event_over {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.has_data = true;
+                if self.data.len() + value.len() > ctx.max {
+                    self.event_over = true;
+                    self.data = Vec::new();
+                } else {
+                    self.data.extend_from_slice(value);
+                }
+            }
+        }
+        // Reuse the allocation.
+        line.clear();
+        self.line = line;
+        None
+    }
+
+    /// The event is complete: read it. Returns whether it is a usage-only chunk.
+    fn dispatch(&mut self, acc: &mut Accounting, ctx: SseCtx) -> bool {
+        let readable = self.has_data && !self.event_over;
+        self.has_data = false;
+        self.event_over = false;
+        let data = std::mem::take(&mut self.data);
+        let mut usage_only = false;
+        if readable {
+            let text = data.trim_ascii();
+            if text != b"[DONE]" {
+                if let Ok(v) = serde_json::from_slice::<Value>(text) {
+                    acc.read_usage(&v);
+                    acc.add_deltas(&v, ctx.enc);
+                    usage_only = v.get("usage").is_some_and(Value::is_object)
+                        && v.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty);
+                }
+            }
+        }
+        self.data = data;
+        self.data.clear();
+        usage_only
+    }
+
+    /// A segment ends at `end` in the chunk.
+    fn close_segment(&mut self, out: &mut Out<'_>, emit_from: &mut usize, end: usize, keep: bool) {
+        if self.passthrough || keep {
+            out.held(std::mem::take(&mut self.held));
+            out.range(*emit_from, end);
+        } else {
+            self.held.clear();
+        }
+        self.passthrough = false;
+        *emit_from = end;
+    }
+
+    /// Read one chunk; in strip mode return what to forward (else the chunk itself).
+    fn feed(&mut self, chunk: Bytes, acc: &mut Accounting, ctx: SseCtx) -> Bytes {
+        let buf = &chunk[..];
+        let mut out = Out { chunk: &chunk, pieces: Vec::new() };
+        let mut emit_from = 0;
+        let mut i = 0;
+        while i < buf.len() {
+            if std::mem::replace(&mut self.cr, false) {
+                let lf = buf[i] == b'\n';
+                if lf {
+                    i += 1;
+                }
+                if let Some(keep) = self.close_pending.take() {
+                    self.close_segment(&mut out, &mut emit_from, i, keep);
+                }
+                if lf {
+                    continue;
+                }
+            }
+            match buf[i..].iter().position(|&b| b == b'\n' || b == b'\r') {
+                None => {
+                    self.push_line(&buf[i..], ctx.max);
+                    i = buf.len();
+                }
+                Some(p) => {
+                    self.push_line(&buf[i..i + p], ctx.max);
+                    let cr = buf[i + p] == b'\r';
+                    i += p + 1;
+                    match self.end_line(acc, ctx) {
+                        Some(keep) if ctx.strip && cr => self.close_pending = Some(keep),
+                        Some(keep) if ctx.strip => self.close_segment(&mut out, &mut emit_from, i, keep),
+                        _ => {}
+                    }
+                    self.cr = cr;
+                }
+            }
+        }
+        if !ctx.strip {
+            return chunk.clone();
+        }
+        if self.passthrough {
+            out.range(emit_from, buf.len());
+        } else {
+            self.held.extend_from_slice(&buf[emit_from..]);
+            if self.held.len() > ctx.max {
+                // Too large to hold back: forward it and never strip it.
+                out.held(std::mem::take(&mut self.held));
+                self.passthrough = true;
+            }
+        }
+        out.into_bytes()
+    }
+
+    /// The body ended cleanly: read a last event that lacks its blank line, and return the
+    /// bytes still held (strip mode), unless they are a usage-only event.
+    fn eof(&mut self, acc: &mut Accounting, ctx: SseCtx) -> Bytes {
+        let empty = Bytes::new();
+        let mut out = Out { chunk: &empty, pieces: Vec::new() };
+        let mut emit_from = 0;
+        self.cr = false;
+        if let Some(keep) = self.close_pending.take() {
+            self.close_segment(&mut out, &mut emit_from, 0, keep);
+        }
+        if !self.line.is_empty() || self.line_over {
+            self.end_line(acc, ctx);
+        }
+        let mut keep = true;
+        if self.has_data || self.event_over {
+            keep = !(self.dispatch(acc, ctx) && ctx.strip);
+        }
+        if ctx.strip {
+            self.close_segment(&mut out, &mut emit_from, 0, keep);
+        }
+        out.into_bytes()
+    }
+}
+
+enum Reader {
+    Json { copy: Vec<u8>, over: bool },
+    Sse(Box<Sse>),
+    Other,
+}
+
+type OnEnd = Box<dyn FnOnce(UsageReport) + Send + Sync>;
+
+/// Everything but the inner body (unpinned).
+struct Tap {
+    reader: Reader,
+    acc: Accounting,
+    opts: TapOptions,
+    chunks: u64,
+    bytes: u64,
+    /// A trailers frame waiting behind the data flushed at the end.
+    stashed: Option<Frame<Bytes>>,
+    /// Nothing more to read from the inner body.
+    ended: bool,
+    on_end: Option<OnEnd>,
+}
+
+impl Tap {
+    fn ctx(&self) -> SseCtx {
+        SseCtx { enc: self.opts.encoding, strip: self.opts.strip_usage_chunk, max: self.opts.max_event_bytes }
+    }
+
+    fn feed(&mut self, data: Bytes) -> Bytes {
+        let ctx = self.ctx();
+        match &mut self.reader {
+            Reader::Json { copy, over } => {
+                if !*over {
+                    if copy.len() + data.len() > self.opts.max_json_bytes {
+                        *over = true;
+                        *copy = Vec::new();
+                    } else {
+                        copy.extend_from_slice(&data);
+                    }
+                }
+                data
+            }
+            Reader::Sse(sse) => sse.feed(data, &mut self.acc, ctx),
+            Reader::Other => data,
+        }
+    }
+
+    /// The body ended cleanly: finish reading; returns bytes still to forward.
+    fn eof(&mut self) -> Bytes {
+        let ctx = self.ctx();
+        match &mut self.reader {
+            Reader::Json { copy, over } => {
+                if !*over {
+                    if let Ok(v) = serde_json::from_slice::<Value>(copy) {
+                        self.acc.read_usage(&v);
+                        if self.acc.completion.is_none() {
+                            self.acc.add_response(&v, ctx.enc);
+                        }
+                    }
+                }
+                *copy = Vec::new();
+                Bytes::new()
+            }
+            Reader::Sse(sse) => sse.eof(&mut self.acc, ctx),
+            Reader::Other => Bytes::new(),
+        }
+    }
+
+    fn sent(&mut self, data: &Bytes) {
+        self.chunks += 1;
+        self.bytes += data.len() as u64;
+    }
+
+    fn finish(&mut self, complete: bool) {
+        self.ended = true;
+        if let Some(f) = self.on_end.take() {
+            f(UsageReport {
+                prompt: self.acc.prompt,
+                completion: self.acc.completion,
+                streamed_completion_estimate: self.acc.estimate,
+                complete,
+                chunks: self.chunks,
+                bytes: self.bytes,
+            });
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body passed through while its token usage is read (see the module doc).
+    pub struct UsageTap {
+        #[pin]
+        inner: Body,
+        tap: Tap,
+    }
+
+    impl PinnedDrop for UsageTap {
+        fn drop(this: Pin<&mut Self>) {
+            this.project().tap.finish(false);
+        }
+    }
+}
+
+impl UsageTap {
+    /// Wrap `inner`; `on_end` runs exactly once when the body ends, fails or is dropped.
+    pub fn new(inner: Body, opts: TapOptions, on_end: impl FnOnce(UsageReport) + Send + Sync + 'static) -> UsageTap {
+        let reader = match opts.format {
+            Format::Json => {
+                let over = inner.size_hint().lower() > opts.max_json_bytes as u64;
+                Reader::Json { copy: Vec::new(), over }
+            }
+            Format::Sse => Reader::Sse(Box::new(Sse::new())),
+            Format::Other => Reader::Other,
+        };
+        let tap = Tap {
+            reader,
+            acc: Accounting::default(),
+            opts,
+            chunks: 0,
+            bytes: 0,
+            stashed: None,
+            ended: false,
+            on_end: Some(Box::new(on_end)),
+        };
+        let mut t = UsageTap { inner, tap };
+        // An empty body may never be polled: finish it now.
+        if t.inner.is_end_stream() {
+            t.tap.finish(true);
+        }
+        t
+    }
+}
+
+impl HttpBody for UsageTap {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let tap = this.tap;
+        loop {
+            if let Some(frame) = tap.stashed.take() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if tap.ended {
+                return Poll::Ready(None);
+            }
+            match ready!(inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let was_empty = data.is_empty();
+                        let mut out = tap.feed(data);
+                        // hyper stops polling a body that says it has ended: finish now.
+                        let end = inner.is_end_stream();
+                        if end {
+                            let rest = tap.eof();
+                            if !rest.is_empty() {
+                                out = concat(out, rest);
+                            }
+                        }
+                        if out.is_empty() && !was_empty {
+                            // Everything was held back or stripped.
+                            if end {
+                                tap.finish(true);
+                            }
+                            continue;
+                        }
+                        tap.sent(&out);
+                        if end {
+                            tap.finish(true);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                    Err(frame) => {
+                        // Trailers end the data.
+                        let rest = tap.eof();
+                        if rest.is_empty() {
+                            tap.finish(true);
+                            return Poll::Ready(Some(Ok(frame)));
+                        }
+                        tap.sent(&rest);
+                        tap.finish(true);
+                        tap.stashed = Some(frame);
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                },
+                Some(Err(e)) => {
+                    tap.finish(false);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    let rest = tap.eof();
+                    if rest.is_empty() {
+                        tap.finish(true);
+                        return Poll::Ready(None);
+                    }
+                    tap.sent(&rest);
+                    tap.finish(true);
+                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.tap.ended && self.tap.stashed.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.tap.opts.strip_usage_chunk && matches!(self.tap.reader, Reader::Sse(_)) {
+            // Bytes may be removed: only the upper bound still holds.
+            let mut hint = SizeHint::new();
+            if let Some(upper) = self.inner.size_hint().upper() {
+                hint.set_upper(upper);
+            }
+            hint
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+fn concat(a: Bytes, b: Bytes) -> Bytes {
+    if a.is_empty() {
+        return b;
+    }
+    let mut buf = BytesMut::with_capacity(a.len() + b.len());
+    buf.extend_from_slice(&a);
+    buf.extend_from_slice(&b);
+    buf.freeze()
+}
