@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod budget;
 pub mod errors;
 pub mod gateway;
 pub mod headers;

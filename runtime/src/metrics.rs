@@ -18,6 +18,7 @@ pub struct Metrics {
     pub connections: IntGauge,
     pub connection_errors: IntCounter,
     pub audit_dropped: IntCounter,
+    pub tokens: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -76,6 +77,10 @@ impl Metrics {
                 "gw_audit_dropped_total",
                 "Audit records dropped because the writer could not keep up (never blocks a request)"
             )),
+            tokens: reg!(IntCounterVec::new(
+                Opts::new("gw_tokens_total", "LLM tokens used, by tenant, model and direction (prompt, completion)"),
+                &["tenant", "model", "direction"]
+            )),
             registry,
         }
     }
@@ -86,6 +91,12 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metric families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+
+    pub fn count_tokens(&self, tenant: &str, model: &str, prompt: u64, completion: u64) {
+        let model = crate::budget::model_label(model);
+        self.tokens.with_label_values(&[tenant, model, "prompt"]).inc_by(prompt);
+        self.tokens.with_label_values(&[tenant, model, "completion"]).inc_by(completion);
     }
 
     pub fn set_policy(&self, generation: u64, hash: &str) {

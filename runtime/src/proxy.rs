@@ -22,7 +22,9 @@ use crate::gateway::{Gateway, Loaded};
 use crate::headers;
 use crate::limits::{admitted, Charge, LimitCheck, LimitKind, LimitResult};
 use crate::store::Held;
-use crate::stream::Tracked;
+use crate::stream::{StreamEnd, Tracked};
+use crate::usage::{TapOptions, UsageTap};
+use crate::budget::{Reconcile, TokenPlan};
 use crate::audit::AuditRecord;
 use crate::traffic::TenantTraffic;
 
@@ -62,6 +64,16 @@ pub struct Exchange {
     /// Request body bytes read (counted as they stream).
     pub request_bytes: Arc<std::sync::atomic::AtomicU64>,
     pub hold: Hold,
+    /// Set when the request has token budgets: read the upstream's usage from the answer.
+    pub usage: Option<UsagePlan>,
+}
+
+/// How to read an answer's token usage, and what to reconcile with it.
+pub struct UsagePlan {
+    pub reconcile: Reconcile,
+    pub encoding: gw_compiler::tokens::Encoding,
+    /// gw asked the upstream for a usage chunk the client did not ask for: remove it.
+    pub strip_usage_chunk: bool,
 }
 
 /// Facts about the client connection a request arrived on.
@@ -120,13 +132,20 @@ pub async fn handle(
     let generation = loaded.policy.generation;
     drop(loaded);
     // When the answer ends (or the client leaves): in-flight counts drop, concurrency slots
-    // are given back, and the audit record is written, off the request path.
-    let (parts, body) = resp.into_parts();
+    // are given back, token budgets are reconciled, and the audit record is written, off the
+    // request path.
+    let (mut parts, body) = resp.into_parts();
+    let usage_plan = x.usage.take();
+    let metric_tenant = x.tenant.clone().unwrap_or_else(|| "-".to_string());
     let gw2 = gw.clone();
-    let tracked = Tracked::new(body, move |end| {
+    let finish = move |end: StreamEnd, tokens: Option<(u64, u64)>| {
         gw2.metrics.in_flight.dec();
         conn_in_flight.fetch_sub(1, Ordering::SeqCst);
-        let Exchange { route, key_name, tenant, upstream, target, upstream_ms, error, request_bytes, hold } = x;
+        let Exchange { route, key_name, tenant, upstream, target, upstream_ms, error, request_bytes, mut hold, .. } = x;
+        if let (Some(guard), Some((p, c))) = (hold.tenant.as_mut(), tokens) {
+            guard.prompt_tokens = p;
+            guard.completion_tokens = c;
+        }
         drop(hold);
         if let Some(audit) = &gw2.audit {
             audit.record(AuditRecord {
@@ -147,14 +166,39 @@ pub async fn handle(
                 response_bytes: end.bytes,
                 streamed,
                 chunks: end.chunks,
-                prompt_tokens: None,
-                completion_tokens: None,
+                prompt_tokens: tokens.map(|t| t.0),
+                completion_tokens: tokens.map(|t| t.1),
                 error: error.map(str::to_string).or_else(|| (!end.complete).then(|| "response_incomplete".to_string())),
                 policy_generation: generation,
             });
         }
-    });
-    Ok(Response::from_parts(parts, BodyExt::boxed(tracked)))
+    };
+    let format = crate::usage::Format::of_response(&parts.headers);
+    let body = match usage_plan {
+        Some(plan) if format != crate::usage::Format::Other => {
+            if plan.strip_usage_chunk {
+                // The body will be shorter than the upstream said.
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+            }
+            let opts = TapOptions::new(format, plan.encoding).strip_usage_chunk(plan.strip_usage_chunk);
+            let gw3 = gw.clone();
+            let tap = UsageTap::new(body, opts, move |report| {
+                let model = plan.reconcile.model.clone();
+                let (p, c) = plan.reconcile.finish(&report, status);
+                gw3.metrics.count_tokens(&metric_tenant, &model, p, c);
+                let end = StreamEnd { chunks: report.chunks, bytes: report.bytes, complete: report.complete };
+                finish(end, Some((p, c)));
+            });
+            BodyExt::boxed(tap)
+        }
+        Some(plan) => {
+            // A compressed or unknown answer cannot be read: the reservation stands.
+            drop(plan);
+            BodyExt::boxed(Tracked::new(body, move |end| finish(end, None)))
+        }
+        None => BodyExt::boxed(Tracked::new(body, move |end| finish(end, None))),
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 async fn pipeline(
@@ -217,7 +261,8 @@ async fn pipeline(
         Outcome::Serve { builtin } => Ok(serve_builtin(gw, loaded, builtin)),
         Outcome::Forward { .. } => {
             let route = route.ok_or_else(|| GwError::new(500, "internal", "route lost"))?;
-            let checks = limit_checks(loaded, &decision, request_id);
+            let plan = TokenPlan::new(&decision, graph.limits(), buffered.as_ref());
+            let checks = limit_checks(loaded, &decision, request_id, plan.as_ref());
             let (limit_results, ticket) = gw.limiter.check(&checks).await;
             count_limit_decisions(gw, &limit_results);
             if !admitted(&limit_results) {
@@ -237,6 +282,34 @@ async fn pipeline(
                 return Ok(resp);
             }
             x.hold.limits = Some(Held::new(gw.limiter.clone(), ticket, &checks));
+            let mut parts = parts;
+            if let Some(mut plan) = plan {
+                // A streamed answer is always charged: ask for the usage chunk when the client
+                // did not, and remove it from what the client receives.
+                let strip_usage_chunk = plan.stream && crate::usage::add_include_usage(&mut plan.body);
+                if strip_usage_chunk {
+                    if let Ok(rewritten) = serde_json::to_vec(&plan.body) {
+                        buffered = Some(Bytes::from(rewritten));
+                        parts.headers.remove(http::header::CONTENT_LENGTH);
+                    }
+                }
+                let charged = checks
+                    .iter()
+                    .filter_map(|c| match &c.charge {
+                        Charge::Tokens { gcra, cost } => Some((c.id.clone(), c.key.clone(), *gcra, *cost)),
+                        _ => None,
+                    })
+                    .collect();
+                let reconcile = Reconcile {
+                    limiter: gw.limiter.clone(),
+                    ticket,
+                    charged,
+                    prompt: plan.cost(None).0,
+                    model: plan.model.clone(),
+                }
+                .keep_charged(&limit_results);
+                x.usage = Some(UsagePlan { reconcile, encoding: plan.encoding, strip_usage_chunk });
+            }
             if let Some(id) = &decision.identity {
                 let tenant = gw.traffic.tenant(&id.tenant);
                 tenant.started();
@@ -432,9 +505,10 @@ fn serve_builtin(gw: &Gateway, loaded: &Loaded, builtin: &str) -> Response<Body>
     resp
 }
 
-/// The limits the decision applies, as store checks. Token limits are checked where their
-/// reservation is known (see `tokens`); here they cost their declared estimate or 1.
-fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str) -> Vec<LimitCheck> {
+/// The limits the decision applies, as store checks. A token limit costs the request's
+/// reservation (prompt + requested completion), or its `estimate` (else 1) when the body
+/// cannot be counted.
+fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str, plan: Option<&TokenPlan>) -> Vec<LimitCheck> {
     use gw_compiler::gcra::Gcra;
     use gw_compiler::graph::LimitKindInfo;
     let table = loaded.policy.graph.limits();
@@ -448,7 +522,8 @@ fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str) -> Vec<L
                     Charge::Rate { gcra: Gcra::new(count, window_ns, burst) }
                 }
                 LimitKindInfo::Tokens { count, window_ns, estimate } => {
-                    Charge::Tokens { gcra: Gcra::new(count, window_ns, None), cost: estimate.unwrap_or(1) }
+                    let cost = plan.map(|p| p.cost(estimate).1).unwrap_or(estimate.unwrap_or(1));
+                    Charge::Tokens { gcra: Gcra::new(count, window_ns, None), cost }
                 }
                 LimitKindInfo::Concurrent { max } => Charge::Concurrent { max, lease: request_id.to_string() },
             };

@@ -43,15 +43,6 @@ pub fn unsupported(graph: &Graph) -> Vec<String> {
 /// Parts of a policy that load but are not enforced yet: logged loudly at start and reload.
 pub fn not_enforced(graph: &Graph) -> Vec<String> {
     let mut out = vec![];
-    for l in graph.limits() {
-        if let gw_compiler::graph::LimitKindInfo::Tokens { estimate, .. } = l.kind {
-            out.push(format!(
-                "limit `{}`: token budgets are charged {} per request until token counting lands",
-                l.id,
-                estimate.unwrap_or(1)
-            ));
-        }
-    }
     if matches!(graph.settings().state, StateSettings::Redis { .. }) {
         out.push("state redis: limits are kept in this process until the Redis store lands".into());
     }
