@@ -1,6 +1,9 @@
 //! Runs a policy's `test` blocks: each `send` is decided (by the same decision function the
-//! runtime uses), rate limits are applied with the shared GCRA arithmetic on a simulated clock
-//! that `advance` moves, and each `expect` is compared with what happened.
+//! runtime uses), rate limits and token budgets are applied with the shared GCRA arithmetic
+//! and token counting (`gcra`, `tokens`) on a simulated clock that `advance` moves, and each
+//! `expect` is compared with what happened. There is no upstream in a test, so a forwarded
+//! request's token reservation (prompt + requested completion) stands: it is never corrected
+//! down to a reported usage. Requests end at once, so concurrency limits never refuse.
 
 use std::collections::HashMap;
 
@@ -11,6 +14,7 @@ use crate::gcra::Gcra;
 use crate::program::Program;
 use crate::request::{Decision, Request};
 use crate::source::Span;
+use crate::tokens;
 
 /// The result of one test block.
 #[derive(Debug, Clone)]
@@ -45,7 +49,7 @@ fn run_one(
     program: &Program,
     test: &Test,
     decide: &dyn Fn(&Request) -> Decision,
-    rates: &HashMap<String, (Gcra, bool)>,
+    rates: &HashMap<String, Metered>,
 ) -> TestResult {
     let mut now: u64 = 0;
     let mut tats: HashMap<(String, String), u64> = HashMap::new();
@@ -60,7 +64,7 @@ fn run_one(
                 let mut answer =
                     Answer { status: decision.outcome.status(), message: refusal_message(&decision), decision };
                 if answer.status < 400 {
-                    apply_rate_limits(&mut answer, rates, &mut tats, now);
+                    apply_rate_limits(&mut answer, &req, rates, &mut tats, now);
                 }
                 last = Some((answer, stmt.span));
             }
@@ -155,25 +159,63 @@ fn to_request(send: &Send) -> Request {
     req
 }
 
-/// Every rate limit of the program by id: its GCRA and whether it is shadow-only.
-fn rate_limits(program: &Program) -> HashMap<String, (Gcra, bool)> {
+/// A limit the test runner meters: its GCRA, whether it is shadow-only, and what a request
+/// costs it.
+struct Metered {
+    gcra: Gcra,
+    shadow: bool,
+    /// None for a rate limit (cost 1); for a token budget, its `estimate`.
+    tokens: Option<Option<u64>>,
+}
+
+impl Metered {
+    /// What `req` costs: 1 request, or the runtime's token reservation for it.
+    fn cost(&self, req: &Request) -> u64 {
+        let Some(estimate) = self.tokens else { return 1 };
+        let body = req.body.as_deref().and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
+        let Some(body) = body else { return estimate.unwrap_or(1) };
+        let model = body.get("model").and_then(|m| m.as_str()).unwrap_or("");
+        let enc = tokens::encoding_for_model(model, tokens::Encoding::Cl100kBase);
+        tokens::reservation(&body, enc, estimate).map(|r| r.total()).unwrap_or(estimate.unwrap_or(1))
+    }
+}
+
+/// Every rate limit and token budget of the program by id.
+fn rate_limits(program: &Program) -> HashMap<String, Metered> {
     let mut out = HashMap::new();
     for route in program.routes() {
         for (i, stmt) in route.stmts.iter().filter(|s| matches!(s.kind, RouteStmtKind::Limit(_))).enumerate() {
             if let RouteStmtKind::Limit(l) = &stmt.kind {
-                if let LimitKind::Rate { rate, burst } = &l.kind {
-                    let g = Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value));
-                    out.insert(eval::route_limit_id(&route.name.name, i, l), (g, l.shadow));
-                }
+                let metered = match &l.kind {
+                    LimitKind::Rate { rate, burst } => Metered {
+                        gcra: Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)),
+                        shadow: l.shadow,
+                        tokens: None,
+                    },
+                    LimitKind::Tokens { rate, estimate } => Metered {
+                        gcra: Gcra::new(rate.count, rate.window_ns, None),
+                        shadow: l.shadow,
+                        tokens: Some(estimate.map(|e| e.value)),
+                    },
+                    LimitKind::Concurrent(_) => continue,
+                };
+                out.insert(eval::route_limit_id(&route.name.name, i, l), metered);
             }
         }
     }
     for tenant in program.tenants() {
         for stmt in &tenant.stmts {
-            if let TenantStmtKind::Rate { rate, burst } = &stmt.kind {
-                if let Some(id) = eval::tenant_limit_id(&tenant.name.name, &stmt.kind) {
-                    out.insert(id, (Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)), false));
+            let metered = match &stmt.kind {
+                TenantStmtKind::Rate { rate, burst } => {
+                    Metered { gcra: Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)), shadow: false, tokens: None }
                 }
+                TenantStmtKind::Tokens(rate) => {
+                    Metered { gcra: Gcra::new(rate.count, rate.window_ns, None), shadow: false, tokens: Some(None) }
+                }
+                _ => continue,
+            };
+            if let Some(id) = eval::tenant_limit_id(&tenant.name.name, &stmt.kind) {
+                out.insert(id, metered);
             }
         }
     }
@@ -183,18 +225,20 @@ fn rate_limits(program: &Program) -> HashMap<String, (Gcra, bool)> {
 /// All-or-nothing: when one limit refuses, none is charged.
 fn apply_rate_limits(
     answer: &mut Answer,
-    rates: &HashMap<String, (Gcra, bool)>,
+    req: &Request,
+    rates: &HashMap<String, Metered>,
     tats: &mut HashMap<(String, String), u64>,
     now: u64,
 ) {
     let mut updates = vec![];
     for l in &answer.decision.limits {
-        let Some((g, shadow)) = rates.get(&l.id) else { continue };
+        let Some(m) = rates.get(&l.id) else { continue };
         let slot = (l.id.clone(), l.key.clone());
-        let v = g.check(tats.get(&slot).copied().unwrap_or(0), now, 1);
-        if !v.allowed && !shadow {
+        let v = m.gcra.check(tats.get(&slot).copied().unwrap_or(0), now, m.cost(req));
+        if !v.allowed && !m.shadow {
             answer.status = 429;
-            answer.message = Some(format!("rate limit {} exceeded", l.id));
+            let what = if m.tokens.is_some() { "token budget" } else { "rate limit" };
+            answer.message = Some(format!("{what} {} exceeded", l.id));
             return;
         }
         if v.allowed {

@@ -102,6 +102,12 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
                 }),
             ))
         }
+        (Method::POST, "/admin/tokens") => {
+            let body = read(req).await?;
+            let counted =
+                crate::budget::count_request(&body).map_err(|m| GwError::new(400, "bad_token_request", m))?;
+            Ok(json(StatusCode::OK, counted))
+        }
         (Method::POST, "/admin/reload") => {
             let report = gw.reload().await;
             let status = if report.ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };

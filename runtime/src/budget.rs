@@ -106,3 +106,17 @@ pub fn model_label(model: &str) -> &str {
         "other"
     }
 }
+
+/// The token service (`serve tokens`, `POST /admin/tokens`): count the tokens of
+/// `{"model", "text"}`, or of a request body (`messages`, `prompt` or `input`), for its model.
+pub fn count_request(body: &[u8]) -> Result<Value, String> {
+    let body: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let encoding = tokens::encoding_for_model(model, Encoding::Cl100kBase);
+    let count = match body.get("text").and_then(Value::as_str) {
+        Some(text) => tokens::count_text(text, encoding),
+        None => tokens::count_prompt(&body, encoding)
+            .ok_or("give `text`, `messages`, `prompt` or `input` to count, and a `model`")?,
+    };
+    Ok(serde_json::json!({ "model": model, "encoding": encoding.name(), "tokens": count }))
+}

@@ -54,6 +54,9 @@ pub struct Gateway {
     reload_lock: tokio::sync::Mutex<()>,
 }
 
+/// How long a Redis limit check may take before the policy's `on_error` fallback applies.
+const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(150);
+
 /// Audit records queued for the writer; beyond this they are dropped and counted.
 const AUDIT_QUEUE: usize = 8192;
 
@@ -69,6 +72,14 @@ impl Gateway {
         let loaded = Loaded::build(policy, &upstream_stats)?;
         let metrics = Metrics::new();
         metrics.set_policy(1, loaded.policy.short_hash());
+        let limiter = match &loaded.policy.graph.settings().state {
+            gw_compiler::graph::StateSettings::Local => Limiter::default(),
+            gw_compiler::graph::StateSettings::Redis { url, on_error } => {
+                let url = url.get().ok_or("state redis: the URL is unset")?;
+                Limiter::with_redis(url, *on_error, REDIS_TIMEOUT, metrics.redis.clone())
+                    .map_err(|e| format!("state redis: {e}"))?
+            }
+        };
         let (audit, audit_handle) = match &loaded.policy.graph.settings().audit {
             Some(a) => {
                 let path = source.resolve(a.path.get().unwrap_or("audit.jsonl"));
@@ -83,7 +94,7 @@ impl Gateway {
             current: ArcSwap::from_pointee(loaded),
             source,
             metrics,
-            limiter: Arc::new(Limiter::default()),
+            limiter: Arc::new(limiter),
             upstream_stats,
             traffic: Traffic::default(),
             audit,

@@ -46,9 +46,8 @@ pub struct Overrides {
 pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String> {
     let loaded = gw.policy();
     let settings = loaded.policy.graph.settings().clone();
-    for warning in support::not_enforced(&loaded.policy.graph) {
-        tracing::warn!("{warning}");
-    }
+    // Token counting loads its BPE tables once (a few hundred ms): not on a request's time.
+    std::thread::spawn(gw_compiler::tokens::warm_up);
     let listen = overrides.listen.or_else(|| settings.listen.get().map(str::to_string)).unwrap_or_default();
     let listener = TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let tls = match &settings.tls {

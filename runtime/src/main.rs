@@ -96,19 +96,21 @@ fn main() -> ExitCode {
             let start_mock = policy.is_none() && !no_mock;
             let source = policy.map(PolicySource::File).unwrap_or(PolicySource::Embedded);
             let style = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { Style::Fancy } else { Style::Plain };
-            let gw = match Gateway::start(source.clone(), style) {
-                Ok(gw) => gw,
-                Err(rendered) => {
-                    eprintln!("{rendered}");
-                    eprintln!("gw: cannot serve {}", source.describe());
-                    return ExitCode::from(1);
-                }
-            };
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("gw: cannot start the async runtime: {e}");
                     return ExitCode::from(2);
+                }
+            };
+            // Started inside the runtime: the Redis store connects in the background.
+            let started = rt.block_on(async { Gateway::start(source.clone(), style) });
+            let gw = match started {
+                Ok(gw) => gw,
+                Err(rendered) => {
+                    eprintln!("{rendered}");
+                    eprintln!("gw: cannot serve {}", source.describe());
+                    return ExitCode::from(1);
                 }
             };
             let result = rt.block_on(async move {

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub connection_errors: IntCounter,
     pub audit_dropped: IntCounter,
     pub tokens: IntCounterVec,
+    /// The Redis limit store's metrics (registered even when the policy uses `state local`).
+    pub redis: crate::store::RedisMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -81,6 +83,11 @@ impl Metrics {
                 Opts::new("gw_tokens_total", "LLM tokens used, by tenant, model and direction (prompt, completion)"),
                 &["tenant", "model", "direction"]
             )),
+            redis: {
+                let m = crate::store::RedisMetrics::new();
+                m.register(&registry).expect("the Redis metrics are registered once");
+                m
+            },
             registry,
         }
     }

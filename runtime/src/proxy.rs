@@ -258,6 +258,16 @@ async fn pipeline(
         }
         Outcome::Denied { status, message } => Err(GwError::new(*status, "denied", message.clone())),
         Outcome::Respond { .. } => Ok(respond(route)),
+        Outcome::Serve { builtin } if builtin == "tokens" => {
+            let bytes = match buffered {
+                Some(b) => b,
+                None => read_body(body.take(), settings.max_body).await?,
+            };
+            let counted = crate::budget::count_request(&bytes).map_err(|m| bad_request("bad_token_request", m))?;
+            let mut resp = Response::new(full(counted.to_string()));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(resp)
+        }
         Outcome::Serve { builtin } => Ok(serve_builtin(gw, loaded, builtin)),
         Outcome::Forward { .. } => {
             let route = route.ok_or_else(|| GwError::new(500, "internal", "route lost"))?;

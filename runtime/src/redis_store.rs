@@ -128,8 +128,11 @@ local function abs(r)
   if rest >= E9 then carry = carry + 1; rest = rest - E9 end
   return string.format('%d%09d', S + carry, rest)
 end
+-- the TTL: until the bucket is full again, plus slack (at most ~31 years: Lua prints larger
+-- numbers in exponent form, which PX refuses)
 local function set_tat(key, r)
-  redis.call('SET', key, abs(r), 'PX', math.max(math.ceil(r / 1000000), 1) + __SLACK__)
+  local ttl = math.min(math.max(math.ceil(r / 1000000), 1) + __SLACK__, 1000000000000)
+  redis.call('SET', key, abs(r), 'PX', string.format('%d', ttl))
 end
 local CAP = 4000000000000000000
 local function clamp(x)
@@ -243,7 +246,8 @@ return 1
 "#;
 
 fn script(body: &str) -> Script {
-    let prelude = PRELUDE.replace("__DUPS__", &LEASE_DUPLICATES.to_string()).replace("__SLACK__", &TAT_SLACK_MS.to_string());
+    let prelude =
+        PRELUDE.replace("__DUPS__", &LEASE_DUPLICATES.to_string()).replace("__SLACK__", &TAT_SLACK_MS.to_string());
     Script::new(&format!("{prelude}{body}"))
 }
 
@@ -316,16 +320,24 @@ fn start_connecting(shared: &Arc<Shared>) {
         shared.connecting.store(false, Ordering::Release);
         return;
     };
-    let weak: Weak<Shared> = Arc::downgrade(shared);
+    /// Clears `connecting` however the task ends (connected, store gone, runtime shut down).
+    struct Connecting(Weak<Shared>);
+    impl Drop for Connecting {
+        fn drop(&mut self) {
+            if let Some(shared) = self.0.upgrade() {
+                shared.connecting.store(false, Ordering::Release);
+            }
+        }
+    }
+    let connecting = Connecting(Arc::downgrade(shared));
     handle.spawn(async move {
         let mut backoff = Duration::from_millis(50);
         loop {
-            let Some(shared) = weak.upgrade() else { return };
+            let Some(shared) = connecting.0.upgrade() else { return };
             match ConnectionManager::new_with_config(shared.client.clone(), shared.config.clone()).await {
                 Ok(manager) => {
                     let generation = shared.generations.fetch_add(1, Ordering::AcqRel) + 1;
                     shared.conn.send_replace(Some(Conn { generation, manager }));
-                    shared.connecting.store(false, Ordering::Release);
                     tracing::debug!("connected to Redis");
                     return;
                 }

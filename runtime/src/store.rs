@@ -54,7 +54,8 @@ pub struct RedisMetrics {
     pub duration: HistogramVec,
 }
 
-const REDIS_BUCKETS: &[f64] = &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+const REDIS_BUCKETS: &[f64] =
+    &[0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 impl RedisMetrics {
     pub fn new() -> RedisMetrics {
@@ -92,12 +93,6 @@ impl Default for RedisMetrics {
     }
 }
 
-/// An outage in progress: for the recovery log line.
-struct Outage {
-    since: Instant,
-    fallbacks: u64,
-}
-
 struct Backend {
     store: RedisStore,
     on_error: OnError,
@@ -106,7 +101,10 @@ struct Backend {
     /// While down: when the next probe may go to Redis (ms since `epoch`).
     next_probe_ms: AtomicU64,
     epoch: Instant,
-    outage: Mutex<Option<Outage>>,
+    /// When the outage in progress began, and the checks that fell back since (for the
+    /// recovery log line; the lock is taken only when an outage begins or ends).
+    outage_since: Mutex<Option<Instant>>,
+    outage_fallbacks: AtomicU64,
 }
 
 impl Backend {
@@ -151,7 +149,8 @@ impl Backend {
         let probe_ms = u64::try_from(PROBE_EVERY.as_millis()).unwrap_or(250);
         self.next_probe_ms.store(self.now_ms() + probe_ms, Ordering::Release);
         if !self.down.swap(true, Ordering::AcqRel) {
-            *self.outage.lock().unwrap_or_else(|p| p.into_inner()) = Some(Outage { since: Instant::now(), fallbacks: 0 });
+            *self.outage_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            self.outage_fallbacks.store(0, Ordering::Relaxed);
             tracing::warn!(
                 error = %e,
                 on_error = self.mode(),
@@ -164,8 +163,9 @@ impl Backend {
     /// A check succeeded: an outage, if any, is over.
     fn check_succeeded(&self) {
         if self.down.swap(false, Ordering::AcqRel) {
-            let outage = self.outage.lock().unwrap_or_else(|p| p.into_inner()).take();
-            let (secs, fallbacks) = outage.map(|o| (o.since.elapsed().as_secs_f64(), o.fallbacks)).unwrap_or((0.0, 0));
+            let since = self.outage_since.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let secs = since.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+            let fallbacks = self.outage_fallbacks.swap(0, Ordering::Relaxed);
             tracing::info!(
                 down_seconds = secs,
                 fallbacks,
@@ -176,9 +176,7 @@ impl Backend {
 
     fn count_fallback(&self) {
         self.metrics.fallbacks.with_label_values(&[self.mode()]).inc();
-        if let Some(o) = self.outage.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
-            o.fallbacks += 1;
-        }
+        self.outage_fallbacks.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -188,15 +186,10 @@ enum Job {
     Release { id: String, key: String, lease: String },
 }
 
+#[derive(Default)]
 pub struct Limiter {
     pub local: LocalLimiter,
     redis: Option<Backend>,
-}
-
-impl Default for Limiter {
-    fn default() -> Self {
-        Limiter { local: LocalLimiter::default(), redis: None }
-    }
 }
 
 impl Limiter {
@@ -204,7 +197,12 @@ impl Limiter {
     /// `on_error` applying while Redis fails. Fails only for an invalid URL (the message never
     /// repeats the URL, which may hold a password); a Redis that is down now is connected to
     /// in the background.
-    pub fn with_redis(url: &str, on_error: OnError, timeout: Duration, metrics: RedisMetrics) -> Result<Limiter, String> {
+    pub fn with_redis(
+        url: &str,
+        on_error: OnError,
+        timeout: Duration,
+        metrics: RedisMetrics,
+    ) -> Result<Limiter, String> {
         let store = RedisStore::new(url, timeout).map_err(|e| e.to_string())?;
         Ok(Limiter::with_redis_store(store, on_error, metrics))
     }
@@ -220,7 +218,8 @@ impl Limiter {
                 down: AtomicBool::new(false),
                 next_probe_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
-                outage: Mutex::new(None),
+                outage_since: Mutex::new(None),
+                outage_fallbacks: AtomicU64::new(0),
             }),
         }
     }
@@ -414,7 +413,12 @@ mod tests {
     use crate::limits::{admitted, Charge};
 
     fn rate(id: &str, shadow: bool) -> LimitCheck {
-        LimitCheck { id: id.into(), key: "k".into(), shadow, charge: Charge::Rate { gcra: Gcra::new(5, 1_000_000_000, None) } }
+        LimitCheck {
+            id: id.into(),
+            key: "k".into(),
+            shadow,
+            charge: Charge::Rate { gcra: Gcra::new(5, 1_000_000_000, None) },
+        }
     }
 
     /// A limiter on a Redis nobody listens on (port 1), so every check fails fast.
@@ -457,7 +461,8 @@ mod tests {
         assert!(admitted(&r) && !r[0].allowed);
         assert_eq!(m.fallbacks.with_label_values(&["deny"]).get(), 2);
         // The second check skipped Redis (the probe interval had not passed): one error only.
-        let errors: u64 = ["unavailable", "timeout"].iter().map(|k| m.errors.with_label_values(&["check", k]).get()).sum();
+        let errors: u64 =
+            ["unavailable", "timeout"].iter().map(|k| m.errors.with_label_values(&["check", k]).get()).sum();
         assert_eq!(errors, 1);
     }
 
@@ -466,7 +471,12 @@ mod tests {
         let (l, _) = down(OnError::Local);
         l.release(Ticket::Redis, "c", "k", "lease");
         l.adjust(Ticket::Redis, "t", "k", Gcra::new(10, 1_000_000_000, None), 5);
-        let c = LimitCheck { id: "c".into(), key: "k".into(), shadow: false, charge: Charge::Concurrent { max: 1, lease: "r".into() } };
+        let c = LimitCheck {
+            id: "c".into(),
+            key: "k".into(),
+            shadow: false,
+            charge: Charge::Concurrent { max: 1, lease: "r".into() },
+        };
         drop(Held::new(l, Ticket::Redis, &[c]));
     }
 

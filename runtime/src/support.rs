@@ -1,10 +1,10 @@
 //! What `gw serve` implements. A policy using anything else is refused at load with
 //! `gw::not_supported`, rather than served with a part of it silently ignored.
 
-use gw_compiler::graph::{ActionInfo, Graph, StateSettings};
+use gw_compiler::graph::{ActionInfo, Graph};
 
 /// Built-in handlers `serve NAME` can name that this runtime answers.
-pub const BUILTINS: &[&str] = &["health", "ready", "metrics", "upstreams", "usage"];
+pub const BUILTINS: &[&str] = &["health", "ready", "metrics", "upstreams", "usage", "tokens"];
 
 /// One line per unsupported construct, naming where it is.
 pub fn unsupported(graph: &Graph) -> Vec<String> {
@@ -36,15 +36,6 @@ pub fn unsupported(graph: &Graph) -> Vec<String> {
                 no(&format!("serve {builtin}"));
             }
         }
-    }
-    out
-}
-
-/// Parts of a policy that load but are not enforced yet: logged loudly at start and reload.
-pub fn not_enforced(graph: &Graph) -> Vec<String> {
-    let mut out = vec![];
-    if matches!(graph.settings().state, StateSettings::Redis { .. }) {
-        out.push("state redis: limits are kept in this process until the Redis store lands".into());
     }
     out
 }
