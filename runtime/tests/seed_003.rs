@@ -1,0 +1,98 @@
+//! Seed 003 end to end: the shipped `examples/gpu-inference` policy (salted token auth, a rate
+//! limit shared through Redis by two gateway replicas, health, metrics, the worker view and
+//! trace context propagation), served by two real `gw` processes and a real `redis-server`.
+
+#[macro_use]
+mod redis_server;
+mod common;
+
+use common::{Gw, GwSpec, Mock};
+use redis_server::RedisServer;
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/gpu-inference");
+
+fn start(mock: &Mock, redis: &RedisServer) -> Gw {
+    let read = |f: &str| std::fs::read_to_string(format!("{EXAMPLE}/{f}")).unwrap();
+    let policy = read("gateway.gwp")
+        .replace("127.0.0.1:3000", "{LISTEN}")
+        .replace("127.0.0.1:9184", "{ADMIN}")
+        .replace("http://127.0.0.1:9109", "{UPSTREAM}");
+    Gw::start(
+        GwSpec::new(&policy, &mock.url())
+            .file("teams.gwp", read("teams.gwp"))
+            .file("keys/tokens.keys", read("keys/tokens.keys"))
+            .env("AUTH_TOKEN_SALT", "gw-example-salt")
+            .env("GW_REDIS_URL", Box::leak(redis.url().into_boxed_str()))
+            .env("GW_ADMIN_TOKEN", "admin"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_share_the_job_limit_through_redis() {
+    require_redis!();
+    let redis = RedisServer::start();
+    let mock = Mock::start(&[]);
+    let (a, b) = (start(&mock, &redis), start(&mock, &redis));
+    let c = reqwest::Client::new();
+    let submit = |gw: &Gw, token: &str| {
+        // x-mock-echo: the mock (standing for FastAPI) answers 200 with what it received.
+        c.post(gw.url("/api/v1/jobs"))
+            .bearer_auth(token)
+            .header("x-mock-echo", "1")
+            .body(r#"{"model":"sdxl","prompt":"a lighthouse"}"#)
+            .send()
+    };
+    // 20/min with a burst of 5 per token, wherever the requests land.
+    let mut statuses = vec![];
+    for i in 0..8 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        statuses.push(submit(gw, "tok-lab-1").await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429, 429], "one limit across both replicas");
+    assert_eq!(submit(&b, "tok-lab-2").await.unwrap().status(), 200, "each token has its own counter");
+    assert_eq!(submit(&a, "tok-nope").await.unwrap().status(), 401);
+    let by_header = c.get(a.url("/api/v1/jobs/job-42")).header("x-api-key", "tok-batch-1").send().await.unwrap();
+    assert_eq!(by_header.status(), 404, "forwarded (the mock knows no jobs)");
+    let bad_id = c.get(a.url("/api/v1/jobs/job:42")).header("x-api-key", "tok-batch-1").send().await.unwrap();
+    assert_eq!(bad_id.status(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_metrics_workers_and_trace_context() {
+    require_redis!();
+    let redis = RedisServer::start();
+    let mock = Mock::start(&[]);
+    let gw = start(&mock, &redis);
+    let c = reqwest::Client::new();
+    assert_eq!(c.get(gw.url("/gateway/health")).send().await.unwrap().status(), 200);
+
+    // A trace is started when the client sends none, and continued when it does.
+    let job = |token: &str| c.post(gw.url("/api/v1/jobs")).bearer_auth(token).header("x-mock-echo", "1");
+    job("tok-lab-1").body(r#"{"model":"sdxl"}"#).send().await.unwrap();
+    job("tok-lab-2")
+        .header("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        .body(r#"{"model":"sdxl"}"#)
+        .send()
+        .await
+        .unwrap();
+    let seen = mock.requests().await;
+    let trace = |i: usize| {
+        seen[i]["headers"].as_array().unwrap().iter().find(|h| h[0] == "traceparent").unwrap()[1]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let started = trace(0);
+    assert_eq!(started.len(), 55, "{started}");
+    assert!(started.starts_with("00-"));
+    assert!(trace(1).starts_with("00-0af7651916cd43dd8448eb211c80319c-"), "the client's trace is continued");
+
+    let metrics = c.get(gw.url("/gateway/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"gw_requests_total{route="submit_job",status="200"} 2"#), "{metrics}");
+    assert!(metrics.contains("gw_redis_duration_seconds"), "Redis latency is exported");
+    let workers: serde_json::Value =
+        c.get(gw.url("/api/v1/workers")).bearer_auth("tok-lab-1").send().await.unwrap().json().await.unwrap();
+    let target = &workers["upstreams"][0]["targets"][0];
+    assert_eq!(target["health"], "ok", "{workers}");
+    assert_eq!(target["requests"], 2);
+}
