@@ -257,21 +257,11 @@ async fn pipeline(
             Err(GwError::new(401, code, message.clone()))
         }
         Outcome::Denied { status, message } => Err(GwError::new(*status, "denied", message.clone())),
-        Outcome::Respond { .. } => Ok(respond(route)),
-        Outcome::Serve { builtin } if builtin == "tokens" => {
-            let bytes = match buffered {
-                Some(b) => b,
-                None => read_body(body.take(), settings.max_body).await?,
-            };
-            let counted = crate::budget::count_request(&bytes).map_err(|m| bad_request("bad_token_request", m))?;
-            let mut resp = Response::new(full(counted.to_string()));
-            resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            Ok(resp)
-        }
-        Outcome::Serve { builtin } => Ok(serve_builtin(gw, loaded, builtin)),
-        Outcome::Forward { .. } => {
+        // Everything a route answers itself or forwards is subject to its limits.
+        Outcome::Respond { .. } | Outcome::Serve { .. } | Outcome::Forward { .. } => {
             let route = route.ok_or_else(|| GwError::new(500, "internal", "route lost"))?;
-            let plan = TokenPlan::new(&decision, graph.limits(), buffered.as_ref());
+            let forwarding = matches!(decision.outcome, Outcome::Forward { .. });
+            let plan = if forwarding { TokenPlan::new(&decision, graph.limits(), buffered.as_ref()) } else { None };
             let checks = limit_checks(loaded, &decision, request_id, plan.as_ref());
             let (limit_results, ticket) = gw.limiter.check(&checks).await;
             count_limit_decisions(gw, &limit_results);
@@ -292,6 +282,26 @@ async fn pipeline(
                 return Ok(resp);
             }
             x.hold.limits = Some(Held::new(gw.limiter.clone(), ticket, &checks));
+            if !forwarding {
+                let mut resp = match &decision.outcome {
+                    Outcome::Serve { builtin } if builtin == "tokens" => {
+                        let bytes = match buffered {
+                            Some(b) => b,
+                            None => read_body(body.take(), settings.max_body).await?,
+                        };
+                        let counted =
+                            crate::budget::count_request(&bytes).map_err(|m| bad_request("bad_token_request", m))?;
+                        let mut resp = Response::new(full(counted.to_string()));
+                        resp.headers_mut()
+                            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                        resp
+                    }
+                    Outcome::Serve { builtin } => serve_builtin(gw, loaded, builtin),
+                    _ => respond(Some(route)),
+                };
+                rate_headers(resp.headers_mut(), &limit_results);
+                return Ok(resp);
+            }
             let mut parts = parts;
             if let Some(mut plan) = plan {
                 // A streamed answer is always charged: ask for the usage chunk when the client

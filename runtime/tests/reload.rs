@@ -343,3 +343,31 @@ async fn one_hundred_reloads_under_load_lose_nothing() {
     let metrics = admin.metrics().await;
     assert!(metrics.contains(&format!(r#"gw_policy_reloads_total{{result="failed"}} {invalid}"#)), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limit_state_survives_a_reload_unless_the_limit_changed() {
+    let mock = Mock::start(&[]);
+    let limited = |rate: &str, which: &str| {
+        policy(which).replace(
+            "route chat {",
+            &format!("route limited {{\n    when  GET \"/limited\"\n    limit rate {rate} per client\n    respond 200 \"ok\"\n}}\nroute chat {{"),
+        )
+    };
+    let text = limited("2/min", "A");
+    let gw = Gw::start(GwSpec::new(&text, &mock.url()).file("routes.gwp", ROUTES).file("keys/users.keys", keys()));
+    let admin = Admin::new(&gw);
+    let get = || async { reqwest::get(gw.url("/limited")).await.unwrap().status().as_u16() };
+    assert_eq!([get().await, get().await, get().await], [200, 200, 429]);
+
+    // Another part of the policy changes: the limit's identity does not, its counter stays.
+    write_policy(&gw, &mock, "gateway.gwp", &limited("2/min", "B"));
+    let report = admin.next_reload(&Value::Null).await;
+    assert_eq!(report["ok"], true);
+    assert_eq!(which(&gw).await.1, "B");
+    assert_eq!(get().await, 429, "the counter survived the reload");
+
+    // The limit itself changes: it starts fresh.
+    write_policy(&gw, &mock, "gateway.gwp", &limited("3/min", "B"));
+    assert_eq!(admin.next_reload(&report).await["ok"], true);
+    assert_eq!(get().await, 200, "a changed limit starts with a full bucket");
+}
