@@ -48,12 +48,13 @@ fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
         return true;
     };
     let Some(expected) = token.get() else { return false };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    // `Authorization: Bearer TOKEN`, or `?token=TOKEN` for tools that can only set a URL (the
+    // header is better: URLs end up in logs).
+    let from_query = req.uri().query().and_then(|q| {
+        gw_compiler::request::parse_query(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v)
+    });
+    let from_header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let presented = from_header.map(str::to_string).or(from_query).unwrap_or_default();
     // Compare hashes so neither the length nor the content leaks through timing.
     use sha2::{Digest, Sha256};
     let a = Sha256::digest(presented.as_bytes());

@@ -20,13 +20,26 @@ pub struct Loaded {
     pub policy: Policy,
     /// Aligned with `policy.graph.upstreams()`.
     pub upstreams: Vec<Upstream>,
+    /// Every header any route reads a credential from: sent twice, a request is ambiguous.
+    pub credential_headers: Vec<http::HeaderName>,
 }
 
 impl Loaded {
     fn build(policy: Policy, registry: &StatsRegistry) -> Result<Loaded, String> {
         let upstreams =
             policy.graph.upstreams().iter().map(|u| Upstream::new(u, registry)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Loaded { policy, upstreams })
+        let mut credential_headers: Vec<http::HeaderName> = vec![];
+        for source in policy.graph.routes().iter().filter_map(|r| r.auth.as_ref()).flat_map(|a| &a.sources) {
+            let name = match source {
+                gw_compiler::graph::CredentialSource::Header(h) => http::HeaderName::from_bytes(h.as_bytes()).ok(),
+                gw_compiler::graph::CredentialSource::Bearer => Some(http::header::AUTHORIZATION),
+                gw_compiler::graph::CredentialSource::Query(_) => None,
+            };
+            if let Some(name) = name.filter(|n| !credential_headers.contains(n)) {
+                credential_headers.push(name);
+            }
+        }
+        Ok(Loaded { policy, upstreams, credential_headers })
     }
 }
 

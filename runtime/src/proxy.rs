@@ -212,6 +212,10 @@ async fn pipeline(
     let settings = loaded.policy.graph.settings();
     check_head(req.headers(), settings.max_headers, settings.max_header_bytes)?;
     check_framing(&req)?;
+    // Two credentials where one is read: which one counts would depend on the reader.
+    if loaded.credential_headers.iter().any(|h| req.headers().get_all(h).iter().nth(1).is_some()) {
+        return Err(bad_request("ambiguous_credentials", "a credential header appears more than once"));
+    }
     let path = req.uri().path().to_string();
     check_path(&path)?;
     if let Some(len) = content_length(req.headers())? {

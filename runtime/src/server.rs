@@ -74,6 +74,9 @@ impl Drain {
     }
 }
 
+/// Headers hyper parses without a heap allocation.
+const HYPER_INLINE_HEADERS: usize = 100;
+
 /// Limits applied to every client connection, from the policy at start.
 #[derive(Clone, Copy)]
 pub struct ConnLimits {
@@ -85,14 +88,17 @@ pub struct ConnLimits {
 
 pub fn http_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper refuses heads far beyond these with a bare 431; the proxy answers the policy's
-    // own limits with the JSON error shape.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+    // hyper refuses heads beyond its own caps with a bare 431; the proxy answers the policy's
+    // limits below them with the JSON error shape. hyper keeps up to 100 headers on the stack
+    // and moves every request's headers to the heap once the cap is set: set it only when the
+    // policy allows more than that.
+    let mut h1 = builder.http1();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_headers(limits.max_headers * 2 + 64)
         .max_buf_size((limits.max_header_bytes * 2 + 16 * 1024).max(8192));
+    if limits.max_headers >= HYPER_INLINE_HEADERS {
+        h1.max_headers(limits.max_headers * 2);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -100,6 +100,11 @@ async fn auth_failures_get_401() {
     assert!(!body.to_string().contains("sk-wrong"), "the key is not echoed");
     let wrong_bearer = c.get(gw.url("/v1/models")).bearer_auth("sk-wrong").send().await.unwrap();
     assert_error_shape(wrong_bearer, 401, "invalid_api_key").await;
+    // Two keys where one is read: refused whatever their order.
+    for (first, second) in [("sk-test-1", "sk-wrong"), ("sk-wrong", "sk-test-1")] {
+        let twice = c.get(gw.url("/v1/models")).header("x-api-key", first).header("x-api-key", second);
+        assert_error_shape(twice.send().await.unwrap(), 400, "ambiguous_credentials").await;
+    }
     assert!(mock.requests().await.is_empty(), "nothing reached the upstream");
     assert!(!gw.proc.log().contains("sk-wrong"), "keys are never logged");
 }
@@ -367,6 +372,9 @@ async fn admin_endpoints_answer_and_need_the_token() {
     assert_error_shape(no_token, 401, "invalid_admin_token").await;
     let wrong = c.get(gw.admin_url("/metrics")).bearer_auth("nope").send().await.unwrap();
     assert_eq!(wrong.status(), 401);
+    // The seed's `?token=` form works too.
+    assert_eq!(c.get(gw.admin_url("/metrics?token=adm-secret")).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(gw.admin_url("/metrics?token=nope")).send().await.unwrap().status(), 401);
 
     let metrics = c.get(gw.admin_url("/metrics")).bearer_auth("adm-secret").send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"gw_requests_total{route="models",status="200"} 1"#), "{metrics}");
