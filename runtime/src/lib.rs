@@ -40,6 +40,8 @@ use server::{ConnLimits, Drain};
 pub struct Overrides {
     pub listen: Option<String>,
     pub admin: Option<String>,
+    /// Threads serving proxy connections (each with its own runtime); 0 means one per CPU.
+    pub workers: usize,
 }
 
 /// Serve until SIGTERM/SIGINT, then drain. Returns an error message for start-up failures.
@@ -75,6 +77,18 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         "gw listening on {scheme}://{bound} with {}",
         gw.source.describe()
     );
+    let worker_count = match overrides.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let workers = server::start_workers(
+        worker_count,
+        tls.clone(),
+        builder.clone(),
+        limits,
+        drain.clone(),
+        server::proxy_service(gw.clone()),
+    )?;
     let proxy = tokio::spawn(server::accept_loop(
         listener,
         tls,
@@ -82,6 +96,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         limits,
         drain.clone(),
         server::proxy_service(gw.clone()),
+        workers,
     ));
 
     let admin_addr = overrides.admin.or_else(|| settings.admin.as_ref().and_then(|a| a.addr.get().map(str::to_string)));
@@ -96,7 +111,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
             Box::pin(admin::handle(gw, info, in_flight, req))
                 as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
         };
-        tokio::spawn(server::accept_loop(listener, None, builder, limits, admin_drain.clone(), service));
+        tokio::spawn(server::accept_loop(listener, None, builder, limits, admin_drain.clone(), service, vec![]));
     }
     drop(loaded);
     tokio::spawn(reload_on_sighup(gw.clone()));

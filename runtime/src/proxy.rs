@@ -680,7 +680,7 @@ async fn forward(
     target.stats.in_flight.fetch_add(1, Ordering::Relaxed);
     target.stats.requests.fetch_add(1, Ordering::Relaxed);
     let up_started = Instant::now();
-    let sent = tokio::time::timeout(upstream.timeout, upstream.client.request(up_req)).await;
+    let sent = tokio::time::timeout(upstream.timeout, upstream.client().request(up_req)).await;
     target.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     match &sent {
         Ok(Ok(r)) if !r.status().is_server_error() => target.stats.succeeded(),

@@ -107,7 +107,11 @@ pub fn http_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Accept connections on `listener` until `drain` says stop, serving each with `service`.
+/// A connection handed from the accepting thread to a worker.
+pub type Handoff = tokio::sync::mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>;
+
+/// Accept connections on `listener` until `drain` says stop, serving each with `service`:
+/// here, or handed round robin to `workers` (each a thread with its own runtime).
 pub async fn accept_loop<S, F>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -115,11 +119,13 @@ pub async fn accept_loop<S, F>(
     limits: ConnLimits,
     drain: Drain,
     service: S,
+    workers: Vec<Handoff>,
 ) where
     S: Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
 {
     let mut stop = drain.stop.clone();
+    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -135,23 +141,99 @@ pub async fn accept_loop<S, F>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Conn { peer, limits, builder: builder.clone(), drain: drain.clone(), service: service.clone() };
         drain.opened();
-        match tls.clone() {
-            None => {
-                tokio::spawn(conn.serve(stream, false));
+        if !workers.is_empty() {
+            next = (next + 1) % workers.len();
+            let handed = stream.into_std().map(|s| workers[next].send((s, peer)).is_ok()).unwrap_or(false);
+            if !handed {
+                drain.closed(true);
             }
-            Some(acceptor) => {
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
-                    match handshake {
-                        Ok(Ok(tls_stream)) => conn.serve(tls_stream, true).await,
-                        _ => conn.drain.closed(true),
-                    }
-                });
-            }
+            continue;
+        }
+        spawn_conn(stream, peer, tls.clone(), builder.clone(), limits, drain.clone(), service.clone());
+    }
+}
+
+/// Serve one accepted connection on the current runtime (TLS handshake first, when set up).
+fn spawn_conn<S, F>(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: ConnLimits,
+    drain: Drain,
+    service: S,
+) where
+    S: Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
+{
+    let conn = Conn { peer, limits, builder, drain, service };
+    match tls {
+        None => {
+            tokio::spawn(conn.serve(stream, false));
+        }
+        Some(acceptor) => {
+            tokio::spawn(async move {
+                let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
+                match handshake {
+                    Ok(Ok(tls_stream)) => conn.serve(tls_stream, true).await,
+                    _ => conn.drain.closed(true),
+                }
+            });
         }
     }
+}
+
+/// Start `n` worker threads, each with a single-threaded runtime serving the connections
+/// handed to it: a connection's tasks (hyper's server side, the upstream connections it uses)
+/// then stay on one thread, with no cross-thread wake-ups or work stealing per request.
+pub fn start_workers<S, F>(
+    n: usize,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    limits: ConnLimits,
+    drain: Drain,
+    service: S,
+) -> Result<Vec<Handoff>, String>
+where
+    S: Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
+{
+    (0..n)
+        .map(|i| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, SocketAddr)>();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start worker runtime {i}: {e}"))?;
+            let (tls, builder, drain, service) = (tls.clone(), builder.clone(), drain.clone(), service.clone());
+            std::thread::Builder::new()
+                .name(format!("gw-worker-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        while let Some((std_stream, peer)) = rx.recv().await {
+                            match tokio::net::TcpStream::from_std(std_stream) {
+                                Ok(stream) => spawn_conn(
+                                    stream,
+                                    peer,
+                                    tls.clone(),
+                                    builder.clone(),
+                                    limits,
+                                    drain.clone(),
+                                    service.clone(),
+                                ),
+                                Err(_) => drain.closed(true),
+                            }
+                        }
+                        // No more connections will come; the ones open finish here, and the
+                        // process exits when the drain is over.
+                        std::future::pending::<()>().await;
+                    })
+                })
+                .map_err(|e| format!("cannot start worker thread {i}: {e}"))?;
+            Ok(tx)
+        })
+        .collect()
 }
 
 struct Conn<S> {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gw_compiler::graph::{BalanceInfo, UpstreamInfo};
@@ -73,7 +73,7 @@ pub struct Upstream {
     pub targets: Vec<Target>,
     pub balance: BalanceInfo,
     pub timeout: Duration,
-    pub client: HttpClient,
+    pub connect_timeout: Duration,
     /// `max_connections`: requests beyond it wait for a slot (up to the connect timeout),
     /// then get 503.
     pub slots: Option<Arc<Semaphore>>,
@@ -100,7 +100,7 @@ impl Upstream {
             targets,
             balance: info.balance.clone(),
             timeout: Duration::from_nanos(info.timeout_ns),
-            client: client_for(Duration::from_nanos(info.connect_timeout_ns)),
+            connect_timeout: Duration::from_nanos(info.connect_timeout_ns),
             slots: info.max_connections.map(|n| Arc::new(Semaphore::new(n as usize))),
             queue_timeout: Duration::from_nanos(info.connect_timeout_ns),
             next: AtomicUsize::new(0),
@@ -153,13 +153,16 @@ fn parse_target(url: &str, weight: u64, stats: Arc<TargetStats>) -> Result<Targe
     Ok(Target { scheme, authority, base_path, weight, stats })
 }
 
-/// One client (and so one connection pool) per connect timeout, shared by every upstream and
-/// kept across reloads so a reload does not drop warm connections.
-fn client_for(connect_timeout: Duration) -> HttpClient {
-    static CLIENTS: OnceLock<Mutex<HashMap<Duration, HttpClient>>> = OnceLock::new();
-    let clients = CLIENTS.get_or_init(Default::default);
-    let mut clients = clients.lock().unwrap_or_else(|p| p.into_inner());
-    clients.entry(connect_timeout).or_insert_with(|| build_client(connect_timeout)).clone()
+impl Upstream {
+    /// The connection pool to send with: one per thread (its connections are driven by that
+    /// thread's runtime, next to the requests using them) and per connect timeout, shared by
+    /// every upstream and kept across reloads so a reload does not drop warm connections.
+    pub fn client(&self) -> HttpClient {
+        thread_local! {
+            static CLIENTS: std::cell::RefCell<HashMap<Duration, HttpClient>> = Default::default();
+        }
+        CLIENTS.with(|c| c.borrow_mut().entry(self.connect_timeout).or_insert_with(|| build_client(self.connect_timeout)).clone())
+    }
 }
 
 fn build_client(connect_timeout: Duration) -> HttpClient {
