@@ -8,10 +8,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
 use crate::diagnostics::{self, Diag, Style};
 use crate::source::Sources;
 use crate::{cli, Options, Output};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "gw-check", version, about = "Validate gw policies (.gwp), run their tests, explain and format them")]

@@ -206,9 +206,11 @@ fn rate_limits(program: &Program) -> HashMap<String, Metered> {
     for tenant in program.tenants() {
         for stmt in &tenant.stmts {
             let metered = match &stmt.kind {
-                TenantStmtKind::Rate { rate, burst } => {
-                    Metered { gcra: Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)), shadow: false, tokens: None }
-                }
+                TenantStmtKind::Rate { rate, burst } => Metered {
+                    gcra: Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)),
+                    shadow: false,
+                    tokens: None,
+                },
                 TenantStmtKind::Tokens(rate) => {
                     Metered { gcra: Gcra::new(rate.count, rate.window_ns, None), shadow: false, tokens: Some(None) }
                 }

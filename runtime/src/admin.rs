@@ -50,10 +50,12 @@ fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
     let Some(expected) = token.get() else { return false };
     // `Authorization: Bearer TOKEN`, or `?token=TOKEN` for tools that can only set a URL (the
     // header is better: URLs end up in logs).
-    let from_query = req.uri().query().and_then(|q| {
-        gw_compiler::request::parse_query(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v)
-    });
-    let from_header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let from_query = req
+        .uri()
+        .query()
+        .and_then(|q| gw_compiler::request::parse_query(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
+    let from_header =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let presented = from_header.map(str::to_string).or(from_query).unwrap_or_default();
     // Compare hashes so neither the length nor the content leaks through timing.
     use sha2::{Digest, Sha256};
@@ -105,8 +107,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         }
         (Method::POST, "/admin/tokens") => {
             let body = read(req).await?;
-            let counted =
-                crate::budget::count_request(&body).map_err(|m| GwError::new(400, "bad_token_request", m))?;
+            let counted = crate::budget::count_request(&body).map_err(|m| GwError::new(400, "bad_token_request", m))?;
             Ok(json(StatusCode::OK, counted))
         }
         (Method::POST, "/admin/reload") => {

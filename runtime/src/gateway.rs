@@ -197,7 +197,8 @@ fn needs_restart(old: &Loaded, new: &Loaded) -> Option<&'static str> {
     if store(&a.state) != store(&b.state) {
         return Some("the state store");
     }
-    let audit = |s: &gw_compiler::graph::Settings| s.audit.as_ref().map(|a| (a.path.get().map(str::to_string), a.rotate_bytes));
+    let audit =
+        |s: &gw_compiler::graph::Settings| s.audit.as_ref().map(|a| (a.path.get().map(str::to_string), a.rotate_bytes));
     if audit(a) != audit(b) {
         return Some("the audit log");
     }

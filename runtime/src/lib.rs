@@ -108,8 +108,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         let gw2 = gw.clone();
         let service = move |info, in_flight, req| {
             let gw = gw2.clone();
-            Box::pin(admin::handle(gw, info, in_flight, req))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+            Box::pin(admin::handle(gw, info, in_flight, req)) as server::ResponseFuture
         };
         tokio::spawn(server::accept_loop(listener, None, builder, limits, admin_drain.clone(), service, vec![]));
     }

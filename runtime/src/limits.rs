@@ -302,7 +302,7 @@ mod tests {
     fn shadow_limits_never_refuse() {
         let l = LocalLimiter::default();
         let s = rate("s", 1, true);
-        l.check_at(&[s.clone()], 0);
+        l.check_at(std::slice::from_ref(&s), 0);
         let r = l.check_at(&[s], 0);
         assert!(!r[0].allowed, "the shadow limit is over");
         assert!(admitted(&r));
@@ -317,12 +317,12 @@ mod tests {
             shadow: false,
             charge: Charge::Concurrent { max: 2, lease: "r".into() },
         };
-        assert!(admitted(&l.check(&[c.clone()])));
-        assert!(admitted(&l.check(&[c.clone()])));
-        assert!(!admitted(&l.check(&[c.clone()])));
+        assert!(admitted(&l.check(std::slice::from_ref(&c))));
+        assert!(admitted(&l.check(std::slice::from_ref(&c))));
+        assert!(!admitted(&l.check(std::slice::from_ref(&c))));
         assert_eq!(l.held("c", "t"), 2);
         l.release("c", "t");
-        assert!(admitted(&l.check(&[c.clone()])));
+        assert!(admitted(&l.check(std::slice::from_ref(&c))));
         l.release("c", "t");
         l.release("c", "t");
         l.release("c", "t");

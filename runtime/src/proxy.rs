@@ -16,17 +16,17 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use crate::audit::AuditRecord;
 use crate::body::{empty, full, Body, BoxError};
+use crate::budget::{Reconcile, TokenPlan};
 use crate::errors::{bad_request, GwError};
 use crate::gateway::{Gateway, Loaded};
 use crate::headers;
 use crate::limits::{admitted, Charge, LimitCheck, LimitKind, LimitResult};
 use crate::store::Held;
 use crate::stream::{StreamEnd, Tracked};
-use crate::usage::{TapOptions, UsageTap};
-use crate::budget::{Reconcile, TokenPlan};
-use crate::audit::AuditRecord;
 use crate::traffic::TenantTraffic;
+use crate::usage::{TapOptions, UsageTap};
 
 /// What a request holds until its answer's last byte: concurrency slots, and its place in
 /// the tenant's traffic. Dropping it gives everything back.
@@ -124,11 +124,9 @@ pub async fn handle(
     let route_label = x.route.as_deref().unwrap_or("-");
     gw.metrics.requests.with_label_values(&[route_label, &status.to_string()]).inc();
     gw.metrics.duration.with_label_values(&[route_label]).observe(started.elapsed().as_secs_f64());
-    let streamed = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
-        || resp.headers().get(http::header::CONTENT_LENGTH).is_none();
+    let streamed =
+        resp.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+            || resp.headers().get(http::header::CONTENT_LENGTH).is_none();
     let generation = loaded.policy.generation;
     drop(loaded);
     // When the answer ends (or the client leaves): in-flight counts drop, concurrency slots
@@ -623,7 +621,9 @@ async fn forward(
     };
     let target = upstream.pick(hash_key.as_deref());
     x.upstream = Some(upstream.name.clone());
-    x.target = Some(target.authority.host().to_string() + &target.authority.port().map(|p| format!(":{p}")).unwrap_or_default());
+    x.target = Some(
+        target.authority.host().to_string() + &target.authority.port().map(|p| format!(":{p}")).unwrap_or_default(),
+    );
     let websocket = route.websocket && client_upgrade.is_some();
 
     // The path and query the upstream sees.

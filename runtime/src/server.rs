@@ -310,18 +310,13 @@ where
     }
 }
 
+/// What a connection's service returns for one request.
+pub type ResponseFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
 /// The proxy service for one connection.
 pub fn proxy_service(
     gw: Arc<Gateway>,
-) -> impl Fn(
-    ConnInfo,
-    Arc<AtomicUsize>,
-    Request<Incoming>,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>
-       + Clone
-       + Send
-       + Sync
-       + 'static {
+) -> impl Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> ResponseFuture + Clone + Send + Sync + 'static {
     move |info, in_flight, req| {
         let gw = gw.clone();
         Box::pin(async move { proxy::handle(gw, info, in_flight, req).await })

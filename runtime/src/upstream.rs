@@ -161,7 +161,9 @@ impl Upstream {
         thread_local! {
             static CLIENTS: std::cell::RefCell<HashMap<Duration, HttpClient>> = Default::default();
         }
-        CLIENTS.with(|c| c.borrow_mut().entry(self.connect_timeout).or_insert_with(|| build_client(self.connect_timeout)).clone())
+        CLIENTS.with(|c| {
+            c.borrow_mut().entry(self.connect_timeout).or_insert_with(|| build_client(self.connect_timeout)).clone()
+        })
     }
 }
 

@@ -90,9 +90,27 @@ async fn every_request_gives_one_line_and_no_key_is_ever_written() {
     assert_eq!(records.len(), 4, "{records:?}");
     let first = &records[0];
     for field in [
-        "time", "request_id", "key_name", "tenant", "client_ip", "method", "path", "route", "upstream", "target",
-        "status", "latency_ms", "upstream_ms", "request_bytes", "response_bytes", "streamed", "chunks",
-        "prompt_tokens", "completion_tokens", "error", "policy_generation",
+        "time",
+        "request_id",
+        "key_name",
+        "tenant",
+        "client_ip",
+        "method",
+        "path",
+        "route",
+        "upstream",
+        "target",
+        "status",
+        "latency_ms",
+        "upstream_ms",
+        "request_bytes",
+        "response_bytes",
+        "streamed",
+        "chunks",
+        "prompt_tokens",
+        "completion_tokens",
+        "error",
+        "policy_generation",
     ] {
         assert!(first.get(field).is_some(), "no `{field}` in {first}");
     }

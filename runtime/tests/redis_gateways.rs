@@ -62,7 +62,8 @@ struct Load {
 
 impl Load {
     fn start(gws: &[Arc<Gw>], workers: usize) -> Load {
-        let (ok, limited, other) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (ok, limited, other) =
+            (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..workers)
             .map(|w| {
@@ -207,7 +208,8 @@ async fn a_thousand_aborted_streams_leak_no_concurrency_slot() {
     let mut all_free = false;
     while Instant::now() < deadline {
         let batch: Vec<_> = (0..5).map(|_| open()).collect();
-        let statuses: Vec<u16> = futures_util::future::join_all(batch).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+        let statuses: Vec<u16> =
+            futures_util::future::join_all(batch).await.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
         if statuses.iter().all(|s| *s == 200) {
             all_free = true;
             break;

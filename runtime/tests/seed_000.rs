@@ -63,9 +63,8 @@ async fn a_tenant_is_held_to_its_request_rate() {
     let mock = Mock::start(&[]);
     let gw = start(&mock);
     let c = reqwest::Client::new();
-    let translate = |key: &'static str| {
-        c.post(gw.url("/v1/speech/translate")).bearer_auth(key).body("RIFF....fake audio").send()
-    };
+    let translate =
+        |key: &'static str| c.post(gw.url("/v1/speech/translate")).bearer_auth(key).body("RIFF....fake audio").send();
     // trial: 2/s with a burst of 2.
     assert_ne!(translate("sk-trial-1").await.unwrap().status(), 429);
     assert_ne!(translate("sk-trial-1").await.unwrap().status(), 429);

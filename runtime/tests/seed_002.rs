@@ -34,22 +34,29 @@ fn chat(gw: &Gw, tenant: &str, key: &str, body: Value) -> reqwest::RequestBuilde
 async fn namespaces_route_by_header_and_keep_their_limits() {
     let mock = Mock::start(&[]);
     let gw = start(&mock);
-    let ent = serde_json::json!({"model": "gpt-4o", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
+    let ent =
+        serde_json::json!({"model": "gpt-4o", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(chat(&gw, "enterprise", "sk-ent-1", ent.clone()).send().await.unwrap().status(), 200);
-    assert_eq!(chat(&gw, "enterprise", "sk-dev-1", ent.clone()).send().await.unwrap().status(), 403, "not its namespace");
+    assert_eq!(
+        chat(&gw, "enterprise", "sk-dev-1", ent.clone()).send().await.unwrap().status(),
+        403,
+        "not its namespace"
+    );
     let big = serde_json::json!({"model": "gpt-4o", "max_tokens": 8192, "messages": []});
     assert_eq!(chat(&gw, "enterprise", "sk-ent-1", big).send().await.unwrap().status(), 400);
     let gpt_in_dev = serde_json::json!({"model": "gpt-4o", "messages": []});
     assert_eq!(chat(&gw, "dev", "sk-dev-1", gpt_in_dev).send().await.unwrap().status(), 403);
 
     // dev's token window for llama/qwen: 5k tokens a minute per key.
-    let too_big = serde_json::json!({"model": "llama-3-8b", "max_tokens": 6000, "messages": [{"role": "user", "content": "hi"}]});
+    let too_big =
+        serde_json::json!({"model": "llama-3-8b", "max_tokens": 6000, "messages": [{"role": "user", "content": "hi"}]});
     let refused = chat(&gw, "dev", "sk-dev-1", too_big).send().await.unwrap();
     assert_eq!(refused.status(), 429);
     assert_eq!(refused.headers()["x-ratelimit-limit-tokens"], "5000");
 
     // dev's QPS: 5 a second (the refused requests above were charged to none).
-    let llama = serde_json::json!({"model": "llama-3-8b", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
+    let llama =
+        serde_json::json!({"model": "llama-3-8b", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
     let mut statuses = vec![];
     for _ in 0..8 {
         statuses.push(chat(&gw, "dev", "sk-dev-1", llama.clone()).send().await.unwrap().status().as_u16());
