@@ -67,6 +67,8 @@ pub struct AuditRecord {
     pub completion_tokens: Option<u64>,
     /// An error kind such as `upstream_timeout`; never a message with request data in it.
     pub error: Option<String>,
+    /// Ids of `shadow` limits that would have refused the request (it was not refused).
+    pub shadow_refused: Vec<String>,
     pub policy_generation: u64,
 }
 
@@ -94,6 +96,7 @@ impl Default for AuditRecord {
             prompt_tokens: None,
             completion_tokens: None,
             error: None,
+            shadow_refused: Vec::new(),
             policy_generation: 0,
         }
     }

@@ -66,6 +66,8 @@ pub struct Exchange {
     pub hold: Hold,
     /// Set when the request has token budgets: read the upstream's usage from the answer.
     pub usage: Option<UsagePlan>,
+    /// Shadow limits that would have refused the request.
+    pub shadow_refused: Vec<String>,
 }
 
 /// How to read an answer's token usage, and what to reconcile with it.
@@ -139,7 +141,19 @@ pub async fn handle(
     let finish = move |end: StreamEnd, tokens: Option<(u64, u64)>| {
         gw2.metrics.in_flight.dec();
         conn_in_flight.fetch_sub(1, Ordering::SeqCst);
-        let Exchange { route, key_name, tenant, upstream, target, upstream_ms, error, request_bytes, mut hold, .. } = x;
+        let Exchange {
+            route,
+            key_name,
+            tenant,
+            upstream,
+            target,
+            upstream_ms,
+            error,
+            request_bytes,
+            mut hold,
+            shadow_refused,
+            ..
+        } = x;
         if let (Some(guard), Some((p, c))) = (hold.tenant.as_mut(), tokens) {
             guard.prompt_tokens = p;
             guard.completion_tokens = c;
@@ -167,6 +181,7 @@ pub async fn handle(
                 prompt_tokens: tokens.map(|t| t.0),
                 completion_tokens: tokens.map(|t| t.1),
                 error: error.map(str::to_string).or_else(|| (!end.complete).then(|| "response_incomplete".to_string())),
+                shadow_refused,
                 policy_generation: generation,
             });
         }
@@ -267,6 +282,7 @@ async fn pipeline(
             let checks = limit_checks(loaded, &decision, request_id, plan.as_ref());
             let (limit_results, ticket) = gw.limiter.check(&checks).await;
             count_limit_decisions(gw, &limit_results);
+            x.shadow_refused = limit_results.iter().filter(|r| r.shadow && !r.allowed).map(|r| r.id.clone()).collect();
             if !admitted(&limit_results) {
                 let refused = limit_results.iter().find(|r| !r.allowed && !r.shadow);
                 let (code, message) = match refused {

@@ -37,6 +37,7 @@ fn full_record(i: u64) -> AuditRecord {
         prompt_tokens: Some(17),
         completion_tokens: Some(99),
         error: None,
+        shadow_refused: vec![],
         policy_generation: 3,
     }
 }
@@ -104,6 +105,7 @@ async fn one_line_per_record_with_every_field() {
         "prompt_tokens",
         "completion_tokens",
         "error",
+        "shadow_refused",
         "policy_generation",
     ];
     let mut sorted = keys.clone();

@@ -224,3 +224,23 @@ async fn a_stalled_audit_writer_drops_records_and_never_slows_requests() {
         "requests slowed down by a stalled audit writer: {slow:?} against {base:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shadow_limit_is_recorded_but_never_refuses() {
+    let mock = Mock::start(&[]);
+    let text = policy("audit.jsonl").replace(
+        "    when GET \"/v1/models\"\n    auth users\n",
+        "    when GET \"/v1/models\"\n    auth users\n    limit rate 1/min per key shadow\n",
+    );
+    let gw = Gw::start(GwSpec::new(&text, &mock.url()).file("keys/users.keys", users_keys()));
+    let c = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = c.get(gw.url("/v1/models")).header("x-api-key", "sk-test-1").send().await.unwrap();
+        assert_eq!(r.status(), 200, "a shadow limit never refuses");
+    }
+    let records = wait_lines(&gw.path("audit.jsonl"), 3).await;
+    let shadowed: Vec<usize> = records.iter().map(|r| r["shadow_refused"].as_array().unwrap().len()).collect();
+    assert_eq!(shadowed, vec![0, 1, 1], "{records:?}");
+    let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"result="shadow_refused"} 2"#), "{metrics}");
+}
