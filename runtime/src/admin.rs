@@ -150,10 +150,12 @@ pub fn usage_view(gw: &Gateway) -> serde_json::Value {
         .iter()
         .map(|t| {
             let seen = traffic.iter().find(|v| v.tenant == t.name);
+            let limits: Vec<serde_json::Value> =
+                t.limits.iter().filter_map(|&i| graph.limits().get(i)).map(|l| limit_state(gw, l, &t.name)).collect();
             serde_json::json!({
                 "tenant": t.name,
                 "traffic": seen,
-                "limits": t.limits.iter().filter_map(|&i| graph.limits().get(i)).collect::<Vec<_>>(),
+                "limits": limits,
             })
         })
         .collect();
@@ -164,6 +166,29 @@ pub fn usage_view(gw: &Gateway) -> serde_json::Value {
         "tenants": tenants,
         "undeclared_tenants": undeclared,
     })
+}
+
+/// A tenant limit as declared, with its counter's state now (in this process's store: with
+/// `state redis`, the shared counters are in Redis and `state` is `null`).
+fn limit_state(gw: &Gateway, l: &gw_compiler::graph::LimitInfo, tenant: &str) -> serde_json::Value {
+    use gw_compiler::gcra::Gcra;
+    use gw_compiler::graph::LimitKindInfo;
+    let local = gw.limiter.redis().is_none();
+    let state = match (&l.kind, local) {
+        (_, false) => serde_json::Value::Null,
+        (LimitKindInfo::Rate { count, window_ns, burst }, true) => {
+            let gcra = Gcra::new(*count, *window_ns, *burst);
+            serde_json::json!({"capacity": gcra.burst(), "remaining": gw.limiter.local.remaining(&l.id, tenant, gcra)})
+        }
+        (LimitKindInfo::Tokens { count, window_ns, .. }, true) => {
+            let gcra = Gcra::new(*count, *window_ns, None);
+            serde_json::json!({"capacity": gcra.burst(), "remaining": gw.limiter.local.remaining(&l.id, tenant, gcra)})
+        }
+        (LimitKindInfo::Concurrent { max }, true) => {
+            serde_json::json!({"capacity": max, "in_use": gw.limiter.local.held(&l.id, tenant)})
+        }
+    };
+    serde_json::json!({"limit": l, "state": state})
 }
 
 /// Each upstream and what the gateway has seen of its targets.

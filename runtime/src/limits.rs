@@ -214,6 +214,19 @@ impl LocalLimiter {
         }
     }
 
+    /// What is left of a rate or token counter right now (a full bucket when it is unknown),
+    /// without charging it: for the operator view.
+    pub fn remaining(&self, id: &str, key: &str, gcra: Gcra) -> u64 {
+        let counter = counter_name(id, key);
+        let now = self.now_ns();
+        let tat = match self.lock(shard_of(&counter)).get(&counter) {
+            Some(Cell::Tat(t)) => *t,
+            _ => 0,
+        };
+        let capacity = gcra.tolerance_ns.saturating_add(gcra.interval_ns);
+        capacity.saturating_sub(tat.saturating_sub(now)) / gcra.interval_ns.max(1)
+    }
+
     /// Counters held.
     pub fn len(&self) -> usize {
         (0..SHARDS).map(|i| self.lock(i).len()).sum()

@@ -714,7 +714,7 @@ gateway {{ listen "{{LISTEN}}" admin "{{ADMIN}}" }}
 upstream mock {{ target "{{UPSTREAM}}" }}
 upstream dead {{ target "http://127.0.0.1:{dead}" connect_timeout 300ms }}
 keys users from "keys/users.keys"
-tenant alpha {{ rate 100/s; concurrent 5 }}
+tenant alpha {{ rate 100/min; concurrent 5 }}
 route models {{
     when GET "/v1/models"
     auth users
@@ -738,7 +738,13 @@ route dead {{
     let alpha = usage["tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "alpha").unwrap();
     assert_eq!(alpha["traffic"]["requests_last_minute"], 3, "{usage}");
     assert_eq!(alpha["traffic"]["in_flight"], 0);
-    assert_eq!(alpha["limits"].as_array().unwrap().len(), 2);
+    let limits = alpha["limits"].as_array().unwrap();
+    assert_eq!(limits.len(), 2);
+    let rate = limits.iter().find(|l| l["limit"]["kind"]["kind"] == "rate").unwrap();
+    let remaining = rate["state"]["remaining"].as_u64().unwrap();
+    assert!((95..100).contains(&remaining), "three requests were charged: {rate}");
+    let slots = limits.iter().find(|l| l["limit"]["kind"]["kind"] == "concurrent").unwrap();
+    assert_eq!(slots["state"]["in_use"], 0, "{slots}");
     let beta = usage["undeclared_tenants"].as_array().unwrap();
     assert_eq!(beta[0]["tenant"], "beta", "{usage}");
 
