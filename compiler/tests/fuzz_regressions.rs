@@ -1,0 +1,68 @@
+//! Replays every input in `fuzz/regressions/<target>/` (each one crashed a fuzz target once)
+//! through the same property the fuzz target checks (`gw_compiler::fuzzing`), so a fixed
+//! crash stays fixed without running the fuzzer. See fuzz/README.md for adding one.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use gw_compiler::fuzzing;
+
+fn regressions(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions").join(target);
+    // A missing folder would silently test nothing: it must exist, even when empty.
+    assert!(dir.is_dir(), "{} is missing: the regression folders moved?", dir.display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.is_file())
+        // Dotfiles (.gitkeep) and notes are not inputs.
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            !name.starts_with('.') && !name.ends_with(".md")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Generous: this runs unoptimised, where the fuzzers' inputs take several times longer.
+const SLOW: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn replay(target: &str, property: fn(&[u8])) {
+    let files = regressions(target);
+    let mut failed = vec![];
+    for f in &files {
+        let data = std::fs::read(f).unwrap_or_else(|e| panic!("cannot read {}: {e}", f.display()));
+        let start = std::time::Instant::now();
+        if catch_unwind(AssertUnwindSafe(|| property(&data))).is_err() {
+            failed.push(f.display().to_string());
+        }
+        // Inputs that once timed out must stay fast (the fuzzers' limit is 10 s, in release).
+        let took = start.elapsed();
+        if took > SLOW {
+            failed.push(format!("{} (took {took:?})", f.display()));
+        }
+    }
+    assert!(failed.is_empty(), "fuzz target `{target}` fails again on:\n  {}", failed.join("\n  "));
+    eprintln!("{target}: {} regression input(s) replayed", files.len());
+}
+
+#[test]
+fn parse_regressions() {
+    replay("parse", fuzzing::parse);
+}
+
+#[test]
+fn compile_structured_regressions() {
+    replay("compile_structured", fuzzing::compile_structured);
+}
+
+#[test]
+fn roundtrip_regressions() {
+    replay("roundtrip", fuzzing::roundtrip);
+}
+
+#[test]
+fn differential_regressions() {
+    replay("differential", fuzzing::differential);
+}
