@@ -24,6 +24,7 @@ pub mod program;
 pub mod request;
 pub mod resolve;
 pub mod source;
+pub mod support;
 pub mod syntax;
 pub mod testing;
 pub mod tokens;
@@ -90,6 +91,9 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
         // Checking a program with unresolved names or matcher cycles would only repeat errors.
         if !resolve_failed {
             diags.extend(check::check(&items));
+        }
+        if opts.mode == Mode::Serve {
+            diags.extend(support::unsupported(&items));
         }
     }
     let (env, env_diags) = check::env_vars(&items, opts.env, opts.mode);

@@ -45,9 +45,9 @@ const NOT_FIXTURES: &[&str] = &["snapshots", "keys"];
 
 /// Codes no policy can trigger through `gw-check`, so they have no golden case.
 const UNTRIGGERABLE: &[(Code, &str)] = &[
-    // Raised by `gw serve` (the runtime) for constructs it does not implement yet; the
-    // compiler accepts them, so `gw-check` never reports it.
-    (Code::NotSupported, "raised by `gw serve`, not by the compiler"),
+    // Raised only in serve mode (what `gw serve` compiles with) for constructs the runtime does
+    // not implement yet, so `gw-check` never reports it; tests/serve_support.rs snapshots it.
+    (Code::NotSupported, "raised in serve mode only, not by gw-check"),
     // An internal compiler error: no input, valid or not, should ever produce it. The hostile
     // input test below asserts that it never appears.
     (Code::Bug, "never raised for any input unless the compiler is wrong"),

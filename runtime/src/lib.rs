@@ -20,7 +20,6 @@ pub mod redis_store;
 pub mod server;
 pub mod store;
 pub mod stream;
-pub mod support;
 pub mod tls;
 pub mod traffic;
 pub mod upstream;

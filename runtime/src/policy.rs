@@ -1,5 +1,6 @@
-//! Loading a policy into a servable `Policy`: compile (from disk, or the embedded default),
-//! refuse what the runtime does not implement, and fingerprint the result.
+//! Loading a policy into a servable `Policy`: compile it in serve mode (from disk, or the
+//! embedded default; the compiler refuses what the runtime does not implement), lower it, and
+//! fingerprint the result.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -101,16 +102,6 @@ fn load_with(loader: &dyn Loader, root: &Path, generation: u64, style: Style) ->
         });
     };
     let graph = lower::lower(&program).map_err(|d| LoadError { rendered: render(&d, &program.sources, style) })?;
-    let unsupported = crate::support::unsupported(&graph);
-    if !unsupported.is_empty() {
-        return Err(LoadError {
-            rendered: format!(
-                "error[gw::not_supported]: {} uses what gw serve does not implement yet:\n{}",
-                root.display(),
-                unsupported.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n")
-            ),
-        });
-    }
     let mut hasher = Sha256::new();
     for file in &program.files {
         hasher.update(file.to_string_lossy().as_bytes());

@@ -525,7 +525,10 @@ route r { when GET "/" to u }
         &[],
     );
     assert_eq!(code, 1);
-    assert!(stderr.contains("gw::not_supported") && stderr.contains("route `r`: cache"), "{stderr}");
+    assert!(
+        stderr.contains("gw::not_supported") && stderr.contains("route `r`: `cache` is not implemented"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

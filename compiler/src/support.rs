@@ -1,0 +1,47 @@
+//! What `gw serve` implements. In serve mode a policy using a construct the runtime does not
+//! implement yet is refused with `gw::not_supported` at that construct, rather than served
+//! with part of it silently ignored. `gw-check` accepts and tests every construct.
+
+use crate::ast::{Item, RouteStmtKind, UpstreamStmtKind};
+use crate::diagnostics::{Code, Diag};
+
+const HELP: &str = "gw-check accepts and tests it, but gw serve cannot honour it yet; remove it to serve this \
+                    policy (the language reference lists what the runtime implements)";
+
+/// One `gw::not_supported` error per construct `gw serve` does not implement.
+pub fn unsupported(items: &[Item]) -> Vec<Diag> {
+    let mut out = vec![];
+    let mut refuse = |what: &str, owner: &str, span| {
+        out.push(
+            Diag::error(Code::NotSupported, format!("{owner}: `{what}` is not implemented by gw serve yet"))
+                .primary(span, format!("`{what}` is not implemented by the runtime yet"))
+                .help(HELP),
+        )
+    };
+    for item in items {
+        match item {
+            Item::Upstream(u) => {
+                for stmt in &u.stmts {
+                    if matches!(
+                        stmt.kind,
+                        UpstreamStmtKind::Health(_) | UpstreamStmtKind::Retry(_) | UpstreamStmtKind::Affinity(_)
+                    ) {
+                        refuse(stmt.kind.keyword(), &format!("upstream `{}`", u.name.name), stmt.span);
+                    }
+                }
+            }
+            Item::Route(r) => {
+                for stmt in &r.stmts {
+                    if matches!(
+                        stmt.kind,
+                        RouteStmtKind::Cache { .. } | RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }
+                    ) {
+                        refuse(stmt.kind.keyword(), &format!("route `{}`", r.name.name), stmt.span);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

@@ -1,0 +1,35 @@
+//! `gw::not_supported`: in serve mode (what `gw serve` compiles with), constructs the runtime
+//! does not implement are errors at the construct; `gw-check` accepts them.
+
+use gw_compiler::diagnostics::{render, Code, Style};
+use gw_compiler::{compile_str, Mode, Options};
+
+const POLICY: &str = r#"upstream pool {
+    target "http://127.0.0.1:9101"
+    health GET "/health" every 10s
+    retry  2 on connect_error, 502
+}
+
+route stats {
+    when  GET "/stats"
+    cache 5s max 1MB
+    to    pool
+}
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+#[test]
+fn gw_check_accepts_what_gw_serve_refuses() {
+    let checked = compile_str(POLICY, &Options { mode: Mode::Check, env: &no_env });
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+
+    let served = compile_str(POLICY, &Options { mode: Mode::Serve, env: &no_env });
+    let codes: Vec<Code> = served.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(codes, vec![Code::NotSupported; 3]);
+    assert!(served.program.is_none());
+    let text: Vec<String> = served.diagnostics.iter().map(|d| render(d, &served.sources, Style::Plain)).collect();
+    insta::assert_snapshot!(text.join("\n"));
+}
