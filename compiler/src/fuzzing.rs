@@ -19,6 +19,7 @@ use std::path::Path;
 
 use arbitrary::{Arbitrary, Unstructured};
 
+use crate::ast::Method;
 use crate::diagnostics::{self, Diag, Severity, Style};
 use crate::fmt as gwfmt;
 use crate::keys::hash_key;
@@ -1477,8 +1478,6 @@ impl GenRequest {
         out
     }
 }
-
-use crate::ast::Method;
 
 // ====================================================================== compile_structured
 
