@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::body::{full, Body, BoxError};
 use crate::errors::GwError;
-use crate::gateway::{unix_ms_of, Gateway};
+use crate::gateway::{unix_ms, Gateway};
 use crate::proxy::ConnInfo;
 
 const MAX_ADMIN_BODY: usize = 1 << 20;
@@ -131,7 +131,7 @@ fn policy_view(gw: &Gateway) -> serde_json::Value {
         "generation": p.policy.generation,
         "hash": p.policy.hash,
         "short_hash": p.policy.short_hash(),
-        "loaded_at_unix_ms": unix_ms_of(p.policy.loaded_at),
+        "loaded_at_unix_ms": unix_ms(p.policy.loaded_at),
         "files": p.policy.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "warnings": p.policy.warnings,
         "routes": p.policy.graph.routes().iter().map(|r| &r.name).collect::<Vec<_>>(),

@@ -73,7 +73,7 @@ const REDIS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(150)
 /// Audit records queued for the writer; beyond this they are dropped and counted.
 const AUDIT_QUEUE: usize = 8192;
 
-fn unix_ms(t: SystemTime) -> u128 {
+pub fn unix_ms(t: SystemTime) -> u128 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
 }
 
@@ -203,8 +203,4 @@ fn needs_restart(old: &Loaded, new: &Loaded) -> Option<&'static str> {
         return Some("the audit log");
     }
     None
-}
-
-pub fn unix_ms_of(t: SystemTime) -> u128 {
-    unix_ms(t)
 }

@@ -382,6 +382,11 @@ async fn pipeline(
     }
 }
 
+/// Headers as the decision graph reads them: lower-case names, values as text.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
+}
+
 /// The request as the decision graph sees it.
 fn gw_request(req: &Request<Incoming>, peer: SocketAddr) -> GwRequest {
     let uri = req.uri();
@@ -395,11 +400,7 @@ fn gw_request(req: &Request<Incoming>, peer: SocketAddr) -> GwRequest {
         host: gw_compiler::request::normalize_host(&host),
         path: uri.path().to_string(),
         query: uri.query().map(gw_compiler::request::parse_query).unwrap_or_default(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
+        headers: header_pairs(req.headers()),
         body: None,
         client_ip: Some(peer.ip().to_string()),
     }
@@ -788,11 +789,7 @@ fn gw_request_light(parts: &http::request::Parts, peer: SocketAddr) -> GwRequest
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(gw_compiler::request::parse_query).unwrap_or_default(),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect(),
+        headers: header_pairs(&parts.headers),
         client_ip: Some(peer.ip().to_string()),
         ..GwRequest::default()
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{key_line, users_keys, Gw, GwSpec, Mock, BASIC_POLICY};
+use common::{header_of, key_line, users_keys, Gw, GwSpec, Mock, BASIC_POLICY};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 
@@ -31,16 +31,6 @@ async fn assert_error_shape(resp: reqwest::Response, status: u16, code: &str) ->
     assert_eq!(e["code"], code, "{body}");
     assert_eq!(e["request_id"], id.as_str(), "{body}");
     body
-}
-
-fn header_of<'a>(rec: &'a Value, name: &str) -> Vec<&'a str> {
-    rec["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
-        .map(|h| h[1].as_str().unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

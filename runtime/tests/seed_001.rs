@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gw, GwSpec, Mock};
+use common::{header_of, Gw, GwSpec, Mock};
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -24,16 +24,6 @@ fn start(mock: &Mock) -> Gw {
             .env("BACKEND_API_KEY", "real-backend-key")
             .env("GW_ADMIN_TOKEN", "admin-token"),
     )
-}
-
-fn headers_of(rec: &Value, name: &str) -> Vec<String> {
-    rec["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
-        .map(|h| h[1].as_str().unwrap().to_string())
-        .collect()
 }
 
 const BODY: &str = r#"{"model":"gpt-3.5-turbo","messages":[{"role":"user","content":"What is Python?"},{"role":"assistant","content":"A language."},{"role":"user","content":"How to learn it?"}],"temperature":0.7}"#;
@@ -65,14 +55,14 @@ async fn users_reach_the_backend_through_one_endpoint_with_the_real_key() {
     assert_eq!(seen.len(), 2);
     for rec in &seen {
         assert_eq!(rec["path"], "/miniai/v2/chat/completions", "the /proxy prefix is removed");
-        assert_eq!(headers_of(rec, "authorization"), vec!["Bearer real-backend-key"]);
-        assert!(headers_of(rec, "x-api-key").is_empty());
-        assert!(headers_of(rec, "x-forwarded-for").is_empty(), "forwarded strip");
-        assert_eq!(headers_of(rec, "user-agent"), vec!["M-FastGate (gw)"]);
+        assert_eq!(header_of(rec, "authorization"), vec!["Bearer real-backend-key"]);
+        assert!(header_of(rec, "x-api-key").is_empty());
+        assert!(header_of(rec, "x-forwarded-for").is_empty(), "forwarded strip");
+        assert_eq!(header_of(rec, "user-agent"), vec!["M-FastGate (gw)"]);
         assert_eq!(rec["body"], BODY, "the body passes unchanged");
         assert!(!rec.to_string().contains("sk-user"));
     }
-    assert_eq!(headers_of(&seen[0], "x-business"), vec!["kept"]);
+    assert_eq!(header_of(&seen[0], "x-business"), vec!["kept"]);
 
     let bad_key = c.post(&url).header("x-api-key", "your_user_api_key").body(BODY).send().await.unwrap();
     assert_eq!(bad_key.status(), 401);

@@ -76,12 +76,7 @@ async fn health_metrics_workers_and_trace_context() {
         .await
         .unwrap();
     let seen = mock.requests().await;
-    let trace = |i: usize| {
-        seen[i]["headers"].as_array().unwrap().iter().find(|h| h[0] == "traceparent").unwrap()[1]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let trace = |i: usize| common::header_of(&seen[i], "traceparent")[0].to_string();
     let started = trace(0);
     assert_eq!(started.len(), 55, "{started}");
     assert!(started.starts_with("00-"));

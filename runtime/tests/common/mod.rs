@@ -280,3 +280,16 @@ pub fn require_tool(tool: &str, package: &str) -> Option<PathBuf> {
     eprintln!("SKIPPED: {tool} is not installed (apt-get install {package})");
     None
 }
+
+/// The values of header `name` in a request the mock recorded (`/mock/requests`).
+pub fn header_of<'a>(rec: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    rec["headers"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+                .filter_map(|h| h[1].as_str())
+                .collect()
+        })
+        .unwrap_or_default()
+}
