@@ -2,6 +2,8 @@
 //! embedded default; the compiler refuses what the runtime does not implement), lower it, and
 //! fingerprint the result.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -91,8 +93,29 @@ pub fn load(source: &PolicySource, generation: u64, style: Style) -> Result<Poli
     }
 }
 
+/// A loader that keeps the bytes it handed to the compiler, so the policy's hash names exactly
+/// what was compiled: reading the files again afterwards could see a rewrite made meanwhile.
+struct Recording<'a> {
+    inner: &'a dyn Loader,
+    read: RefCell<HashMap<PathBuf, Vec<u8>>>,
+}
+
+impl Loader for Recording<'_> {
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let bytes = self.inner.read(path)?;
+        // The first read is the one compiled (the compiler reads each file once).
+        self.read.borrow_mut().entry(path.to_path_buf()).or_insert_with(|| bytes.clone());
+        Ok(bytes)
+    }
+
+    fn canonical(&self, path: &Path) -> PathBuf {
+        self.inner.canonical(path)
+    }
+}
+
 fn load_with(loader: &dyn Loader, root: &Path, generation: u64, style: Style) -> Result<Policy, LoadError> {
-    let out = compile(loader, root, &Options::serve());
+    let loader = Recording { inner: loader, read: RefCell::new(HashMap::new()) };
+    let out = compile(&loader, root, &Options::serve());
     let rendered: Vec<String> = out.diagnostics.iter().map(|d| render(d, &out.sources, style)).collect();
     let has_errors = out.has_errors();
     let Some(program) = out.program.filter(|_| !has_errors) else {
@@ -102,10 +125,11 @@ fn load_with(loader: &dyn Loader, root: &Path, generation: u64, style: Style) ->
         });
     };
     let graph = lower::lower(&program).map_err(|d| LoadError { rendered: render(&d, &program.sources, style) })?;
+    let read = loader.read.into_inner();
     let mut hasher = Sha256::new();
     for file in &program.files {
         hasher.update(file.to_string_lossy().as_bytes());
-        hasher.update(loader.read(file).unwrap_or_default());
+        hasher.update(read.get(file).map(Vec::as_slice).unwrap_or_default());
     }
     Ok(Policy {
         graph,
@@ -115,4 +139,39 @@ fn load_with(loader: &dyn Loader, root: &Path, generation: u64, style: Style) ->
         loaded_at: SystemTime::now(),
         warnings: rendered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    /// A file rewritten after each read: the compiler sees `first`, anything reading it again
+    /// sees `second`.
+    struct Rewritten {
+        reads: Cell<u32>,
+        first: &'static str,
+        second: &'static str,
+    }
+
+    impl Loader for Rewritten {
+        fn read(&self, _: &Path) -> std::io::Result<Vec<u8>> {
+            self.reads.set(self.reads.get() + 1);
+            let text = if self.reads.get() == 1 { self.first } else { self.second };
+            Ok(text.as_bytes().to_vec())
+        }
+    }
+
+    #[test]
+    fn the_hash_names_the_bytes_that_were_compiled() {
+        let first = "route a {\n    when GET \"/a\"\n    respond 200 \"a\"\n}\n";
+        let second = "route b {\n    when GET \"/b\"\n    respond 200 \"b\"\n}\n";
+        let loader = Rewritten { reads: Cell::new(0), first, second };
+        let policy = load_with(&loader, Path::new("p.gwp"), 1, Style::Plain).expect("compiles");
+        let mut expected = Sha256::new();
+        expected.update(b"p.gwp");
+        expected.update(first.as_bytes());
+        assert_eq!(policy.hash, hex::encode(expected.finalize()), "the hash of what was compiled");
+        assert_eq!(policy.graph.routes()[0].name, "a");
+    }
 }
