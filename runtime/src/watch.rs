@@ -3,8 +3,9 @@
 //! [`watch_files`] watches the *parent directories* of the given files, not the files: editors
 //! save by writing a temporary file and renaming it over the original, which leaves a watch on
 //! the old inode behind, and a file deleted then created again must be noticed too. Events are
-//! kept when they name one of the files (compared as `canonical parent dir / file name`, and the
-//! fully resolved path when the file is a symlink), and debounced: a burst of events (write,
+//! kept when they name one of the files or a symbolic link on the way to one (each compared as
+//! `real parent dir / name`: a ConfigMap's `..data` link swapped for a new one counts even while
+//! the folder it pointed to stays), and debounced: a burst of events (write,
 //! rename, write, chmod) calls `on_change` once, `debounce` after the last event of the burst
 //! (or at the latest `MAX_WAIT_FACTOR` × `debounce` after its first, so a file rewritten
 //! without pause still reloads).
@@ -17,9 +18,9 @@
 //! reload the policy may read other files: pass the new list to [`Watcher::set_files`].
 //! Dropping the [`Watcher`] stops it; no call is made after the drop.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -185,31 +186,61 @@ fn resolve(files: &[PathBuf]) -> (HashSet<PathBuf>, BTreeSet<PathBuf>, Vec<Strin
     let cwd = std::env::current_dir().unwrap_or_default();
     for file in files {
         let abs = if file.is_absolute() { file.clone() } else { cwd.join(file) };
-        let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        if abs.file_name().is_none() {
             errors.push(format!("cannot watch {}: not a file path", file.display()));
             continue;
-        };
-        let parent = match std::fs::canonicalize(parent) {
-            Ok(p) => p,
-            Err(e) => {
-                errors.push(format!("cannot watch {}: directory {}: {e}", file.display(), parent.display()));
+        }
+        for step in chain(&abs) {
+            let Some(dir) = step.parent() else { continue };
+            if !dir.is_dir() {
+                errors.push(format!("cannot watch {}: directory {} does not exist", file.display(), dir.display()));
                 continue;
             }
-        };
-        let target = parent.join(name);
-        // A symlinked file (a Kubernetes ConfigMap, say) changes where its target lives too.
-        if let Ok(real) = std::fs::canonicalize(&target) {
-            if real != target {
-                if let Some(real_dir) = real.parent() {
-                    dirs.insert(real_dir.to_path_buf());
-                }
-                targets.insert(real);
-            }
+            dirs.insert(dir.to_path_buf());
+            targets.insert(step);
         }
-        dirs.insert(parent);
-        targets.insert(target);
     }
     (targets, dirs, errors)
+}
+
+/// Most symbolic links followed for one path (as the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+/// Every path along the way to `abs`: each symbolic link met (a Kubernetes ConfigMap's
+/// `policy.gwp -> ..data/policy.gwp` and `..data -> ..2026_12_04_v1`, a Capistrano
+/// `current -> releases/42`), then the real file. Each is named under its real parent
+/// directory, as events name it, so replacing any link of the chain is seen, even while the
+/// folder it pointed to stays. Components that do not exist yet end the resolution as written.
+fn chain(abs: &Path) -> Vec<PathBuf> {
+    let mut steps = Vec::new();
+    let mut here = PathBuf::new();
+    let mut rest: VecDeque<PathBuf> = abs.components().map(|c| PathBuf::from(c.as_os_str())).collect();
+    let mut links = 0;
+    while let Some(part) = rest.pop_front() {
+        match Path::new(&part).components().next() {
+            Some(Component::RootDir | Component::Prefix(_)) => here = part,
+            Some(Component::CurDir) | None => {}
+            Some(Component::ParentDir) => {
+                here.pop();
+            }
+            Some(Component::Normal(name)) => {
+                let next = here.join(name);
+                match std::fs::read_link(&next) {
+                    Ok(target) if links < MAX_LINKS => {
+                        links += 1;
+                        steps.push(next);
+                        // The link's target continues from its own folder (or from the root).
+                        for c in target.components().rev() {
+                            rest.push_front(PathBuf::from(c.as_os_str()));
+                        }
+                    }
+                    _ => here = next,
+                }
+            }
+        }
+    }
+    steps.push(here);
+    steps
 }
 
 fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Msg>, debounce: Duration, on_change: Box<dyn Fn() + Send>) {

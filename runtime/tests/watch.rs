@@ -200,31 +200,85 @@ fn pathdiff(path: &Path) -> PathBuf {
     path.to_path_buf()
 }
 
-#[test]
-fn a_symlink_swap_is_a_call_each_time() {
-    // The Kubernetes ConfigMap layout: gateway.gwp -> ..data/gateway.gwp, ..data -> ..v1,
-    // updated by pointing ..data at a new directory and removing the old one.
+/// The Kubernetes ConfigMap layout: gateway.gwp -> ..data/gateway.gwp, ..data -> ..vN, updated
+/// by pointing a new link at a new folder and renaming it over ..data; the old folder removed
+/// after (as the kubelet does) or kept.
+fn configmap_version(root: &Path, n: u32, remove_old: bool) {
+    let v = root.join(format!("..v{n}"));
+    std::fs::create_dir(&v).unwrap();
+    std::fs::write(v.join("gateway.gwp"), format!("# v{n}\n")).unwrap();
+    std::os::unix::fs::symlink(format!("..v{n}"), root.join("..data_tmp")).unwrap();
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    if n > 1 && remove_old {
+        std::fs::remove_dir_all(root.join(format!("..v{}", n - 1))).unwrap();
+    }
+}
+
+fn configmap_swaps(remove_old: bool) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let version = |n: u32| {
-        let v = root.join(format!("..v{n}"));
-        std::fs::create_dir(&v).unwrap();
-        std::fs::write(v.join("gateway.gwp"), format!("# v{n}\n")).unwrap();
-        std::os::unix::fs::symlink(format!("..v{n}"), root.join("..data_tmp")).unwrap();
-        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
-        if n > 1 {
-            std::fs::remove_dir_all(root.join(format!("..v{}", n - 1))).unwrap();
-        }
-    };
-    version(1);
+    configmap_version(root, 1, remove_old);
     let file = root.join("gateway.gwp");
     std::os::unix::fs::symlink("..data/gateway.gwp", &file).unwrap();
     let (_w, calls) = watch(&[&file]);
-    version(2);
+    configmap_version(root, 2, remove_old);
     assert_eq!(calls.settle(1), 1);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "# v2\n");
-    version(3);
+    configmap_version(root, 3, remove_old);
     assert_eq!(calls.settle(2), 2, "the watch follows the link to its new directory");
+}
+
+#[test]
+fn a_configmap_swap_is_a_call_each_time() {
+    configmap_swaps(true);
+}
+
+#[test]
+fn a_configmap_swap_is_a_call_each_time_while_the_old_folder_stays() {
+    configmap_swaps(false);
+}
+
+/// The Capistrano layout: app/current -> releases/N (an absolute link), the policy read as
+/// app/current/gateway.gwp; a deploy renames a new `current` link over the old one.
+fn capistrano_release(app: &Path, n: u32, remove_old: bool) {
+    let release = app.join(format!("releases/{n}"));
+    std::fs::create_dir_all(&release).unwrap();
+    std::fs::write(release.join("gateway.gwp"), format!("# release {n}\n")).unwrap();
+    std::os::unix::fs::symlink(&release, app.join("current_tmp")).unwrap();
+    std::fs::rename(app.join("current_tmp"), app.join("current")).unwrap();
+    if n > 1 && remove_old {
+        std::fs::remove_dir_all(app.join(format!("releases/{}", n - 1))).unwrap();
+    }
+}
+
+fn capistrano_deploys(remove_old: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path();
+    capistrano_release(app, 1, remove_old);
+    let file = app.join("current/gateway.gwp");
+    let (_w, calls) = watch(&[&file]);
+    capistrano_release(app, 2, remove_old);
+    assert_eq!(calls.settle(1), 1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# release 2\n");
+    capistrano_release(app, 3, remove_old);
+    assert_eq!(calls.settle(2), 2, "the watch follows `current` to the new release");
+    // An edit inside the release now served is a change; one in an old release is not.
+    std::fs::write(app.join("releases/3/gateway.gwp"), "# release 3, edited\n").unwrap();
+    assert_eq!(calls.settle(3), 3);
+    if !remove_old {
+        std::fs::write(app.join("releases/1/gateway.gwp"), "# stale\n").unwrap();
+        assert_eq!(calls.settle(4), 3, "an old release is not watched");
+    }
+}
+
+#[test]
+fn a_capistrano_deploy_is_a_call_each_time() {
+    capistrano_deploys(true);
+}
+
+#[test]
+fn a_capistrano_deploy_is_a_call_each_time_while_old_releases_stay() {
+    capistrano_deploys(false);
 }
 
 #[test]
