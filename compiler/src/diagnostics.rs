@@ -83,6 +83,7 @@ codes! {
     TestInvalid = "gw::test_invalid", "a test block that cannot run as written";
     TestFailed = "gw::test_failed", "a policy test whose expectation did not hold";
     NotSupported = "gw::not_supported", "a construct the running gateway does not implement yet";
+    NoRoutes = "gw::no_routes", "a policy to serve that has no route (an empty or truncated file)";
     Bug = "gw::bug", "an internal compiler error: please report it";
 }
 

@@ -94,6 +94,7 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
         }
         if opts.mode == Mode::Serve {
             diags.extend(support::unsupported(&items));
+            diags.extend(support::no_routes(&items));
         }
     }
     let (env, env_diags) = check::env_vars(&items, opts.env, opts.mode);

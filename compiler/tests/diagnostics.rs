@@ -48,6 +48,9 @@ const UNTRIGGERABLE: &[(Code, &str)] = &[
     // Raised only in serve mode (what `gw serve` compiles with) for constructs the runtime does
     // not implement yet, so `gw-check` never reports it; tests/serve_support.rs snapshots it.
     (Code::NotSupported, "raised in serve mode only, not by gw-check"),
+    // A policy without routes is a fine library file for gw-check; only serving one is an
+    // error. tests/serve_support.rs snapshots it.
+    (Code::NoRoutes, "raised in serve mode only, not by gw-check"),
     // An internal compiler error: no input, valid or not, should ever produce it. The hostile
     // input test below asserts that it never appears.
     (Code::Bug, "never raised for any input unless the compiler is wrong"),
