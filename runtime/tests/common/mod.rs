@@ -187,9 +187,15 @@ impl Gw {
     }
 
     fn spawn(policy: &Path, env: &[(&str, &str)], addr: SocketAddr, admin: SocketAddr) -> Proc {
+        Self::spawn_with(policy, &[], env, addr, admin)
+    }
+
+    /// `gw serve POLICY ARGS...`, waited for until `addr` and `admin` accept connections.
+    pub fn spawn_with(policy: &Path, args: &[&str], env: &[(&str, &str)], addr: SocketAddr, admin: SocketAddr) -> Proc {
         let mut child = Command::new(gw_bin())
             .arg("serve")
             .arg(policy)
+            .args(args)
             .envs(env.iter().copied())
             .env("GW_LOG", "info")
             .stdout(Stdio::null())
