@@ -232,6 +232,16 @@ fn apply_rate_limits(
     tats: &mut HashMap<(String, String), u64>,
     now: u64,
 ) {
+    // A reservation larger than a whole budget can never pass: 400, as gw serve answers it,
+    // before any limit is counted.
+    for l in &answer.decision.limits {
+        let Some(m) = rates.get(&l.id) else { continue };
+        if m.tokens.is_some() && !m.shadow && m.cost(req) > m.gcra.burst() {
+            answer.status = 400;
+            answer.message = Some(format!("request too large for token budget {}", l.id));
+            return;
+        }
+    }
     let mut updates = vec![];
     for l in &answer.decision.limits {
         let Some(m) = rates.get(&l.id) else { continue };

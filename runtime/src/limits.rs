@@ -18,6 +18,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use gw_compiler::gcra::Gcra;
+use gw_compiler::graph::{LimitInfo, LimitKindInfo, LimitOwner, LimitPer};
 
 const SHARDS: usize = 64;
 /// A shard sweeps its idle counters when it grows past this many.
@@ -26,8 +27,8 @@ const SWEEP_AT: usize = 4096;
 /// What one limit costs the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Charge {
-    /// `limit rate N/window`: one request.
-    Rate { gcra: Gcra },
+    /// `limit rate N/window`: one request. `count` is the N as written (the burst may differ).
+    Rate { gcra: Gcra, count: u64 },
     /// `limit tokens N/window`: `cost` tokens reserved now (prompt + requested completion).
     Tokens { gcra: Gcra, cost: u64 },
     /// `limit concurrent N`: a slot until `release`. `lease` names the holder (the request id)
@@ -36,6 +37,16 @@ pub enum Charge {
 }
 
 impl Charge {
+    /// The limit as written: requests or tokens per window, slots for concurrency.
+    pub fn per_window(&self) -> u64 {
+        match self {
+            Charge::Rate { count, .. } => *count,
+            // A budget's burst is its count (`Gcra::new(count, window, None)`).
+            Charge::Tokens { gcra, .. } => gcra.burst(),
+            Charge::Concurrent { max, .. } => *max,
+        }
+    }
+
     pub fn kind(&self) -> LimitKind {
         match self {
             Charge::Rate { .. } => LimitKind::Requests,
@@ -83,7 +94,8 @@ pub struct LimitResult {
     pub kind: LimitKind,
     pub shadow: bool,
     pub allowed: bool,
-    /// The limit's capacity: the burst for rates and budgets, the slots for concurrency.
+    /// The limit as the policy states it: requests or tokens per window (not the burst), the
+    /// slots for concurrency. What `x-ratelimit-limit-*` reports.
     pub limit: u64,
     /// What is left after this request (if it was admitted).
     pub remaining: u64,
@@ -91,12 +103,86 @@ pub struct LimitResult {
     pub retry_after_ns: u64,
     /// When the counter is full again (ns from now).
     pub reset_after_ns: u64,
+    /// Decided without the store: it could not be asked, and `on_error` decided.
+    pub fallback: bool,
 }
 
 /// The verdicts for all of a request's limits, and whether it was admitted (every enforced
 /// limit allowed it; then, and only then, every limit was charged).
 pub fn admitted(results: &[LimitResult]) -> bool {
     results.iter().all(|r| r.allowed || r.shadow)
+}
+
+/// The first enforced token budget the request's reservation exceeds on its own: a full
+/// bucket cannot hold it, so no wait would ever let it pass (it is refused without a charge).
+pub fn never_fits(checks: &[LimitCheck]) -> Option<(&LimitCheck, u64)> {
+    checks.iter().find_map(|c| match &c.charge {
+        Charge::Tokens { gcra, cost } if !c.shadow && *cost > gcra.burst() => Some((c, *cost)),
+        _ => None,
+    })
+}
+
+/// A limit in the policy's words, for the client: "the token budget of route `chat` (12500
+/// tokens per minute per key)". The limit's id (an internal name) stays in logs and metrics.
+pub fn describe(info: &LimitInfo) -> String {
+    let owner = match &info.owner {
+        LimitOwner::Route { name, .. } => format!("route `{name}`"),
+        LimitOwner::Tenant { name } => format!("tenant `{name}`"),
+    };
+    let per = match &info.per {
+        LimitPer::Route => String::new(),
+        LimitPer::Key => " per key".into(),
+        LimitPer::Tenant => " per tenant".into(),
+        LimitPer::Client => " per client address".into(),
+        LimitPer::Header(h) => format!(" per `{h}` header value"),
+        LimitPer::Expr => " per the policy's key expression".into(),
+    };
+    let (what, amount) = match info.kind {
+        LimitKindInfo::Rate { count, window_ns, burst } => {
+            let comma = if per.is_empty() { "" } else { "," };
+            let burst = burst.map(|b| format!(", bursts of {b}{comma}")).unwrap_or_default();
+            ("rate limit", format!("{count} requests per {}{burst}", window_words(window_ns)))
+        }
+        LimitKindInfo::Tokens { count, window_ns, .. } => {
+            ("token budget", format!("{count} tokens per {}", window_words(window_ns)))
+        }
+        LimitKindInfo::Concurrent { max } => ("concurrency limit", format!("{max} requests in flight")),
+    };
+    format!("the {what} of {owner} ({amount}{per})")
+}
+
+/// A window as people say it: `second`, `minute`, `10 seconds`, `100 ms`.
+fn window_words(ns: u64) -> String {
+    const UNITS: [(u64, &str); 4] =
+        [(86_400_000_000_000, "day"), (3_600_000_000_000, "hour"), (60_000_000_000, "minute"), (1_000_000_000, "second")];
+    for (unit, name) in UNITS {
+        if ns >= unit && ns % unit == 0 {
+            return match ns / unit {
+                1 => name.to_string(),
+                n => format!("{n} {name}s"),
+            };
+        }
+    }
+    format!("{} ms", ns / 1_000_000)
+}
+
+/// A duration as OpenAI's `x-ratelimit-reset-*` headers write it (Go's notation, to the
+/// millisecond, rounded up): `0s`, `20ms`, `1s`, `1.5s`, `6m0s`, `1h0m0s`.
+pub fn openai_duration(ns: u64) -> String {
+    let ms = ns.div_ceil(1_000_000);
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let secs = if frac == 0 { format!("{s}s") } else { format!("{s}.{}s", format!("{frac:03}").trim_end_matches('0')) };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
 }
 
 /// One counter's stored state.
@@ -258,9 +344,10 @@ fn evaluate(check: &LimitCheck, cell: Option<Cell>, now: u64) -> (LimitResult, C
         remaining,
         retry_after_ns,
         reset_after_ns,
+        fallback: false,
     };
     match &check.charge {
-        Charge::Rate { gcra } | Charge::Tokens { gcra, .. } => {
+        Charge::Rate { gcra, .. } | Charge::Tokens { gcra, .. } => {
             let cost = match &check.charge {
                 Charge::Tokens { cost, .. } => *cost,
                 _ => 1,
@@ -270,7 +357,8 @@ fn evaluate(check: &LimitCheck, cell: Option<Cell>, now: u64) -> (LimitResult, C
                 _ => 0,
             };
             let v = gcra.check(tat, now, cost);
-            (base(v.allowed, gcra.burst(), v.remaining, v.retry_after_ns, v.reset_after_ns), Cell::Tat(v.tat))
+            let limit = check.charge.per_window();
+            (base(v.allowed, limit, v.remaining, v.retry_after_ns, v.reset_after_ns), Cell::Tat(v.tat))
         }
         Charge::Concurrent { max, .. } => {
             let held = match cell {
@@ -295,8 +383,68 @@ mod tests {
             id: id.into(),
             key: "k".into(),
             shadow,
-            charge: Charge::Rate { gcra: Gcra::new(count, MIN, None) },
+            charge: Charge::Rate { gcra: Gcra::new(count, MIN, None), count },
         }
+    }
+
+    #[test]
+    fn durations_are_written_as_openai_does() {
+        let ms = 1_000_000;
+        for (ns, text) in [
+            (0, "0s"),
+            (1, "1ms"),
+            (20 * ms, "20ms"),
+            (1000 * ms, "1s"),
+            (1500 * ms, "1.5s"),
+            (59_999 * ms + 1, "1m0s"),
+            (360_000 * ms, "6m0s"),
+            (3_600_000 * ms, "1h0m0s"),
+            (3_725_250 * ms, "1h2m5.25s"),
+        ] {
+            assert_eq!(openai_duration(ns), text, "{ns} ns");
+        }
+    }
+
+    #[test]
+    fn limits_are_described_in_the_policys_words() {
+        let info = |kind, per, owner| LimitInfo {
+            id: "route:translate#0:rate:100/1000000000ns:b0:per:tenant".into(),
+            kind,
+            shadow: false,
+            per,
+            owner,
+            model: None,
+            conditional: false,
+        };
+        let route = || LimitOwner::Route { route: 0, name: "translate".into() };
+        let rate = info(LimitKindInfo::Rate { count: 100, window_ns: 1_000_000_000, burst: None }, LimitPer::Tenant, route());
+        assert_eq!(describe(&rate), "the rate limit of route `translate` (100 requests per second per tenant)");
+        let burst =
+            info(LimitKindInfo::Rate { count: 60, window_ns: MIN, burst: Some(10) }, LimitPer::Header("x-user".into()), route());
+        assert_eq!(
+            describe(&burst),
+            "the rate limit of route `translate` (60 requests per minute, bursts of 10, per `x-user` header value)"
+        );
+        let budget = info(
+            LimitKindInfo::Tokens { count: 12500, window_ns: 10 * MIN, estimate: None },
+            LimitPer::Route,
+            LimitOwner::Tenant { name: "team_a".into() },
+        );
+        assert_eq!(describe(&budget), "the token budget of tenant `team_a` (12500 tokens per 10 minutes)");
+        let slots = info(LimitKindInfo::Concurrent { max: 4 }, LimitPer::Key, route());
+        assert_eq!(describe(&slots), "the concurrency limit of route `translate` (4 requests in flight per key)");
+        assert!(!describe(&rate).contains("route:translate#0"), "no internal id");
+    }
+
+    #[test]
+    fn a_reservation_larger_than_the_budget_never_fits() {
+        let gcra = Gcra::new(12_500, MIN, None);
+        let t = |cost, shadow| LimitCheck { id: "t".into(), key: "k".into(), shadow, charge: Charge::Tokens { gcra, cost } };
+        assert!(never_fits(&[t(12_500, false)]).is_none(), "a full budget admits exactly its size");
+        assert_eq!(never_fits(&[t(13_000, false)]).map(|(c, cost)| (c.id.as_str(), cost)), Some(("t", 13_000)));
+        assert!(never_fits(&[t(13_000, true)]).is_none(), "a shadow budget never refuses");
+        let l = LocalLimiter::default();
+        assert!(admitted(&l.check_at(&[t(12_500, false)], 0)), "the size of the budget fits when it is full");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::budget::{Reconcile, TokenPlan};
 use crate::errors::{bad_request, GwError};
 use crate::gateway::{Gateway, Loaded};
 use crate::headers;
-use crate::limits::{admitted, Charge, LimitCheck, LimitKind, LimitResult};
+use crate::limits::{admitted, never_fits, Charge, LimitCheck, LimitKind, LimitResult};
 use crate::store::Held;
 use crate::stream::{StreamEnd, Tracked};
 use crate::traffic::TenantTraffic;
@@ -280,22 +280,24 @@ async fn pipeline(
             let forwarding = matches!(decision.outcome, Outcome::Forward { .. });
             let plan = if forwarding { TokenPlan::new(&decision, graph.limits(), buffered.as_ref()) } else { None };
             let checks = limit_checks(loaded, &decision, request_id, plan.as_ref());
+            if let Some((check, cost)) = never_fits(&checks) {
+                // No wait would let it pass: not a 429 (clients retry those), and nothing charged.
+                gw.metrics.limit_decisions.with_label_values(&[&check.id, "too_large"]).inc();
+                let budget = describe_limit(graph, &check.id);
+                return Err(GwError::new(
+                    400,
+                    "request_too_large_for_budget",
+                    format!(
+                        "this request reserves {cost} tokens, more than {budget} can ever admit at once; \
+                         lower max_tokens or shorten the prompt"
+                    ),
+                ));
+            }
             let (limit_results, ticket) = gw.limiter.check(&checks).await;
             count_limit_decisions(gw, &limit_results);
             x.shadow_refused = limit_results.iter().filter(|r| r.shadow && !r.allowed).map(|r| r.id.clone()).collect();
             if !admitted(&limit_results) {
-                let refused = limit_results.iter().find(|r| !r.allowed && !r.shadow);
-                let (code, message) = match refused {
-                    Some(r) if r.kind == LimitKind::Concurrent => {
-                        ("concurrency_limit_exceeded", format!("too many requests in flight for limit `{}`", r.id))
-                    }
-                    Some(r) if r.kind == LimitKind::Tokens => {
-                        ("token_limit_exceeded", format!("token budget `{}` exceeded", r.id))
-                    }
-                    Some(r) => ("rate_limit_exceeded", format!("rate limit `{}` exceeded", r.id)),
-                    None => ("rate_limit_exceeded", "rate limit exceeded".to_string()),
-                };
-                let mut resp = GwError::new(429, code, message).into_response(request_id);
+                let mut resp = refusal(graph, &limit_results).into_response(request_id);
                 rate_headers(resp.headers_mut(), &limit_results);
                 return Ok(resp);
             }
@@ -558,7 +560,7 @@ fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str, plan: Op
             let info = table.get(applied.limit)?;
             let charge = match info.kind {
                 LimitKindInfo::Rate { count, window_ns, burst } => {
-                    Charge::Rate { gcra: Gcra::new(count, window_ns, burst) }
+                    Charge::Rate { gcra: Gcra::new(count, window_ns, burst), count }
                 }
                 LimitKindInfo::Tokens { count, window_ns, estimate } => {
                     let cost = plan.map(|p| p.cost(estimate).1).unwrap_or(estimate.unwrap_or(1));
@@ -569,6 +571,33 @@ fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str, plan: Op
             Some(LimitCheck { id: applied.id.clone(), key: applied.key.clone(), shadow: info.shadow, charge })
         })
         .collect()
+}
+
+/// The answer to a request its limits refused: 429 in the policy's words, or 503 when the
+/// limit store could not be asked and `on_error deny` refused. The limit's id goes to the log.
+fn refusal(graph: &gw_compiler::graph::Graph, results: &[LimitResult]) -> GwError {
+    let Some(r) = results.iter().find(|r| !r.allowed && !r.shadow) else {
+        return GwError::new(429, "rate_limit_exceeded", "rate limit exceeded");
+    };
+    tracing::debug!(limit = %r.id, fallback = r.fallback, "limit refused the request");
+    if r.fallback {
+        return GwError::new(
+            503,
+            "limit_store_unavailable",
+            "the limit store is unavailable and the policy refuses requests it cannot count; retry later",
+        );
+    }
+    let limit = describe_limit(graph, &r.id);
+    match r.kind {
+        LimitKind::Concurrent => GwError::new(429, "concurrency_limit_exceeded", format!("{limit} is reached")),
+        LimitKind::Tokens => GwError::new(429, "token_limit_exceeded", format!("{limit} is spent for now")),
+        LimitKind::Requests => GwError::new(429, "rate_limit_exceeded", format!("{limit} is exceeded")),
+    }
+}
+
+/// The limit with this id in the policy's words.
+fn describe_limit(graph: &gw_compiler::graph::Graph, id: &str) -> String {
+    graph.limits().iter().find(|l| l.id == id).map(crate::limits::describe).unwrap_or_else(|| "a limit".into())
 }
 
 fn count_limit_decisions(gw: &Gateway, results: &[LimitResult]) {
@@ -582,10 +611,11 @@ fn count_limit_decisions(gw: &Gateway, results: &[LimitResult]) {
     }
 }
 
-/// The `x-ratelimit-*` headers OpenAI clients read: for requests and for tokens, from the
-/// tightest enforced limit of each kind; `Retry-After` when refused.
+/// The `x-ratelimit-*` headers OpenAI clients read, with OpenAI's meanings, for requests and
+/// for tokens from the tightest enforced limit of each kind: `limit` the requests (tokens) per
+/// window as the policy states it, `remaining` what would be admitted right now, `reset` the
+/// time until the counter is full again (`1s`, `6m0s`, `20ms`); `Retry-After` when refused.
 fn rate_headers(h: &mut HeaderMap, results: &[LimitResult]) {
-    let secs = |ns: u64| format!("{:.3}s", ns as f64 / 1e9);
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
@@ -599,11 +629,15 @@ fn rate_headers(h: &mut HeaderMap, results: &[LimitResult]) {
         (LimitKind::Tokens, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
     ];
     for (kind, [limit, remaining, reset]) in NAMES {
-        let tightest = results.iter().filter(|r| !r.shadow && r.kind == kind).min_by_key(|r| (r.allowed, r.remaining));
+        // A fallback's numbers are made up (the store was not asked): no headers from them.
+        let tightest = results
+            .iter()
+            .filter(|r| !r.shadow && !r.fallback && r.kind == kind)
+            .min_by_key(|r| (r.allowed, r.remaining));
         if let Some(t) = tightest {
             put(limit, t.limit.to_string());
             put(remaining, t.remaining.to_string());
-            put(reset, secs(t.reset_after_ns));
+            put(reset, crate::limits::openai_duration(t.reset_after_ns));
         }
     }
     let retry = results.iter().filter(|r| !r.allowed && !r.shadow).map(|r| r.retry_after_ns).max();

@@ -529,7 +529,7 @@ impl RedisStore {
         for c in checks {
             let shadow = if c.shadow { "1" } else { "0" }.to_string();
             match &c.charge {
-                Charge::Rate { gcra } | Charge::Tokens { gcra, .. } => {
+                Charge::Rate { gcra, .. } | Charge::Tokens { gcra, .. } => {
                     let cost = match &c.charge {
                         Charge::Tokens { cost, .. } => *cost,
                         _ => 1,
@@ -562,10 +562,11 @@ impl RedisStore {
                 kind: c.charge.kind(),
                 shadow: c.shadow,
                 allowed: r[0] == 1,
-                limit: capacity(&c.charge),
+                limit: c.charge.per_window(),
                 remaining: n(r[1]),
                 retry_after_ns: n(r[2]),
                 reset_after_ns: n(r[3]),
+                fallback: false,
             })
             .collect())
     }
@@ -619,15 +620,6 @@ impl RedisStore {
     }
 }
 
-/// A limit's capacity as reported in its result: the burst for rates and budgets, the slots
-/// for concurrency.
-pub fn capacity(charge: &Charge) -> u64 {
-    match charge {
-        Charge::Rate { gcra } | Charge::Tokens { gcra, .. } => gcra.burst(),
-        Charge::Concurrent { max, .. } => *max,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,7 +653,7 @@ mod tests {
             id: "r".into(),
             key: "k".into(),
             shadow: false,
-            charge: Charge::Rate { gcra: Gcra::new(10, 1_000_000_000, None) },
+            charge: Charge::Rate { gcra: Gcra::new(10, 1_000_000_000, None), count: 10 },
         };
         let started = Instant::now();
         let r = store.check(&[check]).await;

@@ -19,7 +19,7 @@ use gw_compiler::gcra::Gcra;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::limits::{LimitCheck, LimitResult, LocalLimiter};
-use crate::redis_store::{capacity, RedisStore, StoreError};
+use crate::redis_store::{RedisStore, StoreError};
 
 /// Which store charged a request: its slots are released and its tokens reconciled there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,7 +356,7 @@ fn decided(checks: &[LimitCheck], allowed: bool) -> Vec<LimitResult> {
     checks
         .iter()
         .map(|c| {
-            let limit = capacity(&c.charge);
+            let limit = c.charge.per_window();
             LimitResult {
                 id: c.id.clone(),
                 kind: c.charge.kind(),
@@ -366,6 +366,7 @@ fn decided(checks: &[LimitCheck], allowed: bool) -> Vec<LimitResult> {
                 remaining: if allowed { limit } else { 0 },
                 retry_after_ns: if allowed { 0 } else { retry },
                 reset_after_ns: if allowed { 0 } else { retry },
+                fallback: true,
             }
         })
         .collect()
@@ -417,7 +418,7 @@ mod tests {
             id: id.into(),
             key: "k".into(),
             shadow,
-            charge: Charge::Rate { gcra: Gcra::new(5, 1_000_000_000, None) },
+            charge: Charge::Rate { gcra: Gcra::new(5, 1_000_000_000, None), count: 5 },
         }
     }
 

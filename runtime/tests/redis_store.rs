@@ -24,7 +24,7 @@ const MIN: u64 = 60 * S;
 const TIMEOUT: Duration = Duration::from_millis(150);
 
 fn rate(id: &str, key: &str, gcra: Gcra, shadow: bool) -> LimitCheck {
-    LimitCheck { id: id.into(), key: key.into(), shadow, charge: Charge::Rate { gcra } }
+    LimitCheck { id: id.into(), key: key.into(), shadow, charge: Charge::Rate { gcra, count: gcra.burst() } }
 }
 
 fn tokens(id: &str, gcra: Gcra, cost: u64) -> LimitCheck {

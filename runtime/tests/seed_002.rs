@@ -51,8 +51,10 @@ async fn namespaces_route_by_header_and_keep_their_limits() {
     let too_big =
         serde_json::json!({"model": "llama-3-8b", "max_tokens": 6000, "messages": [{"role": "user", "content": "hi"}]});
     let refused = chat(&gw, "dev", "sk-dev-1", too_big).send().await.unwrap();
-    assert_eq!(refused.status(), 429);
-    assert_eq!(refused.headers()["x-ratelimit-limit-tokens"], "5000");
+    assert_eq!(refused.status(), 400, "more than the whole window: never fits, not a 429 to retry");
+    assert!(refused.headers().get("retry-after").is_none());
+    let e: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "request_too_large_for_budget", "{e}");
 
     // dev's QPS: 5 a second (the refused requests above were charged to none).
     let llama =

@@ -68,10 +68,10 @@ async fn budgets_reserve_then_reconcile_with_the_reported_usage() {
     let e: Value = refused.json().await.unwrap();
     assert_eq!(e["error"]["code"], "token_limit_exceeded");
 
-    // A prompt alone over the budget is refused before any upstream work.
+    // A prompt alone over the whole budget can never pass: 400, before any upstream work.
     mock.clear().await;
     let huge = "word ".repeat(400);
-    assert_eq!(post(&gw, "sk-test-2", chat(1, false, &huge)).await.status(), 429);
+    assert_eq!(post(&gw, "sk-test-2", chat(1, false, &huge)).await.status(), 400);
     assert!(mock.requests().await.is_empty());
 
     let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
