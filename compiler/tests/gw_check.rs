@@ -285,3 +285,26 @@ fn fmt_check_write_and_comment_preservation() {
     std::fs::write(dir.path().join("bad.gwp"), "route r { when GET \"/x }").expect("write");
     assert_eq!(code(&gw_check(&["fmt", "bad.gwp"], dir.path())), 1);
 }
+
+#[test]
+fn a_request_larger_than_a_whole_token_budget_is_400_in_tests_as_in_gw_serve() {
+    let policy = r#"
+upstream llm { target "http://127.0.0.1:9100" }
+route chat {
+    when  POST "/v1/chat/completions"
+    limit tokens 12500/min
+    to    llm
+}
+test "a request larger than the budget can never pass" {
+    send   POST "/v1/chat/completions" body {"model": "gpt-4o", "max_tokens": 13000, "messages": []}
+    expect 400
+    send   POST "/v1/chat/completions" body {"model": "gpt-4o", "max_tokens": 12000, "messages": []}
+    expect 200
+    send   POST "/v1/chat/completions" body {"model": "gpt-4o", "max_tokens": 12000, "messages": []}
+    expect 429
+}
+"#;
+    let dir = fixture(&[("budget.gwp", policy)]);
+    let out = gw_check(&["budget.gwp"], dir.path());
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+}

@@ -153,8 +153,12 @@ pub fn describe(info: &LimitInfo) -> String {
 
 /// A window as people say it: `second`, `minute`, `10 seconds`, `100 ms`.
 fn window_words(ns: u64) -> String {
-    const UNITS: [(u64, &str); 4] =
-        [(86_400_000_000_000, "day"), (3_600_000_000_000, "hour"), (60_000_000_000, "minute"), (1_000_000_000, "second")];
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000_000_000, "day"),
+        (3_600_000_000_000, "hour"),
+        (60_000_000_000, "minute"),
+        (1_000_000_000, "second"),
+    ];
     for (unit, name) in UNITS {
         if ns >= unit && ns % unit == 0 {
             return match ns / unit {
@@ -417,10 +421,14 @@ mod tests {
             conditional: false,
         };
         let route = || LimitOwner::Route { route: 0, name: "translate".into() };
-        let rate = info(LimitKindInfo::Rate { count: 100, window_ns: 1_000_000_000, burst: None }, LimitPer::Tenant, route());
+        let rate =
+            info(LimitKindInfo::Rate { count: 100, window_ns: 1_000_000_000, burst: None }, LimitPer::Tenant, route());
         assert_eq!(describe(&rate), "the rate limit of route `translate` (100 requests per second per tenant)");
-        let burst =
-            info(LimitKindInfo::Rate { count: 60, window_ns: MIN, burst: Some(10) }, LimitPer::Header("x-user".into()), route());
+        let burst = info(
+            LimitKindInfo::Rate { count: 60, window_ns: MIN, burst: Some(10) },
+            LimitPer::Header("x-user".into()),
+            route(),
+        );
         assert_eq!(
             describe(&burst),
             "the rate limit of route `translate` (60 requests per minute, bursts of 10, per `x-user` header value)"
@@ -439,7 +447,12 @@ mod tests {
     #[test]
     fn a_reservation_larger_than_the_budget_never_fits() {
         let gcra = Gcra::new(12_500, MIN, None);
-        let t = |cost, shadow| LimitCheck { id: "t".into(), key: "k".into(), shadow, charge: Charge::Tokens { gcra, cost } };
+        let t = |cost, shadow| LimitCheck {
+            id: "t".into(),
+            key: "k".into(),
+            shadow,
+            charge: Charge::Tokens { gcra, cost },
+        };
         assert!(never_fits(&[t(12_500, false)]).is_none(), "a full budget admits exactly its size");
         assert_eq!(never_fits(&[t(13_000, false)]).map(|(c, cost)| (c.id.as_str(), cost)), Some(("t", 13_000)));
         assert!(never_fits(&[t(13_000, true)]).is_none(), "a shadow budget never refuses");

@@ -3,9 +3,10 @@
 //!
 //! With Redis, a failed or timed-out check follows `on_error`: `local` checks this process's
 //! store instead (each gw then enforces the limit on its own, so N processes admit up to N
-//! times the limit until Redis answers again), `allow` admits, `deny` refuses with
-//! `Retry-After: 1`. Shadow limits stay shadow: a request whose limits are all shadow is
-//! admitted under `deny` too. An outage is logged once when it starts and once when it ends;
+//! times the limit until Redis answers again), `allow` admits, `deny` refuses (results marked
+//! `fallback`: the proxy answers 503 `limit_store_unavailable` with `Retry-After: 1`, the store
+//! being at fault, not the client). Shadow limits stay shadow: a request whose limits are all
+//! shadow is admitted under `deny` too. An outage is logged once when it starts and once when it ends;
 //! while it lasts, requests fall back at once and one probe request at a time (at most one per
 //! `PROBE_EVERY`) tries Redis, so recovery is automatic and costs at most one timeout per
 //! probe.

@@ -101,9 +101,14 @@ async fn rate_headers_mean_what_openais_mean() {
     // About 110 tokens reserved at 4.8 ms each: `5..ms`, not `0.5..s`.
     let reset = header(&answered, "x-ratelimit-reset-tokens");
     assert!(reset.strip_suffix("ms").is_some_and(|ms| ms.parse::<u64>().is_ok()), "{reset}");
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_speak_the_policys_words_not_internal_ids() {
+    let mock = Mock::start(&[]);
+    let gw = Gw::start(GwSpec::new(POLICY, &mock.url()).file("keys/users.keys", users_keys()));
     // Spend the burst: the 429 says which limit, in the policy's words, never its internal id.
-    for _ in 0..9 {
+    for _ in 0..10 {
         assert_eq!(models(&gw).await.status(), 200);
     }
     let limited = models(&gw).await;
@@ -128,14 +133,11 @@ async fn a_redis_outage_under_on_error_deny_is_a_503_with_retry_after() {
     require_redis!();
     let mut redis = RedisServer::start();
     let mock = Mock::start(&[]);
-    let policy = POLICY.replace(
-        "admin  \"{ADMIN}\"\n",
-        "admin  \"{ADMIN}\"\n    state  redis env(\"T_REDIS_URL\") on_error deny\n",
-    );
+    let policy = POLICY
+        .replace("admin  \"{ADMIN}\"\n", "admin  \"{ADMIN}\"\n    state  redis env(\"T_REDIS_URL\") on_error deny\n");
     let url = redis.url();
-    let gw = Gw::start(
-        GwSpec::new(&policy, &mock.url()).file("keys/users.keys", users_keys()).env("T_REDIS_URL", &url),
-    );
+    let gw =
+        Gw::start(GwSpec::new(&policy, &mock.url()).file("keys/users.keys", users_keys()).env("T_REDIS_URL", &url));
     assert_eq!(models(&gw).await.status(), 200, "Redis answers: admitted");
 
     redis.kill();
@@ -206,8 +208,11 @@ route upload {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let chunk = |n: usize| format!("{n:x}\r\n{}\r\n", "a".repeat(n));
-        s.write_all(format!("POST /upload HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n{}", chunk(3000)).as_bytes())
-            .unwrap();
+        s.write_all(
+            format!("POST /upload HTTP/1.1\r\nhost: gw\r\ntransfer-encoding: chunked\r\n\r\n{}", chunk(3000))
+                .as_bytes(),
+        )
+        .unwrap();
         // Only once the upstream has part of the body does the rest (over 4 KB in all) follow.
         started.recv_timeout(Duration::from_secs(10)).expect("the first part was forwarded");
         let _ = s.write_all(format!("{}0\r\n\r\n", chunk(3000)).as_bytes());
