@@ -160,7 +160,7 @@ fn window_words(ns: u64) -> String {
         (1_000_000_000, "second"),
     ];
     for (unit, name) in UNITS {
-        if ns >= unit && ns % unit == 0 {
+        if ns >= unit && ns.is_multiple_of(unit) {
             return match ns / unit {
                 1 => name.to_string(),
                 n => format!("{n} {name}s"),

@@ -154,12 +154,20 @@ async fn a_redis_outage_under_on_error_deny_is_a_503_with_retry_after() {
     assert!(!e["error"]["message"].as_str().unwrap().contains("redis://"), "{e}");
 }
 
+/// What a raw upstream received of one request (the bytes, and whether the request was whole)
+/// once its connection ended; and a signal when the body's first bytes arrived.
+struct RawUpstream {
+    url: String,
+    done: std::sync::mpsc::Receiver<(Vec<u8>, bool)>,
+    started: std::sync::mpsc::Receiver<()>,
+}
+
 /// A raw upstream that records what it receives of one request until the connection ends.
-fn raw_upstream() -> (String, std::sync::mpsc::Receiver<(Vec<u8>, bool)>, std::sync::mpsc::Receiver<()>) {
+fn raw_upstream() -> RawUpstream {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let (done_tx, done_rx) = std::sync::mpsc::channel();
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let (started_tx, started) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -184,12 +192,12 @@ fn raw_upstream() -> (String, std::sync::mpsc::Receiver<(Vec<u8>, bool)>, std::s
         };
         let _ = done_tx.send((got, complete));
     });
-    (url, done_rx, started_rx)
+    RawUpstream { url, done, started }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_streamed_body_cut_at_max_body_never_reaches_the_upstream_as_whole() {
-    let (upstream, done, started) = raw_upstream();
+    let RawUpstream { url: upstream, done, started } = raw_upstream();
     let policy = r#"
 gateway {
     listen   "{LISTEN}"
