@@ -282,6 +282,24 @@ fn a_capistrano_deploy_is_a_call_each_time_while_old_releases_stay() {
 }
 
 #[test]
+fn a_link_through_a_parent_folder_to_a_swapped_link_is_followed() {
+    // conf/gateway.gwp -> ../deploy/current/gateway.gwp, deploy/current -> releases/N.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("conf")).unwrap();
+    let deploy = root.join("deploy");
+    capistrano_release(&deploy, 1, false);
+    let file = root.join("conf/gateway.gwp");
+    std::os::unix::fs::symlink("../deploy/current/gateway.gwp", &file).unwrap();
+    let (_w, calls) = watch(&[&file]);
+    capistrano_release(&deploy, 2, false);
+    assert_eq!(calls.settle(1), 1);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "# release 2\n");
+    std::fs::write(deploy.join("releases/2/gateway.gwp"), "# release 2, edited\n").unwrap();
+    assert_eq!(calls.settle(2), 2, "the file the chain ends at now is watched");
+}
+
+#[test]
 fn no_call_after_drop() {
     let (_dir, file) = policy_dir();
     let (w, calls) = watch(&[&file]);
