@@ -154,6 +154,19 @@ async fn a_redis_outage_under_on_error_deny_is_a_503_with_retry_after() {
     assert!(!e["error"]["message"].as_str().unwrap().contains("redis://"), "{e}");
 }
 
+/// Whether `got` holds a whole request: a chunked body up to its last chunk, or as many bytes
+/// as its `content-length` says.
+fn whole(got: &[u8]) -> bool {
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(n) => got.len() - (end + 4) >= n,
+        None => got.ends_with(b"\r\n0\r\n\r\n"),
+    }
+}
+
 /// What a raw upstream received of one request (the bytes, and whether the request was whole)
 /// once its connection ended; and a signal when the body's first bytes arrived.
 struct RawUpstream {
@@ -184,7 +197,7 @@ fn raw_upstream() -> RawUpstream {
                 told = true;
                 let _ = started_tx.send(());
             }
-            if got.ends_with(b"\r\n0\r\n\r\n") {
+            if whole(&got) {
                 // A whole request: answer it, as an upstream would.
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
                 break true;
@@ -234,4 +247,35 @@ route upload {
     assert!(got.contains(&"a".repeat(3000)), "part of the body was forwarded first");
     assert!(!complete, "the upstream saw a whole request: {got}");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_the_client_cuts_short_never_reaches_the_upstream_as_whole() {
+    let RawUpstream { url: upstream, done, started } = raw_upstream();
+    let policy = r#"
+gateway {
+    listen "{LISTEN}"
+    admin  "{ADMIN}"
+}
+upstream raw { target "{UPSTREAM}" timeout 10s }
+route upload {
+    when POST "/upload"
+    to   raw
+}
+"#;
+    let gw = Gw::start(GwSpec::new(policy, &upstream));
+    let addr = gw.addr;
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        let head = "POST /upload HTTP/1.1\r\nhost: gw\r\ncontent-length: 6000\r\n\r\n";
+        s.write_all(format!("{head}{}", "a".repeat(3000)).as_bytes()).unwrap();
+        started.recv_timeout(Duration::from_secs(10)).expect("the first part was forwarded");
+        // The client goes away with half of the declared body sent.
+        drop(s);
+    });
+    let (got, complete) = done.recv_timeout(Duration::from_secs(15)).expect("the upstream connection ended");
+    tokio::task::spawn_blocking(move || client.join().unwrap()).await.unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains(&"a".repeat(3000)), "part of the body was forwarded first");
+    assert!(!complete, "the upstream saw a whole request: {got}");
 }
