@@ -187,8 +187,9 @@ pub async fn handle(
 
 /// An unread request body is discarded, so the connection can carry the next request, when
 /// it is small and arrives promptly; otherwise the answer closes the connection.
-const DISCARD_MAX_BYTES: usize = 64 * 1024;
-const DISCARD_MAX_TIME: Duration = Duration::from_secs(1);
+/// Reading is cheap next to reconnecting; nothing read is kept.
+const DISCARD_MAX_BYTES: usize = 1024 * 1024;
+const DISCARD_MAX_TIME: Duration = Duration::from_secs(2);
 
 fn says_close(h: &HeaderMap) -> bool {
     h.get_all(http::header::CONNECTION).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
