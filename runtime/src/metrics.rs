@@ -42,7 +42,7 @@ impl Metrics {
         let hist = |name: &str, help: &str| HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
         Metrics {
             requests: reg!(IntCounterVec::new(
-                Opts::new("gw_requests_total", "Requests answered, by route and status"),
+                Opts::new("gw_requests_total", "Requests, by route and status (499: ended before an answer began)"),
                 &["route", "status"]
             )),
             duration: reg!(HistogramVec::new(
