@@ -67,7 +67,8 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
 /// `auth`, or has `auth optional` and no credential was sent.
 pub fn refused_before_body(program: &Program, req: &Request) -> Option<Decision> {
     let host = req.routing_host();
-    let mut refusals: Vec<(usize, &Route, Vec<(String, String)>, String)> = vec![];
+    // (route index, its path params, its refusal) of each candidate, in order.
+    let mut refusals = vec![];
     for (index, route) in program.routes().enumerate() {
         let Some(when) = route.when() else { continue };
         if !host_matches(when.host.as_ref().map(|h| h.value.as_str()), &host) {
@@ -81,13 +82,14 @@ pub fn refused_before_body(program: &Program, req: &Request) -> Option<Decision>
             Ok(_) => return None,
             Err(message) => message,
         };
-        refusals.push((index, route, params, message));
+        refusals.push((index, params, message));
         if when.cond.is_none() {
             break;
         }
     }
-    let pick = refusals.iter().position(|r| r.3 == INVALID_KEY).unwrap_or(0);
-    let (index, route, params, message) = refusals.into_iter().nth(pick)?;
+    let pick = refusals.iter().position(|r| r.2 == INVALID_KEY).unwrap_or(0);
+    let (index, params, message) = refusals.into_iter().nth(pick)?;
+    let route = program.routes().nth(index)?;
     let mut d = Decision::new(Outcome::Unauthorized { message: message.clone() });
     d.trace = vec![step("auth", refused_before_body_note(&message))];
     d.route = Some(route.name.name.clone());

@@ -91,9 +91,11 @@ impl Drop for Account {
     fn drop(&mut self) {
         self.gw.metrics.in_flight.dec();
         let error = match self.status {
-            Some(_) => self.x.error.map(str::to_string).or_else(|| {
-                (!self.end.is_some_and(|e| e.complete)).then(|| "response_incomplete".to_string())
-            }),
+            Some(_) => self
+                .x
+                .error
+                .map(str::to_string)
+                .or_else(|| (!self.end.is_some_and(|e| e.complete)).then(|| "response_incomplete".to_string())),
             None => {
                 self.count(NO_ANSWER);
                 let reason = if self.in_flight.aborted() { "shutdown" } else { "client_closed" };

@@ -338,7 +338,8 @@ where
             conn.as_mut().graceful_shutdown();
         }
         let limits = self.limits;
-        let tick = limits.idle_timeout.min(limits.header_timeout).min(Duration::from_secs(1)).max(Duration::from_millis(10));
+        let tick =
+            limits.idle_timeout.min(limits.header_timeout).min(Duration::from_secs(1)).max(Duration::from_millis(10));
         let reason = loop {
             tokio::select! {
                 res = conn.as_mut() => {

@@ -128,9 +128,7 @@ fn every_way_a_request_ends_is_counted_once_and_audited_with_its_reason() {
     leave_early(addr, &stream, 12, Duration::from_millis(200));
 
     let ids = ["end-ok", "end-401", "end-504", "end-gone", "end-mid-stream"];
-    let lines = wait_audit(&gw.path("audit.jsonl"), |l| {
-        ids.iter().all(|id| l.iter().any(|r| r["request_id"] == *id))
-    });
+    let lines = wait_audit(&gw.path("audit.jsonl"), |l| ids.iter().all(|id| l.iter().any(|r| r["request_id"] == *id)));
     let by_id = |id: &str| -> Vec<&Value> { lines.iter().filter(|r| r["request_id"] == id).collect() };
     let want: [(&str, u64, Value); 5] = [
         ("end-ok", 200, Value::Null),
@@ -181,7 +179,11 @@ fn a_thousand_early_aborts_leave_nothing_in_flight() {
     println!("1000 early aborts: {counted} counted as 499, {audited} audited as client_closed");
     // A client can leave before gw has read its head: that is no request.
     assert!(counted >= 950, "only {counted} of 1000 aborted requests counted");
-    let all: f64 = m.lines().filter(|l| l.starts_with("gw_requests_total{")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    let all: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("gw_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
     assert_eq!(all as usize, counted, "every aborted request is a 499:\n{m}");
     assert_eq!(audited, counted, "each counted request has one audit line");
     assert_eq!(lines.len(), counted, "and nothing else was audited");

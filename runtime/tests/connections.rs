@@ -110,7 +110,9 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return false,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false
+            }
             Err(_) => return true,
         }
     }
@@ -150,8 +152,10 @@ fn a_wrong_key_is_refused_before_the_body_is_read() {
     }
     // The same without `Expect`: answered without waiting for the declared body.
     let mut s = connect(gw.addr);
-    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-api-key: wrong\r\ncontent-length: 1048576\r\n\r\n{")
-        .unwrap();
+    s.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nx-api-key: wrong\r\ncontent-length: 1048576\r\n\r\n{",
+    )
+    .unwrap();
     let answer = read_answer(&mut s).unwrap();
     assert_eq!(answer.status, 401, "{answer:?}");
     // A good key still gets its body read and checked by the guard.
