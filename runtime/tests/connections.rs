@@ -309,3 +309,37 @@ fn idle_timeout_and_header_timeout_each_mean_what_they_say() {
     assert!(closes_by(&m, "header_timeout") >= 1, "{m}");
     assert!(!m.contains("gw_connection_errors_total"), "{m}");
 }
+
+#[test]
+fn closes_are_counted_by_reason() {
+    let (_mock, gw) = start();
+    let before = metrics(&gw);
+    // Not HTTP: hyper answers 400 and closes.
+    let mut s = connect(gw.addr);
+    s.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+    assert!(closed_within(&mut s, Duration::from_secs(2)));
+    // The client leaves in the middle of a head.
+    let mut s = connect(gw.addr);
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(s);
+    // The client closes after its answer: the normal end.
+    let mut s = connect(gw.addr);
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n").unwrap();
+    assert_eq!(read_answer(&mut s).unwrap().status, 200);
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let grew = |m: &str, reason: &str| closes_by(m, reason) > closes_by(&before, reason);
+    loop {
+        let m = metrics(&gw);
+        let all = ["protocol_error", "client_reset", "done"].iter().all(|r| grew(&m, r));
+        if all || Instant::now() > deadline {
+            for reason in ["protocol_error", "client_reset", "done"] {
+                assert!(grew(&m, reason), "no close counted as {reason}:\n{m}");
+            }
+            assert_eq!(closes_by(&m, "idle"), 0, "{m}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
