@@ -10,6 +10,9 @@ use crate::value::{self, Val};
 
 /// Decide what the policy does with `req`.
 pub fn decide(program: &Program, req: &Request) -> Decision {
+    if let Some(refused) = refused_before_body(program, req) {
+        return refused;
+    }
     let host = req.routing_host();
     let body = parse_body(req);
     let mut trace = vec![];
@@ -54,6 +57,50 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
     };
     d.trace = trace;
     d
+}
+
+/// The credential is checked before the body is read: when every route the request's method,
+/// host and path could select, whatever its body, refuses its credential, the answer is that
+/// 401 without looking further. The candidates run in order up to the first without a
+/// condition (nothing after it can be selected); the refusal given is the first `invalid API
+/// key` among them, else the first. None when a candidate accepts the credential, has no
+/// `auth`, or has `auth optional` and no credential was sent.
+pub fn refused_before_body(program: &Program, req: &Request) -> Option<Decision> {
+    let host = req.routing_host();
+    // (route index, its path params, its refusal) of each candidate, in order.
+    let mut refusals = vec![];
+    for (index, route) in program.routes().enumerate() {
+        let Some(when) = route.when() else { continue };
+        if !host_matches(when.host.as_ref().map(|h| h.value.as_str()), &host) {
+            continue;
+        }
+        let Some(params) = match_path(&when.path.value, &req.path) else { continue };
+        if !method_matches(&when.methods, &req.method) {
+            continue;
+        }
+        let message = match authenticate(program, route.auth()?, req) {
+            Ok(_) => return None,
+            Err(message) => message,
+        };
+        refusals.push((index, params, message));
+        if when.cond.is_none() {
+            break;
+        }
+    }
+    let pick = refusals.iter().position(|r| r.2 == INVALID_KEY).unwrap_or(0);
+    let (index, params, message) = refusals.into_iter().nth(pick)?;
+    let route = program.routes().nth(index)?;
+    let mut d = Decision::new(Outcome::Unauthorized { message: message.clone() });
+    d.trace = vec![step("auth", refused_before_body_note(&message))];
+    d.route = Some(route.name.name.clone());
+    d.route_index = Some(index);
+    d.params = params;
+    Some(d)
+}
+
+/// The trace line of a refusal made before the body is read.
+pub fn refused_before_body_note(message: &str) -> String {
+    format!("{message}: every route the request could select refuses the credential (decided before the body is read)")
 }
 
 fn step(step: &str, detail: String) -> TraceStep {

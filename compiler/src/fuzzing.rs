@@ -1551,6 +1551,14 @@ pub fn differential_outcomes(data: &[u8]) -> Option<Vec<(u16, bool)>> {
             want.same_decision(&got),
             "graph and eval disagree\n--- policy:\n{text}\n--- request: {req:#?}\n--- eval: {want:#?}\n--- graph: {got:#?}"
         );
+        // The runtime reads a body only when `wants_body` says so: otherwise it cannot matter.
+        if !graph.wants_body(req) {
+            let blind = graph.decide(&Request { body: None, ..req.clone() });
+            assert!(
+                blind.same_decision(&got),
+                "a body `wants_body` said is not needed changed the decision\n--- policy:\n{text}\n--- request: {req:#?}\n--- with it: {got:#?}\n--- without: {blind:#?}"
+            );
+        }
         outcomes.push((want.outcome.status(), want.route.is_some()));
     }
     Some(outcomes)

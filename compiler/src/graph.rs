@@ -945,15 +945,57 @@ impl Graph {
     /// Whether deciding `req` may read its body: some route the request's method, host and
     /// path select reads a body field or counts tokens. The runtime buffers the body (up to
     /// `max_body`) only then.
+    /// A request every route could select refuses the credential of is refused without its
+    /// body being read (see `refused_before_body`), so the body is not wanted then either.
     pub fn wants_body(&self, req: &Request) -> bool {
         let host = routing_host(req);
         let hosts = self.router.host_ids(&host);
         let bit = method_bit(&req.method);
-        self.router.candidates(&self.rt, &req.path, &hosts).into_iter().any(|i| {
+        let candidates = self.router.candidates(&self.rt, &req.path, &hosts);
+        let reads = candidates.iter().any(|&i| {
             let i = i as usize;
             self.rt.get(i).is_some_and(|r| r.method_ok(bit))
                 && self.routes.get(i).is_some_and(|r| r.reads_body || r.counts_tokens)
-        })
+        });
+        reads && self.refused_before_body(req, &candidates).is_none()
+    }
+
+    /// `eval::refused_before_body`: the 401 every route the request could select (whatever
+    /// its body) gives, if they all refuse its credential.
+    fn refused_before_body(&self, req: &Request, candidates: &[u32]) -> Option<Decision> {
+        let bit = method_bit(&req.method);
+        let mut refusals: Vec<(usize, &str)> = vec![];
+        for &index in candidates {
+            let index = index as usize;
+            let Some(route) = self.rt.get(index) else { continue };
+            if !route.method_ok(bit) {
+                continue;
+            }
+            let auth = route.auth.as_ref()?;
+            let message = match eval::credential(&auth.auth, req) {
+                None if auth.auth.optional => return None,
+                None => eval::MISSING_KEY,
+                Some(presented) => {
+                    let keys = auth.keyset.and_then(|k| self.keysets.get(k));
+                    if keys.and_then(|k| k.keys.lookup(presented)).is_some() {
+                        return None;
+                    }
+                    eval::INVALID_KEY
+                }
+            };
+            refusals.push((index, message));
+            if route.cond.is_none() {
+                break;
+            }
+        }
+        let &(index, message) = refusals.iter().find(|(_, m)| *m == eval::INVALID_KEY).or(refusals.first())?;
+        let route = self.rt.get(index)?;
+        let mut d = Decision::new(Outcome::Unauthorized { message: message.to_string() });
+        d.trace = vec![step("auth", eval::refused_before_body_note(message))];
+        d.route = Some(route.name.clone());
+        d.route_index = Some(index);
+        d.params = route.path.params_of_match(&req.path);
+        Some(d)
     }
 
     /// The key of `hash(EXPR)` balancing for a decided request (None if the upstream does
@@ -1001,6 +1043,12 @@ impl Graph {
             }
             trace.push(step("route", cat(&["`", &route.name, "` matches"])));
             let mut d = self.decide_route(route, req, host, &params, &body, &mut memo, &mut trace);
+            // Only a refusing route can be overruled by the refusal of all candidates.
+            if matches!(d.outcome, Outcome::Unauthorized { .. }) {
+                if let Some(refused) = self.refused_before_body(req, &candidates) {
+                    return refused;
+                }
+            }
             if body.parsed.get().is_some() {
                 trace.push(step("body", body_note(&body)));
             }
@@ -1009,6 +1057,9 @@ impl Graph {
             d.params = params;
             d.trace = trace;
             return d;
+        }
+        if let Some(refused) = self.refused_before_body(req, &candidates) {
+            return refused;
         }
         if body.parsed.get().is_some() {
             trace.push(step("body", body_note(&body)));

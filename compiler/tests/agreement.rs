@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use gw_compiler::ast::*;
 use gw_compiler::keys::{hash_key, LoadedKeys};
 use gw_compiler::program::Program;
-use gw_compiler::request::{normalize_host, Request};
+use gw_compiler::request::{normalize_host, Outcome, Request};
 use gw_compiler::source::FileId;
 use gw_compiler::{eval, lower, syntax, Mode, Options};
 use proptest::prelude::*;
@@ -495,6 +495,16 @@ fn check_agreement(name: &str, program: &Program) {
                 "{name}: graph and eval disagree\nrequest: {req:#?}\neval:  {want:#?}\ngraph: {got:#?}"
             )));
         }
+        // The runtime reads the body only when `wants_body` says so: otherwise the decision
+        // must not depend on it.
+        if !graph.wants_body(&req) {
+            let blind = graph.decide(&Request { body: None, ..req.clone() });
+            if !blind.same_decision(&got) {
+                return Err(TestCaseError::fail(format!(
+                    "{name}: the body changed a decision `wants_body` said needs none\nrequest: {req:#?}\nwith body: {got:#?}\nwithout: {blind:#?}"
+                )));
+            }
+        }
         Ok(())
     });
     if let Err(e) = result {
@@ -617,6 +627,35 @@ route r3 { when GET|POST "/y" if consts
   to a }
 "#;
 
+/// Routes chosen by their body behind `auth`: the credential is checked before the body is
+/// read, so a request all of them refuse gets that 401 whatever its body.
+const EDGE_AUTH_FIRST: &str = r#"
+upstream a { target "http://127.0.0.1:1" }
+keys k from "k.keys"
+keys salted from "s.keys"
+route gpt { when POST "/v1/chat" if body.model == "gpt-4o"
+  auth k
+  to a }
+route alt { when POST "/v1/chat" if header["x-alt"] == "on"
+  auth salted via header "x-key"
+  deny 400 "no stream" if body.stream == true
+  to a }
+route open_body { when POST "/v1/open/{id}" if body.model exists
+  to a }
+route after_open { when POST "/v1/open/{id}"
+  auth k
+  to a }
+route optional { when PUT "/v1/chat" if body.max_tokens > 4096
+  auth k optional
+  to a }
+route fallback { when POST|PUT "/v1/*" host "api.example.com"
+  auth k
+  limit tokens 10k/min per key
+  to a }
+route after_fallback { when POST "/v1/*"
+  to a }
+"#;
+
 const K_KEYS: &[(&str, &str, &str)] =
     &[("k-alpha", "alpha", "alpha-1"), ("k-beta", "beta", "beta-1"), ("sk-demo-1", "alpha", "demo")];
 const S_KEYS: &[(&str, &str, &str)] = &[("k-salty", "alpha", "salty-1"), ("k-alpha", "beta", "not-salted")];
@@ -627,6 +666,41 @@ fn graph_agrees_with_eval_on_edge_case_policies() {
     check_agreement("edge routing", &routing);
     let exprs = parse_program(EDGE_EXPRESSIONS, &[("k", None, K_KEYS), ("salted", Some("pepper"), S_KEYS)]);
     check_agreement("edge expressions", &exprs);
+    let auth_first = parse_program(EDGE_AUTH_FIRST, &[("k", None, K_KEYS), ("salted", Some("pepper"), S_KEYS)]);
+    check_agreement("edge auth first", &auth_first);
+}
+
+#[test]
+fn a_credential_every_candidate_refuses_is_refused_whatever_the_body() {
+    let program = parse_program(EDGE_AUTH_FIRST, &[("k", None, K_KEYS), ("salted", Some("pepper"), S_KEYS)]);
+    let graph = lower::lower(&program).expect("lowers");
+    let req = |key: Option<&str>, body: &str| {
+        let mut r = Request::new("POST", "/v1/chat");
+        r.host = "api.example.com".into();
+        if let Some(k) = key {
+            r.headers.push(("x-api-key".into(), k.into()));
+        }
+        r.body = Some(body.into());
+        r
+    };
+    for body in [r#"{"model":"gpt-4o"}"#, r#"{"model":"other"}"#, "not json"] {
+        for (key, want) in [(None, eval::MISSING_KEY), (Some("nope"), eval::INVALID_KEY)] {
+            let r = req(key, body);
+            assert!(!graph.wants_body(&r), "the body of a refused request is not read: {r:?}");
+            let d = eval::decide(&program, &r);
+            assert_eq!(d.outcome, Outcome::Unauthorized { message: want.into() }, "{r:?}");
+            assert!(d.same_decision(&graph.decide(&r)));
+        }
+        // A good key: the body decides again.
+        let r = req(Some("k-alpha"), body);
+        assert!(graph.wants_body(&r));
+        assert!(eval::decide(&program, &r).same_decision(&graph.decide(&r)));
+    }
+    // Without a host the fallback is not a candidate: `after_fallback` (no auth) could answer.
+    let mut r = req(Some("nope"), r#"{"model":"other"}"#);
+    r.host = String::new();
+    assert!(graph.wants_body(&r));
+    assert_eq!(graph.decide(&r).route.as_deref(), Some("after_fallback"));
 }
 
 #[test]

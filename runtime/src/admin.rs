@@ -2,7 +2,6 @@
 //! dry-run explanations and reloads. With a token in the policy every endpoint but
 //! `/health` and `/ready` needs `Authorization: Bearer TOKEN`.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ const MAX_ADMIN_BODY: usize = 1 << 20;
 pub async fn handle(
     gw: Arc<Gateway>,
     _conn: ConnInfo,
-    _in_flight: Arc<AtomicUsize>,
+    _in_flight: crate::idle::InFlight,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, BoxError> {
     let request_id = crate::headers::request_id(req.headers());

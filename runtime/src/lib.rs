@@ -3,6 +3,7 @@
 //! Data flows one way: `server` accepts connections → `proxy` runs the pipeline on the
 //! `gateway`'s current policy → `upstream` forwards → `stream` passes the answer back.
 
+pub mod account;
 pub mod admin;
 pub mod audit;
 pub mod body;
@@ -77,7 +78,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         max_header_bytes: settings.max_header_bytes as usize,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let drain = Drain::new(stop_rx).with_metrics(gw.metrics.connections.clone(), gw.metrics.connection_errors.clone());
+    let drain = Drain::new(stop_rx).with_metrics(gw.metrics.connections.clone(), gw.metrics.connections_closed.clone());
     let builder = Arc::new(server::http_builder(limits));
     let scheme = if tls.is_some() { "https" } else { "http" };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(listen);
@@ -143,6 +144,8 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         tracing::info!("drained, exiting");
     } else {
         tracing::warn!(connections = drain.live(), "drain timeout reached, closing the remaining connections");
+        // Their requests end here, each counted and audited with the reason `shutdown`.
+        drain.abort(Duration::from_secs(2)).await;
     }
     if let Some(handle) = &gw.audit_handle {
         if tokio::time::timeout(Duration::from_secs(5), handle.shutdown()).await.is_err() {

@@ -16,7 +16,8 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     pub reloads: IntCounterVec,
     pub connections: IntGauge,
-    pub connection_errors: IntCounter,
+    /// Client connections closed, by reason (`server::CloseReason`).
+    pub connections_closed: IntCounterVec,
     pub audit_dropped: IntCounter,
     pub tokens: IntCounterVec,
     /// The Redis limit store's metrics (registered even when the policy uses `state local`).
@@ -41,7 +42,7 @@ impl Metrics {
         let hist = |name: &str, help: &str| HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
         Metrics {
             requests: reg!(IntCounterVec::new(
-                Opts::new("gw_requests_total", "Requests answered, by route and status"),
+                Opts::new("gw_requests_total", "Requests, by route and status (499: ended before an answer began)"),
                 &["route", "status"]
             )),
             duration: reg!(HistogramVec::new(
@@ -71,9 +72,12 @@ impl Metrics {
                 &["result"]
             )),
             connections: reg!(IntGauge::new("gw_connections_open", "Client connections open")),
-            connection_errors: reg!(IntCounter::new(
-                "gw_connection_errors_total",
-                "Client connections ended by a protocol error, a timeout or a failed TLS handshake"
+            connections_closed: reg!(IntCounterVec::new(
+                Opts::new(
+                    "gw_connections_closed_total",
+                    "Client connections closed, by reason (done, idle, header_timeout, client_reset, protocol_error, shutdown)"
+                ),
+                &["reason"]
             )),
             audit_dropped: reg!(IntCounter::new(
                 "gw_audit_dropped_total",

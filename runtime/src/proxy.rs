@@ -3,7 +3,7 @@
 //! Every gateway-made answer uses the one error shape of `errors`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,15 +13,16 @@ use gw_compiler::request::{Decision, Outcome, Request as GwRequest};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tracing::Instrument;
 
-use crate::audit::AuditRecord;
+use crate::account::Account;
 use crate::body::{empty, full, Body, BoxError};
 use crate::budget::{Reconcile, TokenPlan};
 use crate::errors::{bad_request, GwError};
 use crate::gateway::{Gateway, Loaded};
 use crate::headers;
+use crate::idle::InFlight;
 use crate::limits::{admitted, never_fits, Charge, LimitCheck, LimitKind, LimitResult};
 use crate::store::Held;
 use crate::stream::{StreamEnd, Tracked};
@@ -34,6 +35,16 @@ use crate::usage::{TapOptions, UsageTap};
 pub struct Hold {
     limits: Option<Held>,
     tenant: Option<TenantGuard>,
+}
+
+impl Hold {
+    /// Give everything back, with the tokens the request used (for the tenant's traffic).
+    pub fn release(mut self, tokens: Option<(u64, u64)>) {
+        if let (Some(guard), Some((p, c))) = (self.tenant.as_mut(), tokens) {
+            guard.prompt_tokens = p;
+            guard.completion_tokens = c;
+        }
+    }
 }
 
 struct TenantGuard {
@@ -85,30 +96,34 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
-/// Serve one request. Never fails: every problem becomes an error response.
+/// Serve one request. Never fails: every problem becomes an error response. The request is
+/// accounted by an `Account` guard, whatever ends it.
 pub async fn handle(
     gw: Arc<Gateway>,
     conn: ConnInfo,
-    conn_in_flight: Arc<AtomicUsize>,
+    in_flight: InFlight,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, BoxError> {
-    let started = Instant::now();
     // The policy this request is decided and forwarded under, even if a reload happens meanwhile.
     let loaded = gw.policy();
     let request_id = headers::request_id(req.headers());
-    gw.metrics.in_flight.inc();
-    conn_in_flight.fetch_add(1, Ordering::SeqCst);
-    let method = req.method().as_str().to_string();
-    let path = req.uri().path().to_string();
-    let time = std::time::SystemTime::now();
-    let mut x = Exchange::default();
+    let (head, body) = req.into_parts();
+    let mut account = Account::start(gw.clone(), conn, in_flight, &head, request_id.clone(), loaded.policy.generation);
+    let h1 = head.version <= http::Version::HTTP_11;
+    let expects_continue = head.headers.contains_key(http::header::EXPECT);
+    let had_body = !body.is_end_stream();
+    // The pipeline takes the body when it reads or forwards it; one it leaves was never read.
+    let mut body = Some(body);
     // Every log line of the request carries its id.
     let span = tracing::info_span!("request", request_id = %request_id);
-    let result = pipeline(&gw, &loaded, conn, req, &request_id, &mut x).instrument(span).await;
+    let result = pipeline(&gw, &loaded, conn, Request::from_parts(head, ()), &mut body, &request_id, &mut account.x)
+        .instrument(span)
+        .await;
+    let upstream_failed = matches!(&result, Err(e) if e.status.is_server_error());
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
-            x.error = Some(e.code);
+            account.x.error = Some(e.code);
             e.into_response(&request_id)
         }
     };
@@ -122,70 +137,27 @@ pub async fn handle(
             h.insert("x-gw-policy", v);
         }
     }
-    let status = resp.status().as_u16();
-    let route_label = x.route.as_deref().unwrap_or("-");
-    gw.metrics.requests.with_label_values(&[route_label, &status.to_string()]).inc();
-    gw.metrics.duration.with_label_values(&[route_label]).observe(started.elapsed().as_secs_f64());
+    drop(loaded);
+    if h1 && !says_close(resp.headers()) {
+        let reusable = match body.take() {
+            Some(unread) => discard_unread(unread, expects_continue).await,
+            // A body handed to the upstream, which then failed, may not have been read to its end.
+            None => !(had_body && upstream_failed),
+        };
+        if !reusable {
+            resp.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
     let streamed =
         resp.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
             || resp.headers().get(http::header::CONTENT_LENGTH).is_none();
-    let generation = loaded.policy.generation;
-    drop(loaded);
-    // When the answer ends (or the client leaves): in-flight counts drop, concurrency slots
-    // are given back, token budgets are reconciled, and the audit record is written, off the
-    // request path.
+    let status = resp.status().as_u16();
+    account.answered(status, streamed);
+    // When the answer ends (or the client leaves), token budgets are reconciled and the
+    // account drops: in-flight counts, concurrency slots, the audit record.
     let (mut parts, body) = resp.into_parts();
-    let usage_plan = x.usage.take();
-    let metric_tenant = x.tenant.clone().unwrap_or_else(|| "-".to_string());
-    let gw2 = gw.clone();
-    let finish = move |end: StreamEnd, tokens: Option<(u64, u64)>| {
-        gw2.metrics.in_flight.dec();
-        conn_in_flight.fetch_sub(1, Ordering::SeqCst);
-        let Exchange {
-            route,
-            key_name,
-            tenant,
-            upstream,
-            target,
-            upstream_ms,
-            error,
-            request_bytes,
-            mut hold,
-            shadow_refused,
-            ..
-        } = x;
-        if let (Some(guard), Some((p, c))) = (hold.tenant.as_mut(), tokens) {
-            guard.prompt_tokens = p;
-            guard.completion_tokens = c;
-        }
-        drop(hold);
-        if let Some(audit) = &gw2.audit {
-            audit.record(AuditRecord {
-                time,
-                request_id,
-                key_name,
-                tenant,
-                client_ip: conn.peer.ip().to_string(),
-                method,
-                path,
-                route,
-                upstream,
-                target,
-                status,
-                latency_ms: started.elapsed().as_secs_f64() * 1e3,
-                upstream_ms,
-                request_bytes: request_bytes.load(Ordering::Relaxed),
-                response_bytes: end.bytes,
-                streamed,
-                chunks: end.chunks,
-                prompt_tokens: tokens.map(|t| t.0),
-                completion_tokens: tokens.map(|t| t.1),
-                error: error.map(str::to_string).or_else(|| (!end.complete).then(|| "response_incomplete".to_string())),
-                shadow_refused,
-                policy_generation: generation,
-            });
-        }
-    };
+    let usage_plan = account.x.usage.take();
+    let metric_tenant = account.x.tenant.clone().unwrap_or_else(|| "-".to_string());
     let format = crate::usage::Format::of_response(&parts.headers);
     let body = match usage_plan {
         Some(plan) if format != crate::usage::Format::Other => {
@@ -194,31 +166,65 @@ pub async fn handle(
                 parts.headers.remove(http::header::CONTENT_LENGTH);
             }
             let opts = TapOptions::new(format, plan.encoding).strip_usage_chunk(plan.strip_usage_chunk);
-            let gw3 = gw.clone();
             let tap = UsageTap::new(body, opts, move |report| {
                 let model = plan.reconcile.model.clone();
                 let (p, c) = plan.reconcile.finish(&report, status);
-                gw3.metrics.count_tokens(&metric_tenant, &model, p, c);
+                gw.metrics.count_tokens(&metric_tenant, &model, p, c);
                 let end = StreamEnd { chunks: report.chunks, bytes: report.bytes, complete: report.complete };
-                finish(end, Some((p, c)));
+                account.ended(end, Some((p, c)));
             });
             BodyExt::boxed(tap)
         }
         Some(plan) => {
             // A compressed or unknown answer cannot be read: the reservation stands.
             drop(plan);
-            BodyExt::boxed(Tracked::new(body, move |end| finish(end, None)))
+            BodyExt::boxed(Tracked::new(body, move |end| account.ended(end, None)))
         }
-        None => BodyExt::boxed(Tracked::new(body, move |end| finish(end, None))),
+        None => BodyExt::boxed(Tracked::new(body, move |end| account.ended(end, None))),
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// An unread request body is discarded, so the connection can carry the next request, when
+/// it is small and arrives promptly; otherwise the answer closes the connection.
+/// Reading is cheap next to reconnecting; nothing read is kept.
+const DISCARD_MAX_BYTES: usize = 1024 * 1024;
+const DISCARD_MAX_TIME: Duration = Duration::from_secs(2);
+
+fn says_close(h: &HeaderMap) -> bool {
+    h.get_all(http::header::CONNECTION).iter().any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// Read and drop a body gw answered without reading: true when the connection can be reused.
+/// A client waiting for `100 Continue` is never invited to send a body only to have it
+/// thrown away: its connection closes instead.
+async fn discard_unread(mut body: Incoming, expects_continue: bool) -> bool {
+    if body.is_end_stream() {
+        return true;
+    }
+    if expects_continue || body.size_hint().lower() > DISCARD_MAX_BYTES as u64 {
+        return false;
+    }
+    let discard = async {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > DISCARD_MAX_BYTES {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DISCARD_MAX_TIME, discard).await.unwrap_or(false)
 }
 
 async fn pipeline(
     gw: &Gateway,
     loaded: &Loaded,
     conn: ConnInfo,
-    mut req: Request<Incoming>,
+    mut req: Request<()>,
+    body: &mut Option<Incoming>,
     request_id: &str,
     x: &mut Exchange,
 ) -> Result<Response<Body>, GwError> {
@@ -240,9 +246,10 @@ async fn pipeline(
     let mut greq = gw_request(&req, conn.peer);
     let graph = &loaded.policy.graph;
     let client_upgrade = is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    // Read the body only when a candidate route needs it (body predicates, token counting).
-    let mut body = Some(body);
+    let (parts, ()) = req.into_parts();
+    // Read the body only when a candidate route needs it (body predicates, token counting),
+    // and only once the credential is known to be good: `wants_body` is false when every
+    // route the body could select refuses the credential (decided without the body).
     let mut buffered: Option<Bytes> = None;
     if graph.wants_body(&greq) {
         let bytes = read_body(body.take(), settings.max_body).await?;
@@ -390,7 +397,7 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// The request as the decision graph sees it.
-fn gw_request(req: &Request<Incoming>, peer: SocketAddr) -> GwRequest {
+fn gw_request<B>(req: &Request<B>, peer: SocketAddr) -> GwRequest {
     let uri = req.uri();
     let host = uri
         .authority()
@@ -413,7 +420,7 @@ fn check_head(headers: &HeaderMap, max_headers: u64, max_bytes: u64) -> Result<(
     let count = headers.len() as u64;
     let bytes: u64 = headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum();
     if count > max_headers || bytes > max_bytes {
-        return Err(GwError::new(431, "headers_too_large", "request headers are too large or too many"));
+        return Err(GwError::new(431, "headers_too_large", "request headers are too large or too many").closing());
     }
     Ok(())
 }
@@ -421,7 +428,7 @@ fn check_head(headers: &HeaderMap, max_headers: u64, max_bytes: u64) -> Result<(
 /// A request must have one reading. hyper already refuses most malformed heads; what it lets
 /// through and another parser could read differently is refused here, and the connection is
 /// closed after the answer.
-fn check_framing(req: &Request<Incoming>) -> Result<(), GwError> {
+fn check_framing<B>(req: &Request<B>) -> Result<(), GwError> {
     let headers = req.headers();
     let ambiguous = |message: &str| Err(bad_request("ambiguous_framing", message).closing());
     let te: Vec<&HeaderValue> = headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
@@ -501,8 +508,9 @@ async fn read_body(body: Option<Incoming>, max: u64) -> Result<Bytes, GwError> {
     let Some(body) = body else { return Ok(Bytes::new()) };
     match Limited::new(body, max as usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max)),
-        Err(_) => Err(bad_request("bad_body", "the request body could not be read")),
+        // The rest of the body is unread: the connection cannot carry another request.
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max).closing()),
+        Err(_) => Err(bad_request("bad_body", "the request body could not be read").closing()),
     }
 }
 

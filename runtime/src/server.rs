@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,25 +18,81 @@ use tokio::sync::watch;
 
 use crate::body::{Body, BoxError};
 use crate::gateway::Gateway;
-use crate::idle::{Activity, ActivityIo};
+use crate::idle::{ActivityIo, ConnState, InFlight, Phase};
 use crate::proxy::{self, ConnInfo};
 
 /// Tells connections to finish and tracks how many are left.
 #[derive(Clone)]
 pub struct Drain {
     stop: watch::Receiver<bool>,
+    /// Set when the drain time is over: the connections still open are dropped.
+    abort: Arc<watch::Sender<bool>>,
     live: Arc<AtomicUsize>,
-    metrics: Option<(prometheus::IntGauge, prometheus::IntCounter)>,
+    metrics: Option<(prometheus::IntGauge, prometheus::IntCounterVec)>,
+}
+
+/// Why a client connection closed (`gw_connections_closed_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The normal end: the client closed it, or an answer said `Connection: close`.
+    Done,
+    /// No request for `idle_timeout`.
+    Idle,
+    /// No complete request head within `header_timeout` of its first byte (or of the open).
+    HeaderTimeout,
+    /// The client reset or abandoned it mid-exchange.
+    ClientReset,
+    /// Bytes that are not HTTP, or a failed TLS handshake.
+    ProtocolError,
+    /// Closed by gw's graceful shutdown.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Done => "done",
+            CloseReason::Idle => "idle",
+            CloseReason::HeaderTimeout => "header_timeout",
+            CloseReason::ClientReset => "client_reset",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// What a connection that ended with `error` ended by.
+    fn of_error(error: &(dyn std::error::Error + 'static)) -> CloseReason {
+        let mut source = Some(error);
+        while let Some(e) = source {
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_timeout() {
+                    return CloseReason::HeaderTimeout;
+                }
+                if h.is_incomplete_message() || h.is_canceled() {
+                    return CloseReason::ClientReset;
+                }
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof) {
+                    return CloseReason::ClientReset;
+                }
+            }
+            source = e.source();
+        }
+        CloseReason::ProtocolError
+    }
 }
 
 impl Drain {
     pub fn new(stop: watch::Receiver<bool>) -> Drain {
-        Drain { stop, live: Arc::new(AtomicUsize::new(0)), metrics: None }
+        let (abort, _) = watch::channel(false);
+        Drain { stop, abort: Arc::new(abort), live: Arc::new(AtomicUsize::new(0)), metrics: None }
     }
 
-    /// Also count open connections and connections ending in an error in these metrics.
-    pub fn with_metrics(mut self, open: prometheus::IntGauge, errors: prometheus::IntCounter) -> Drain {
-        self.metrics = Some((open, errors));
+    /// Also count open connections, and closed ones by reason, in these metrics.
+    pub fn with_metrics(mut self, open: prometheus::IntGauge, closed: prometheus::IntCounterVec) -> Drain {
+        self.metrics = Some((open, closed));
         self
     }
 
@@ -47,13 +103,11 @@ impl Drain {
         }
     }
 
-    fn closed(&self, error: bool) {
+    fn closed(&self, reason: CloseReason) {
         self.live.fetch_sub(1, Ordering::SeqCst);
-        if let Some((open, errors)) = &self.metrics {
+        if let Some((open, closed)) = &self.metrics {
             open.dec();
-            if error {
-                errors.inc();
-            }
+            closed.with_label_values(&[reason.as_str()]).inc();
         }
     }
 
@@ -71,6 +125,13 @@ impl Drain {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         true
+    }
+
+    /// Drop the connections still open (after the drain time): their requests end, and are
+    /// counted and audited with the reason `shutdown`. Waits up to `timeout` for them.
+    pub async fn abort(&self, timeout: Duration) -> bool {
+        let _ = self.abort.send(true);
+        self.wait(timeout).await
     }
 }
 
@@ -93,8 +154,10 @@ pub fn http_builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
     // and moves every request's headers to the heap once the cap is set: set it only when the
     // policy allows more than that.
     let mut h1 = builder.http1();
+    // `Conn::serve` owns the head timer: hyper's would also bound the idle wait between
+    // requests (it starts when hyper begins reading a head, not at the head's first byte).
     h1.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        .header_read_timeout(None)
         .max_buf_size((limits.max_header_bytes * 2 + 16 * 1024).max(8192));
     if limits.max_headers >= HYPER_INLINE_HEADERS {
         h1.max_headers(limits.max_headers * 2);
@@ -121,7 +184,7 @@ pub async fn accept_loop<S, F>(
     service: S,
     workers: Vec<Handoff>,
 ) where
-    S: Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(ConnInfo, InFlight, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
 {
     let mut stop = drain.stop.clone();
@@ -146,7 +209,7 @@ pub async fn accept_loop<S, F>(
             next = (next + 1) % workers.len();
             let handed = stream.into_std().map(|s| workers[next].send((s, peer)).is_ok()).unwrap_or(false);
             if !handed {
-                drain.closed(true);
+                drain.closed(CloseReason::Shutdown);
             }
             continue;
         }
@@ -164,7 +227,7 @@ fn spawn_conn<S, F>(
     drain: Drain,
     service: S,
 ) where
-    S: Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(ConnInfo, InFlight, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
 {
     let conn = Conn { peer, limits, builder, drain, service };
@@ -177,7 +240,7 @@ fn spawn_conn<S, F>(
                 let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await;
                 match handshake {
                     Ok(Ok(tls_stream)) => conn.serve(tls_stream, true).await,
-                    _ => conn.drain.closed(true),
+                    _ => conn.drain.closed(CloseReason::ProtocolError),
                 }
             });
         }
@@ -196,7 +259,7 @@ pub fn start_workers<S, F>(
     service: S,
 ) -> Result<Vec<Handoff>, String>
 where
-    S: Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(ConnInfo, InFlight, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
 {
     (0..n)
@@ -222,7 +285,7 @@ where
                                     drain.clone(),
                                     service.clone(),
                                 ),
-                                Err(_) => drain.closed(true),
+                                Err(_) => drain.closed(CloseReason::ClientReset),
                             }
                         }
                         // No more connections will come; the ones open finish here, and the
@@ -246,67 +309,75 @@ struct Conn<S> {
 
 impl<S, F> Conn<S>
 where
-    S: Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    S: Fn(ConnInfo, InFlight, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
 {
     async fn serve<I>(self, io: I, tls: bool)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let activity = Arc::new(Activity::default());
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let state = Arc::new(ConnState::default());
         let info = ConnInfo { peer: self.peer, tls };
         let service = self.service.clone();
-        let in_flight2 = in_flight.clone();
-        // Requests dispatched on this connection; 0 means hyper has not read one head yet.
-        let requests = Arc::new(AtomicU64::new(0));
-        let requests2 = requests.clone();
-        let svc = service_fn(move |req| {
-            requests2.fetch_add(1, Ordering::Relaxed);
-            service(info, in_flight2.clone(), req)
+        let state2 = state.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let in_flight = state2.begin(req.version() == http::Version::HTTP_2);
+            service(info, in_flight, req)
         });
-        let opened = Instant::now();
-        let io = TokioIo::new(ActivityIo::new(io, activity.clone()));
-        let conn = self.builder.serve_connection_with_upgrades(io, svc);
-        tokio::pin!(conn);
+        let io = TokioIo::new(ActivityIo::new(io, state.clone()));
+        // Boxed so it can be dropped before the close is counted: dropping it ends (and
+        // accounts) the requests still running on it.
+        let mut conn = Box::pin(self.builder.serve_connection_with_upgrades(io, svc));
         let mut stop = self.drain.stop.clone();
+        let mut abort = self.drain.abort.subscribe();
         let mut stopping = *stop.borrow();
+        // Why gw is closing it, once it has decided to.
+        let mut closing = None;
         if stopping {
+            closing = Some(CloseReason::Shutdown);
             conn.as_mut().graceful_shutdown();
         }
-        let idle = self.limits.idle_timeout;
-        let mut failed = false;
-        loop {
-            let tick = idle.min(self.limits.header_timeout).min(Duration::from_secs(1));
-            let idle_check = tokio::time::sleep(tick.max(Duration::from_millis(10)));
+        let limits = self.limits;
+        let tick =
+            limits.idle_timeout.min(limits.header_timeout).min(Duration::from_secs(1)).max(Duration::from_millis(10));
+        let reason = loop {
             tokio::select! {
                 res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        failed = true;
-                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
-                    }
-                    break;
+                    break match res {
+                        Ok(()) => closing.unwrap_or(CloseReason::Done),
+                        Err(e) => {
+                            tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                            closing.unwrap_or_else(|| CloseReason::of_error(e.as_ref()))
+                        }
+                    };
                 }
                 _ = stop.changed(), if !stopping => {
                     stopping = true;
+                    closing = Some(CloseReason::Shutdown);
                     conn.as_mut().graceful_shutdown();
                 }
-                _ = idle_check => {
-                    // hyper's header timeout starts only once it knows the protocol: a client
-                    // that sends nothing, or trickles a preface, is cut off here.
-                    if requests.load(Ordering::Relaxed) == 0 && opened.elapsed() >= self.limits.header_timeout {
-                        tracing::debug!(peer = %self.peer, "no request head within the header timeout");
-                        failed = true;
-                        break;
+                _ = abort.changed() => {
+                    state.abort();
+                    break CloseReason::Shutdown;
+                }
+                _ = tokio::time::sleep(tick) => match state.phase() {
+                    // A head still arriving after `header_timeout`: slowloris, or a client that
+                    // connected and said nothing.
+                    Phase::Head(t) if t >= limits.header_timeout => {
+                        tracing::debug!(peer = %self.peer, "no complete request head within the header timeout");
+                        break CloseReason::HeaderTimeout;
                     }
-                    if in_flight.load(Ordering::SeqCst) == 0 && activity.idle_for() >= idle && !stopping {
+                    Phase::Idle(t) if t >= limits.idle_timeout && !stopping => {
                         stopping = true;
+                        closing = Some(CloseReason::Idle);
                         conn.as_mut().graceful_shutdown();
                     }
-                }
+                    _ => {}
+                },
             }
-        }
-        self.drain.closed(failed);
+        };
+        drop(conn);
+        self.drain.closed(reason);
     }
 }
 
@@ -316,7 +387,7 @@ pub type ResponseFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response<
 /// The proxy service for one connection.
 pub fn proxy_service(
     gw: Arc<Gateway>,
-) -> impl Fn(ConnInfo, Arc<AtomicUsize>, Request<Incoming>) -> ResponseFuture + Clone + Send + Sync + 'static {
+) -> impl Fn(ConnInfo, InFlight, Request<Incoming>) -> ResponseFuture + Clone + Send + Sync + 'static {
     move |info, in_flight, req| {
         let gw = gw.clone();
         Box::pin(async move { proxy::handle(gw, info, in_flight, req).await })
