@@ -8,7 +8,7 @@
 //! - A block written on one line stays on one line (`tenant dev { rate 5/s; concurrent 2 }`)
 //!   while it fits in 100 columns. A matcher written over several lines is printed one operand
 //!   of its top `and`/`or` chain a line, and so is one too long for 100 columns.
-//! - Consecutive one-line items of one kind (matchers, one-line tenants, ...) pad their names
+//! - Consecutive one-line items of one kind (matchers, keys, one-line tenants, ...) pad their names
 //!   to one column (`matcher is_chat  = ...`), as far as the next item of another kind.
 //! - Literals are printed as written (`60s` stays `60s`, `1_000`, `"\u{e9}"`, JSON numbers);
 //!   only a literal the source does not spell (no source text) is printed canonically.
@@ -437,16 +437,16 @@ impl<'a> Fmt<'a> {
         match item {
             Item::Import(i) => line(format!("import {}", src.string(&i.path)), String::new()),
             Item::Keys(k) => {
-                let mut s = format!("keys {} from {}", k.name.name, src.string(&k.file));
+                let mut tail = format!(" from {}", src.string(&k.file));
                 if let Some(salt) = &k.salt {
-                    s.push_str(" salt ");
-                    s.push_str(&src.value(salt));
+                    tail.push_str(" salt ");
+                    tail.push_str(&src.value(salt));
                 }
-                line(s, String::new())
+                Shape::Line { head: format!("keys {}", k.name.name), tail, kind: Some("keys") }
             }
             Item::Matcher(m) => self.matcher(m),
             Item::Gateway(g) => {
-                let lines = g.settings.iter().map(|s| self.line(src.setting(&s.kind), s.span)).collect();
+                let lines = g.settings.iter().map(|s| self.line(src.setting(&s.kind, s.span), s.span)).collect();
                 self.block_shape("gateway", "gateway".to_string(), g.span, lines, inner)
             }
             Item::Upstream(u) => {
@@ -465,7 +465,7 @@ impl<'a> Fmt<'a> {
                 self.block_shape("tenant", format!("tenant {}", t.name.name), t.span, lines, inner)
             }
             Item::Route(r) => {
-                let lines = r.stmts.iter().map(|s| self.line(src.route_stmt(&s.kind), s.span)).collect();
+                let lines = r.stmts.iter().map(|s| self.line(src.route_stmt(&s.kind, s.span), s.span)).collect();
                 self.block_shape("route", format!("route {}", r.name.name), r.span, lines, inner)
             }
             Item::Test(t) => {
@@ -670,6 +670,12 @@ impl<'a> Src<'a> {
             .unwrap_or_else(|| quote(&s.value))
     }
 
+    /// A header name: the parser lowers its case, so any spelling that lowers to it is kept.
+    fn header(self, s: &Str) -> String {
+        self.spelled(s.span, |t| spelled_string(t).is_some_and(|v| v.to_ascii_lowercase() == s.value))
+            .unwrap_or_else(|| quote(&s.value))
+    }
+
     fn opt_string(self, s: &Option<Str>) -> Option<String> {
         s.as_ref().map(|s| self.string(s))
     }
@@ -697,7 +703,21 @@ impl<'a> Src<'a> {
         s
     }
 
-    fn setting(self, k: &SettingKind) -> String {
+    /// Does the source, from the end of `after` to the end of `span`, go on with `words`? (For
+    /// defaults written out, `on_error local` and `per route`, which the tree does not keep.)
+    fn goes_on_with(self, after: Span, span: Span, words: &[&str]) -> bool {
+        let Some(mut rest) = self.0.get(after.end as usize..span.end as usize) else { return false };
+        for w in words {
+            rest = rest.trim_start();
+            match rest.strip_prefix(w) {
+                Some(r) if !r.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') => rest = r,
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn setting(self, k: &SettingKind, span: Span) -> String {
         match k {
             SettingKind::Listen(v) => format!("listen {}", self.value(v)),
             SettingKind::Admin { addr, token } => {
@@ -711,6 +731,9 @@ impl<'a> Src<'a> {
             SettingKind::State(StateStore::Redis { url, on_error }) => {
                 let mut s = format!("state redis {}", self.value(url));
                 match on_error {
+                    OnError::Local if self.goes_on_with(url.span, span, &["on_error"]) => {
+                        s.push_str(" on_error local")
+                    }
                     OnError::Local => {}
                     OnError::Allow => s.push_str(" on_error allow"),
                     OnError::Deny => s.push_str(" on_error deny"),
@@ -762,7 +785,7 @@ impl<'a> Src<'a> {
                 Balance::Hash(e) => format!("balance hash({})", self.expr(e)),
             },
             UpstreamStmtKind::Header { name, value: v } => {
-                format!("header {} = {}", self.string(name), self.value(v))
+                format!("header {} = {}", self.header(name), self.value(v))
             }
             UpstreamStmtKind::Timeout(q) => format!("timeout {}", self.duration(q)),
             UpstreamStmtKind::ConnectTimeout(q) => format!("connect_timeout {}", self.duration(q)),
@@ -814,7 +837,7 @@ impl<'a> Src<'a> {
         }
     }
 
-    fn route_stmt(self, k: &RouteStmtKind) -> String {
+    fn route_stmt(self, k: &RouteStmtKind, span: Span) -> String {
         match k {
             RouteStmtKind::When(w) => {
                 let mut s = format!("when {} {}", methods(&w.methods), self.string(&w.path));
@@ -833,7 +856,7 @@ impl<'a> Src<'a> {
                         .via
                         .iter()
                         .map(|c| match c {
-                            Credential::Header(h) => format!("header {}", self.string(h)),
+                            Credential::Header(h) => format!("header {}", self.header(h)),
                             Credential::Bearer(_) => "bearer".to_string(),
                             Credential::Query(q) => format!("query {}", self.string(q)),
                         })
@@ -858,12 +881,12 @@ impl<'a> Src<'a> {
             RouteStmtKind::Deny { status, message, cond } => {
                 format!("deny {} {} if {}", self.status(status), self.string(message), self.expr(cond))
             }
-            RouteStmtKind::Limit(l) => self.limit(l),
+            RouteStmtKind::Limit(l) => self.limit(l, span),
             RouteStmtKind::SetHeader { name, value: v } => {
-                format!("set header {} = {}", self.string(name), self.value(v))
+                format!("set header {} = {}", self.header(name), self.value(v))
             }
             RouteStmtKind::StripHeaders(names) => {
-                let names: Vec<String> = names.iter().map(|n| self.string(n)).collect();
+                let names: Vec<String> = names.iter().map(|n| self.header(n)).collect();
                 format!("strip header {}", names.join(", "))
             }
             RouteStmtKind::Rewrite(Rewrite::Prefix { from, to }) => {
@@ -914,29 +937,36 @@ impl<'a> Src<'a> {
         }
     }
 
-    fn limit(self, l: &Limit) -> String {
+    fn limit(self, l: &Limit, span: Span) -> String {
         let mut s = String::from("limit ");
-        match &l.kind {
+        // Where the kind ends, to find a `per route` written out after it.
+        let kind_end = match &l.kind {
             LimitKind::Rate { rate: r, burst } => {
                 s.push_str(&format!("rate {}", self.rate(r)));
                 if let Some(b) = burst {
                     s.push_str(&format!(" burst {}", self.count(b)));
                 }
+                burst.map_or(r.span, |b| b.span)
             }
             LimitKind::Tokens { rate: r, estimate } => {
                 s.push_str(&format!("tokens {}", self.rate(r)));
                 if let Some(e) = estimate {
                     s.push_str(&format!(" estimate {}", self.count(e)));
                 }
+                estimate.map_or(r.span, |e| e.span)
             }
-            LimitKind::Concurrent(q) => s.push_str(&format!("concurrent {}", self.count(q))),
-        }
+            LimitKind::Concurrent(q) => {
+                s.push_str(&format!("concurrent {}", self.count(q)));
+                q.span
+            }
+        };
         match &l.per {
+            LimitKey::Route if self.goes_on_with(kind_end, span, &["per", "route"]) => s.push_str(" per route"),
             LimitKey::Route => {}
             LimitKey::Key => s.push_str(" per key"),
             LimitKey::Tenant => s.push_str(" per tenant"),
             LimitKey::Client => s.push_str(" per client"),
-            LimitKey::Header(h) => s.push_str(&format!(" per header {}", self.string(h))),
+            LimitKey::Header(h) => s.push_str(&format!(" per header {}", self.header(h))),
             LimitKey::Expr(e) => s.push_str(&format!(" per ({})", self.expr(e))),
         }
         if let Some(m) = &l.model {
@@ -958,7 +988,7 @@ impl<'a> Src<'a> {
             TestStmtKind::Send(send) => {
                 let mut s = format!("send {} {}", send.method.as_str(), self.string(&send.path));
                 for (name, v) in &send.headers {
-                    s.push_str(&format!(" header {} = {}", self.string(name), self.string(v)));
+                    s.push_str(&format!(" header {} = {}", self.header(name), self.string(v)));
                 }
                 if let Some(b) = &send.body {
                     s.push_str(" body ");

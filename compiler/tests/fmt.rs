@@ -526,14 +526,16 @@ fn health_without_timeout_before_timeout_keeps_a_semicolon() {
     assert_eq!(fmt("health", text), text);
 }
 
+/// One-line items stay together where the source had no blank line; a default written out
+/// (`on_error local`, `per route`) and a header name's case are kept.
 #[test]
 fn blocks_single_line_items_and_defaults() {
     let text = "import \"a.gwp\"; import \"b.gwp\"\nkeys k from \"k.keys\" salt env(\"S\")\n\
                 tenant t { rate 1/s; concurrent 2 }\nroute e {}\ngateway { state redis \"r\" on_error local }\n\
                 route r { auth k via header \"X-Key\"; limit rate 1/s per route; to u }";
     let want = "import \"a.gwp\"\nimport \"b.gwp\"\nkeys k from \"k.keys\" salt env(\"S\")\n\
-                tenant t { rate 1/s; concurrent 2 }\nroute e {}\ngateway { state redis \"r\" }\n\
-                route r { auth k via header \"x-key\"; limit rate 1/s; to u }\n";
+                tenant t { rate 1/s; concurrent 2 }\nroute e {}\ngateway { state redis \"r\" on_error local }\n\
+                route r { auth k via header \"X-Key\"; limit rate 1/s per route; to u }\n";
     assert_eq!(fmt("blocks", text), want);
 }
 
