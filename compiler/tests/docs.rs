@@ -121,11 +121,13 @@ fn every_gwp_block_compiles_and_is_formatted() {
     assert!(failures.is_empty(), "{} problem(s):\n\n{}", failures.len(), failures.join("\n\n"));
 }
 
-/// The words of a shell line, without quoted words and without its comment.
+/// The words of a shell line, without quoted words, without the target of a redirection (a
+/// file the command writes) and without its comment.
 fn shell_words(line: &str) -> Vec<String> {
     let mut words = vec![];
     let mut word = String::new();
     let mut quoted = false;
+    let mut redirected = false;
     let mut quote: Option<char> = None;
     for c in line.chars() {
         match (quote, c) {
@@ -137,16 +139,22 @@ fn shell_words(line: &str) -> Vec<String> {
             }
             (None, '#') if word.is_empty() => break,
             (None, c) if c.is_whitespace() || matches!(c, '|' | ';' | '&' | '(' | ')' | '<' | '>') => {
-                if !word.is_empty() && !quoted {
-                    words.push(std::mem::take(&mut word));
+                if !word.is_empty() || quoted {
+                    if !quoted && !redirected {
+                        words.push(word.clone());
+                    }
+                    redirected = false;
                 }
                 word.clear();
                 quoted = false;
+                if c == '>' {
+                    redirected = true;
+                }
             }
             (None, c) => word.push(c),
         }
     }
-    if !word.is_empty() && !quoted {
+    if !word.is_empty() && !quoted && !redirected {
         words.push(word);
     }
     words
@@ -194,6 +202,7 @@ fn shell_words_skip_quotes_comments_and_urls() {
         shell_words("gw serve examples/a.gwp --listen 0.0.0.0:80 -H 'x: a/b' # see docs/x"),
         ["gw", "serve", "examples/a.gwp", "--listen", "0.0.0.0:80", "-H"]
     );
+    assert_eq!(shell_words("echo \"$(x)\" >> keys/new.keys; cat a/b"), ["echo", "cat", "a/b"]);
     assert!(repo_path("examples/a.gwp"));
     assert!(repo_path(".ci/test"));
     assert!(!repo_path("http://127.0.0.1:9100/v1"));
