@@ -34,7 +34,6 @@ const WIDTH: usize = 100;
 /// Spaces between code and the comment at the end of its line.
 const COMMENT_GAP: usize = 3;
 
-
 /// Why `format_source` refused to format.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FormatError {
@@ -640,7 +639,10 @@ struct Src<'a>(&'a str);
 impl<'a> Src<'a> {
     /// The text under `span` when `reads_back` accepts it.
     fn spelled(self, span: Span, reads_back: impl Fn(&str) -> bool) -> Option<String> {
-        self.0.get(span.start as usize..span.end as usize).filter(|s| !s.is_empty() && reads_back(s)).map(str::to_string)
+        self.0
+            .get(span.start as usize..span.end as usize)
+            .filter(|s| !s.is_empty() && reads_back(s))
+            .map(str::to_string)
     }
 
     fn duration(self, q: &Quantity) -> String {
@@ -731,9 +733,7 @@ impl<'a> Src<'a> {
             SettingKind::State(StateStore::Redis { url, on_error }) => {
                 let mut s = format!("state redis {}", self.value(url));
                 match on_error {
-                    OnError::Local if self.goes_on_with(url.span, span, &["on_error"]) => {
-                        s.push_str(" on_error local")
-                    }
+                    OnError::Local if self.goes_on_with(url.span, span, &["on_error"]) => s.push_str(" on_error local"),
                     OnError::Local => {}
                     OnError::Allow => s.push_str(" on_error allow"),
                     OnError::Deny => s.push_str(" on_error deny"),
@@ -790,12 +790,8 @@ impl<'a> Src<'a> {
             UpstreamStmtKind::Timeout(q) => format!("timeout {}", self.duration(q)),
             UpstreamStmtKind::ConnectTimeout(q) => format!("connect_timeout {}", self.duration(q)),
             UpstreamStmtKind::Health(h) => {
-                let mut s = format!(
-                    "health {} {} every {}",
-                    h.method.as_str(),
-                    self.string(&h.path),
-                    self.duration(&h.every)
-                );
+                let mut s =
+                    format!("health {} {} every {}", h.method.as_str(), self.string(&h.path), self.duration(&h.every));
                 if let Some(t) = &h.timeout {
                     s.push_str(&format!(" timeout {}", self.duration(t)));
                 }
@@ -1988,4 +1984,3 @@ fn erase_expr(e: &mut Expr) {
         ExprKind::Call { args, .. } => args.iter_mut().for_each(erase_expr),
     }
 }
-

@@ -50,7 +50,9 @@ fn blocks(markdown: &str) -> Vec<Block> {
     for (i, line) in markdown.lines().enumerate() {
         let fence = line.trim_start().strip_prefix("```");
         match (&mut open, fence) {
-            (None, Some(info)) => open = Some(Block { info: info.trim().to_string(), text: String::new(), line: i + 1 }),
+            (None, Some(info)) => {
+                open = Some(Block { info: info.trim().to_string(), text: String::new(), line: i + 1 })
+            }
             (Some(_), Some(_)) => out.extend(open.take()),
             (Some(b), None) => {
                 b.text.push_str(line);
