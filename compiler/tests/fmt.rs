@@ -371,6 +371,23 @@ fn workspace_policies_are_idempotent_and_round_trip() {
     }
 }
 
+/// The shipped policies are written in the canonical style (`gw-check fmt --check policies
+/// examples` in CI says the same).
+#[test]
+fn shipped_policies_are_formatted() {
+    let files = workspace_policies();
+    assert!(!files.is_empty(), "no .gwp files under policies/ or examples/");
+    let unformatted: Vec<String> = files
+        .iter()
+        .filter(|p| {
+            let text = read(p);
+            fmt(&p.display().to_string(), &text) != text
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(unformatted.is_empty(), "not formatted (run gw-check fmt --write): {unformatted:?}");
+}
+
 // ---------------------------------------------------------------------- small cases
 
 fn matcher(expr: &str) -> String {
@@ -558,8 +575,8 @@ fn one_line_blocks_stay_while_they_fit() {
 fn long_or_spread_matchers_break_at_their_top_chain() {
     let text = "matcher a = x\n    or y\nmatcher b = x or y\n";
     assert_eq!(fmt("spread", text), "matcher a =\n    x\n    or y\n\nmatcher b = x or y\n");
-    let long = format!("matcher c = {}\n", vec!["header[\"x-some-header\"] exists"; 4].join(" and "));
-    let want = format!("matcher c =\n    {}\n", vec!["header[\"x-some-header\"] exists"; 4].join("\n    and "));
+    let long = format!("matcher c = {}\n", ["header[\"x-some-header\"] exists"; 4].join(" and "));
+    let want = format!("matcher c =\n    {}\n", ["header[\"x-some-header\"] exists"; 4].join("\n    and "));
     assert_eq!(fmt("long", &long), want);
 }
 
