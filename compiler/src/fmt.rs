@@ -10,9 +10,11 @@
 //!   of its top `and`/`or` chain a line, and so is one too long for 100 columns.
 //! - Consecutive one-line items of one kind (matchers, keys, one-line tenants, ...) pad their names
 //!   to one column (`matcher is_chat  = ...`), as far as the next item of another kind.
-//! - Literals are printed as written (`60s` stays `60s`, `1_000`, `"\u{e9}"`, JSON numbers);
-//!   only a literal the source does not spell (no source text) is printed canonically.
-//! - Expressions get the fewest parentheses the parser needs; JSON is on one line.
+//! - Literals are printed as written (`60s` stays `60s`, `1_000`, `"\u{e9}"`, JSON numbers,
+//!   a header name's case), and so are defaults written out (`on_error local`, `per route`);
+//!   only what the source does not spell (no source text) is printed canonically.
+//! - Expressions keep the parentheses the source wrote (one pair) and get those the parser
+//!   needs; JSON is on one line, keys in source order.
 //! - Blank lines: one where the source had one or more, and always around a multi-line item.
 //!   Comments are kept, each exactly once and in their original order: a comment on its own
 //!   line stays before what follows it, a comment at the end of a line stays at the end of
@@ -164,10 +166,9 @@ struct Line {
     end: usize,
 }
 
-/// One line of a block body before alignment: a comment, or a statement split into its first
-/// word and the rest, with the comment at its end.
+/// One line of a block body before alignment: a comment (all in `word`), or a statement split
+/// into its first word and the rest, with the comment at its end.
 struct Elem {
-    comment_only: bool,
     word: String,
     rest: Option<String>,
     trailing: Option<String>,
@@ -536,7 +537,6 @@ impl<'a> Fmt<'a> {
         let slots = self.assign(cs, &spans, true);
         let mut elems: Vec<Elem> = vec![];
         let comment_elem = |f: &Self, ci: usize| Elem {
-            comment_only: true,
             word: f.ctext(ci),
             rest: None,
             trailing: None,
@@ -556,7 +556,7 @@ impl<'a> Fmt<'a> {
             };
             let trailing = slots.trailing[k].map(|ci| self.ctext(ci));
             let end = slots.trailing[k].map_or(line.end, |ci| self.cend(ci));
-            elems.push(Elem { comment_only: false, word, rest, trailing, start: line.start, end });
+            elems.push(Elem { word, rest, trailing, start: line.start, end });
         }
         for &ci in &slots.tail {
             elems.push(comment_elem(self, ci));
@@ -598,7 +598,6 @@ impl<'a> Fmt<'a> {
                 pad_to(&mut code, col);
                 code.push_str(t);
             }
-            debug_assert!(!e.comment_only || e.trailing.is_none());
             out.push_str(INDENT);
             out.push_str(&code);
             out.push('\n');
