@@ -8,6 +8,8 @@
 //!   into the repository (has a `/`, is not absolute, not a URL, not quoted, not `$VAR/...`)
 //!   names a file or folder that exists, from the repository root or from the README's own
 //!   folder. A bare file name (`policy.gwp`) stands for the reader's own file and is not checked.
+//! - `gw-check policies examples` and `gw-check fmt --check policies examples` pass as shipped,
+//!   with no environment prepared.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -212,4 +214,27 @@ fn shell_words_skip_quotes_comments_and_urls() {
     assert!(!repo_path("/etc/hosts"));
     assert!(!repo_path("$HOME/x"));
     assert!(!repo_path("policy.gwp"));
+}
+
+/// A newcomer's first run, as the READMEs show it: `gw-check policies examples` passes as
+/// shipped, with no environment prepared (no salt, no tokens), and so does `fmt --check`.
+#[test]
+fn the_shipped_policies_pass_gw_check_as_shipped() {
+    for args in [&["policies", "examples"][..], &["fmt", "--check", "policies", "examples"][..]] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gw-check"));
+        cmd.args(args).current_dir(workspace_dir());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("AUTH_") || k.starts_with("GW_") {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().expect("gw-check runs");
+        assert!(
+            out.status.success(),
+            "gw-check {args:?} exited {:?}:\n{}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
