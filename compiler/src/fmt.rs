@@ -18,7 +18,8 @@
 //! - Blank lines: one where the source had one or more, and always around a multi-line item.
 //!   Comments are kept, each exactly once and in their original order: a comment on its own
 //!   line stays before what follows it, a comment at the end of a line stays at the end of
-//!   that line, a comment written inside a statement moves to its own line before it.
+//!   that line, a comment written inside a statement (or inside an operand of a spread
+//!   matcher) moves to its own line before it.
 //!
 //! `format_source` checks its own work: it re-parses the output and compares the trees with
 //! spans erased (`strip_spans`), so a formatter bug can never silently change a policy.
@@ -339,7 +340,7 @@ impl<'a> Fmt<'a> {
         for (k, (shape, line)) in shapes.iter().zip(lines).enumerate() {
             let multi_line = matches!(shape, Shape::Lines(_));
             let mut before: Vec<usize> = slots.leading[k].clone();
-            if !multi_line || matches!(file.items[k], Item::Matcher(_)) {
+            if !multi_line {
                 // The comments inside a one-line item move before it.
                 before.extend(slots.inner[k].iter().copied());
             }
@@ -444,7 +445,7 @@ impl<'a> Fmt<'a> {
                 }
                 Shape::Line { head: format!("keys {}", k.name.name), tail, kind: Some("keys") }
             }
-            Item::Matcher(m) => self.matcher(m),
+            Item::Matcher(m) => self.matcher(m, inner),
             Item::Gateway(g) => {
                 let lines = g.settings.iter().map(|s| self.line(src.setting(&s.kind, s.span), s.span)).collect();
                 self.block_shape("gateway", "gateway".to_string(), g.span, lines, inner)
@@ -477,7 +478,7 @@ impl<'a> Fmt<'a> {
 
     /// `matcher name = expr` on one line, or over several when the source spread it or it
     /// does not fit.
-    fn matcher(&self, m: &Matcher) -> Shape {
+    fn matcher(&self, m: &Matcher, cs: &[usize]) -> Shape {
         let head = format!("matcher {}", m.name.name);
         let expr = self.src.expr(&m.expr);
         let spread = self.source_of(m.span).is_some_and(|s| s.contains('\n'));
@@ -485,28 +486,51 @@ impl<'a> Fmt<'a> {
         if !spread && (chain.is_none() || width(&head) + 3 + width(&expr) <= WIDTH) {
             return Shape::Line { head, tail: format!(" = {expr}"), kind: Some("matcher") };
         }
-        let mut out = format!("{head} =");
-        match chain {
+        // One operand a line, each with the comments written before it, in it and after it.
+        let lines: Vec<String> = match &chain {
             Some((op, operands)) => {
                 let p = op.precedence();
+                let mut lines = vec![];
                 for (i, e) in operands.iter().enumerate() {
-                    out.push('\n');
-                    out.push_str(INDENT);
-                    let ctx = if i == 0 {
-                        Ctx { min: p, not_ok: true, followed_by_cmp: false }
+                    let (mut line, ctx) = if i == 0 {
+                        (String::new(), Ctx { min: p, not_ok: true, followed_by_cmp: false })
                     } else {
-                        out.push_str(op.as_str());
-                        out.push(' ');
-                        Ctx { min: p + 1, not_ok: true, followed_by_cmp: false }
+                        (format!("{} ", op.as_str()), Ctx { min: p + 1, not_ok: true, followed_by_cmp: false })
                     };
-                    write_expr(&mut out, e, ctx, self.src);
+                    write_expr(&mut line, e, ctx, self.src);
+                    lines.push(line);
                 }
+                lines
             }
-            None => {
-                out.push('\n');
-                out.push_str(INDENT);
-                out.push_str(&expr);
+            None => vec![expr],
+        };
+        let operands: Vec<&Expr> = chain.map_or_else(|| vec![&m.expr], |(_, operands)| operands);
+        let spans: Vec<(usize, usize)> =
+            operands.iter().map(|e| (e.span.start as usize, self.eff_end(e.span))).collect();
+        let slots = self.assign(cs, &spans, true);
+        let mut rows: Vec<(String, Option<usize>)> = vec![];
+        for (k, line) in lines.into_iter().enumerate() {
+            for &ci in slots.leading[k].iter().chain(&slots.inner[k]) {
+                rows.push((self.ctext(ci), None));
             }
+            rows.push((line, slots.trailing[k]));
+        }
+        rows.extend(slots.tail.iter().map(|&ci| (self.ctext(ci), None)));
+        let comment_col = comment_column(rows.iter().filter(|(_, c)| c.is_some()).map(|(l, _)| width(l)));
+        let mut out = format!("{head} =");
+        if let Some(ci) = slots.header {
+            out.push(' ');
+            out.push_str(&self.comment(ci).text);
+        }
+        for (mut line, trailing) in rows {
+            if let Some(ci) = trailing {
+                let col = comment_col.max(width(&line) + COMMENT_GAP);
+                pad_to(&mut line, col);
+                line.push_str(&self.comment(ci).text);
+            }
+            out.push('\n');
+            out.push_str(INDENT);
+            out.push_str(&line);
         }
         Shape::Lines(out)
     }

@@ -578,6 +578,11 @@ fn long_or_spread_matchers_break_at_their_top_chain() {
     let long = format!("matcher c = {}\n", ["header[\"x-some-header\"] exists"; 4].join(" and "));
     let want = format!("matcher c =\n    {}\n", ["header[\"x-some-header\"] exists"; 4].join("\n    and "));
     assert_eq!(fmt("long", &long), want);
+    // Comments stay with the operand they were written at; one inside an operand moves
+    // before it.
+    let text = "matcher a = # head\n    # before x\n    x # about x\n    or (y # in y\n    and z) # about z\n";
+    let want = "matcher a = # head\n    # before x\n    x   # about x\n    # in y\n    or (y and z)   # about z\n";
+    assert_eq!(fmt("comments", text), want);
 }
 
 #[test]
