@@ -1,12 +1,25 @@
 //! The canonical formatter: an AST (plus the comments of its source) printed back as text.
 //!
-//! Style: 4-space indent; items separated by one blank line; every statement on its own line
-//! without `;`; expressions with the fewest parentheses the parser needs; quantities in the
-//! largest unit that divides them exactly; JSON on one line, keys in source order. Inside a
-//! block, one blank line is kept where the source had blank lines. Comments are kept, each
-//! exactly once and in their original order: a comment on its own line stays before what
-//! follows it, a comment at the end of a line stays at the end of that statement's line, a
-//! comment written inside a statement moves to its own line before the statement.
+//! Style (the one the project's own policies and docs are written in):
+//! - 4-space indent; one statement a line, without `;`.
+//! - Inside a block, each statement's first word is padded to the block's longest first word, so
+//!   the arguments start in one column; comments at the end of statement lines start in one
+//!   column too, three spaces after the longest line that carries one.
+//! - A block written on one line stays on one line (`tenant dev { rate 5/s; concurrent 2 }`)
+//!   while it fits in 100 columns. A matcher written over several lines is printed one operand
+//!   of its top `and`/`or` chain a line, and so is one too long for 100 columns.
+//! - Consecutive one-line items of one kind (matchers, keys, one-line tenants, ...) pad their names
+//!   to one column (`matcher is_chat  = ...`), as far as the next item of another kind.
+//! - Literals are printed as written (`60s` stays `60s`, `1_000`, `"\u{e9}"`, JSON numbers,
+//!   a header name's case), and so are defaults written out (`on_error local`, `per route`);
+//!   only what the source does not spell (no source text) is printed canonically.
+//! - Expressions keep the parentheses the source wrote (one pair) and get those the parser
+//!   needs; JSON is on one line, keys in source order.
+//! - Blank lines: one where the source had one or more, and always around a multi-line item.
+//!   Comments are kept, each exactly once and in their original order: a comment on its own
+//!   line stays before what follows it, a comment at the end of a line stays at the end of
+//!   that line, a comment written inside a statement (or inside an operand of a spread
+//!   matcher) moves to its own line before it.
 //!
 //! `format_source` checks its own work: it re-parses the output and compares the trees with
 //! spans erased (`strip_spans`), so a formatter bug can never silently change a policy.
@@ -19,6 +32,10 @@ use crate::source::{FileId, Span};
 use crate::syntax::{self, Comment};
 
 const INDENT: &str = "    ";
+/// The widest line a one-line block or matcher is kept on.
+const WIDTH: usize = 100;
+/// Spaces between code and the comment at the end of its line.
+const COMMENT_GAP: usize = 3;
 
 /// Why `format_source` refused to format.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,13 +115,13 @@ fn describe_difference(before: &File, after: &File, out: &str) -> String {
 }
 
 /// Format a whole file canonically. `text` is the source the AST and comments came from; it is
-/// read only to place comments, to keep one blank line where the source separated statements
-/// or comments with blank lines, and to keep the key order of JSON literals. With text that
-/// does not match the AST (e.g. `""`), the output is still correct, only without those.
+/// read to place comments, to keep blank lines and one-line blocks, and to keep the spelling of
+/// literals and the key order of JSON. With text that does not match the AST (e.g. `""`), the
+/// output is still correct, only without those.
 pub fn format_file(file: &File, comments: &[Comment], text: &str) -> String {
     let mut comments: Vec<&Comment> = comments.iter().collect();
     comments.sort_by_key(|c| c.span.start);
-    let mut f = Fmt { text, comments, out: String::new() };
+    let mut f = Fmt { text, src: Src(text), comments, out: String::new() };
     f.file(file);
     f.out
 }
@@ -112,7 +129,7 @@ pub fn format_file(file: &File, comments: &[Comment], text: &str) -> String {
 /// One expression in canonical form (for messages and tools).
 pub fn expr_to_string(e: &Expr) -> String {
     let mut s = String::new();
-    write_expr(&mut s, e, Ctx::TOP);
+    write_expr(&mut s, e, Ctx::TOP, Src(""));
     s
 }
 
@@ -120,6 +137,7 @@ pub fn expr_to_string(e: &Expr) -> String {
 
 struct Fmt<'a> {
     text: &'a str,
+    src: Src<'a>,
     comments: Vec<&'a Comment>,
     out: String,
 }
@@ -142,24 +160,67 @@ struct Slots {
 /// A statement printed on one line, with the source range it came from.
 struct Line {
     text: String,
+    /// `health ... every 10s` directly before a `timeout` statement: only a `;` keeps the
+    /// `timeout` from being read as the health check's own.
+    semi: bool,
     start: usize,
     end: usize,
 }
 
-/// One output line of a block body, with the source range it stands for (for blank lines).
+/// One line of a block body before alignment: a comment (all in `word`), or a statement split
+/// into its first word and the rest, with the comment at its end.
 struct Elem {
-    text: String,
+    word: String,
+    rest: Option<String>,
+    trailing: Option<String>,
     start: usize,
     end: usize,
+}
+
+/// How a top-level item is printed.
+enum Shape {
+    /// On one line: `head` is padded to the names of its run, `tail` follows. `kind` names the
+    /// items it lines up with (None: it lines up with nothing).
+    Line { head: String, tail: String, kind: Option<&'static str> },
+    /// Over several lines (no final newline).
+    Lines(String),
 }
 
 fn is_ws(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n' | '\u{FEFF}')
 }
 
+/// Columns a line takes (characters, not bytes).
+fn width(s: &str) -> usize {
+    s.chars().count()
+}
+
+fn pad_to(s: &mut String, col: usize) {
+    let w = width(s);
+    s.extend(std::iter::repeat_n(' ', col.saturating_sub(w)));
+}
+
+/// The column where the comments at the ends of lines of these widths start: three spaces
+/// after the longest line, leaving out lines so long the column would pass `WIDTH` (their
+/// comments follow them three spaces on).
+fn comment_column(widths: impl Iterator<Item = usize>) -> usize {
+    widths.map(|w| w + COMMENT_GAP).filter(|&c| c <= WIDTH).max().unwrap_or(0)
+}
+
+/// What was printed last at the top level, for the blank line before the next element.
+#[derive(Clone, Copy)]
+enum Last {
+    Comment(usize),
+    Item { multi_line: bool, end: usize },
+}
+
 impl<'a> Fmt<'a> {
     fn comment(&self, i: usize) -> &'a Comment {
         self.comments[i]
+    }
+
+    fn ctext(&self, i: usize) -> String {
+        self.comments[i].text.clone()
     }
 
     fn cstart(&self, i: usize) -> usize {
@@ -191,6 +252,17 @@ impl<'a> Fmt<'a> {
                 _ => return pos,
             }
         }
+    }
+
+    /// The source text of a span (without what `eff_end` trims); `None` when the text does not
+    /// have it (no source, or spans erased).
+    fn source_of(&self, span: Span) -> Option<&'a str> {
+        self.text.get(span.start as usize..self.eff_end(span)).filter(|s| !s.is_empty())
+    }
+
+    /// Was this block written on one line (`{` to `}`)?
+    fn written_on_one_line(&self, span: Span) -> bool {
+        self.source_of(span).is_some_and(|s| s.ends_with('}') && !s.contains('\n'))
     }
 
     /// Is there code before the comment on its line?
@@ -261,278 +333,725 @@ impl<'a> Fmt<'a> {
             file.items.iter().map(|it| (it.span().start as usize, self.eff_end(it.span()))).collect();
         let all: Vec<usize> = (0..self.comments.len()).collect();
         let slots = self.assign(&all, &spans, false);
-        // What was printed last: None at the start, Some(true) after an item.
-        let mut last: Option<(bool, usize)> = None;
-        for (k, item) in file.items.iter().enumerate() {
-            let single_line = !matches!(
-                item,
-                Item::Gateway(_) | Item::Upstream(_) | Item::Tenant(_) | Item::Route(_) | Item::Test(_)
-            );
+        let shapes: Vec<Shape> =
+            file.items.iter().enumerate().map(|(k, item)| self.shape(item, &slots.inner[k])).collect();
+        let lines = self.align_items(&shapes, &slots.trailing);
+        let mut last: Option<Last> = None;
+        for (k, (shape, line)) in shapes.iter().zip(lines).enumerate() {
+            let multi_line = matches!(shape, Shape::Lines(_));
             let mut before: Vec<usize> = slots.leading[k].clone();
-            if single_line {
+            if !multi_line {
+                // The comments inside a one-line item move before it.
                 before.extend(slots.inner[k].iter().copied());
             }
-            for ci in before {
-                self.file_sep(last, self.cstart(ci));
-                let text = &self.comment(ci).text;
-                self.out.push_str(text);
-                self.out.push('\n');
-                last = Some((false, self.cend(ci)));
-            }
-            self.file_sep(last, spans[k].0);
-            let mut end = spans[k].1;
-            if single_line {
-                let line = self.simple_item(item);
-                self.out.push_str(&line);
-            } else {
-                self.block_item(item, &slots.inner[k]);
-            }
-            if let Some(ci) = slots.trailing[k] {
-                self.out.push(' ');
+            for (nth, &ci) in before.iter().enumerate() {
+                self.file_sep(last, self.cstart(ci), nth == 0 && multi_line);
                 self.out.push_str(&self.comment(ci).text);
-                end = self.cend(ci);
+                self.out.push('\n');
+                last = Some(Last::Comment(self.cend(ci)));
             }
+            self.file_sep(last, spans[k].0, multi_line);
+            self.out.push_str(&line);
             self.out.push('\n');
-            last = Some((true, end));
+            let end = slots.trailing[k].map_or(spans[k].1, |ci| self.cend(ci));
+            last = Some(Last::Item { multi_line, end });
         }
         for &ci in &slots.tail {
-            self.file_sep(last, self.cstart(ci));
+            self.file_sep(last, self.cstart(ci), false);
             self.out.push_str(&self.comment(ci).text);
             self.out.push('\n');
-            last = Some((false, self.cend(ci)));
+            last = Some(Last::Comment(self.cend(ci)));
         }
     }
 
-    /// The separator before the next top-level element starting at `start`.
-    fn file_sep(&mut self, last: Option<(bool, usize)>, start: usize) {
+    /// The separator before the next top-level element starting at `start`: a blank line where
+    /// the source had one, and between an item and a multi-line item (or its comments).
+    fn file_sep(&mut self, last: Option<Last>, start: usize, next_multi_line: bool) {
         let blank = match last {
             None => false,
-            Some((after_item, end)) => after_item || self.blank_between(end, start),
+            Some(Last::Comment(end)) => self.blank_between(end, start),
+            Some(Last::Item { multi_line, end }) => multi_line || next_multi_line || self.blank_between(end, start),
         };
         if blank {
             self.out.push('\n');
         }
     }
 
-    fn simple_item(&self, item: &Item) -> String {
-        match item {
-            Item::Import(i) => format!("import {}", quote(&i.path.value)),
-            Item::Keys(k) => {
-                let mut s = format!("keys {} from {}", k.name.name, quote(&k.file.value));
-                if let Some(salt) = &k.salt {
-                    s.push_str(" salt ");
-                    s.push_str(&value(salt));
+    /// The final text of each item (without its newline), its trailing comment included: runs
+    /// of one-line items of one kind pad their heads, and their comments, to one column.
+    fn align_items(&self, shapes: &[Shape], trailing: &[Option<usize>]) -> Vec<String> {
+        let mut out = Vec::with_capacity(shapes.len());
+        let mut k = 0;
+        while k < shapes.len() {
+            let kind = match &shapes[k] {
+                Shape::Line { kind, .. } => *kind,
+                Shape::Lines(_) => None,
+            };
+            let mut end = k + 1;
+            if kind.is_some() {
+                while matches!(shapes.get(end), Some(Shape::Line { kind: kd, .. }) if *kd == kind) {
+                    end += 1;
                 }
-                s
             }
-            Item::Matcher(m) => format!("matcher {} = {}", m.name.name, expr_to_string(&m.expr)),
-            _ => String::new(),
+            let head_col = shapes[k..end]
+                .iter()
+                .map(|s| match s {
+                    Shape::Line { head, .. } => width(head),
+                    Shape::Lines(_) => 0,
+                })
+                .max()
+                .unwrap_or(0);
+            let codes: Vec<String> = shapes[k..end]
+                .iter()
+                .map(|s| match s {
+                    Shape::Line { head, tail, .. } => {
+                        let mut line = head.clone();
+                        if !tail.is_empty() {
+                            pad_to(&mut line, head_col);
+                        }
+                        line.push_str(tail);
+                        line
+                    }
+                    Shape::Lines(text) => text.clone(),
+                })
+                .collect();
+            let last_line = |code: &str| width(code.rsplit('\n').next().unwrap_or(""));
+            let comment_col =
+                comment_column((k..end).filter(|&i| trailing[i].is_some()).map(|i| last_line(&codes[i - k])));
+            for (i, mut code) in (k..end).zip(codes) {
+                if let Some(ci) = trailing[i] {
+                    let ll = last_line(&code);
+                    let target = comment_col.max(ll + COMMENT_GAP) - ll + width(&code);
+                    pad_to(&mut code, target);
+                    code.push_str(&self.comment(ci).text);
+                }
+                out.push(code);
+            }
+            k = end;
         }
+        out
     }
 
-    fn block_item(&mut self, item: &Item, cs: &[usize]) {
-        let (header, lines): (String, Vec<Line>) = match item {
+    fn shape(&self, item: &Item, inner: &[usize]) -> Shape {
+        let src = self.src;
+        let line = |head: String, tail: String| Shape::Line { head, tail, kind: None };
+        match item {
+            Item::Import(i) => line(format!("import {}", src.string(&i.path)), String::new()),
+            Item::Keys(k) => {
+                let mut tail = format!(" from {}", src.string(&k.file));
+                if let Some(salt) = &k.salt {
+                    tail.push_str(" salt ");
+                    tail.push_str(&src.value(salt));
+                }
+                Shape::Line { head: format!("keys {}", k.name.name), tail, kind: Some("keys") }
+            }
+            Item::Matcher(m) => self.matcher(m, inner),
             Item::Gateway(g) => {
-                ("gateway".to_string(), g.settings.iter().map(|s| self.line(setting(&s.kind), s.span)).collect())
+                let lines = g.settings.iter().map(|s| self.line(src.setting(&s.kind, s.span), s.span)).collect();
+                self.block_shape("gateway", "gateway".to_string(), g.span, lines, inner)
             }
             Item::Upstream(u) => {
                 let mut lines: Vec<Line> = vec![];
                 for (i, s) in u.stmts.iter().enumerate() {
-                    let mut text = upstream_stmt(&s.kind);
-                    // `health ... every 10s` followed by `timeout 5s` would read as the health
-                    // check's timeout: only a `;` keeps them apart.
+                    let mut line = self.line(src.upstream_stmt(&s.kind), s.span);
                     if let UpstreamStmtKind::Health(HealthCheck { timeout: None, .. }) = s.kind {
-                        if matches!(u.stmts.get(i + 1).map(|n| &n.kind), Some(UpstreamStmtKind::Timeout(_))) {
-                            text.push(';');
-                        }
+                        line.semi = matches!(u.stmts.get(i + 1).map(|n| &n.kind), Some(UpstreamStmtKind::Timeout(_)));
                     }
-                    lines.push(self.line(text, s.span));
+                    lines.push(line);
                 }
-                (format!("upstream {}", u.name.name), lines)
+                self.block_shape("upstream", format!("upstream {}", u.name.name), u.span, lines, inner)
             }
-            Item::Tenant(t) => (
-                format!("tenant {}", t.name.name),
-                t.stmts.iter().map(|s| self.line(tenant_stmt(&s.kind), s.span)).collect(),
-            ),
-            Item::Route(r) => (
-                format!("route {}", r.name.name),
-                r.stmts.iter().map(|s| self.line(route_stmt(&s.kind, self.text), s.span)).collect(),
-            ),
-            Item::Test(t) => (
-                format!("test {}", quote(&t.name.value)),
-                t.stmts.iter().map(|s| self.line(test_stmt(&s.kind, self.text), s.span)).collect(),
-            ),
-            _ => return,
+            Item::Tenant(t) => {
+                let lines = t.stmts.iter().map(|s| self.line(src.tenant_stmt(&s.kind), s.span)).collect();
+                self.block_shape("tenant", format!("tenant {}", t.name.name), t.span, lines, inner)
+            }
+            Item::Route(r) => {
+                let lines = r.stmts.iter().map(|s| self.line(src.route_stmt(&s.kind, s.span), s.span)).collect();
+                self.block_shape("route", format!("route {}", r.name.name), r.span, lines, inner)
+            }
+            Item::Test(t) => {
+                let lines = t.stmts.iter().map(|s| self.line(src.test_stmt(&s.kind), s.span)).collect();
+                self.block_shape("test", format!("test {}", src.string(&t.name)), t.span, lines, inner)
+            }
+        }
+    }
+
+    /// `matcher name = expr` on one line, or over several when the source spread it or it
+    /// does not fit.
+    fn matcher(&self, m: &Matcher, cs: &[usize]) -> Shape {
+        let head = format!("matcher {}", m.name.name);
+        let expr = self.src.expr(&m.expr);
+        let spread = self.source_of(m.span).is_some_and(|s| s.contains('\n'));
+        let chain = and_or_chain(&m.expr);
+        if !spread && (chain.is_none() || width(&head) + 3 + width(&expr) <= WIDTH) {
+            return Shape::Line { head, tail: format!(" = {expr}"), kind: Some("matcher") };
+        }
+        // One operand a line, each with the comments written before it, in it and after it.
+        let lines: Vec<String> = match &chain {
+            Some((op, operands)) => {
+                let p = op.precedence();
+                let mut lines = vec![];
+                for (i, e) in operands.iter().enumerate() {
+                    let (mut line, ctx) = if i == 0 {
+                        (String::new(), Ctx { min: p, not_ok: true, followed_by_cmp: false })
+                    } else {
+                        (format!("{} ", op.as_str()), Ctx { min: p + 1, not_ok: true, followed_by_cmp: false })
+                    };
+                    write_expr(&mut line, e, ctx, self.src);
+                    lines.push(line);
+                }
+                lines
+            }
+            None => vec![expr],
         };
-        self.block(0, &header, lines, cs);
+        let operands: Vec<&Expr> = chain.map_or_else(|| vec![&m.expr], |(_, operands)| operands);
+        let spans: Vec<(usize, usize)> =
+            operands.iter().map(|e| (e.span.start as usize, self.eff_end(e.span))).collect();
+        let slots = self.assign(cs, &spans, true);
+        let mut rows: Vec<(String, Option<usize>)> = vec![];
+        for (k, line) in lines.into_iter().enumerate() {
+            for &ci in slots.leading[k].iter().chain(&slots.inner[k]) {
+                rows.push((self.ctext(ci), None));
+            }
+            rows.push((line, slots.trailing[k]));
+        }
+        rows.extend(slots.tail.iter().map(|&ci| (self.ctext(ci), None)));
+        let comment_col = comment_column(rows.iter().filter(|(_, c)| c.is_some()).map(|(l, _)| width(l)));
+        let mut out = format!("{head} =");
+        if let Some(ci) = slots.header {
+            out.push(' ');
+            out.push_str(&self.comment(ci).text);
+        }
+        for (mut line, trailing) in rows {
+            if let Some(ci) = trailing {
+                let col = comment_col.max(width(&line) + COMMENT_GAP);
+                pad_to(&mut line, col);
+                line.push_str(&self.comment(ci).text);
+            }
+            out.push('\n');
+            out.push_str(INDENT);
+            out.push_str(&line);
+        }
+        Shape::Lines(out)
     }
 
     fn line(&self, text: String, span: Span) -> Line {
-        Line { text, start: span.start as usize, end: self.eff_end(span) }
+        Line { text, semi: false, start: span.start as usize, end: self.eff_end(span) }
+    }
+
+    /// A block item: on one line when it was written on one line, has no comment inside and
+    /// fits; else `header {`, one line per child with its comments, `}`.
+    fn block_shape(&self, kind: &'static str, header: String, span: Span, lines: Vec<Line>, cs: &[usize]) -> Shape {
+        if lines.is_empty() && cs.is_empty() {
+            return Shape::Line { head: header, tail: " {}".to_string(), kind: None };
+        }
+        if cs.is_empty() && self.written_on_one_line(span) {
+            let body: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+            let tail = format!(" {{ {} }}", body.join("; "));
+            if width(&header) + width(&tail) <= WIDTH {
+                return Shape::Line { head: header, tail, kind: Some(kind) };
+            }
+        }
+        Shape::Lines(self.block(&header, lines, cs))
     }
 
     /// `header {`, one line per child with its comments, `}` (no newline after it).
-    fn block(&mut self, depth: usize, header: &str, lines: Vec<Line>, cs: &[usize]) {
+    fn block(&self, header: &str, lines: Vec<Line>, cs: &[usize]) -> String {
         let spans: Vec<(usize, usize)> = lines.iter().map(|l| (l.start, l.end)).collect();
         let slots = self.assign(cs, &spans, true);
-        let pad = INDENT.repeat(depth);
-        let inner_pad = INDENT.repeat(depth + 1);
         let mut elems: Vec<Elem> = vec![];
-        let comment_elem =
-            |f: &Self, ci: usize| Elem { text: f.comment(ci).text.clone(), start: f.cstart(ci), end: f.cend(ci) };
-        for (k, line) in lines.into_iter().enumerate() {
+        let comment_elem = |f: &Self, ci: usize| Elem {
+            word: f.ctext(ci),
+            rest: None,
+            trailing: None,
+            start: f.cstart(ci),
+            end: f.cend(ci),
+        };
+        for (k, mut line) in lines.into_iter().enumerate() {
             for &ci in slots.leading[k].iter().chain(&slots.inner[k]) {
                 elems.push(comment_elem(self, ci));
             }
-            let mut e = Elem { text: line.text, start: line.start, end: line.end };
-            if let Some(ci) = slots.trailing[k] {
-                e.text.push(' ');
-                e.text.push_str(&self.comment(ci).text);
-                e.end = self.cend(ci);
+            if line.semi {
+                line.text.push(';');
             }
-            elems.push(e);
+            let (word, rest) = match line.text.split_once(' ') {
+                Some((w, r)) => (w.to_string(), Some(r.to_string())),
+                None => (line.text, None),
+            };
+            let trailing = slots.trailing[k].map(|ci| self.ctext(ci));
+            let end = slots.trailing[k].map_or(line.end, |ci| self.cend(ci));
+            elems.push(Elem { word, rest, trailing, start: line.start, end });
         }
         for &ci in &slots.tail {
             elems.push(comment_elem(self, ci));
         }
-        self.out.push_str(&pad);
-        self.out.push_str(header);
-        self.out.push_str(" {");
+
+        let mut out = format!("{header} {{");
         if let Some(ci) = slots.header {
-            self.out.push(' ');
-            self.out.push_str(&self.comment(ci).text);
+            out.push(' ');
+            out.push_str(&self.comment(ci).text);
         } else if elems.is_empty() {
-            self.out.push('}');
-            return;
+            out.push('}');
+            return out;
         }
-        self.out.push('\n');
-        let mut prev_end: Option<usize> = None;
-        for e in elems {
-            if let Some(p) = prev_end {
-                if self.blank_between(p, e.start) {
-                    self.out.push('\n');
+        // The arguments start one column after the longest first word; the comments at line
+        // ends three columns after the longest line that has one.
+        let word_col = elems.iter().filter(|e| e.rest.is_some()).map(|e| width(&e.word)).max().unwrap_or(0);
+        let codes: Vec<String> = elems
+            .iter()
+            .map(|e| {
+                let mut code = e.word.clone();
+                if let Some(rest) = &e.rest {
+                    pad_to(&mut code, word_col);
+                    code.push(' ');
+                    code.push_str(rest);
                 }
+                code
+            })
+            .collect();
+        let comment_col =
+            comment_column(elems.iter().zip(&codes).filter(|(e, _)| e.trailing.is_some()).map(|(_, c)| width(c)));
+        out.push('\n');
+        let mut prev_end: Option<usize> = None;
+        for (e, mut code) in elems.into_iter().zip(codes) {
+            if prev_end.is_some_and(|p| self.blank_between(p, e.start)) {
+                out.push('\n');
             }
-            self.out.push_str(&inner_pad);
-            self.out.push_str(&e.text);
-            self.out.push('\n');
+            if let Some(t) = &e.trailing {
+                let col = comment_col.max(width(&code) + COMMENT_GAP);
+                pad_to(&mut code, col);
+                code.push_str(t);
+            }
+            out.push_str(INDENT);
+            out.push_str(&code);
+            out.push('\n');
             prev_end = Some(e.end);
         }
-        self.out.push_str(&pad);
-        self.out.push('}');
+        out.push('}');
+        out
     }
+}
+
+/// The operands of an expression's top `and` or `or` chain (`a or b or c`: a, b, c).
+fn and_or_chain(e: &Expr) -> Option<(BinOp, Vec<&Expr>)> {
+    let ExprKind::Binary { op, .. } = &e.kind else { return None };
+    if !matches!(op, BinOp::And | BinOp::Or) {
+        return None;
+    }
+    let mut rights = vec![];
+    let mut cur = e;
+    while let ExprKind::Binary { op: o, lhs, rhs, .. } = &cur.kind {
+        if o != op {
+            break;
+        }
+        rights.push(rhs.as_ref());
+        cur = lhs;
+    }
+    rights.push(cur);
+    rights.reverse();
+    Some((*op, rights))
 }
 
 // ====================================================================== statements
 
-fn setting(k: &SettingKind) -> String {
-    match k {
-        SettingKind::Listen(v) => format!("listen {}", value(v)),
-        SettingKind::Admin { addr, token } => {
-            let mut s = format!("admin {}", value(addr));
-            if let Some(t) = token {
-                s.push_str(&format!(" token {}", value(t)));
-            }
-            s
-        }
-        SettingKind::State(StateStore::Local) => "state local".to_string(),
-        SettingKind::State(StateStore::Redis { url, on_error }) => {
-            let mut s = format!("state redis {}", value(url));
-            match on_error {
-                OnError::Local => {}
-                OnError::Allow => s.push_str(" on_error allow"),
-                OnError::Deny => s.push_str(" on_error deny"),
-            }
-            s
-        }
-        SettingKind::Audit { path, rotate } => {
-            let mut s = format!("audit {}", value(path));
-            if let Some(r) = rotate {
-                s.push_str(&format!(" rotate {}", size(r.value)));
-            }
-            s
-        }
-        SettingKind::MaxBody(q) => format!("max_body {}", size(q.value)),
-        SettingKind::MaxHeaderBytes(q) => format!("max_header_bytes {}", size(q.value)),
-        SettingKind::MaxHeaders(q) => format!("max_headers {}", q.value),
-        SettingKind::HeaderTimeout(q) => format!("header_timeout {}", duration(q.value)),
-        SettingKind::IdleTimeout(q) => format!("idle_timeout {}", duration(q.value)),
-        SettingKind::DrainTimeout(q) => format!("drain_timeout {}", duration(q.value)),
-        SettingKind::Tls { cert, key } => format!("tls cert {} key {}", value(cert), value(key)),
-        SettingKind::PolicyHeader(b) => format!("policy_header {b}"),
-        SettingKind::Forwarded(m) => format!(
-            "forwarded {}",
-            match m {
-                ForwardedMode::Strip => "strip",
-                ForwardedMode::Append => "append",
-                ForwardedMode::Keep => "keep",
-            }
-        ),
-    }
-}
+/// The source text, read for the spelling of literals: a literal is printed as written when
+/// the text under its span reads back to the value in the tree, else canonically.
+#[derive(Clone, Copy)]
+struct Src<'a>(&'a str);
 
-fn upstream_stmt(k: &UpstreamStmtKind) -> String {
-    match k {
-        UpstreamStmtKind::Target(t) => {
-            let mut s = format!("target {}", value(&t.url));
-            if let Some(w) = &t.weight {
-                s.push_str(&format!(" weight {}", w.value));
+impl<'a> Src<'a> {
+    /// The text under `span` when `reads_back` accepts it.
+    fn spelled(self, span: Span, reads_back: impl Fn(&str) -> bool) -> Option<String> {
+        self.0
+            .get(span.start as usize..span.end as usize)
+            .filter(|s| !s.is_empty() && reads_back(s))
+            .map(str::to_string)
+    }
+
+    fn duration(self, q: &Quantity) -> String {
+        self.spelled(q.span, |s| spelled_duration(s) == Some(q.value)).unwrap_or_else(|| duration(q.value))
+    }
+
+    fn size(self, q: &Quantity) -> String {
+        self.spelled(q.span, |s| spelled_size(s) == Some(q.value)).unwrap_or_else(|| size(q.value))
+    }
+
+    /// A whole number (counts, weights, attempts).
+    fn count(self, q: &Quantity) -> String {
+        self.spelled(q.span, |s| spelled_int(s) == i64::try_from(q.value).ok()).unwrap_or_else(|| q.value.to_string())
+    }
+
+    fn status(self, q: &Quantity) -> String {
+        self.spelled(q.span, |s| s.len() == 3 && s.parse::<u64>().ok() == Some(q.value))
+            .unwrap_or_else(|| status_code(q.value))
+    }
+
+    fn rate(self, r: &Rate) -> String {
+        self.spelled(r.span, |s| spelled_rate(s) == Some((r.count, r.window_ns))).unwrap_or_else(|| rate(r))
+    }
+
+    fn string(self, s: &Str) -> String {
+        self.spelled(s.span, |t| spelled_string(t).as_deref() == Some(s.value.as_str()))
+            .unwrap_or_else(|| quote(&s.value))
+    }
+
+    /// A header name: the parser lowers its case, so any spelling that lowers to it is kept.
+    fn header(self, s: &Str) -> String {
+        self.spelled(s.span, |t| spelled_string(t).is_some_and(|v| v.to_ascii_lowercase() == s.value))
+            .unwrap_or_else(|| quote(&s.value))
+    }
+
+    fn opt_string(self, s: &Option<Str>) -> Option<String> {
+        s.as_ref().map(|s| self.string(s))
+    }
+
+    fn value(self, v: &Value) -> String {
+        let parts: Vec<String> = v
+            .parts
+            .iter()
+            .map(|p| match p {
+                ValuePart::Lit(s) => self.string(s),
+                ValuePart::Env(s) => format!("env({})", self.string(s)),
+            })
+            .collect();
+        parts.join(" + ")
+    }
+
+    fn regex(self, r: &Regex) -> String {
+        self.spelled(r.span, |s| spelled_regex(s) == Some((r.pattern.clone(), r.case_insensitive)))
+            .unwrap_or_else(|| regex(r))
+    }
+
+    fn expr(self, e: &Expr) -> String {
+        let mut s = String::new();
+        write_expr(&mut s, e, Ctx::TOP, self);
+        s
+    }
+
+    /// Does the source, from the end of `after` to the end of `span`, go on with `words`? (For
+    /// defaults written out, `on_error local` and `per route`, which the tree does not keep.)
+    fn goes_on_with(self, after: Span, span: Span, words: &[&str]) -> bool {
+        let Some(mut rest) = self.0.get(after.end as usize..span.end as usize) else { return false };
+        for w in words {
+            rest = rest.trim_start();
+            match rest.strip_prefix(w) {
+                Some(r) if !r.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') => rest = r,
+                _ => return false,
             }
-            if let Some(r) = &t.region {
-                s.push_str(&format!(" region {}", quote(&r.value)));
-            }
-            s
         }
-        UpstreamStmtKind::Balance(b) => match b {
-            Balance::RoundRobin => "balance round_robin".to_string(),
-            Balance::Weighted => "balance weighted".to_string(),
-            Balance::LeastConn => "balance least_conn".to_string(),
-            Balance::Hash(e) => format!("balance hash({})", expr_to_string(e)),
-        },
-        UpstreamStmtKind::Header { name, value: v } => format!("header {} = {}", quote(&name.value), value(v)),
-        UpstreamStmtKind::Timeout(q) => format!("timeout {}", duration(q.value)),
-        UpstreamStmtKind::ConnectTimeout(q) => format!("connect_timeout {}", duration(q.value)),
-        UpstreamStmtKind::Health(h) => {
-            let mut s =
-                format!("health {} {} every {}", h.method.as_str(), quote(&h.path.value), duration(h.every.value));
-            if let Some(t) = &h.timeout {
-                s.push_str(&format!(" timeout {}", duration(t.value)));
+        true
+    }
+
+    fn setting(self, k: &SettingKind, span: Span) -> String {
+        match k {
+            SettingKind::Listen(v) => format!("listen {}", self.value(v)),
+            SettingKind::Admin { addr, token } => {
+                let mut s = format!("admin {}", self.value(addr));
+                if let Some(t) = token {
+                    s.push_str(&format!(" token {}", self.value(t)));
+                }
+                s
             }
-            s
+            SettingKind::State(StateStore::Local) => "state local".to_string(),
+            SettingKind::State(StateStore::Redis { url, on_error }) => {
+                let mut s = format!("state redis {}", self.value(url));
+                match on_error {
+                    OnError::Local if self.goes_on_with(url.span, span, &["on_error"]) => s.push_str(" on_error local"),
+                    OnError::Local => {}
+                    OnError::Allow => s.push_str(" on_error allow"),
+                    OnError::Deny => s.push_str(" on_error deny"),
+                }
+                s
+            }
+            SettingKind::Audit { path, rotate } => {
+                let mut s = format!("audit {}", self.value(path));
+                if let Some(r) = rotate {
+                    s.push_str(&format!(" rotate {}", self.size(r)));
+                }
+                s
+            }
+            SettingKind::MaxBody(q) => format!("max_body {}", self.size(q)),
+            SettingKind::MaxHeaderBytes(q) => format!("max_header_bytes {}", self.size(q)),
+            SettingKind::MaxHeaders(q) => format!("max_headers {}", self.count(q)),
+            SettingKind::HeaderTimeout(q) => format!("header_timeout {}", self.duration(q)),
+            SettingKind::IdleTimeout(q) => format!("idle_timeout {}", self.duration(q)),
+            SettingKind::DrainTimeout(q) => format!("drain_timeout {}", self.duration(q)),
+            SettingKind::Tls { cert, key } => format!("tls cert {} key {}", self.value(cert), self.value(key)),
+            SettingKind::PolicyHeader(b) => format!("policy_header {b}"),
+            SettingKind::Forwarded(m) => format!(
+                "forwarded {}",
+                match m {
+                    ForwardedMode::Strip => "strip",
+                    ForwardedMode::Append => "append",
+                    ForwardedMode::Keep => "keep",
+                }
+            ),
         }
-        UpstreamStmtKind::Retry(r) => {
-            let mut s = format!("retry {}", r.attempts.value);
-            if !r.on.is_empty() {
-                let conds: Vec<String> =
-                    r.on.iter()
+    }
+
+    fn upstream_stmt(self, k: &UpstreamStmtKind) -> String {
+        match k {
+            UpstreamStmtKind::Target(t) => {
+                let mut s = format!("target {}", self.value(&t.url));
+                if let Some(w) = &t.weight {
+                    s.push_str(&format!(" weight {}", self.count(w)));
+                }
+                if let Some(r) = self.opt_string(&t.region) {
+                    s.push_str(&format!(" region {r}"));
+                }
+                s
+            }
+            UpstreamStmtKind::Balance(b) => match b {
+                Balance::RoundRobin => "balance round_robin".to_string(),
+                Balance::Weighted => "balance weighted".to_string(),
+                Balance::LeastConn => "balance least_conn".to_string(),
+                Balance::Hash(e) => format!("balance hash({})", self.expr(e)),
+            },
+            UpstreamStmtKind::Header { name, value: v } => {
+                format!("header {} = {}", self.header(name), self.value(v))
+            }
+            UpstreamStmtKind::Timeout(q) => format!("timeout {}", self.duration(q)),
+            UpstreamStmtKind::ConnectTimeout(q) => format!("connect_timeout {}", self.duration(q)),
+            UpstreamStmtKind::Health(h) => {
+                let mut s =
+                    format!("health {} {} every {}", h.method.as_str(), self.string(&h.path), self.duration(&h.every));
+                if let Some(t) = &h.timeout {
+                    s.push_str(&format!(" timeout {}", self.duration(t)));
+                }
+                s
+            }
+            UpstreamStmtKind::Retry(r) => {
+                let mut s = format!("retry {}", self.count(&r.attempts));
+                if !r.on.is_empty() {
+                    let conds: Vec<String> =
+                        r.on.iter()
+                            .map(|c| match c {
+                                RetryCond::ConnectError(_) => "connect_error".to_string(),
+                                RetryCond::Timeout(_) => "timeout".to_string(),
+                                RetryCond::Status(q) => self.count(q),
+                            })
+                            .collect();
+                    s.push_str(" on ");
+                    s.push_str(&conds.join(", "));
+                }
+                s
+            }
+            UpstreamStmtKind::MaxConnections(q) => format!("max_connections {}", self.count(q)),
+            UpstreamStmtKind::Affinity(e) => format!("affinity {}", self.expr(e)),
+        }
+    }
+
+    fn tenant_stmt(self, k: &TenantStmtKind) -> String {
+        match k {
+            TenantStmtKind::Rate { rate: r, burst } => {
+                let mut s = format!("rate {}", self.rate(r));
+                if let Some(b) = burst {
+                    s.push_str(&format!(" burst {}", self.count(b)));
+                }
+                s
+            }
+            TenantStmtKind::Tokens(r) => format!("tokens {}", self.rate(r)),
+            TenantStmtKind::Concurrent(q) => format!("concurrent {}", self.count(q)),
+            TenantStmtKind::Region(r) => format!("region {}", self.string(r)),
+        }
+    }
+
+    fn route_stmt(self, k: &RouteStmtKind, span: Span) -> String {
+        match k {
+            RouteStmtKind::When(w) => {
+                let mut s = format!("when {} {}", methods(&w.methods), self.string(&w.path));
+                if let Some(h) = self.opt_string(&w.host) {
+                    s.push_str(&format!(" host {h}"));
+                }
+                if let Some(c) = &w.cond {
+                    s.push_str(&format!(" if {}", self.expr(c)));
+                }
+                s
+            }
+            RouteStmtKind::Auth(a) => {
+                let mut s = format!("auth {}", a.keys.name);
+                if !a.via.is_empty() {
+                    let via: Vec<String> = a
+                        .via
+                        .iter()
                         .map(|c| match c {
-                            RetryCond::ConnectError(_) => "connect_error".to_string(),
-                            RetryCond::Timeout(_) => "timeout".to_string(),
-                            RetryCond::Status(q) => q.value.to_string(),
+                            Credential::Header(h) => format!("header {}", self.header(h)),
+                            Credential::Bearer(_) => "bearer".to_string(),
+                            Credential::Query(q) => format!("query {}", self.string(q)),
                         })
                         .collect();
-                s.push_str(" on ");
-                s.push_str(&conds.join(", "));
+                    s.push_str(" via ");
+                    s.push_str(&via.join(", "));
+                }
+                if a.optional {
+                    s.push_str(" optional");
+                }
+                s
             }
-            s
+            RouteStmtKind::Allow { cond, status, message } => {
+                let mut s = format!("allow if {}", self.expr(cond));
+                if status.is_some() || message.is_some() {
+                    let st = status.as_ref().map_or_else(|| status_code(403), |q| self.status(q));
+                    let msg = self.opt_string(message).unwrap_or_else(|| quote(""));
+                    s.push_str(&format!(" else {st} {msg}"));
+                }
+                s
+            }
+            RouteStmtKind::Deny { status, message, cond } => {
+                format!("deny {} {} if {}", self.status(status), self.string(message), self.expr(cond))
+            }
+            RouteStmtKind::Limit(l) => self.limit(l, span),
+            RouteStmtKind::SetHeader { name, value: v } => {
+                format!("set header {} = {}", self.header(name), self.value(v))
+            }
+            RouteStmtKind::StripHeaders(names) => {
+                let names: Vec<String> = names.iter().map(|n| self.header(n)).collect();
+                format!("strip header {}", names.join(", "))
+            }
+            RouteStmtKind::Rewrite(Rewrite::Prefix { from, to }) => {
+                format!("rewrite prefix {} => {}", self.string(from), self.string(to))
+            }
+            RouteStmtKind::Rewrite(Rewrite::Path(p)) => format!("rewrite path {}", self.string(p)),
+            RouteStmtKind::Respond { status, body } => {
+                let mut s = format!("respond {}", self.status(status));
+                match body {
+                    Some(ResponseBody::Json(j)) => {
+                        s.push_str(" json ");
+                        s.push_str(&self.json(j));
+                    }
+                    Some(ResponseBody::Text(t)) => {
+                        s.push(' ');
+                        s.push_str(&self.string(t));
+                    }
+                    None => {}
+                }
+                s
+            }
+            RouteStmtKind::Cache { ttl, max } => {
+                let mut s = format!("cache {}", self.duration(ttl));
+                if let Some(m) = max {
+                    s.push_str(&format!(" max {}", self.size(m)));
+                }
+                s
+            }
+            RouteStmtKind::Websocket => "websocket".to_string(),
+            RouteStmtKind::Cors { origins, methods: ms } => {
+                let origins: Vec<String> = origins.iter().map(|o| self.string(o)).collect();
+                let mut s = format!("cors origins [{}]", origins.join(", "));
+                if !ms.is_empty() {
+                    s.push_str(" methods ");
+                    s.push_str(&methods(ms));
+                }
+                s
+            }
+            RouteStmtKind::Jwt { secret, issuer } => {
+                let mut s = format!("jwt secret {}", self.value(secret));
+                if let Some(i) = self.opt_string(issuer) {
+                    s.push_str(&format!(" issuer {i}"));
+                }
+                s
+            }
+            RouteStmtKind::Serve(b) => format!("serve {}", b.name),
+            RouteStmtKind::To(u) => format!("to {}", u.name),
         }
-        UpstreamStmtKind::MaxConnections(q) => format!("max_connections {}", q.value),
-        UpstreamStmtKind::Affinity(e) => format!("affinity {}", expr_to_string(e)),
     }
-}
 
-fn tenant_stmt(k: &TenantStmtKind) -> String {
-    match k {
-        TenantStmtKind::Rate { rate: r, burst } => {
-            let mut s = format!("rate {}", rate(r));
-            if let Some(b) = burst {
-                s.push_str(&format!(" burst {}", b.value));
+    fn limit(self, l: &Limit, span: Span) -> String {
+        let mut s = String::from("limit ");
+        // Where the kind ends, to find a `per route` written out after it.
+        let kind_end = match &l.kind {
+            LimitKind::Rate { rate: r, burst } => {
+                s.push_str(&format!("rate {}", self.rate(r)));
+                if let Some(b) = burst {
+                    s.push_str(&format!(" burst {}", self.count(b)));
+                }
+                burst.map_or(r.span, |b| b.span)
             }
-            s
+            LimitKind::Tokens { rate: r, estimate } => {
+                s.push_str(&format!("tokens {}", self.rate(r)));
+                if let Some(e) = estimate {
+                    s.push_str(&format!(" estimate {}", self.count(e)));
+                }
+                estimate.map_or(r.span, |e| e.span)
+            }
+            LimitKind::Concurrent(q) => {
+                s.push_str(&format!("concurrent {}", self.count(q)));
+                q.span
+            }
+        };
+        match &l.per {
+            LimitKey::Route if self.goes_on_with(kind_end, span, &["per", "route"]) => s.push_str(" per route"),
+            LimitKey::Route => {}
+            LimitKey::Key => s.push_str(" per key"),
+            LimitKey::Tenant => s.push_str(" per tenant"),
+            LimitKey::Client => s.push_str(" per client"),
+            LimitKey::Header(h) => s.push_str(&format!(" per header {}", self.header(h))),
+            LimitKey::Expr(e) => s.push_str(&format!(" per ({})", self.expr(e))),
         }
-        TenantStmtKind::Tokens(r) => format!("tokens {}", rate(r)),
-        TenantStmtKind::Concurrent(q) => format!("concurrent {}", q.value),
-        TenantStmtKind::Region(r) => format!("region {}", quote(&r.value)),
+        if let Some(m) = &l.model {
+            s.push_str(" model ");
+            s.push_str(&self.regex(m));
+        }
+        if let Some(c) = &l.cond {
+            s.push_str(" if ");
+            s.push_str(&self.expr(c));
+        }
+        if l.shadow {
+            s.push_str(" shadow");
+        }
+        s
+    }
+
+    fn test_stmt(self, k: &TestStmtKind) -> String {
+        match k {
+            TestStmtKind::Send(send) => {
+                let mut s = format!("send {} {}", send.method.as_str(), self.string(&send.path));
+                for (name, v) in &send.headers {
+                    s.push_str(&format!(" header {} = {}", self.header(name), self.string(v)));
+                }
+                if let Some(b) = &send.body {
+                    s.push_str(" body ");
+                    s.push_str(&self.json(b));
+                }
+                if let Some(c) = self.opt_string(&send.client) {
+                    s.push_str(&format!(" client {c}"));
+                }
+                s
+            }
+            TestStmtKind::Advance(q) => format!("advance {}", self.duration(q)),
+            TestStmtKind::Expect(e) => match e {
+                Expectation::Status { status, message } => {
+                    let mut s = format!("expect {}", self.status(status));
+                    if let Some(m) = self.opt_string(message) {
+                        s.push(' ');
+                        s.push_str(&m);
+                    }
+                    s
+                }
+                Expectation::Route(n) => format!("expect route {}", n.name),
+                Expectation::Upstream(n) => format!("expect upstream {}", n.name),
+                Expectation::Tenant(n) => format!("expect tenant {}", n.name),
+            },
+        }
+    }
+
+    /// A JSON literal on one line. Objects keep the key order, and strings and numbers the
+    /// spelling, of the source when the source text under the span reads back to the same value
+    /// (`serde_json::Map` here sorts its keys, so the tree alone has lost the order); otherwise
+    /// the tree is printed, keys sorted.
+    fn json(self, j: &Json) -> String {
+        let mut out = String::new();
+        let from_source = self.0.get(j.span.start as usize..j.span.end as usize).and_then(|t| {
+            let mut r = JsonReader { s: t, pos: 0 };
+            let v = r.value()?;
+            r.skip();
+            (r.pos == t.len() && v.to_value() == j.value).then_some(v)
+        });
+        match from_source {
+            Some(v) => v.write(&mut out),
+            None => write_json(&mut out, &j.value),
+        }
+        out
     }
 }
 
@@ -540,174 +1059,131 @@ fn methods(ms: &[Method]) -> String {
     ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join("|")
 }
 
-fn route_stmt(k: &RouteStmtKind, src: &str) -> String {
-    match k {
-        RouteStmtKind::When(w) => {
-            let mut s = format!("when {} {}", methods(&w.methods), quote(&w.path.value));
-            if let Some(h) = &w.host {
-                s.push_str(&format!(" host {}", quote(&h.value)));
-            }
-            if let Some(c) = &w.cond {
-                s.push_str(&format!(" if {}", expr_to_string(c)));
-            }
-            s
-        }
-        RouteStmtKind::Auth(a) => {
-            let mut s = format!("auth {}", a.keys.name);
-            if !a.via.is_empty() {
-                let via: Vec<String> = a
-                    .via
-                    .iter()
-                    .map(|c| match c {
-                        Credential::Header(h) => format!("header {}", quote(&h.value)),
-                        Credential::Bearer(_) => "bearer".to_string(),
-                        Credential::Query(q) => format!("query {}", quote(&q.value)),
-                    })
-                    .collect();
-                s.push_str(" via ");
-                s.push_str(&via.join(", "));
-            }
-            if a.optional {
-                s.push_str(" optional");
-            }
-            s
-        }
-        RouteStmtKind::Allow { cond, status, message } => {
-            let mut s = format!("allow if {}", expr_to_string(cond));
-            if status.is_some() || message.is_some() {
-                let st = status.map(|q| q.value).unwrap_or(403);
-                let msg = message.as_ref().map(|m| m.value.as_str()).unwrap_or("");
-                s.push_str(&format!(" else {} {}", status_code(st), quote(msg)));
-            }
-            s
-        }
-        RouteStmtKind::Deny { status, message, cond } => {
-            format!("deny {} {} if {}", status_code(status.value), quote(&message.value), expr_to_string(cond))
-        }
-        RouteStmtKind::Limit(l) => limit(l),
-        RouteStmtKind::SetHeader { name, value: v } => format!("set header {} = {}", quote(&name.value), value(v)),
-        RouteStmtKind::StripHeaders(names) => {
-            let names: Vec<String> = names.iter().map(|n| quote(&n.value)).collect();
-            format!("strip header {}", names.join(", "))
-        }
-        RouteStmtKind::Rewrite(Rewrite::Prefix { from, to }) => {
-            format!("rewrite prefix {} => {}", quote(&from.value), quote(&to.value))
-        }
-        RouteStmtKind::Rewrite(Rewrite::Path(p)) => format!("rewrite path {}", quote(&p.value)),
-        RouteStmtKind::Respond { status, body } => {
-            let mut s = format!("respond {}", status_code(status.value));
-            match body {
-                Some(ResponseBody::Json(j)) => {
-                    s.push_str(" json ");
-                    s.push_str(&json(j, src));
-                }
-                Some(ResponseBody::Text(t)) => {
-                    s.push(' ');
-                    s.push_str(&quote(&t.value));
-                }
-                None => {}
-            }
-            s
-        }
-        RouteStmtKind::Cache { ttl, max } => {
-            let mut s = format!("cache {}", duration(ttl.value));
-            if let Some(m) = max {
-                s.push_str(&format!(" max {}", size(m.value)));
-            }
-            s
-        }
-        RouteStmtKind::Websocket => "websocket".to_string(),
-        RouteStmtKind::Cors { origins, methods: ms } => {
-            let origins: Vec<String> = origins.iter().map(|o| quote(&o.value)).collect();
-            let mut s = format!("cors origins [{}]", origins.join(", "));
-            if !ms.is_empty() {
-                s.push_str(" methods ");
-                s.push_str(&methods(ms));
-            }
-            s
-        }
-        RouteStmtKind::Jwt { secret, issuer } => {
-            let mut s = format!("jwt secret {}", value(secret));
-            if let Some(i) = issuer {
-                s.push_str(&format!(" issuer {}", quote(&i.value)));
-            }
-            s
-        }
-        RouteStmtKind::Serve(b) => format!("serve {}", b.name),
-        RouteStmtKind::To(u) => format!("to {}", u.name),
-    }
+// ====================================================================== spellings
+
+/// Splits `123abc` into `123` and `abc`.
+fn split_digits(s: &str) -> (&str, &str) {
+    s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()))
 }
 
-fn limit(l: &Limit) -> String {
-    let mut s = String::from("limit ");
-    match &l.kind {
-        LimitKind::Rate { rate: r, burst } => {
-            s.push_str(&format!("rate {}", rate(r)));
-            if let Some(b) = burst {
-                s.push_str(&format!(" burst {}", b.value));
-            }
-        }
-        LimitKind::Tokens { rate: r, estimate } => {
-            s.push_str(&format!("tokens {}", rate(r)));
-            if let Some(e) = estimate {
-                s.push_str(&format!(" estimate {}", e.value));
-            }
-        }
-        LimitKind::Concurrent(q) => s.push_str(&format!("concurrent {}", q.value)),
+fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    match &l.per {
-        LimitKey::Route => {}
-        LimitKey::Key => s.push_str(" per key"),
-        LimitKey::Tenant => s.push_str(" per tenant"),
-        LimitKey::Client => s.push_str(" per client"),
-        LimitKey::Header(h) => s.push_str(&format!(" per header {}", quote(&h.value))),
-        LimitKey::Expr(e) => s.push_str(&format!(" per ({})", expr_to_string(e))),
-    }
-    if let Some(m) = &l.model {
-        s.push_str(" model ");
-        s.push_str(&regex(m));
-    }
-    if let Some(c) = &l.cond {
-        s.push_str(" if ");
-        s.push_str(&expr_to_string(c));
-    }
-    if l.shadow {
-        s.push_str(" shadow");
-    }
-    s
+    s.parse().ok()
 }
 
-fn test_stmt(k: &TestStmtKind, src: &str) -> String {
-    match k {
-        TestStmtKind::Send(send) => {
-            let mut s = format!("send {} {}", send.method.as_str(), quote(&send.path.value));
-            for (name, v) in &send.headers {
-                s.push_str(&format!(" header {} = {}", quote(&name.value), quote(&v.value)));
-            }
-            if let Some(b) = &send.body {
-                s.push_str(" body ");
-                s.push_str(&json(b, src));
-            }
-            if let Some(c) = &send.client {
-                s.push_str(&format!(" client {}", quote(&c.value)));
-            }
-            s
-        }
-        TestStmtKind::Advance(q) => format!("advance {}", duration(q.value)),
-        TestStmtKind::Expect(e) => match e {
-            Expectation::Status { status, message } => {
-                let mut s = format!("expect {}", status_code(status.value));
-                if let Some(m) = message {
-                    s.push(' ');
-                    s.push_str(&quote(&m.value));
-                }
-                s
-            }
-            Expectation::Route(n) => format!("expect route {}", n.name),
-            Expectation::Upstream(n) => format!("expect upstream {}", n.name),
-            Expectation::Tenant(n) => format!("expect tenant {}", n.name),
-        },
+fn unit_ns(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "ms" => MS,
+        "s" => SEC,
+        "m" | "min" => MIN,
+        "h" => HOUR,
+        "d" => DAY,
+        _ => return None,
+    })
+}
+
+/// The value of a spelled whole number (`-`, digits and `_`), as the grammar's `int`.
+fn spelled_int(s: &str) -> Option<i64> {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    if !body.starts_with(|c: char| c.is_ascii_digit()) || !body.chars().all(|c| c.is_ascii_digit() || c == '_') {
+        return None;
     }
+    s.replace('_', "").parse().ok()
+}
+
+fn spelled_float(s: &str) -> Option<f64> {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = body.split_once('.')?;
+    digits(int)?;
+    digits(frac)?;
+    s.parse().ok()
+}
+
+fn spelled_duration(s: &str) -> Option<u64> {
+    let (n, unit) = split_digits(s);
+    digits(n)?.checked_mul(unit_ns(unit)?)
+}
+
+fn spelled_size(s: &str) -> Option<u64> {
+    let (n, unit) = split_digits(s);
+    let mul: u64 = match unit {
+        "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    digits(n)?.checked_mul(mul)
+}
+
+/// `(count, window in ns)` of a spelled rate such as `100k/min` or `10/30s`.
+fn spelled_rate(s: &str) -> Option<(u64, u64)> {
+    let (count, window) = s.split_once('/')?;
+    let (n, suffix) = split_digits(count);
+    let mul = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        _ => return None,
+    };
+    let (times, unit) = split_digits(window);
+    let times = if times.is_empty() { 1 } else { digits(times)? };
+    Some((digits(n)?.checked_mul(mul)?, times.checked_mul(unit_ns(unit)?)?))
+}
+
+/// The value of a spelled string literal, if it is one the grammar reads.
+fn spelled_string(s: &str) -> Option<String> {
+    let body = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\n' => return None,
+            '\\' => match chars.next()? {
+                '"' | '\\' | 'n' | 't' | 'r' | '0' => {}
+                'u' => {
+                    if chars.next()? != '{' {
+                        return None;
+                    }
+                    let mut hex = 0;
+                    loop {
+                        match chars.next()? {
+                            '}' if hex > 0 => break,
+                            c if c.is_ascii_hexdigit() && hex < 6 => hex += 1,
+                            _ => return None,
+                        }
+                    }
+                }
+                _ => return None,
+            },
+            _ => {}
+        }
+    }
+    Some(syntax::unescape(body))
+}
+
+/// `(pattern, case-insensitive)` of a spelled regex literal, as the parser reads it.
+fn spelled_regex(s: &str) -> Option<(String, bool)> {
+    let (s, ci) = match s.strip_suffix('i') {
+        Some(s) => (s, true),
+        None => (s, false),
+    };
+    let inner = s.strip_prefix('/')?.strip_suffix('/')?;
+    let mut chars = inner.chars();
+    let mut any = false;
+    while let Some(c) = chars.next() {
+        any = true;
+        match c {
+            '/' | '\n' => return None,
+            '\\' if matches!(chars.next(), None | Some('\n')) => return None,
+            _ => {}
+        }
+    }
+    any.then(|| (inner.replace("\\/", "/"), ci))
 }
 
 // ====================================================================== leaves
@@ -730,18 +1206,6 @@ pub fn quote(s: &str) -> String {
     }
     out.push('"');
     out
-}
-
-fn value(v: &Value) -> String {
-    let parts: Vec<String> = v
-        .parts
-        .iter()
-        .map(|p| match p {
-            ValuePart::Lit(s) => quote(&s.value),
-            ValuePart::Env(s) => format!("env({})", quote(&s.value)),
-        })
-        .collect();
-    parts.join(" + ")
 }
 
 fn regex(r: &Regex) -> String {
@@ -810,30 +1274,13 @@ pub fn rate(r: &Rate) -> String {
     format!("{count}/{window}")
 }
 
-/// A JSON literal on one line. Objects keep the key order of the source when the source text
-/// under the span reads back to the same value (`serde_json::Map` here sorts its keys, so the
-/// tree alone has lost the order); otherwise the tree is printed, keys sorted.
-fn json(j: &Json, src: &str) -> String {
-    let mut out = String::new();
-    let from_source = src.get(j.span.start as usize..j.span.end as usize).and_then(|t| {
-        let mut r = JsonReader { s: t, pos: 0 };
-        let v = r.value()?;
-        r.skip();
-        (r.pos == t.len() && v.to_value() == j.value).then_some(v)
-    });
-    match from_source {
-        Some(v) => v.write(&mut out),
-        None => write_json(&mut out, &j.value),
-    }
-    out
-}
-
-/// JSON as written, in order (duplicate keys included).
+/// JSON as written, in order (duplicate keys included), strings and numbers with their source
+/// spelling (`raw`).
 enum OJson {
-    Obj(Vec<(String, OJson)>),
+    Obj(Vec<(JsonStr, OJson)>),
     Arr(Vec<OJson>),
-    Str(String),
-    Num(serde_json::Number),
+    Str(JsonStr),
+    Num { value: serde_json::Number, raw: String },
     Bool(bool),
     Null,
 }
@@ -842,10 +1289,10 @@ impl OJson {
     fn to_value(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match self {
-            OJson::Obj(kv) => J::Object(kv.iter().map(|(k, v)| (k.clone(), v.to_value())).collect()),
+            OJson::Obj(kv) => J::Object(kv.iter().map(|(k, v)| (k.value.clone(), v.to_value())).collect()),
             OJson::Arr(items) => J::Array(items.iter().map(OJson::to_value).collect()),
-            OJson::Str(s) => J::String(s.clone()),
-            OJson::Num(n) => J::Number(n.clone()),
+            OJson::Str(s) => J::String(s.value.clone()),
+            OJson::Num { value, .. } => J::Number(value.clone()),
             OJson::Bool(b) => J::Bool(*b),
             OJson::Null => J::Null,
         }
@@ -859,7 +1306,7 @@ impl OJson {
                     if i > 0 {
                         out.push_str(", ");
                     }
-                    out.push_str(&quote(k));
+                    out.push_str(&k.raw);
                     out.push_str(": ");
                     v.write(out);
                 }
@@ -875,12 +1322,18 @@ impl OJson {
                 }
                 out.push(']');
             }
-            OJson::Str(s) => out.push_str(&quote(s)),
-            OJson::Num(n) => out.push_str(&n.to_string()),
+            OJson::Str(s) => out.push_str(&s.raw),
+            OJson::Num { raw, .. } => out.push_str(raw),
             OJson::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             OJson::Null => out.push_str("null"),
         }
     }
+}
+
+/// A JSON string: its value and its spelling in the source.
+struct JsonStr {
+    value: String,
+    raw: String,
 }
 
 /// Reads the grammar's JSON (policy strings and escapes, `#` comments as whitespace) from
@@ -980,14 +1433,14 @@ impl<'t> JsonReader<'t> {
                     .unwrap_or(rest.len());
                 let n = serde_json::from_str::<serde_json::Number>(&rest[..len]).ok()?;
                 self.pos += len;
-                OJson::Num(n)
+                OJson::Num { value: n, raw: rest[..len].to_string() }
             }
             _ => return None,
         })
     }
 
     /// A policy string literal at the current position, unescaped.
-    fn string(&mut self) -> Option<String> {
+    fn string(&mut self) -> Option<JsonStr> {
         let rest = self.rest();
         if !rest.starts_with('"') {
             return None;
@@ -998,9 +1451,9 @@ impl<'t> JsonReader<'t> {
                 _ if escaped => escaped = false,
                 '\\' => escaped = true,
                 '"' => {
-                    let body = &rest[1..i];
+                    let raw = &rest[..=i];
                     self.pos += i + 1;
-                    return Some(syntax::unescape(body));
+                    return Some(JsonStr { value: spelled_string(raw)?, raw: raw.to_string() });
                 }
                 _ => {}
             }
@@ -1070,45 +1523,52 @@ fn level(e: &Expr) -> u8 {
     }
 }
 
-fn write_expr(out: &mut String, e: &Expr, ctx: Ctx) {
-    let parens = match e.kind {
+/// An expression in parentheses where the parser needs them, and where the source wrote them
+/// (one pair: `((a))` is `(a)`).
+fn write_expr(out: &mut String, e: &Expr, ctx: Ctx, src: Src) {
+    let needed = match e.kind {
         ExprKind::Not(_) => !ctx.not_ok,
         _ => level(e) < ctx.min,
     };
-    if parens {
+    if needed || src.parenthesized(e.span) {
         out.push('(');
-        write_expr(out, e, Ctx::TOP);
+        write_bare(out, e, Ctx::TOP, src);
         out.push(')');
-        return;
+    } else {
+        write_bare(out, e, ctx, src);
     }
+}
+
+/// An expression without parentheses of its own (its operands get theirs).
+fn write_bare(out: &mut String, e: &Expr, ctx: Ctx, src: Src) {
     match &e.kind {
         ExprKind::Binary { op, lhs, rhs, .. } => {
             let p = op.precedence();
             let cmp = p >= 3;
-            write_expr(out, lhs, Ctx { min: p, not_ok: !cmp, followed_by_cmp: cmp });
+            write_expr(out, lhs, Ctx { min: p, not_ok: !cmp, followed_by_cmp: cmp }, src);
             out.push(' ');
             out.push_str(op.as_str());
             out.push(' ');
             let rhs_ctx =
                 Ctx { min: p + 1, not_ok: !cmp || !ctx.followed_by_cmp, followed_by_cmp: ctx.followed_by_cmp };
-            write_expr(out, rhs, rhs_ctx);
+            write_expr(out, rhs, rhs_ctx, src);
         }
         ExprKind::Not(inner) => {
             out.push_str("not ");
-            write_expr(out, inner, Ctx { min: 3, not_ok: true, followed_by_cmp: false });
+            write_expr(out, inner, Ctx { min: 3, not_ok: true, followed_by_cmp: false }, src);
         }
         ExprKind::Exists(inner) => {
-            write_expr(out, inner, Ctx { min: 5, not_ok: false, followed_by_cmp: false });
+            write_expr(out, inner, Ctx { min: 5, not_ok: false, followed_by_cmp: false }, src);
             out.push_str(" exists");
         }
-        ExprKind::Lit(l) => write_lit(out, l),
+        ExprKind::Lit(l) => out.push_str(&src.lit(l, e.span)),
         ExprKind::List(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_expr(out, item, Ctx::TOP);
+                write_expr(out, item, Ctx::TOP, src);
             }
             out.push(']');
         }
@@ -1121,28 +1581,77 @@ fn write_expr(out: &mut String, e: &Expr, ctx: Ctx) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                write_expr(out, a, Ctx::TOP);
+                write_expr(out, a, Ctx::TOP, src);
             }
             out.push(')');
         }
     }
 }
 
-fn write_lit(out: &mut String, l: &Lit) {
-    match l {
-        Lit::Str(s) => out.push_str(&quote(s)),
-        Lit::Int(n) => out.push_str(&n.to_string()),
-        Lit::Float(f) => {
-            // `Display` for f64 is the shortest text that reads back exactly and never uses an
-            // exponent, which the grammar would not accept.
-            let s = f.to_string();
-            out.push_str(&s);
-            if !s.contains('.') {
-                out.push_str(".0");
+impl Src<'_> {
+    /// Did the source write this expression in parentheses? (The parser gives a parenthesized
+    /// expression the span of its parentheses.)
+    fn parenthesized(self, span: Span) -> bool {
+        let Some(t) = self.0.get(span.start as usize..span.end as usize) else { return false };
+        if !(t.starts_with('(') && t.ends_with(')')) {
+            return false;
+        }
+        // The first `(` must close at the last byte: `(a) or (b)` is not parenthesized.
+        let mut depth = 0usize;
+        let mut chars = t.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return i + 1 == t.len();
+                    }
+                }
+                '"' | '/' => {
+                    // A string or a regex: skip to its unescaped closing quote or slash.
+                    let mut escaped = false;
+                    for (_, d) in chars.by_ref() {
+                        match d {
+                            _ if escaped => escaped = false,
+                            '\\' => escaped = true,
+                            _ if d == c => break,
+                            _ => {}
+                        }
+                    }
+                }
+                '#' => {
+                    for (_, d) in chars.by_ref() {
+                        if d == '\n' {
+                            break;
+                        }
+                    }
+                }
+                _ => {}
             }
         }
-        Lit::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Lit::Regex(r) => out.push_str(&regex(r)),
+        false
+    }
+
+    fn lit(self, l: &Lit, span: Span) -> String {
+        match l {
+            Lit::Str(s) => {
+                self.spelled(span, |t| spelled_string(t).as_deref() == Some(s.as_str())).unwrap_or_else(|| quote(s))
+            }
+            Lit::Int(n) => self.spelled(span, |t| spelled_int(t) == Some(*n)).unwrap_or_else(|| n.to_string()),
+            Lit::Float(f) => self.spelled(span, |t| spelled_float(t) == Some(*f)).unwrap_or_else(|| {
+                // `Display` for f64 is the shortest text that reads back exactly and never uses
+                // an exponent, which the grammar would not accept.
+                let s = f.to_string();
+                if s.contains('.') {
+                    s
+                } else {
+                    format!("{s}.0")
+                }
+            }),
+            Lit::Bool(b) => (if *b { "true" } else { "false" }).to_string(),
+            Lit::Regex(r) => self.regex(r),
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use gw_compiler::fmt::{format_file, format_source, strip_spans, FormatError};
+use gw_compiler::ast::Item;
+use gw_compiler::fmt::{expr_to_string, format_file, format_source, strip_spans, FormatError};
 use gw_compiler::source::FileId;
 use gw_compiler::syntax;
 
@@ -370,6 +371,23 @@ fn workspace_policies_are_idempotent_and_round_trip() {
     }
 }
 
+/// The shipped policies are written in the canonical style (`gw-check fmt --check policies
+/// examples` in CI says the same).
+#[test]
+fn shipped_policies_are_formatted() {
+    let files = workspace_policies();
+    assert!(!files.is_empty(), "no .gwp files under policies/ or examples/");
+    let unformatted: Vec<String> = files
+        .iter()
+        .filter(|p| {
+            let text = read(p);
+            fmt(&p.display().to_string(), &text) != text
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(unformatted.is_empty(), "not formatted (run gw-check fmt --write): {unformatted:?}");
+}
+
 // ---------------------------------------------------------------------- small cases
 
 fn matcher(expr: &str) -> String {
@@ -377,8 +395,19 @@ fn matcher(expr: &str) -> String {
     out.strip_prefix("matcher m = ").and_then(|s| s.strip_suffix('\n')).unwrap_or(&out).to_string()
 }
 
+/// The canonical form of an expression, without its source (`expr_to_string`).
+fn canonical(expr: &str) -> String {
+    let parsed = parse_clean(expr, &format!("matcher m = {expr}\n"));
+    match parsed.file.items.first() {
+        Some(Item::Matcher(m)) => expr_to_string(&m.expr),
+        other => panic!("{expr}: not a matcher: {other:?}"),
+    }
+}
+
+/// Without source text, an expression gets the fewest parentheses the parser needs, and its
+/// literals are spelled canonically.
 #[test]
-fn expressions_get_minimal_parentheses() {
+fn canonical_expressions_get_minimal_parentheses() {
     let cases = [
         ("a and b or c", "a and b or c"),
         ("(a and b) or c", "a and b or c"),
@@ -414,32 +443,72 @@ fn expressions_get_minimal_parentheses() {
         ("m matches /a\\\\\\/b/", "m matches /a\\\\\\/b/"),
     ];
     for (input, want) in cases {
+        assert_eq!(canonical(input), want, "input: {input}");
+    }
+}
+
+/// With its source, the formatter keeps the parentheses the source wrote (one pair) and adds
+/// the ones the parser needs, and keeps the spelling of literals.
+#[test]
+fn source_parentheses_and_literal_spellings_are_kept() {
+    let cases = [
+        ("a and b or c", "a and b or c"),
+        ("(a and b) or c", "(a and b) or c"),
+        ("((a))", "(a)"),
+        ("(a) or (b)", "(a) or (b)"),
+        ("not (a starts_with \"(\")", "not (a starts_with \"(\")"),
+        ("a == (\")\" == b)", "a == (\")\" == b)"),
+        ("m matches /\\(/ or (n matches /\\)/)", "m matches /\\(/ or (n matches /\\)/)"),
+        ("(a == not b) == c", "(a == not b) == c"),
+        ("a == (not b) == c", "a == (not b) == c"),
+        ("(not a) == b", "(not a) == b"),
+        ("a==b", "a == b"),
+        ("body[\"ok_name\"] == 1.50", "body.ok_name == 1.50"),
+        ("x == -3 and y == 2.0 and z == 1_000", "x == -3 and y == 2.0 and z == 1_000"),
+        ("s == \"\\u{e9}\\t\"", "s == \"\\u{e9}\\t\""),
+        ("m matches /a\\/b/i", "m matches /a\\/b/i"),
+    ];
+    for (input, want) in cases {
         assert_eq!(matcher(input), want, "input: {input}");
     }
 }
 
+/// Quantities are printed as written; without their source, in the largest exact unit.
 #[test]
-fn quantities_use_the_largest_exact_unit() {
+fn quantities_keep_their_spelling() {
     let text = "gateway { max_body 1048576B; max_header_bytes 1000KB; header_timeout 60s; idle_timeout 90000ms;\
                 drain_timeout 48h; audit \"a\" rotate 1536KiB }\n\
                 tenant t { rate 60/m burst 5; tokens 1000000/60s }\n\
                 tenant u { rate 1000/s; tokens 1500/10s }\n\
                 tenant v { rate 7/120s; tokens 3/1000ms }\n\
                 route r { cache 0s max 1000000001B }\n";
-    let want =
-        "gateway {\n    max_body 1MiB\n    max_header_bytes 1MB\n    header_timeout 1m\n    idle_timeout 90s\n    \
-                drain_timeout 2d\n    audit \"a\" rotate 1536KiB\n}\n\n\
-                tenant t {\n    rate 60/min burst 5\n    tokens 1M/min\n}\n\n\
-                tenant u {\n    rate 1k/s\n    tokens 1500/10s\n}\n\n\
-                tenant v {\n    rate 7/2min\n    tokens 3/s\n}\n\n\
+    let want = "gateway {\n    max_body         1MiB\n    max_header_bytes 1MB\n    header_timeout   1m\n    \
+                idle_timeout     90s\n    drain_timeout    2d\n    audit            \"a\" rotate 1536KiB\n}\n\n\
+                tenant t {\n    rate   60/min burst 5\n    tokens 1M/min\n}\n\n\
+                tenant u {\n    rate   1k/s\n    tokens 1500/10s\n}\n\n\
+                tenant v {\n    rate   7/2min\n    tokens 3/s\n}\n\n\
                 route r {\n    cache 0s max 1000000001B\n}\n";
-    assert_eq!(fmt("quantities", text), want);
+    let (parsed, _) = syntax::parse(FileId(0), text);
+    assert_eq!(format_file(&strip_spans(&parsed.file), &[], ""), want);
+    let kept = "gateway {\n    max_body         1048576B\n    max_header_bytes 1000KB\n    header_timeout   60s\n    \
+                idle_timeout     90000ms\n    drain_timeout    48h\n    audit            \"a\" rotate 1536KiB\n}\n\n\
+                tenant t { rate 60/m burst 5; tokens 1000000/60s }\n\
+                tenant u { rate 1000/s; tokens 1500/10s }\n\
+                tenant v { rate 7/120s; tokens 3/1000ms }\n\
+                route r { cache 0s max 1000000001B }\n";
+    assert_eq!(fmt("quantities", text), kept);
+    let text = "upstream u { target \"http://u\" weight 0_3; retry 02 on 502; max_connections 1_000 }\n\
+                route r { deny 403 \"no\" if true; limit rate 10/s burst 0_5; limit tokens 1k/min estimate 0100 }\n";
+    assert_eq!(fmt("counts", text), text);
 }
 
+/// Strings keep their escapes as written; without their source, they get the canonical ones.
 #[test]
-fn strings_are_re_escaped() {
+fn strings_keep_their_escapes() {
     let text = "route r { respond 200 \"a\\\"b\\\\c\\nd\\te\\rf\\0g\\u{1b}h\\u{e9}\u{e9}\" }\n";
-    let out = fmt("strings", text);
+    assert_eq!(fmt("strings", text), text);
+    let (parsed, _) = syntax::parse(FileId(0), text);
+    let out = format_file(&strip_spans(&parsed.file), &[], "");
     assert_eq!(out, "route r {\n    respond 200 \"a\\\"b\\\\c\\nd\\te\\rf\\0g\\u{1b}h\u{e9}\u{e9}\"\n}\n");
 }
 
@@ -449,7 +518,7 @@ fn json_is_one_line_in_source_order() {
     let out = fmt("json", text);
     assert_eq!(
         out,
-        "route r {\n    # a comment\n    respond 200 json {\"b\": [1, 2.5, -3, 1000.0, null], \"a\": {}, \"c\": \"x\\\"\"}\n}\n"
+        "route r {\n    # a comment\n    respond 200 json {\"b\": [1, 2.5, -3, 1e3, null], \"a\": {}, \"c\": \"x\\\"\"}\n}\n"
     );
     // Without the source text (spans erased), the tree is printed with its keys sorted.
     let (parsed, _) = syntax::parse(FileId(0), text);
@@ -466,21 +535,54 @@ fn json_is_one_line_in_source_order() {
 fn health_without_timeout_before_timeout_keeps_a_semicolon() {
     let text = "upstream u {\n    health GET \"/h\" every 10s; timeout 5s\n}\n";
     let out = fmt("health", text);
-    assert_eq!(out, "upstream u {\n    health GET \"/h\" every 10s;\n    timeout 5s\n}\n");
+    assert_eq!(out, "upstream u {\n    health  GET \"/h\" every 10s;\n    timeout 5s\n}\n");
+    // On one line, `;` separates every statement anyway.
+    let text = "upstream u { health GET \"/h\" every 10s; timeout 5s }\n";
+    assert_eq!(fmt("health", text), text);
     let text = "upstream u { health GET \"/h\" every 10s timeout 5s }\n";
-    assert_eq!(fmt("health", text), "upstream u {\n    health GET \"/h\" every 10s timeout 5s\n}\n");
+    assert_eq!(fmt("health", text), text);
 }
 
+/// One-line items stay together where the source had no blank line; a default written out
+/// (`on_error local`, `per route`) and a header name's case are kept.
 #[test]
 fn blocks_single_line_items_and_defaults() {
     let text = "import \"a.gwp\"; import \"b.gwp\"\nkeys k from \"k.keys\" salt env(\"S\")\n\
                 tenant t { rate 1/s; concurrent 2 }\nroute e {}\ngateway { state redis \"r\" on_error local }\n\
                 route r { auth k via header \"X-Key\"; limit rate 1/s per route; to u }";
-    let want = "import \"a.gwp\"\n\nimport \"b.gwp\"\n\nkeys k from \"k.keys\" salt env(\"S\")\n\n\
-                tenant t {\n    rate 1/s\n    concurrent 2\n}\n\nroute e {}\n\n\
-                gateway {\n    state redis \"r\"\n}\n\n\
-                route r {\n    auth k via header \"x-key\"\n    limit rate 1/s\n    to u\n}\n";
+    let want = "import \"a.gwp\"\nimport \"b.gwp\"\nkeys k from \"k.keys\" salt env(\"S\")\n\
+                tenant t { rate 1/s; concurrent 2 }\nroute e {}\ngateway { state redis \"r\" on_error local }\n\
+                route r { auth k via header \"X-Key\"; limit rate 1/s per route; to u }\n";
     assert_eq!(fmt("blocks", text), want);
+}
+
+/// A one-line block stays on one line while it fits in 100 columns; a multi-line block stays
+/// multi-line, with a blank line around it; consecutive one-line blocks of a kind line up.
+#[test]
+fn one_line_blocks_stay_while_they_fit() {
+    let text = "tenant a { rate 1/s }\ntenant bbb { rate 2/s; concurrent 2 }   # c\n\
+                route r {\n    to u\n}\nroute long_enough_to_spill { when POST \"/v1/chat/completions\"; \
+                limit rate 10/s burst 20 per key; to upstream_a }\n";
+    let want = "tenant a   { rate 1/s }\ntenant bbb { rate 2/s; concurrent 2 }   # c\n\n\
+                route r {\n    to u\n}\n\nroute long_enough_to_spill {\n    when  POST \"/v1/chat/completions\"\n    \
+                limit rate 10/s burst 20 per key\n    to    upstream_a\n}\n";
+    assert_eq!(fmt("one-line", text), want);
+}
+
+/// A matcher written over several lines, or too long for 100 columns, is printed one operand
+/// of its top `and`/`or` chain a line; one that fits stays on one line.
+#[test]
+fn long_or_spread_matchers_break_at_their_top_chain() {
+    let text = "matcher a = x\n    or y\nmatcher b = x or y\n";
+    assert_eq!(fmt("spread", text), "matcher a =\n    x\n    or y\n\nmatcher b = x or y\n");
+    let long = format!("matcher c = {}\n", ["header[\"x-some-header\"] exists"; 4].join(" and "));
+    let want = format!("matcher c =\n    {}\n", ["header[\"x-some-header\"] exists"; 4].join("\n    and "));
+    assert_eq!(fmt("long", &long), want);
+    // Comments stay with the operand they were written at; one inside an operand moves
+    // before it.
+    let text = "matcher a = # head\n    # before x\n    x # about x\n    or (y # in y\n    and z) # about z\n";
+    let want = "matcher a = # head\n    # before x\n    x   # about x\n    # in y\n    or (y and z)   # about z\n";
+    assert_eq!(fmt("comments", text), want);
 }
 
 #[test]
@@ -493,7 +595,7 @@ fn empty_and_comment_only_files() {
 #[test]
 fn crlf_input_gives_lf_output() {
     let text = "route r {\r\n    to up # c\r\n\r\n    # tail\r\n}\r\n";
-    assert_eq!(fmt("crlf", text), "route r {\n    to up # c\n\n    # tail\n}\n");
+    assert_eq!(fmt("crlf", text), "route r {\n    to up   # c\n\n    # tail\n}\n");
 }
 
 #[test]

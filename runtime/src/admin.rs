@@ -116,7 +116,8 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         }
         (
             _,
-            "/metrics" | "/admin/policy" | "/admin/usage" | "/admin/upstreams" | "/admin/explain" | "/admin/reload",
+            "/metrics" | "/admin/policy" | "/admin/usage" | "/admin/upstreams" | "/admin/explain" | "/admin/tokens"
+            | "/admin/reload",
         ) => Err(GwError::new(405, "method_not_allowed", "wrong method for this admin endpoint")),
         _ => Err(GwError::new(404, "no_route", format!("no admin endpoint {path}"))),
     }

@@ -108,15 +108,67 @@ pub fn model_label(model: &str) -> &str {
 }
 
 /// The token service (`serve tokens`, `POST /admin/tokens`): count the tokens of
-/// `{"model", "text"}`, or of a request body (`messages`, `prompt` or `input`), for its model.
+/// `{"model", "text"}`, or of a request's prompt (`messages`, `prompt` or `input`, with the
+/// `tools`, `functions` and `instructions` counted with it), for its model. A field it does not
+/// read is refused, not ignored: `{"encoding": ...}` must not look as if it chose the encoding.
 pub fn count_request(body: &[u8]) -> Result<Value, String> {
+    const SOURCES: [&str; 4] = ["text", "messages", "prompt", "input"];
+    const COUNTED_WITH: [&str; 3] = ["tools", "functions", "instructions"];
     let body: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
-    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    let fields = body.as_object().ok_or("the body must be a JSON object")?;
+    let expected = "the token service reads `model` and one of `text`, `messages`, `prompt`, `input` \
+                    (with `tools`, `functions`, `instructions`)";
+    if let Some(unknown) =
+        fields.keys().find(|k| *k != "model" && !SOURCES.contains(&k.as_str()) && !COUNTED_WITH.contains(&k.as_str()))
+    {
+        return Err(format!("unknown field `{unknown}`: {expected}"));
+    }
+    let model = match fields.get("model") {
+        None => "",
+        Some(Value::String(m)) => m,
+        Some(_) => return Err("`model` must be a string".to_string()),
+    };
+    let given: Vec<&str> = SOURCES.into_iter().filter(|f| fields.contains_key(*f)).collect();
     let encoding = tokens::encoding_for_model(model, Encoding::Cl100kBase);
-    let count = match body.get("text").and_then(Value::as_str) {
-        Some(text) => tokens::count_text(text, encoding),
-        None => tokens::count_prompt(&body, encoding)
-            .ok_or("give `text`, `messages`, `prompt` or `input` to count, and a `model`")?,
+    let count = match given.as_slice() {
+        ["text"] => match fields.get("text") {
+            Some(Value::String(text)) if COUNTED_WITH.iter().all(|f| !fields.contains_key(*f)) => {
+                tokens::count_text(text, encoding)
+            }
+            Some(Value::String(_)) => return Err(format!("`text` is counted alone: {expected}")),
+            _ => return Err("`text` must be a string".to_string()),
+        },
+        [_] => tokens::count_prompt(&body, encoding).ok_or("the prompt is not in a shape gw counts")?,
+        [] => return Err(format!("nothing to count: {expected}")),
+        _ => return Err(format!("give only one of {}: {expected}", given.join(", "))),
     };
     Ok(serde_json::json!({ "model": model, "encoding": encoding.name(), "tokens": count }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_request;
+
+    #[test]
+    fn the_token_service_refuses_what_it_does_not_read() {
+        let ok = count_request(br#"{"model": "gpt-4o", "text": "hello world"}"#).unwrap();
+        assert_eq!((ok["tokens"].as_u64(), ok["encoding"].as_str()), (Some(2), Some("o200k_base")));
+        assert!(count_request(br#"{"text": "hello"}"#).unwrap()["encoding"] == "cl100k_base");
+        let chat = br#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#;
+        assert!(count_request(chat).unwrap()["tokens"].as_u64().unwrap() > 1);
+        for (body, says) in [
+            (r#"{"model": "gpt-4o", "text": "hi", "encoding": "cl100k_base"}"#, "unknown field `encoding`"),
+            (r#"{"model": "gpt-4o", "messages": [], "temperature": 1}"#, "unknown field `temperature`"),
+            (r#"{"model": "gpt-4o", "text": "hi", "prompt": "ho"}"#, "only one of"),
+            (r#"{"model": "gpt-4o", "text": "hi", "tools": []}"#, "`text` is counted alone"),
+            (r#"{"model": "gpt-4o", "text": 5}"#, "`text` must be a string"),
+            (r#"{"model": 4, "text": "hi"}"#, "`model` must be a string"),
+            (r#"{"model": "gpt-4o"}"#, "nothing to count"),
+            (r#"["text"]"#, "a JSON object"),
+            (r#"{"text": "#, "not JSON"),
+        ] {
+            let err = count_request(body.as_bytes()).unwrap_err();
+            assert!(err.contains(says), "{body}: {err}");
+        }
+    }
 }

@@ -21,7 +21,6 @@ fn start(mock: &Mock, redis: &RedisServer) -> Gw {
         GwSpec::new(&policy, &mock.url())
             .file("teams.gwp", read("teams.gwp"))
             .file("keys/tokens.keys", read("keys/tokens.keys"))
-            .env("AUTH_TOKEN_SALT", "gw-example-salt")
             .env("GW_REDIS_URL", Box::leak(redis.url().into_boxed_str()))
             .env("GW_ADMIN_TOKEN", "admin"),
     )
