@@ -62,27 +62,20 @@ impl Report {
         self.files.push(FileReport { path: path.display().to_string(), output, tests });
     }
 
-    /// Diagnostics to show, stopping after `max_errors` errors.
-    fn shown(&self, max_errors: usize) -> Vec<(&FileReport, &Diag)> {
-        let mut out = vec![];
-        let mut errors = 0;
-        for f in &self.files {
-            for d in &f.output.diagnostics {
-                if d.is_error() {
-                    if errors >= max_errors {
-                        continue;
-                    }
-                    errors += 1;
-                }
-                out.push((f, d));
-            }
-        }
-        out
+    /// The first `max` diagnostics (0: all), and how many more there are.
+    fn shown(&self, max: usize) -> (Vec<(&FileReport, &Diag)>, usize) {
+        let all = self.files.iter().flat_map(|f| f.output.diagnostics.iter().map(move |d| (f, d)));
+        let total: usize = self.files.iter().map(|f| f.output.diagnostics.len()).sum();
+        let max = if max == 0 { usize::MAX } else { max };
+        let shown: Vec<_> = all.take(max).collect();
+        let hidden = total - shown.len();
+        (shown, hidden)
     }
 
-    pub fn to_text(&self, style: Style, max_errors: usize) -> String {
+    pub fn to_text(&self, style: Style, max: usize) -> String {
         let mut s = String::new();
-        for (f, d) in self.shown(max_errors) {
+        let (shown, hidden) = self.shown(max);
+        for (f, d) in shown {
             s.push_str(&diagnostics::render(d, &f.output.sources, style));
             s.push('\n');
         }
@@ -98,9 +91,10 @@ impl Report {
                 }
             }
         }
-        let hidden = self.errors.saturating_sub(max_errors);
         if hidden > 0 {
-            s.push_str(&format!("({hidden} more errors not shown; raise --max-errors)\n"));
+            s.push_str(&format!(
+                "... and {hidden} more diagnostic(s) not shown (the first {max} are; `--max-errors 0` shows all)\n"
+            ));
         }
         s.push_str(&format!(
             "{} file(s): {} error(s), {} warning(s); tests: {} passed, {} failed\n",
@@ -113,7 +107,7 @@ impl Report {
         s
     }
 
-    pub fn to_json(&self, max_errors: usize) -> String {
+    pub fn to_json(&self, max: usize) -> String {
         #[derive(Serialize)]
         struct JsonTest<'a> {
             file: &'a str,
@@ -130,8 +124,11 @@ impl Report {
             tests_passed: usize,
             tests_failed: usize,
             diagnostics: Vec<JsonDiag>,
+            /// Diagnostics beyond `--max-errors`, counted but not listed.
+            diagnostics_not_shown: usize,
             tests: Vec<JsonTest<'a>>,
         }
+        let (shown, hidden) = self.shown(max);
         let report = JsonReport {
             format_version: JSON_FORMAT_VERSION,
             files: self.files.iter().map(|f| f.path.as_str()).collect(),
@@ -139,11 +136,8 @@ impl Report {
             warnings: self.warnings,
             tests_passed: self.tests_passed,
             tests_failed: self.tests_failed,
-            diagnostics: self
-                .shown(max_errors)
-                .into_iter()
-                .map(|(f, d)| diagnostics::to_json(d, &f.output.sources))
-                .collect(),
+            diagnostics: shown.into_iter().map(|(f, d)| diagnostics::to_json(d, &f.output.sources)).collect(),
+            diagnostics_not_shown: hidden,
             tests: self
                 .files
                 .iter()
@@ -160,9 +154,10 @@ impl Report {
         serde_json::to_string_pretty(&report).unwrap_or_default()
     }
 
-    pub fn to_github(&self, max_errors: usize) -> String {
+    pub fn to_github(&self, max: usize) -> String {
         let mut s = String::new();
-        for (f, d) in self.shown(max_errors) {
+        let (shown, hidden) = self.shown(max);
+        for (f, d) in shown {
             s.push_str(&github_line(d, &f.output.sources));
         }
         for f in &self.files {
@@ -171,6 +166,9 @@ impl Report {
                     s.push_str(&github_line(d, &f.output.sources));
                 }
             }
+        }
+        if hidden > 0 {
+            s.push_str(&format!("::notice::{hidden} more diagnostic(s) not shown; `--max-errors 0` shows all\n"));
         }
         s
     }

@@ -12,6 +12,7 @@ pub mod check_cmd;
 pub mod cli;
 pub mod diagnostics;
 pub mod eval;
+pub mod excerpt;
 pub mod fmt;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -24,6 +25,7 @@ pub mod program;
 pub mod request;
 pub mod resolve;
 pub mod source;
+pub mod startup;
 pub mod support;
 pub mod syntax;
 pub mod testing;
@@ -98,6 +100,9 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
     }
     let (env, env_diags) = check::env_vars(&items, opts.env, opts.mode);
     diags.extend(env_diags);
+    if opts.mode == Mode::Serve {
+        diags.extend(startup::startup(&items, &env, root));
+    }
     let (keysets, key_files, key_diags) = check::key_files(&items, &mut sources, loader, &env);
     diags.extend(key_diags);
 

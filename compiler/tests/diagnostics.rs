@@ -9,6 +9,8 @@
 //! # expect: gw::io::unreadable
 //! ```
 //!
+//! A `# mode: serve` line compiles the fixture the way `gw serve` (and `gw-check --serve`) does.
+//!
 //! `at "TEXT"` is the exact text the diagnostic's primary label underlines; `starting "TEXT"`
 //! is for labels too long to quote (the underlined text must start with TEXT); with neither,
 //! the diagnostic must have no label at all (a file that cannot be read has nothing to point
@@ -45,9 +47,6 @@ const NOT_FIXTURES: &[&str] = &["snapshots", "keys"];
 
 /// Codes no policy can trigger through `gw-check`, so they have no golden case.
 const UNTRIGGERABLE: &[(Code, &str)] = &[
-    // Raised only in serve mode (what `gw serve` compiles with) for constructs the runtime does
-    // not implement yet, so `gw-check` never reports it; tests/serve_support.rs snapshots it.
-    (Code::NotSupported, "raised in serve mode only, not by gw-check"),
     // An internal compiler error: no input, valid or not, should ever produce it. The hostile
     // input test below asserts that it never appears.
     (Code::Bug, "never raised for any input unless the compiler is wrong"),
@@ -92,6 +91,8 @@ struct Fixture {
     /// The file to compile.
     root: PathBuf,
     expects: Vec<Expect>,
+    /// Compiled in serve mode (`# mode: serve`).
+    serve: bool,
 }
 
 fn code_named(s: &str) -> Option<Code> {
@@ -182,7 +183,9 @@ fn fixtures() -> Vec<Fixture> {
         let bytes = std::fs::read(&header).unwrap_or_else(|e| panic!("cannot read {}: {e}", header.display()));
         let expects =
             parse_expects(&String::from_utf8_lossy(&bytes)).unwrap_or_else(|e| panic!("{}: {e}", header.display()));
-        out.push(Fixture { name, root, expects });
+        let text = String::from_utf8_lossy(&bytes);
+        let serve = text.lines().take_while(|l| l.starts_with('#')).any(|l| l.trim_end() == "# mode: serve");
+        out.push(Fixture { name, root, expects, serve });
     }
     out
 }
@@ -191,8 +194,8 @@ fn fixtures() -> Vec<Fixture> {
 
 /// Compile a fixture and run its tests: the compile output and every diagnostic, test failures
 /// last.
-fn run(root: &Path) -> (Output, Vec<Diag>) {
-    let out = compile_path(root, &Options::check());
+fn run(root: &Path, serve: bool) -> (Output, Vec<Diag>) {
+    let out = compile_path(root, &if serve { Options::serve() } else { Options::check() });
     let mut all = out.diagnostics.clone();
     if let Some(program) = &out.program {
         for t in cli::run_tests(program) {
@@ -316,7 +319,7 @@ fn golden_invalid_policies() {
     assert!(fixtures.len() >= 45, "only {} fixtures; the suite wants at least 45", fixtures.len());
     let mut failures = String::new();
     for f in &fixtures {
-        let (out, diags) = run(&f.root);
+        let (out, diags) = run(&f.root, f.serve);
         if diags.is_empty() {
             let _ = writeln!(failures, "{}: compiled without any diagnostic", f.name);
             continue;

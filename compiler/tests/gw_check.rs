@@ -134,7 +134,99 @@ fn max_errors_limits_the_listing() {
     assert_eq!(code(&o), 1);
     let err = stderr(&o);
     assert_eq!(err.matches("gw::undefined_upstream").count(), 1, "{err}");
-    assert!(err.contains("1 more errors not shown"), "{err}");
+    assert!(err.contains("and 1 more diagnostic(s) not shown"), "{err}");
+    assert!(err.contains("2 error(s)"), "the summary counts every error: {err}");
+}
+
+/// A policy with `n` guards that each refuse every request: `n` errors.
+fn many_errors(n: usize) -> String {
+    let guards: String = (0..n).map(|_| "    deny 400 \"m\" if true\n").collect();
+    format!("route r {{\n    when GET \"/\"\n{guards}    respond 200\n}}\n")
+}
+
+#[test]
+fn output_is_capped_at_fifty_diagnostics_unless_asked() {
+    let dir = fixture(&[("p.gwp", &many_errors(60))]);
+    let o = gw_check(&["--format", "plain", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert_eq!(err.matches("gw::guard_contradiction").count(), 50, "{err}");
+    assert!(err.contains("... and 10 more diagnostic(s) not shown"), "{err}");
+    assert!(err.contains("60 error(s)"), "{err}");
+
+    let all = stderr(&gw_check(&["--format", "plain", "--max-errors", "0", "p.gwp"], dir.path()));
+    assert_eq!(all.matches("gw::guard_contradiction").count(), 60);
+    assert!(!all.contains("not shown"), "{all}");
+
+    let json = stdout(&gw_check(&["--format", "json", "p.gwp"], dir.path()));
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(v["diagnostics"].as_array().map(Vec::len), Some(50));
+    assert_eq!(v["diagnostics_not_shown"], 10);
+    assert_eq!(v["errors"], 60);
+}
+
+#[test]
+fn thousands_of_diagnostics_print_in_linear_time() {
+    // 64k of these took 22 s when every report copied and rescanned the whole file.
+    let dir = fixture(&[("p.gwp", &many_errors(20_000))]);
+    let started = std::time::Instant::now();
+    let o = gw_check(&["--format", "plain", "--max-errors", "0", "p.gwp"], dir.path());
+    assert_eq!(stderr(&o).matches("gw::guard_contradiction").count(), 20_000);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_long_line_is_cut_to_a_window_around_the_label() {
+    // 5 MB on one line: each report showed the whole line (26 MB for 5 diagnostics).
+    let guards: String = (0..200_000).map(|_| "deny 400 \"m\" if true ").collect();
+    let dir = fixture(&[("p.gwp", &format!("route r {{ when GET \"/\" {guards}respond 200 }}\n"))]);
+    let o = gw_check(&["--format", "plain", "--max-errors", "5", "p.gwp"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(err.matches("gw::guard_contradiction").count(), 5, "{err}");
+    assert!(err.len() < 5_000, "{} bytes of output", err.len());
+    assert!(err.contains("…"), "the cut is marked: {err}");
+    assert!(err.contains("[p.gwp:1:"), "the position is the real one: {err}");
+
+    let parens = format!("matcher m = {}true{}\n", "(".repeat(10_000), ")".repeat(10_000));
+    let dir = fixture(&[("p.gwp", &parens)]);
+    let err = stderr(&gw_check(&["--format", "plain", "p.gwp"], dir.path()));
+    assert!(err.contains("gw::syntax::too_deep") && err.len() < 2_000, "{err}");
+}
+
+const SERVE_ONLY_ERRORS: &str = r#"
+gateway { tls cert "missing.pem" key "missing.key" }
+upstream llm { target env("GW_TEST_UNSET") }
+route a {
+    when GET "/a"
+    cache 5s
+    to llm
+}
+"#;
+
+#[test]
+fn serve_mode_refuses_what_gw_serve_refuses() {
+    let dir = fixture(&[("p.gwp", SERVE_ONLY_ERRORS)]);
+    let checked = gw_check(&["--format", "plain", "p.gwp"], dir.path());
+    assert_eq!(code(&checked), 0, "{}", stderr(&checked));
+    let o = gw_check(&["--serve", "--format", "json", "--no-tests", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let codes: Vec<&str> =
+        v["diagnostics"].as_array().into_iter().flatten().filter_map(|d| d["code"].as_str()).collect();
+    for want in ["gw::env_unset", "gw::not_supported", "gw::startup"] {
+        assert!(codes.contains(&want), "{want} missing from {codes:?}");
+    }
+    assert_eq!(v["errors"], 4, "{codes:?}");
+
+    // With the variable set to a bad URL, the value itself is checked.
+    let o = Command::new(env!("CARGO_BIN_EXE_gw-check"))
+        .args(["--serve", "--format", "plain", "p.gwp"])
+        .current_dir(dir.path())
+        .env("GW_TEST_UNSET", "10.0.0.1:8000")
+        .output()
+        .expect("gw-check runs");
+    let err = stderr(&o);
+    assert!(err.contains("`10.0.0.1:8000` is not a valid upstream URL"), "{err}");
 }
 
 #[test]
