@@ -85,6 +85,8 @@ codes! {
     TestFailed = "gw::test_failed", "a policy test whose expectation did not hold";
     NotSupported = "gw::not_supported", "a construct the running gateway does not implement yet";
     Bug = "gw::bug", "an internal compiler error: please report it";
+    AuthUnspecified = "gw::auth_unspecified", "a route that forwards to an upstream without `auth KEYSET` or `auth none`";
+    UnknownIdentity = "gw::unknown_identity", "a comparison with a tenant or key name that no key file or `tenant` block names";
     StartupUnavailable = "gw::startup", "something `gw serve` opens at start that is missing or unusable (a TLS file, the audit log's folder)";
 }
 

@@ -105,6 +105,9 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
     }
     let (keysets, key_files, key_diags) = check::key_files(&items, &mut sources, loader, &env);
     diags.extend(key_diags);
+    if !diags.iter().any(Diag::is_error) {
+        diags.extend(check::lints(&items, &keysets));
+    }
 
     diags.sort_by_key(|d| d.primary_span().map(|s| (s.file, s.start)).unwrap_or_default());
     let program = if diags.iter().any(Diag::is_error) {

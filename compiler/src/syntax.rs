@@ -830,6 +830,7 @@ impl<'t> Walker<'t> {
                 }
                 RouteStmtKind::When(When { methods, methods_span, path, host, cond })
             }
+            Rule::r_auth_none => RouteStmtKind::AuthNone,
             Rule::r_auth => {
                 let keys = self.ident(args.next()?);
                 let mut via = vec![];

@@ -377,3 +377,68 @@ fn fmt_check_write_and_comment_preservation() {
     std::fs::write(dir.path().join("bad.gwp"), "route r { when GET \"/x }").expect("write");
     assert_eq!(code(&gw_check(&["fmt", "bad.gwp"], dir.path())), 1);
 }
+
+const PUBLIC_ROUTE: &str = r#"
+upstream llm { target "http://127.0.0.1:9100" }
+keys app from "keys/app.keys"
+
+route chat {
+    when POST "/v1/chat/completions"
+    auth app
+    to   llm
+}
+
+route models {
+    when GET "/v1/models"
+    auth none
+    to   llm
+}
+
+test "anyone may list the models" {
+    send GET "/v1/models"
+    expect 200
+    expect route models
+}
+"#;
+
+#[test]
+fn auth_none_makes_a_route_public_and_says_so() {
+    let dir = fixture(&[("p.gwp", PUBLIC_ROUTE), ("q.gwp", &PUBLIC_ROUTE.replace("    auth none\n", ""))]);
+    let o = gw_check(&["--deny-warnings", "--format", "plain", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("tests: 1 passed"), "{}", stderr(&o));
+
+    // Saying nothing about auth on a forwarding route is a warning.
+    let o = gw_check(&["--deny-warnings", "--format", "plain", "q.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("gw::auth_unspecified"), "{}", stderr(&o));
+
+    // `auth none` is one of the route's `auth` clauses, and no identity is known under it.
+    let both = PUBLIC_ROUTE.replace("    auth none\n", "    auth none\n    auth app via bearer\n");
+    let tenant = PUBLIC_ROUTE.replace("    auth none\n", "    auth none\n    deny 403 \"x\" if tenant == \"dev\"\n");
+    let dir = fixture(&[("both.gwp", &both), ("tenant.gwp", &tenant)]);
+    assert!(stderr(&gw_check(&["both.gwp"], dir.path())).contains("gw::route_conflicting_actions"));
+    assert!(stderr(&gw_check(&["tenant.gwp"], dir.path())).contains("gw::fact_unavailable"));
+
+    // The formatter keeps it.
+    let dir = fixture(&[("p.gwp", PUBLIC_ROUTE)]);
+    let o = gw_check(&["fmt", "p.gwp"], dir.path());
+    assert!(stdout(&o).contains("auth none"), "{}", stdout(&o));
+}
+
+#[test]
+fn tenant_and_key_names_are_checked_against_the_key_files() {
+    let policy = VALID.replace(
+        "    deny 403 \"max_tokens above 4096\"",
+        "    deny 403 \"no\" if tenant == \"enterprize\" or key != \"dev-2\"\n    deny 403 \"max_tokens above 4096\"",
+    );
+    let dir = fixture(&[("p.gwp", &policy)]);
+    let o = gw_check(&["--format", "json", "--no-tests", "p.gwp"], dir.path());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let diags: Vec<&serde_json::Value> = v["diagnostics"].as_array().into_iter().flatten().collect();
+    let helps: Vec<&str> =
+        diags.iter().filter(|d| d["code"] == "gw::unknown_identity").filter_map(|d| d["help"].as_str()).collect();
+    assert_eq!(helps.len(), 2, "{diags:?}");
+    assert!(helps[0].starts_with("did you mean `enterprise`?"), "{helps:?}");
+    assert!(helps[1].starts_with("did you mean `dev-1`?"), "{helps:?}");
+}
