@@ -70,6 +70,10 @@ impl Excerpt {
             if f.line_of(end.saturating_sub(1).max(start)) > first + MAX_LABEL_LINES {
                 end = f.line_range(first).end.max(start);
             }
+            // A label longer than the window is drawn over its start.
+            if end - start > WINDOW && f.line_of(end) == first {
+                end = floor_char_boundary(&f.text, start + WINDOW / 2);
+            }
             placed.push((l, l.span.file, start, end));
         }
         let mut files: Vec<FileId> = vec![];

@@ -7,6 +7,7 @@
 //! `testing` runs a policy's `test` blocks.
 
 pub mod ast;
+pub mod chars;
 pub mod check;
 pub mod check_cmd;
 pub mod cli;

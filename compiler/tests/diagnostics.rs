@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use gw_compiler::diagnostics::{self, Code, Diag, Style};
 use gw_compiler::load::MemLoader;
 use gw_compiler::source::Sources;
-use gw_compiler::{cli, compile, compile_path, Options, Output};
+use gw_compiler::{cli, compile, compile_path, compile_str, Options, Output};
 
 /// Where the fixtures live, relative to the crate root (the working directory of `cargo test`).
 const INVALID: &str = "tests/invalid";
@@ -778,4 +778,48 @@ fn a_long_matcher_chain_is_refused_not_overflowed() {
     if let Err(e) = gw_check_survives("matcher-chain", "plain", &text) {
         panic!("{e}");
     }
+}
+
+fn plain_report(text: &str) -> String {
+    let out = compile_str(text, &Options::check());
+    out.diagnostics.iter().map(|d| diagnostics::render(d, &out.sources, Style::Plain)).collect()
+}
+
+#[test]
+fn a_five_megabyte_line_of_garbage_says_what_was_expected() {
+    // It said "expected something else": the `{` pest wanted is a literal, not a rule.
+    let text = format!("route r {}\n", "$%^&*@!".repeat(700_000));
+    let report = plain_report(&text);
+    assert!(report.contains("expected `{`, found `$`"), "{}", &report[..report.len().min(2000)]);
+    assert!(report.len() < 2_000, "{} bytes", report.len());
+
+    // A 5 MB word is quoted cut, not whole.
+    let text = format!("upstream u {{ target \"http://x:1\" timeout {} }}\n", "x".repeat(5_000_000));
+    let report = plain_report(&text);
+    assert!(
+        report.contains("found `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`"),
+        "{}",
+        &report[..report.len().min(2000)]
+    );
+    assert!(report.len() < 2_000, "{} bytes", report.len());
+}
+
+#[test]
+fn a_health_timeout_on_the_next_line_is_the_upstreams() {
+    use gw_compiler::ast::{Item, UpstreamStmtKind};
+    let health_timeout = |text: &str| -> (Option<u64>, bool) {
+        let out = compile_str(text, &Options::check());
+        let program = out.program.unwrap_or_else(|| panic!("{:?}", out.diagnostics));
+        let Some(Item::Upstream(u)) = program.items.first() else { panic!("no upstream") };
+        let health = u.stmts.iter().find_map(|s| match &s.kind {
+            UpstreamStmtKind::Health(h) => Some(h.timeout.map(|t| t.value)),
+            _ => None,
+        });
+        let own = u.stmts.iter().any(|s| matches!(s.kind, UpstreamStmtKind::Timeout(_)));
+        (health.flatten(), own)
+    };
+    let next_line = "upstream u {\n    target \"http://x:1\"\n    health GET \"/h\" every 10s\n    timeout 60s\n}\n";
+    assert_eq!(health_timeout(next_line), (None, true));
+    let same_line = "upstream u {\n    target \"http://x:1\"\n    health GET \"/h\" every 10s timeout 2s\n}\n";
+    assert_eq!(health_timeout(same_line), (Some(2_000_000_000), false));
 }
