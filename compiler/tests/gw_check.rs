@@ -40,7 +40,9 @@ fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
     )
     .expect("write keys");
     for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).expect("write policy");
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+        std::fs::write(path, text).expect("write policy");
     }
     dir
 }
@@ -441,4 +443,30 @@ fn tenant_and_key_names_are_checked_against_the_key_files() {
     assert_eq!(helps.len(), 2, "{diags:?}");
     assert!(helps[0].starts_with("did you mean `enterprise`?"), "{helps:?}");
     assert!(helps[1].starts_with("did you mean `dev-1`?"), "{helps:?}");
+}
+
+#[test]
+fn an_import_cycle_is_spelled_with_the_paths_as_given() {
+    let dir = fixture(&[
+        ("main.gwp", "import \"lib/a.gwp\"\n"),
+        ("lib/a.gwp", "import \"b.gwp\"\n"),
+        ("lib/b.gwp", "import \"../lib/a.gwp\"\n"),
+    ]);
+    let o = gw_check(&["--format", "plain", "main.gwp"], dir.path());
+    let err = stderr(&o);
+    assert!(err.contains("lib/a.gwp → lib/b.gwp → lib/a.gwp"), "{err}");
+    let abs = std::fs::canonicalize(dir.path()).expect("canonical");
+    assert!(!err.contains(&abs.display().to_string()), "absolute paths in: {err}");
+}
+
+#[test]
+fn a_key_file_report_counts_what_it_prints() {
+    // The `keys` line was printed as a separate `Warning:` report the summary did not count.
+    let dir = fixture(&[("p.gwp", VALID)]);
+    std::fs::write(dir.path().join("keys/app.keys"), "not-a-hash dev dev-1\n").expect("write");
+    let o = gw_check(&["--format", "plain", "p.gwp"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(err.matches("gw::keys_file_malformed").count(), 1, "{err}");
+    assert!(!err.contains("Warning") && !err.contains('⚠'), "{err}");
+    assert!(err.contains("key file named here") && err.contains("1 error(s), 0 warning(s)"), "{err}");
 }
