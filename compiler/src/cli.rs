@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::diagnostics::{self, Diag, JsonDiag, Severity, Style};
 use crate::program::Program;
-use crate::request::{Decision, Request};
+use crate::request::{Decision, Outcome, Request};
 use crate::source::Sources;
 use crate::testing::{self, TestResult};
 use crate::Output;
@@ -246,7 +246,8 @@ fn pairs(v: Option<&serde_json::Value>) -> Result<Vec<(String, String)>, String>
     }
 }
 
-/// The human view of a decision.
+/// The human view of a decision (`gw-check explain`, `/admin/explain`'s `text`): what happens
+/// to the request, in words, then each step that decided it. `--format json` is for machines.
 pub fn explain_text(req: &Request, d: &Decision) -> String {
     let mut s = format!("request: {} {}\n", req.method, req.path);
     s.push_str(&format!("route:   {}\n", d.route.as_deref().unwrap_or("(none)")));
@@ -257,14 +258,83 @@ pub fn explain_text(req: &Request, d: &Decision) -> String {
         s.push_str(&format!("param:   {k} = {v}\n"));
     }
     for l in &d.limits {
-        s.push_str(&format!("limit:   {} (counter `{}`)\n", l.id, l.key));
+        let what = describe_limit(&l.id).unwrap_or_else(|| l.id.clone());
+        s.push_str(&format!("limit:   {what}, counted for `{}`\n", l.key));
     }
-    s.push_str(&format!("outcome: {} {:?}\n", d.outcome.status(), d.outcome));
+    s.push_str(&format!("outcome: {} {}\n", d.outcome.status(), describe_outcome(&d.outcome)));
     s.push_str("why:\n");
-    for t in &d.trace {
-        s.push_str(&format!("  {:<6} {}\n", t.step, t.detail));
+    for (i, t) in d.trace.iter().enumerate() {
+        let detail = match t.step.as_str() {
+            "action" => describe_outcome(&d.outcome),
+            "limit" => match t.detail.split_once(' ') {
+                Some((id, rest)) => match describe_limit(id) {
+                    Some(what) => format!("{what}, {}", rest.replace("keyed by", "counted for")),
+                    None => t.detail.clone(),
+                },
+                None => t.detail.clone(),
+            },
+            _ => t.detail.clone(),
+        };
+        s.push_str(&format!("  {}. {}: {detail}\n", i + 1, t.step));
     }
     s
+}
+
+/// What happens to the request, after its status.
+fn describe_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::NoRoute => "not found: no route matches".to_string(),
+        Outcome::MethodNotAllowed { allowed } => {
+            format!("method not allowed: routes for this path take {}", allowed.join(", "))
+        }
+        Outcome::Unauthorized { message } => format!("unauthorized: {message}"),
+        Outcome::Denied { message, .. } => format!("refused: {message}"),
+        Outcome::Forward { upstream } => format!("forwarded to upstream `{upstream}`"),
+        Outcome::Respond { .. } => "answered by the route's `respond`".to_string(),
+        Outcome::Serve { builtin } => format!("answered by the built-in `{builtin}` handler"),
+    }
+}
+
+/// A limit's stable id (`eval::route_limit_id`, `eval::tenant_limit_id`) in words:
+/// `route:chat#0:rate:5/1000000000ns:b10:per:key` → "rate 5/s, burst 10, per key (route
+/// `chat`)". `None` for an id of another shape.
+fn describe_limit(id: &str) -> Option<String> {
+    let (kind, owner) = if let Some(rest) = id.strip_prefix("route:") {
+        let (route, rest) = rest.split_once('#')?;
+        let (_, rest) = rest.split_once(':')?;
+        let (kind, per) = rest.split_once(":per:")?;
+        let per = per.strip_prefix("header:").map_or_else(|| per.to_string(), |h| format!("header \"{h}\""));
+        (format!("{}, per {per}", describe_limit_kind(kind)?), format!("route `{route}`"))
+    } else {
+        let rest = id.strip_prefix("tenant:")?;
+        let (tenant, kind) = rest.split_once(':')?;
+        (describe_limit_kind(kind)?, format!("tenant `{tenant}`"))
+    };
+    Some(format!("{kind} ({owner})"))
+}
+
+fn describe_limit_kind(kind: &str) -> Option<String> {
+    let (name, rest) = kind.split_once(':')?;
+    if name == "concurrent" {
+        return Some(format!("at most {rest} at a time"));
+    }
+    let (rate, burst) = rest.split_once(":b").map_or((rest, None), |(r, b)| (r, Some(b)));
+    let (count, window) = rate.strip_suffix("ns")?.split_once('/')?;
+    let window: u64 = window.parse().ok()?;
+    let unit = match window {
+        1_000_000_000 => "s".to_string(),
+        60_000_000_000 => "min".to_string(),
+        3_600_000_000_000 => "h".to_string(),
+        86_400_000_000_000 => "d".to_string(),
+        w if w % 1_000_000_000 == 0 => format!("{}s", w / 1_000_000_000),
+        w => format!("{}ms", w / 1_000_000),
+    };
+    let what = if name == "tokens" { "tokens" } else { "rate" };
+    let mut out = format!("{what} {count}/{unit}");
+    if let Some(b) = burst.filter(|b| *b != "0") {
+        out.push_str(&format!(", burst {b}"));
+    }
+    Some(out)
 }
 
 /// Format a policy's text canonically, or say why it cannot be (with rendered diagnostics).

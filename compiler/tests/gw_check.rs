@@ -315,8 +315,16 @@ fn explain_shows_the_route_auth_limits_and_why() {
     let out = stdout(&o);
     assert!(out.contains("route:   chat"), "{out}");
     assert!(out.contains("key `ent-1` of tenant `enterprise`"), "{out}");
-    assert!(out.contains("outcome: 403"), "{out}");
-    assert!(out.contains("max_tokens above 4096"), "{out}");
+    assert!(out.contains("outcome: 403 refused: max_tokens above 4096"), "{out}");
+    // Written for people: no Rust debug text (it printed `Denied { status: 403, .. }`).
+    assert!(!out.contains(" { ") && !out.contains("Denied"), "{out}");
+
+    let dev = r#"{"method": "POST", "path": "/v1/chat/completions", "headers": {"X-API-Key": "sk-dev-1"}}"#;
+    std::fs::write(dir.path().join("dev.json"), dev).expect("write");
+    let out = stdout(&gw_check(&["explain", "p.gwp", "--request", "dev.json"], dir.path()));
+    assert!(out.contains("outcome: 200 forwarded to upstream `llm`"), "{out}");
+    assert!(out.contains("limit:   rate 2/s (tenant `dev`), counted for `dev`"), "{out}");
+    assert!(out.contains("action: forwarded to upstream `llm`") && !out.contains("Forward {"), "{out}");
 
     let o = gw_check(&["explain", "p.gwp", "--request", "req.json", "--format", "json"], dir.path());
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
