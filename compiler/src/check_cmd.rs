@@ -42,7 +42,7 @@ struct CheckArgs {
     no_tests: bool,
     /// Accept exactly what `gw serve` accepts: unset `env(...)` variables are errors,
     /// constructs the runtime does not implement are refused, and what the gateway opens at
-    /// start is checked (TLS files, the audit log's folder, addresses and URLs from env).
+    /// start is checked (TLS files, addresses and URLs from env).
     #[arg(long)]
     serve: bool,
 }

@@ -87,7 +87,7 @@ codes! {
     Bug = "gw::bug", "an internal compiler error: please report it";
     AuthUnspecified = "gw::auth_unspecified", "a route that forwards to an upstream without `auth KEYSET` or `auth none`";
     UnknownIdentity = "gw::unknown_identity", "a comparison with a tenant or key name that no key file or `tenant` block names";
-    StartupUnavailable = "gw::startup", "something `gw serve` opens at start that is missing or unusable (a TLS file, the audit log's folder)";
+    StartupUnavailable = "gw::startup", "a file `gw serve` reads at start that is missing or unusable (the TLS certificate or key)";
     SyntaxOperator = "gw::syntax::operator", "`&&`, `||` or `!` where gw writes `and`, `or`, `not`";
     SyntaxCharacter = "gw::syntax::character", "a character no name or keyword contains (a NUL byte, a look-alike letter), outside a string";
     SyntaxEscape = "gw::syntax::escape", "an escape a string does not know, like `\\q`";

@@ -1,12 +1,12 @@
 //! What `gw serve` checks as it starts, checked ahead of time in serve mode: values read from
 //! `env(...)` (known only then) must pass the checks their literal forms pass, the Redis URL
-//! must be one the store accepts, and the files the gateway opens at start (TLS certificate and
-//! key, the audit log's folder) must be there. `gw-check --serve` runs this, so CI can ask
-//! exactly what `gw serve` will accept. Paths resolve as the runtime resolves them: relative to
+//! must be one the store accepts, and the files the gateway reads at start (TLS certificate and
+//! key) must be there; the audit log's folder it creates itself. `gw-check --serve` runs this,
+//! so CI can ask exactly what `gw serve` will accept. Paths resolve as the runtime resolves them: relative to
 //! the root policy file's folder.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::ast::*;
 use crate::check::check_url;
@@ -31,7 +31,6 @@ pub fn startup(items: &[Item], env: &BTreeMap<String, Option<String>>, root: &Pa
                             pem(cert, env, &dir, "certificate", "CERTIFICATE-----", &mut out);
                             pem(key, env, &dir, "private key", "PRIVATE KEY-----", &mut out);
                         }
-                        SettingKind::Audit { path, .. } => audit(path, env, &dir, &mut out),
                         _ => {}
                     }
                 }
@@ -118,22 +117,6 @@ fn pem(v: &Value, env: &BTreeMap<String, Option<String>>, dir: &Path, what: &str
             Diag::error(Code::StartupUnavailable, format!("the TLS {what}: {problem}"))
                 .primary(v.span, format!("TLS {what} named here"))
                 .help("TLS paths are relative to the policy file gw serve is given; the file is PEM"),
-        );
-    }
-}
-
-fn audit(v: &Value, env: &BTreeMap<String, Option<String>>, dir: &Path, out: &mut Vec<Diag>) {
-    let Some(path) = resolve(v, env).map(|p| dir.join(p)) else { return };
-    let folder = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty());
-    let folder = folder.unwrap_or_else(|| PathBuf::from("."));
-    if !folder.is_dir() {
-        out.push(
-            Diag::error(
-                Code::StartupUnavailable,
-                format!("the audit log's folder `{}` does not exist", folder.display()),
-            )
-            .primary(v.span, "audit log named here")
-            .help("create the folder, or name a path in an existing one (relative to the policy file)"),
         );
     }
 }
