@@ -181,6 +181,8 @@ impl Excerpt {
     /// Where a byte of `f` is in the excerpt, if shown.
     fn map(&self, f: &SourceFile, file: FileId, offset: usize) -> Option<usize> {
         let line = f.line_of(offset);
+        // A position in the line break (a CRLF's `\n`) is drawn at the end of the line.
+        let offset = offset.min(f.line_range(line).end);
         self.lines.iter().find_map(|s| {
             (s.line == line
                 && self.groups[s.group].0 == file

@@ -574,6 +574,20 @@ fn hostile_inputs() -> Vec<(String, Vec<u8>)> {
     inputs
         .push(("a 100,000-operand expression".into(), format!("matcher m = {}\n", operands.join(" or ")).into_bytes()));
     inputs.push(("100,000 `not`s".into(), format!("matcher m = {}true\n", "not ".repeat(100_000)).into_bytes()));
+    // What the diagnostics of issue 11 look at: operators, characters, escapes, EOF, CRLF.
+    for (name, text) in [
+        ("`&&` at the end of the file", "matcher m = true &&"),
+        ("`!` at the end of the file", "route r {\r\n  when GET \"/\" if !"),
+        ("a look-alike at the end of the file", "upstream р"),
+        ("a NUL at the end of the file", "upstream u\0"),
+        ("a lone backslash ending a string", "route r { respond 200 \"a\\\n\" }"),
+        ("an escape past Unicode", "route r { when GET \"/\"; respond 200 \"\\u{110000}\\u{D800}\\u{}\" }"),
+        ("an unclosed block in CRLF", "route r {\r\n  when GET \"/\"\r\n  respond 200\r\n"),
+        ("an unclosed JSON object", "route r { when GET \"/\" respond 200 json { \"a\": {"),
+        ("a label at a CRLF line break", "route r {\r\n  when GET \"/\" \r\n  to\r\n}\r\n"),
+    ] {
+        inputs.push((name.into(), text.as_bytes().to_vec()));
+    }
     inputs.push((
         "100,000 `exists`".into(),
         format!("matcher m = header[\"x\"]{}\n", " exists".repeat(100_000)).into_bytes(),
