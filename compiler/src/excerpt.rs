@@ -76,7 +76,8 @@ impl Excerpt {
             }
             placed.push((l, l.span.file, start, end));
         }
-        let mut files: Vec<FileId> = vec![];
+        // The primary label's file first: its lines come first in the report.
+        let mut files: Vec<FileId> = placed.iter().filter(|p| p.0.primary).map(|p| p.1).take(1).collect();
         for (_, file, _, _) in &placed {
             if !files.contains(file) {
                 files.push(*file);
@@ -115,7 +116,7 @@ impl Excerpt {
         }
         let mut spans = vec![];
         for (l, file, start, end) in placed {
-            let f = sources.get(file).expect("placed labels have a file");
+            let Some(f) = sources.get(file) else { continue };
             match (ex.map(f, file, start), ex.map(f, file, end)) {
                 (Some(s), Some(e)) => {
                     let span = SourceSpan::new(s.into(), e.saturating_sub(s));
