@@ -1294,7 +1294,7 @@ fn unknown_identities(items: &[Item], keysets: &BTreeMap<String, LoadedKeys>, ou
             };
             for lit in literals {
                 let ExprKind::Lit(Lit::Str(name)) = &lit.kind else { continue };
-                if known.contains(&name.as_str()) {
+                if known.binary_search(&name.as_str()).is_ok() {
                     continue;
                 }
                 let known_list = if known.is_empty() {
