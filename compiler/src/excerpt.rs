@@ -64,8 +64,10 @@ impl Excerpt {
                 unplaced.push(Unplaced { at: "?".into(), text: l.text.clone() });
                 continue;
             };
-            let start = floor_char_boundary(&f.text, l.span.start as usize);
-            let mut end = floor_char_boundary(&f.text, (l.span.end as usize).max(start));
+            // A position in a line break (a CRLF's `\n`) is drawn at the end of its line.
+            let in_line = |o: usize| o.min(f.line_range(f.line_of(o)).end);
+            let start = in_line(floor_char_boundary(&f.text, l.span.start as usize));
+            let mut end = in_line(floor_char_boundary(&f.text, (l.span.end as usize).max(start))).max(start);
             let first = f.line_of(start);
             if f.line_of(end.saturating_sub(1).max(start)) > first + MAX_LABEL_LINES {
                 end = f.line_range(first).end.max(start);
@@ -182,8 +184,6 @@ impl Excerpt {
     /// Where a byte of `f` is in the excerpt, if shown.
     fn map(&self, f: &SourceFile, file: FileId, offset: usize) -> Option<usize> {
         let line = f.line_of(offset);
-        // A position in the line break (a CRLF's `\n`) is drawn at the end of the line.
-        let offset = offset.min(f.line_range(line).end);
         self.lines.iter().find_map(|s| {
             (s.line == line
                 && self.groups[s.group].0 == file
@@ -212,7 +212,10 @@ impl SourceCode for Excerpt {
         let i = self.line_at(span.offset());
         let j = self.line_at(span.offset() + span.len().saturating_sub(1));
         let group = self.lines[i].group;
-        if self.lines[j].group != group {
+        // The span's end, exclusive, must not reach into another group either (miette merges
+        // neighbouring labels into one span that may end at the next group's first byte).
+        let reaches = self.lines[self.line_at(span.offset() + span.len())].group;
+        if self.lines[j].group != group || reaches != group {
             return Err(MietteError::OutOfBounds);
         }
         let mut first = i;

@@ -837,3 +837,60 @@ fn a_health_timeout_on_the_next_line_is_the_upstreams() {
     let same_line = "upstream u {\n    target \"http://x:1\"\n    health GET \"/h\" every 10s timeout 2s\n}\n";
     assert_eq!(health_timeout(same_line), (Some(2_000_000_000), false));
 }
+
+mod excerpt_property {
+    use super::*;
+    use gw_compiler::diagnostics::Diag;
+    use gw_compiler::source::{FileId, Span};
+    use proptest::prelude::*;
+
+    /// Text with short and long lines, CRLF, multibyte and look-alike characters.
+    fn text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("route r {".to_string()),
+            Just("\n".to_string()),
+            Just("\r\n".to_string()),
+            Just("é".to_string()),
+            Just("р".to_string()),
+            Just("    to gpu".to_string()),
+            "[a-z ]{1,5}".prop_map(|s| s),
+            (1usize..400).prop_map(|n| "x".repeat(n)),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Whatever the spans, a report renders, and every label's text is in it: drawn in the
+        /// excerpt or listed under the help.
+        #[test]
+        fn every_label_is_shown(a in text(), b in text(), spans in proptest::collection::vec((0usize..5000, 0usize..300, any::<bool>()), 1..4)) {
+            let mut sources = Sources::default();
+            let fa = sources.add(Path::new("a.gwp"), "a.gwp".into(), a.clone().into());
+            let fb = sources.add(Path::new("b.gwp"), "b.gwp".into(), b.clone().into());
+            let mut d = Diag::error(Code::SyntaxUnexpected, "m");
+            for (i, (start, len, other)) in spans.iter().enumerate() {
+                let (file, t): (FileId, &str) = if *other { (fb, &b) } else { (fa, &a) };
+                let s = gw_compiler::source::floor_char_boundary(t, *start);
+                let e = gw_compiler::source::floor_char_boundary(t, s + len);
+                let span = Span::new(file, s, e);
+                d = if i == 0 { d.primary(span, format!("label{i}")) } else { d.secondary(span, format!("label{i}")) };
+            }
+            let out = diagnostics::render(&d, &sources, Style::Plain);
+            for i in 0..spans.len() {
+                prop_assert!(out.contains(&format!("label{i}")), "label{i} missing from:\n{out}");
+            }
+            // The position in the header is the primary label's, in the file's own lines.
+            // (A position inside a CRLF is shown at the `\r`, the end of the line.)
+            let primary = d.labels[0].span;
+            let (name, t) = if primary.file == fb { ("b.gwp", &b) } else { ("a.gwp", &a) };
+            let mut start = primary.start as usize;
+            if t[..start].ends_with('\r') && t[start..].starts_with('\n') {
+                start -= 1;
+            }
+            let (line, col) = sources.line_col(primary.file, start as u32);
+            let at = format!("[{name}:{line}:{col}]");
+            prop_assert!(out.contains(&at), "{at} missing from:\n{out}");
+        }
+    }
+}
