@@ -62,13 +62,26 @@ impl Report {
         self.files.push(FileReport { path: path.display().to_string(), output, tests });
     }
 
-    /// The first `max` diagnostics (0: all), and how many more there are.
+    /// At most `max` diagnostics (0: all) in file order, errors before warnings when some
+    /// must go, and how many were left out.
     fn shown(&self, max: usize) -> (Vec<(&FileReport, &Diag)>, usize) {
-        let all = self.files.iter().flat_map(|f| f.output.diagnostics.iter().map(move |d| (f, d)));
-        let total: usize = self.files.iter().map(|f| f.output.diagnostics.len()).sum();
+        let all: Vec<(&FileReport, &Diag)> =
+            self.files.iter().flat_map(|f| f.output.diagnostics.iter().map(move |d| (f, d))).collect();
         let max = if max == 0 { usize::MAX } else { max };
-        let shown: Vec<_> = all.take(max).collect();
-        let hidden = total - shown.len();
+        let errors = all.iter().filter(|(_, d)| d.is_error()).count();
+        let mut warnings_left = max.saturating_sub(errors);
+        let mut errors_left = max;
+        let shown: Vec<_> = all
+            .iter()
+            .copied()
+            .filter(|(_, d)| {
+                let left = if d.is_error() { &mut errors_left } else { &mut warnings_left };
+                let keep = *left > 0;
+                *left = left.saturating_sub(1);
+                keep
+            })
+            .collect();
+        let hidden = all.len() - shown.len();
         (shown, hidden)
     }
 

@@ -478,3 +478,15 @@ fn a_key_file_report_counts_what_it_prints() {
     assert!(!err.contains("Warning") && !err.contains('⚠'), "{err}");
     assert!(err.contains("key file named here") && err.contains("1 error(s), 0 warning(s)"), "{err}");
 }
+
+#[test]
+fn errors_are_listed_before_warnings_when_the_list_is_cut() {
+    // Three unused upstreams (warnings) come before the error in the file.
+    let policy = "upstream a { target \"http://127.0.0.1:1\" }\nupstream b { target \"http://127.0.0.1:1\" }\n\
+                  upstream c { target \"http://127.0.0.1:1\" }\nroute r { when GET \"/\"; auth none; to nowhere }\n";
+    let dir = fixture(&[("p.gwp", policy)]);
+    let err = stderr(&gw_check(&["--format", "plain", "--max-errors", "2", "p.gwp"], dir.path()));
+    assert!(err.contains("gw::undefined_upstream"), "{err}");
+    assert_eq!(err.matches("gw::unused_definition").count(), 1, "{err}");
+    assert!(err.contains("and 2 more diagnostic(s) not shown"), "{err}");
+}
