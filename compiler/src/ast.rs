@@ -309,6 +309,8 @@ pub struct RouteStmt {
 pub enum RouteStmtKind {
     When(When),
     Auth(Auth),
+    /// `auth none`: the route is public on purpose.
+    AuthNone,
     /// `allow if EXPR [else STATUS "message"]`: requests for which EXPR is false are denied.
     Allow {
         cond: Expr,
@@ -353,7 +355,7 @@ impl RouteStmtKind {
     pub fn keyword(&self) -> &'static str {
         match self {
             RouteStmtKind::When(_) => "when",
-            RouteStmtKind::Auth(_) => "auth",
+            RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone => "auth",
             RouteStmtKind::Allow { .. } => "allow",
             RouteStmtKind::Deny { .. } => "deny",
             RouteStmtKind::Limit(_) => "limit",

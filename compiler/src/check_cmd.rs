@@ -30,15 +30,21 @@ struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
-    /// Stop listing diagnostics after this many errors.
-    #[arg(long)]
-    max_errors: Option<usize>,
+    /// Show at most this many diagnostics (errors and warnings); 0 shows them all. The summary
+    /// counts every one.
+    #[arg(long, default_value_t = DEFAULT_MAX_DIAGNOSTICS)]
+    max_errors: usize,
     /// Treat warnings as errors (exit 1).
     #[arg(long)]
     deny_warnings: bool,
     /// Do not run the policies' `test` blocks.
     #[arg(long)]
     no_tests: bool,
+    /// Accept exactly what `gw serve` accepts: unset `env(...)` variables are errors,
+    /// constructs the runtime does not implement are refused, and what the gateway opens at
+    /// start is checked (TLS files, addresses and URLs from env).
+    #[arg(long)]
+    serve: bool,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +97,10 @@ enum Emit {
     Json,
     Dot,
 }
+
+/// Diagnostics listed unless `--max-errors` says otherwise: enough to act on, and a policy
+/// with thousands of errors still prints in a moment.
+const DEFAULT_MAX_DIAGNOSTICS: usize = 50;
 
 const EXIT_OK: u8 = 0;
 const EXIT_INVALID: u8 = 1;
@@ -175,14 +185,23 @@ fn check(args: &CheckArgs) -> u8 {
     };
     let mut report = cli::Report::default();
     for file in &files {
-        let out = crate::compile_path(file, &Options::check());
+        let opts = if args.serve { Options::serve() } else { Options::check() };
+        let mut out = crate::compile_path(file, &opts);
+        if args.serve {
+            // `gw serve` lowers the program too; a failure there is a compiler bug, but it
+            // would stop the gateway all the same.
+            if let Some(Err(bug)) = out.program.as_ref().map(crate::lower::lower) {
+                out.diagnostics.push(bug);
+                out.program = None;
+            }
+        }
         let tests = match (&out.program, args.no_tests) {
             (Some(program), false) => cli::run_tests(program),
             _ => vec![],
         };
         report.add(file, out, tests);
     }
-    let max = args.max_errors.unwrap_or(usize::MAX);
+    let max = args.max_errors;
     match args.format {
         Format::Json => println!("{}", report.to_json(max)),
         Format::Github => print!("{}", report.to_github(max)),

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::diagnostics::{self, Diag, JsonDiag, Severity, Style};
 use crate::program::Program;
-use crate::request::{Decision, Request};
+use crate::request::{Decision, Outcome, Request};
 use crate::source::Sources;
 use crate::testing::{self, TestResult};
 use crate::Output;
@@ -62,27 +62,33 @@ impl Report {
         self.files.push(FileReport { path: path.display().to_string(), output, tests });
     }
 
-    /// Diagnostics to show, stopping after `max_errors` errors.
-    fn shown(&self, max_errors: usize) -> Vec<(&FileReport, &Diag)> {
-        let mut out = vec![];
-        let mut errors = 0;
-        for f in &self.files {
-            for d in &f.output.diagnostics {
-                if d.is_error() {
-                    if errors >= max_errors {
-                        continue;
-                    }
-                    errors += 1;
-                }
-                out.push((f, d));
-            }
-        }
-        out
+    /// At most `max` diagnostics (0: all) in file order, errors before warnings when some
+    /// must go, and how many were left out.
+    fn shown(&self, max: usize) -> (Vec<(&FileReport, &Diag)>, usize) {
+        let all: Vec<(&FileReport, &Diag)> =
+            self.files.iter().flat_map(|f| f.output.diagnostics.iter().map(move |d| (f, d))).collect();
+        let max = if max == 0 { usize::MAX } else { max };
+        let errors = all.iter().filter(|(_, d)| d.is_error()).count();
+        let mut warnings_left = max.saturating_sub(errors);
+        let mut errors_left = max;
+        let shown: Vec<_> = all
+            .iter()
+            .copied()
+            .filter(|(_, d)| {
+                let left = if d.is_error() { &mut errors_left } else { &mut warnings_left };
+                let keep = *left > 0;
+                *left = left.saturating_sub(1);
+                keep
+            })
+            .collect();
+        let hidden = all.len() - shown.len();
+        (shown, hidden)
     }
 
-    pub fn to_text(&self, style: Style, max_errors: usize) -> String {
+    pub fn to_text(&self, style: Style, max: usize) -> String {
         let mut s = String::new();
-        for (f, d) in self.shown(max_errors) {
+        let (shown, hidden) = self.shown(max);
+        for (f, d) in shown {
             s.push_str(&diagnostics::render(d, &f.output.sources, style));
             s.push('\n');
         }
@@ -98,9 +104,10 @@ impl Report {
                 }
             }
         }
-        let hidden = self.errors.saturating_sub(max_errors);
         if hidden > 0 {
-            s.push_str(&format!("({hidden} more errors not shown; raise --max-errors)\n"));
+            s.push_str(&format!(
+                "... and {hidden} more diagnostic(s) not shown (the first {max} are; `--max-errors 0` shows all)\n"
+            ));
         }
         s.push_str(&format!(
             "{} file(s): {} error(s), {} warning(s); tests: {} passed, {} failed\n",
@@ -113,7 +120,7 @@ impl Report {
         s
     }
 
-    pub fn to_json(&self, max_errors: usize) -> String {
+    pub fn to_json(&self, max: usize) -> String {
         #[derive(Serialize)]
         struct JsonTest<'a> {
             file: &'a str,
@@ -130,8 +137,11 @@ impl Report {
             tests_passed: usize,
             tests_failed: usize,
             diagnostics: Vec<JsonDiag>,
+            /// Diagnostics beyond `--max-errors`, counted but not listed.
+            diagnostics_not_shown: usize,
             tests: Vec<JsonTest<'a>>,
         }
+        let (shown, hidden) = self.shown(max);
         let report = JsonReport {
             format_version: JSON_FORMAT_VERSION,
             files: self.files.iter().map(|f| f.path.as_str()).collect(),
@@ -139,11 +149,8 @@ impl Report {
             warnings: self.warnings,
             tests_passed: self.tests_passed,
             tests_failed: self.tests_failed,
-            diagnostics: self
-                .shown(max_errors)
-                .into_iter()
-                .map(|(f, d)| diagnostics::to_json(d, &f.output.sources))
-                .collect(),
+            diagnostics: shown.into_iter().map(|(f, d)| diagnostics::to_json(d, &f.output.sources)).collect(),
+            diagnostics_not_shown: hidden,
             tests: self
                 .files
                 .iter()
@@ -160,9 +167,10 @@ impl Report {
         serde_json::to_string_pretty(&report).unwrap_or_default()
     }
 
-    pub fn to_github(&self, max_errors: usize) -> String {
+    pub fn to_github(&self, max: usize) -> String {
         let mut s = String::new();
-        for (f, d) in self.shown(max_errors) {
+        let (shown, hidden) = self.shown(max);
+        for (f, d) in shown {
             s.push_str(&github_line(d, &f.output.sources));
         }
         for f in &self.files {
@@ -171,6 +179,9 @@ impl Report {
                     s.push_str(&github_line(d, &f.output.sources));
                 }
             }
+        }
+        if hidden > 0 {
+            s.push_str(&format!("::notice::{hidden} more diagnostic(s) not shown; `--max-errors 0` shows all\n"));
         }
         s
     }
@@ -248,7 +259,8 @@ fn pairs(v: Option<&serde_json::Value>) -> Result<Vec<(String, String)>, String>
     }
 }
 
-/// The human view of a decision.
+/// The human view of a decision (`gw-check explain`, `/admin/explain`'s `text`): what happens
+/// to the request, in words, then each step that decided it. `--format json` is for machines.
 pub fn explain_text(req: &Request, d: &Decision) -> String {
     let mut s = format!("request: {} {}\n", req.method, req.path);
     s.push_str(&format!("route:   {}\n", d.route.as_deref().unwrap_or("(none)")));
@@ -259,14 +271,83 @@ pub fn explain_text(req: &Request, d: &Decision) -> String {
         s.push_str(&format!("param:   {k} = {v}\n"));
     }
     for l in &d.limits {
-        s.push_str(&format!("limit:   {} (counter `{}`)\n", l.id, l.key));
+        let what = describe_limit(&l.id).unwrap_or_else(|| l.id.clone());
+        s.push_str(&format!("limit:   {what}, counted for `{}`\n", l.key));
     }
-    s.push_str(&format!("outcome: {} {:?}\n", d.outcome.status(), d.outcome));
+    s.push_str(&format!("outcome: {} {}\n", d.outcome.status(), describe_outcome(&d.outcome)));
     s.push_str("why:\n");
-    for t in &d.trace {
-        s.push_str(&format!("  {:<6} {}\n", t.step, t.detail));
+    for (i, t) in d.trace.iter().enumerate() {
+        let detail = match t.step.as_str() {
+            "action" => describe_outcome(&d.outcome),
+            "limit" => match t.detail.split_once(' ') {
+                Some((id, rest)) => match describe_limit(id) {
+                    Some(what) => format!("{what}, {}", rest.replace("keyed by", "counted for")),
+                    None => t.detail.clone(),
+                },
+                None => t.detail.clone(),
+            },
+            _ => t.detail.clone(),
+        };
+        s.push_str(&format!("  {}. {}: {detail}\n", i + 1, t.step));
     }
     s
+}
+
+/// What happens to the request, after its status.
+fn describe_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::NoRoute => "not found: no route matches".to_string(),
+        Outcome::MethodNotAllowed { allowed } => {
+            format!("method not allowed: routes for this path take {}", allowed.join(", "))
+        }
+        Outcome::Unauthorized { message } => format!("unauthorized: {message}"),
+        Outcome::Denied { message, .. } => format!("refused: {message}"),
+        Outcome::Forward { upstream } => format!("forwarded to upstream `{upstream}`"),
+        Outcome::Respond { .. } => "answered by the route's `respond`".to_string(),
+        Outcome::Serve { builtin } => format!("answered by the built-in `{builtin}` handler"),
+    }
+}
+
+/// A limit's stable id (`eval::route_limit_id`, `eval::tenant_limit_id`) in words:
+/// `route:chat#0:rate:5/1000000000ns:b10:per:key` → "rate 5/s, burst 10, per key (route
+/// `chat`)". `None` for an id of another shape.
+fn describe_limit(id: &str) -> Option<String> {
+    let (kind, owner) = if let Some(rest) = id.strip_prefix("route:") {
+        let (route, rest) = rest.split_once('#')?;
+        let (_, rest) = rest.split_once(':')?;
+        let (kind, per) = rest.split_once(":per:")?;
+        let per = per.strip_prefix("header:").map_or_else(|| per.to_string(), |h| format!("header \"{h}\""));
+        (format!("{}, per {per}", describe_limit_kind(kind)?), format!("route `{route}`"))
+    } else {
+        let rest = id.strip_prefix("tenant:")?;
+        let (tenant, kind) = rest.split_once(':')?;
+        (describe_limit_kind(kind)?, format!("tenant `{tenant}`"))
+    };
+    Some(format!("{kind} ({owner})"))
+}
+
+fn describe_limit_kind(kind: &str) -> Option<String> {
+    let (name, rest) = kind.split_once(':')?;
+    if name == "concurrent" {
+        return Some(format!("at most {rest} at a time"));
+    }
+    let (rate, burst) = rest.split_once(":b").map_or((rest, None), |(r, b)| (r, Some(b)));
+    let (count, window) = rate.strip_suffix("ns")?.split_once('/')?;
+    let window: u64 = window.parse().ok()?;
+    let unit = match window {
+        1_000_000_000 => "s".to_string(),
+        60_000_000_000 => "min".to_string(),
+        3_600_000_000_000 => "h".to_string(),
+        86_400_000_000_000 => "d".to_string(),
+        w if w % 1_000_000_000 == 0 => format!("{}s", w / 1_000_000_000),
+        w => format!("{}ms", w / 1_000_000),
+    };
+    let what = if name == "tokens" { "tokens" } else { "rate" };
+    let mut out = format!("{what} {count}/{unit}");
+    if let Some(b) = burst.filter(|b| *b != "0") {
+        out.push_str(&format!(", burst {b}"));
+    }
+    Some(out)
 }
 
 /// Format a policy's text canonically, or say why it cannot be (with rendered diagnostics).

@@ -5,9 +5,10 @@
 
 use std::fmt;
 
-use miette::{LabeledSpan, NamedSource, SourceSpan};
+use miette::LabeledSpan;
 use serde::Serialize;
 
+use crate::excerpt::Excerpt;
 use crate::source::{Sources, Span};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -85,6 +86,12 @@ codes! {
     NotSupported = "gw::not_supported", "a construct the running gateway does not implement yet";
     NoRoutes = "gw::no_routes", "a policy to serve that has no route (an empty or truncated file)";
     Bug = "gw::bug", "an internal compiler error: please report it";
+    AuthUnspecified = "gw::auth_unspecified", "a route that forwards to an upstream without `auth KEYSET` or `auth none`";
+    UnknownIdentity = "gw::unknown_identity", "a comparison with a tenant or key name that no key file or `tenant` block names";
+    StartupUnavailable = "gw::startup", "a file `gw serve` reads at start that is missing or unusable (the TLS certificate or key)";
+    SyntaxOperator = "gw::syntax::operator", "`&&`, `||` or `!` where gw writes `and`, `or`, `not`";
+    SyntaxCharacter = "gw::syntax::character", "a character no name or keyword contains (a NUL byte, a look-alike letter), outside a string";
+    SyntaxEscape = "gw::syntax::escape", "an escape a string does not know, like `\\q`";
 }
 
 impl fmt::Display for Code {
@@ -148,44 +155,18 @@ impl Diag {
         self.labels.iter().find(|l| l.primary).or(self.labels.first()).map(|l| l.span)
     }
 
-    /// A miette report over the right file, with secondary labels in other files attached as
-    /// related reports.
+    /// A miette report over an excerpt of the files its labels point into.
     pub fn to_report(&self, sources: &Sources) -> Rendered {
-        let file = self.primary_span().map(|s| s.file);
-        let (name, text) = match file.and_then(|f| sources.get(f)) {
-            Some(f) => (f.name.clone(), f.text.to_string()),
-            None => (String::new(), String::new()),
-        };
-        let mut labels = vec![];
-        let mut related = vec![];
-        for l in &self.labels {
-            if Some(l.span.file) == file {
-                let span = SourceSpan::new((l.span.start as usize).into(), l.span.len());
-                labels.push(if l.primary {
-                    LabeledSpan::new_primary_with_span(Some(l.text.clone()), span)
-                } else {
-                    LabeledSpan::new_with_span(Some(l.text.clone()), span)
-                });
-            } else {
-                let other = Diag {
-                    code: self.code,
-                    severity: Severity::Warning,
-                    message: l.text.clone(),
-                    labels: vec![Label { primary: true, ..l.clone() }],
-                    help: None,
-                };
-                related.push(other.to_report(sources));
-            }
+        let (source, labels, unplaced) = Excerpt::build(&self.labels, sources);
+        let mut help = self.help.clone();
+        for u in unplaced {
+            let note = format!("{}: {}", u.at, u.text);
+            help = Some(match help {
+                Some(h) => format!("{h}\n{note}"),
+                None => note,
+            });
         }
-        Rendered {
-            code: self.code,
-            severity: self.severity,
-            message: self.message.clone(),
-            help: self.help.clone(),
-            source: NamedSource::new(name, text),
-            labels,
-            related,
-        }
+        Rendered { code: self.code, severity: self.severity, message: self.message.clone(), help, source, labels }
     }
 }
 
@@ -196,9 +177,8 @@ pub struct Rendered {
     severity: Severity,
     message: String,
     help: Option<String>,
-    source: NamedSource<String>,
+    source: Excerpt,
     labels: Vec<LabeledSpan>,
-    related: Vec<Rendered>,
 }
 
 impl fmt::Display for Rendered {
@@ -240,14 +220,6 @@ impl miette::Diagnostic for Rendered {
             Some(Box::new(self.labels.iter().cloned()))
         }
     }
-
-    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
-        if self.related.is_empty() {
-            None
-        } else {
-            Some(Box::new(self.related.iter().map(|r| r as &dyn miette::Diagnostic)))
-        }
-    }
 }
 
 /// How to draw reports: with colour and unicode on a terminal, plain ASCII otherwise.
@@ -259,14 +231,6 @@ pub enum Style {
 
 /// Render one diagnostic as text, the way people read it.
 pub fn render(diag: &Diag, sources: &Sources, style: Style) -> String {
-    // miette's graphical renderer cannot draw columns past 65535; say where instead.
-    let too_wide = diag.labels.iter().any(|l| {
-        let (_, col) = sources.line_col(l.span.file, l.span.end);
-        col > MAX_RENDERED_COLUMN
-    });
-    if too_wide {
-        return render_narrow(diag, sources);
-    }
     let report = diag.to_report(sources);
     let theme = match style {
         Style::Fancy => miette::GraphicalTheme::unicode(),
@@ -279,23 +243,6 @@ pub fn render(diag: &Diag, sources: &Sources, style: Style) -> String {
     }
     if diag.severity == Severity::Bug {
         out.push_str("  this is a bug in gw, not in your policy: please report it with the policy attached\n");
-    }
-    out
-}
-
-/// Widest column the graphical renderer is asked to draw.
-const MAX_RENDERED_COLUMN: usize = 10_000;
-
-/// A diagnostic as plain lines with positions, for lines too long to draw.
-fn render_narrow(diag: &Diag, sources: &Sources) -> String {
-    let mut out = format!("{}: {}: {}\n", diag.code, if diag.is_error() { "error" } else { "warning" }, diag.message);
-    for l in &diag.labels {
-        let (line, col) = sources.line_col(l.span.file, l.span.start);
-        let name = sources.get(l.span.file).map(|f| f.name.as_str()).unwrap_or("?");
-        out.push_str(&format!("  at {name}:{line}:{col}: {}\n", l.text));
-    }
-    if let Some(h) = &diag.help {
-        out.push_str(&format!("  help: {h}\n"));
     }
     out
 }

@@ -935,6 +935,7 @@ impl<'a> Src<'a> {
                 s
             }
             RouteStmtKind::Websocket => "websocket".to_string(),
+            RouteStmtKind::AuthNone => "auth none".to_string(),
             RouteStmtKind::Cors { origins, methods: ms } => {
                 let origins: Vec<String> = origins.iter().map(|o| self.string(o)).collect();
                 let mut s = format!("cors origins [{}]", origins.join(", "));
@@ -1957,7 +1958,7 @@ fn erase_route_stmt(k: &mut RouteStmtKind) {
             erase_q(ttl);
             erase_opt_q(max);
         }
-        RouteStmtKind::Websocket => {}
+        RouteStmtKind::Websocket | RouteStmtKind::AuthNone => {}
         RouteStmtKind::Cors { origins, .. } => origins.iter_mut().for_each(erase_str),
         RouteStmtKind::Jwt { secret, issuer } => {
             erase_value(secret);

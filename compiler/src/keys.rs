@@ -98,4 +98,8 @@ impl LoadedKeys {
     pub fn tenants(&self) -> impl Iterator<Item = &str> {
         self.by_hash.values().map(|e| e.tenant.as_str())
     }
+
+    pub fn key_names(&self) -> impl Iterator<Item = &str> {
+        self.by_hash.values().map(|e| e.name.as_str())
+    }
 }

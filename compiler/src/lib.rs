@@ -7,11 +7,13 @@
 //! `testing` runs a policy's `test` blocks.
 
 pub mod ast;
+pub mod chars;
 pub mod check;
 pub mod check_cmd;
 pub mod cli;
 pub mod diagnostics;
 pub mod eval;
+pub mod excerpt;
 pub mod fmt;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -24,6 +26,7 @@ pub mod program;
 pub mod request;
 pub mod resolve;
 pub mod source;
+pub mod startup;
 pub mod support;
 pub mod syntax;
 pub mod testing;
@@ -99,8 +102,14 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
     }
     let (env, env_diags) = check::env_vars(&items, opts.env, opts.mode);
     diags.extend(env_diags);
+    if opts.mode == Mode::Serve {
+        diags.extend(startup::startup(&items, &env, root));
+    }
     let (keysets, key_files, key_diags) = check::key_files(&items, &mut sources, loader, &env);
     diags.extend(key_diags);
+    if !diags.iter().any(Diag::is_error) {
+        diags.extend(check::lints(&items, &keysets));
+    }
 
     diags.sort_by_key(|d| d.primary_span().map(|s| (s.file, s.start)).unwrap_or_default());
     let program = if diags.iter().any(Diag::is_error) {

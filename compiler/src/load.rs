@@ -56,7 +56,7 @@ impl Loader for MemLoader {
     }
 }
 
-/// Lexically resolve `.` and `..` (for in-memory paths).
+/// Lexically resolve `.` and `..` (for in-memory paths, and paths in messages).
 fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
@@ -94,16 +94,19 @@ pub fn load(loader: &dyn Loader, root: &Path) -> Loaded {
 
 struct State {
     done: HashMap<PathBuf, FileId>,
-    /// Files being loaded, outermost first, with the import that led to the next one.
-    stack: Vec<(PathBuf, Option<Span>)>,
+    /// Files being loaded, outermost first: canonical path, the import that led to it, and
+    /// its path as named (for messages).
+    stack: Vec<(PathBuf, Option<Span>, String)>,
 }
 
 fn load_file(loader: &dyn Loader, path: &Path, via: Option<Span>, l: &mut Loaded, st: &mut State) {
     let canon = loader.canonical(path);
     // The stack is checked first: a file on it is already in `done`, and reaching it again
     // through an import is a cycle, not a diamond.
-    if let Some(pos) = st.stack.iter().position(|(p, _)| *p == canon) {
-        let chain: Vec<String> = st.stack[pos..].iter().map(|(p, _)| display(p)).chain([display(&canon)]).collect();
+    if let Some(pos) = st.stack.iter().position(|(p, _, _)| *p == canon) {
+        // Named as the report names files (as given, `..` resolved), not by canonical paths.
+        let chain: Vec<String> =
+            st.stack[pos..].iter().map(|(_, _, n)| n.clone()).chain([display(&normalize(path))]).collect();
         let mut d = Diag::error(Code::ImportCycle, "import cycle").help(format!(
             "the files import each other: {}; move the shared definitions into a file both import",
             chain.join(" → ")
@@ -166,7 +169,7 @@ fn load_file(loader: &dyn Loader, path: &Path, via: Option<Span>, l: &mut Loaded
     l.diags.extend(diags);
     l.comments.insert(id, parsed.comments);
 
-    st.stack.push((canon, via));
+    st.stack.push((canon, via, display(&normalize(path))));
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     for item in &parsed.file.items {
         if let Item::Import(imp) = item {

@@ -346,7 +346,7 @@ fn lower_route(
                     action = Some(ActionInfo::Forward { name: u.name.clone(), upstream });
                 }
             }
-            RouteStmtKind::When(_) | RouteStmtKind::Auth(_) => {}
+            RouteStmtKind::When(_) | RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone => {}
         }
     }
     let action = action.unwrap_or(ActionInfo::None);

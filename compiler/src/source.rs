@@ -45,6 +45,65 @@ pub struct SourceFile {
     /// The name shown in diagnostics.
     pub name: String,
     pub text: Arc<str>,
+    /// Byte offset where each line starts: positions are found by binary search, so reporting
+    /// many diagnostics on a big file stays linear.
+    line_starts: Arc<[u32]>,
+    /// Every byte is ASCII: a column is then a byte difference, not a count of characters.
+    ascii: bool,
+}
+
+impl SourceFile {
+    pub fn new(path: &Path, name: String, text: Arc<str>) -> SourceFile {
+        let line_starts = std::iter::once(0)
+            .chain(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| clamp_u32(i + 1)))
+            .collect();
+        let ascii = text.is_ascii();
+        SourceFile { path: path.to_path_buf(), name, text, line_starts, ascii }
+    }
+
+    /// 0-based line index of a byte offset.
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&s| s as usize <= offset).saturating_sub(1)
+    }
+
+    /// Byte range of a 0-based line, without its line break.
+    pub fn line_range(&self, line: usize) -> std::ops::Range<usize> {
+        let start = self.line_starts.get(line).map_or(self.text.len(), |&s| s as usize);
+        let end = self.line_starts.get(line + 1).map_or(self.text.len(), |&s| s as usize - 1);
+        let end =
+            if self.text.as_bytes().get(end.wrapping_sub(1)) == Some(&b'\r') && end > start { end - 1 } else { end };
+        start..end.max(start)
+    }
+
+    pub fn line_count(&self) -> usize {
+        self.line_starts.len()
+    }
+
+    /// Characters between two byte offsets of one line (a byte difference for ASCII files).
+    pub fn chars_between(&self, from: usize, to: usize) -> usize {
+        if self.ascii {
+            to.saturating_sub(from)
+        } else {
+            self.text.get(from..to).map_or(to.saturating_sub(from), |s| s.chars().count())
+        }
+    }
+
+    /// 1-based line and column (in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = floor_char_boundary(&self.text, offset);
+        let line = self.line_of(offset);
+        let start = self.line_starts[line] as usize;
+        (line + 1, self.chars_between(start, offset) + 1)
+    }
+}
+
+/// The largest char boundary of `s` at or before `i`.
+pub fn floor_char_boundary(s: &str, i: usize) -> usize {
+    let mut i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// Every file read while compiling one policy, indexed by `FileId`.
@@ -56,7 +115,7 @@ pub struct Sources {
 impl Sources {
     pub fn add(&mut self, path: &Path, name: String, text: Arc<str>) -> FileId {
         let id = FileId(clamp_u32(self.files.len()));
-        self.files.push(SourceFile { path: path.to_path_buf(), name, text });
+        self.files.push(SourceFile::new(path, name, text));
         id
     }
 
@@ -83,12 +142,6 @@ impl Sources {
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, file: FileId, offset: u32) -> (usize, usize) {
-        let Some(f) = self.get(file) else { return (0, 0) };
-        let offset = (offset as usize).min(f.text.len());
-        let before = f.text.get(..offset).unwrap_or("");
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let col = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
-        (line, col)
+        self.get(file).map_or((0, 0), |f| f.line_col(offset as usize))
     }
 }

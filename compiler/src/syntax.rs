@@ -9,6 +9,7 @@ use gw_grammar::pest::Parser;
 use gw_grammar::{GwpParser, Rule};
 
 use crate::ast::*;
+use crate::chars;
 use crate::diagnostics::{did_you_mean, Code, Diag};
 use crate::source::{FileId, Span};
 
@@ -462,12 +463,33 @@ impl<'t> Walker<'t> {
             InputLocation::Pos(p) => p,
             InputLocation::Span((s, _)) => s,
         } + offset;
-        let mut expected: Vec<&str> = match &e.variant {
-            ErrorVariant::ParsingError { positives, .. } => positives.iter().filter_map(|r| describe(*r)).collect(),
+        let mut expected: Vec<String> = match &e.variant {
+            ErrorVariant::ParsingError { positives, .. } => {
+                positives.iter().filter_map(|r| describe(*r)).map(str::to_string).collect()
+            }
             ErrorVariant::CustomError { .. } => vec![],
         };
+        if expected.is_empty() {
+            // Rules name most of what may come; a literal (`{`, `=`) is only in the attempts.
+            if let Some(attempts) = e.parse_attempts() {
+                // pest does not export the token type: literals print as themselves, character
+                // ranges as `a..z` and built-in rules in capitals; keep the literals, but not
+                // whitespace and comments, which may come anywhere.
+                expected.extend(attempts.expected_tokens().into_iter().map(|t| t.to_string()).filter_map(|t| {
+                    let builtin = t.contains("..") || t.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+                    let skipped = t.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}').is_empty();
+                    (!builtin && !skipped && t != "#").then(|| format!("`{t}`"))
+                }));
+            }
+        }
         expected.sort_unstable();
         expected.dedup();
+        if let Some(d) = self.misplaced(pos) {
+            return d;
+        }
+        if let Some(d) = self.unclosed_at_eof(pos, offset) {
+            return d;
+        }
         let found = self.token_at(pos);
         let line_rest = self.text.get(pos..).unwrap_or("").lines().next().unwrap_or("");
         if found == "\"" && !line_rest[1..].contains('"') {
@@ -477,15 +499,79 @@ impl<'t> Walker<'t> {
         }
         let what = match expected.len() {
             0 => "something else".to_string(),
-            1 => expected[0].to_string(),
+            1 => expected[0].clone(),
             _ => {
-                let (last, rest) = expected.split_last().unwrap_or((&"", &[]));
+                let (last, rest) = expected.split_last().map_or((String::new(), &[][..]), |(l, r)| (l.clone(), r));
                 format!("{} or {}", rest.join(", "), last)
             }
         };
         let end = (pos + found.len().max(1)).min(self.text.len()).max(pos);
         Diag::error(Code::SyntaxUnexpected, format!("expected {what}, found {}", describe_found(found)))
             .primary(self.at(pos, end), format!("expected {what} here"))
+    }
+
+    /// A mistake recognised wherever the parser stops: an operator from another language
+    /// (`&&`, `||`, `!`), or a character no name or keyword contains (a NUL byte, a Cyrillic
+    /// `р` that looks like `p`).
+    fn misplaced(&self, pos: usize) -> Option<Diag> {
+        let rest = self.text.get(pos..)?;
+        for (op, word) in [("&&", "and"), ("||", "or"), ("&", "and")] {
+            if rest.starts_with(op) {
+                return Some(self.foreign_operator(pos, op, word));
+            }
+        }
+        if rest.starts_with('!') && !rest.starts_with("!=") {
+            return Some(self.foreign_operator(pos, "!", "not"));
+        }
+        let c = rest.chars().next().filter(|c| chars::is_foreign(*c))?;
+        let span = self.at(pos, pos + c.len_utf8());
+        let is_name_char = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+        let before = self.text[..pos].chars().next_back().is_some_and(is_name_char);
+        let after = rest[c.len_utf8()..].chars().next().is_some_and(is_name_char);
+        let in_name = c.is_alphanumeric() || before || after;
+        let name = chars::describe(c);
+        let d = if in_name {
+            Diag::error(Code::SyntaxCharacter, format!("{name} is not allowed in a name"))
+        } else {
+            Diag::error(Code::SyntaxCharacter, format!("{name} is not allowed outside a string"))
+        };
+        let label = match chars::ascii_lookalike(c) {
+            Some(a) => format!("this looks like `{a}` but is {name}"),
+            None => format!("this is {name}"),
+        };
+        let word_start = self.text[..pos].rfind(|c: char| !is_name_char(c)).map_or(0, |i| i + 1);
+        let word_end = rest.find(|c: char| !is_name_char(c)).map_or(self.text.len(), |i| pos + i);
+        let word = &self.text[word_start..word_end];
+        let help = match chars::ascii_spelling(word) {
+            Some(ascii) => format!("did you mean `{ascii}`? names are ASCII letters, digits, `_` and `-`"),
+            None => "names and keywords are ASCII letters, digits, `_` and `-`; other characters may appear \
+                     only inside strings"
+                .to_string(),
+        };
+        Some(d.primary(span, label).help(help))
+    }
+
+    fn foreign_operator(&self, pos: usize, op: &str, word: &str) -> Diag {
+        Diag::error(Code::SyntaxOperator, format!("`{op}` is not a gw operator: write `{word}`"))
+            .primary(self.at(pos, pos + op.len()), format!("write `{word}` here"))
+            .help("gw's boolean operators are words: `and`, `or`, `not` (as in `a == 1 and not b exists`)")
+    }
+
+    /// At the end of the file inside a block: say which `{` was left open.
+    fn unclosed_at_eof(&self, pos: usize, from: usize) -> Option<Diag> {
+        if !self.token_at(pos).is_empty() {
+            return None;
+        }
+        let open = unclosed_brace(self.text, from)?;
+        let line_start = self.text[..open].rfind('\n').map_or(0, |i| i + 1);
+        let header = self.text[line_start..open].trim();
+        let block = if header.is_empty() { "block".to_string() } else { format!("`{header}` block") };
+        let last_end = self.text.trim_end().len();
+        let last_start = self.text[..last_end].rfind(char::is_whitespace).map_or(0, |i| i + 1).min(last_end);
+        let d = Diag::error(Code::SyntaxUnexpected, format!("the file ends inside the {block}: a `}}` is missing"))
+            .primary(self.at(last_start.max(open), last_end.max(open + 1)), "the file ends here, inside the block")
+            .secondary(self.at(open, open + 1), "this `{` is never closed");
+        Some(d.help("close the block with `}` after its last statement"))
     }
 
     /// The token starting at `pos`, for "found ..." in messages.
@@ -506,11 +592,15 @@ impl<'t> Walker<'t> {
 
     fn stray_item(&mut self, pair: &P<'_>) {
         let span = self.span(pair);
+        if let Some(d) = self.misplaced(span.start as usize) {
+            self.diags.push(d);
+            return;
+        }
         let word = self.token_at(span.start as usize);
         if let Some((rule, usage_line)) = usage(Block::Top, word) {
             let start = span.start as usize;
             let rest = self.text.get(start..).unwrap_or("");
-            let d = match GwpParser::parse(rule, rest) {
+            let d = match parse_detailed(rule, rest) {
                 Err(e) => self.pest_error(e, start),
                 Ok(_) => Diag::error(Code::SyntaxUnexpected, format!("could not read this `{word}` declaration"))
                     .primary(span, "not understood"),
@@ -533,17 +623,21 @@ impl<'t> Walker<'t> {
 
     fn bad_stmt(&mut self, pair: &P<'_>, block: Block) {
         let span = self.span(pair);
+        if let Some(d) = self.misplaced(span.start as usize) {
+            self.diags.push(d);
+            return;
+        }
         let word = self.token_at(span.start as usize);
         let word_span = self.at(span.start as usize, span.start as usize + word.len().max(1));
         if let Some((rule, usage_line)) = usage(block, word) {
             let start = span.start as usize;
             let rest = self.text.get(start..).unwrap_or("");
-            let d = match GwpParser::parse(rule, rest) {
+            let d = match parse_detailed(rule, rest) {
                 Err(e) => self.pest_error(e, start),
                 Ok(_) => Diag::error(Code::SyntaxBadStatement, format!("could not read this `{word}` statement"))
                     .primary(span, "not understood"),
             };
-            let d = Diag { code: Code::SyntaxBadStatement, ..d };
+            let d = if d.code == Code::SyntaxUnexpected { Diag { code: Code::SyntaxBadStatement, ..d } } else { d };
             let d = if d.help.is_none() { d.help(format!("write it as: {usage_line}")) } else { d };
             self.diags.push(d);
             return;
@@ -754,6 +848,7 @@ impl<'t> Walker<'t> {
             Rule::u_health => {
                 let method = Method::parse(args.next()?.as_str())?;
                 let path = self.string(args.next()?);
+                let mut args = inner(args.next()?).filter(|p| !p.as_rule_name_is_kw());
                 let every = self.duration(args.next()?)?;
                 let timeout = match args.next() {
                     Some(p) => Some(self.duration(p)?),
@@ -830,6 +925,7 @@ impl<'t> Walker<'t> {
                 }
                 RouteStmtKind::When(When { methods, methods_span, path, host, cond })
             }
+            Rule::r_auth_none => RouteStmtKind::AuthNone,
             Rule::r_auth => {
                 let keys = self.ident(args.next()?);
                 let mut via = vec![];
@@ -1217,7 +1313,42 @@ impl<'t> Walker<'t> {
         let span = self.span(&pair);
         let raw = pair.as_str();
         let body = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(raw);
+        let body_start = pair.as_span().start() + usize::from(raw.starts_with('"'));
+        self.bad_escapes(body, body_start);
         Str { value: unescape(body), span }
+    }
+
+    /// Report every escape the language does not have (`\q`, `\u{110000}`), at the escape.
+    fn bad_escapes(&mut self, body: &str, body_start: usize) {
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '\\' {
+                continue;
+            }
+            let Some((j, next)) = chars.next() else { continue };
+            let end = match next {
+                '"' | '\\' | 'n' | 't' | 'r' | '0' => continue,
+                'u' => {
+                    let rest = &body[j + 1..];
+                    let close = rest.find('}').filter(|_| rest.starts_with('{'));
+                    let code = close.and_then(|c| u32::from_str_radix(&rest[1..c], 16).ok());
+                    if code.and_then(char::from_u32).is_some() {
+                        continue;
+                    }
+                    j + 1 + close.map_or(0, |c| c + 1)
+                }
+                other => j + other.len_utf8(),
+            };
+            let escape = &body[i..end];
+            self.diags.push(
+                Diag::error(Code::SyntaxEscape, format!("unknown escape `{escape}` in a string"))
+                    .primary(self.at(body_start + i, body_start + end), "not an escape gw knows")
+                    .help(
+                        "a string knows \\\" \\\\ \\n \\t \\r \\0 and \\u{hex}; write a backslash as \\\\ (in a \
+                         regex, written /like\\sthis/, any escape goes)",
+                    ),
+            );
+        }
     }
 
     fn lower_string(&mut self, pair: P<'_>) -> Str {
@@ -1433,9 +1564,52 @@ fn describe_found(tok: &str) -> String {
         "end of file".to_string()
     } else if tok == "\n" || tok == "\r" {
         "end of line".to_string()
+    } else if let Some((cut, _)) = tok.char_indices().nth(MAX_FOUND_CHARS) {
+        format!("`{}…`", &tok[..cut])
     } else {
         format!("`{tok}`")
     }
+}
+
+/// Longest token quoted in a message; a longer one is cut (a 5 MB word stays one line).
+const MAX_FOUND_CHARS: usize = 40;
+
+/// The innermost `{` after `from` that is never closed (outside strings and comments).
+fn unclosed_brace(text: &str, from: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut open = vec![];
+    let mut i = from;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => i = text[i..].find('\n').map_or(bytes.len(), |n| i + n),
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && !matches!(bytes[i], b'"' | b'\n') {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' => open.push(i),
+            b'}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    open.pop()
+}
+
+/// Parse `text` as `rule` with pest's error detail on, so that a failure lists the literal
+/// tokens expected. Only failing statements are parsed this way (detail halves parse speed);
+/// the switch is global, so the lock keeps two detailed parses from switching it off under
+/// each other.
+fn parse_detailed(rule: Rule, text: &str) -> Result<(), gw_grammar::pest::error::Error<Rule>> {
+    static DETAIL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = DETAIL.lock().unwrap_or_else(|e| e.into_inner());
+    gw_grammar::pest::set_error_detail(true);
+    let result = GwpParser::parse(rule, text).map(|_| ());
+    gw_grammar::pest::set_error_detail(false);
+    result
 }
 
 /// Undo the escapes the grammar accepts in strings.

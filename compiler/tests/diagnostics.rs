@@ -9,6 +9,8 @@
 //! # expect: gw::io::unreadable
 //! ```
 //!
+//! A `# mode: serve` line compiles the fixture the way `gw serve` (and `gw-check --serve`) does.
+//!
 //! `at "TEXT"` is the exact text the diagnostic's primary label underlines; `starting "TEXT"`
 //! is for labels too long to quote (the underlined text must start with TEXT); with neither,
 //! the diagnostic must have no label at all (a file that cannot be read has nothing to point
@@ -35,7 +37,7 @@ use std::path::{Path, PathBuf};
 use gw_compiler::diagnostics::{self, Code, Diag, Style};
 use gw_compiler::load::MemLoader;
 use gw_compiler::source::Sources;
-use gw_compiler::{cli, compile, compile_path, Options, Output};
+use gw_compiler::{cli, compile, compile_path, compile_str, Options, Output};
 
 /// Where the fixtures live, relative to the crate root (the working directory of `cargo test`).
 const INVALID: &str = "tests/invalid";
@@ -45,9 +47,6 @@ const NOT_FIXTURES: &[&str] = &["snapshots", "keys"];
 
 /// Codes no policy can trigger through `gw-check`, so they have no golden case.
 const UNTRIGGERABLE: &[(Code, &str)] = &[
-    // Raised only in serve mode (what `gw serve` compiles with) for constructs the runtime does
-    // not implement yet, so `gw-check` never reports it; tests/serve_support.rs snapshots it.
-    (Code::NotSupported, "raised in serve mode only, not by gw-check"),
     // A policy without routes is a fine library file for gw-check; only serving one is an
     // error. tests/serve_support.rs snapshots it.
     (Code::NoRoutes, "raised in serve mode only, not by gw-check"),
@@ -95,6 +94,8 @@ struct Fixture {
     /// The file to compile.
     root: PathBuf,
     expects: Vec<Expect>,
+    /// Compiled in serve mode (`# mode: serve`).
+    serve: bool,
 }
 
 fn code_named(s: &str) -> Option<Code> {
@@ -185,7 +186,9 @@ fn fixtures() -> Vec<Fixture> {
         let bytes = std::fs::read(&header).unwrap_or_else(|e| panic!("cannot read {}: {e}", header.display()));
         let expects =
             parse_expects(&String::from_utf8_lossy(&bytes)).unwrap_or_else(|e| panic!("{}: {e}", header.display()));
-        out.push(Fixture { name, root, expects });
+        let text = String::from_utf8_lossy(&bytes);
+        let serve = text.lines().take_while(|l| l.starts_with('#')).any(|l| l.trim_end() == "# mode: serve");
+        out.push(Fixture { name, root, expects, serve });
     }
     out
 }
@@ -194,8 +197,8 @@ fn fixtures() -> Vec<Fixture> {
 
 /// Compile a fixture and run its tests: the compile output and every diagnostic, test failures
 /// last.
-fn run(root: &Path) -> (Output, Vec<Diag>) {
-    let out = compile_path(root, &Options::check());
+fn run(root: &Path, serve: bool) -> (Output, Vec<Diag>) {
+    let out = compile_path(root, &if serve { Options::serve() } else { Options::check() });
     let mut all = out.diagnostics.clone();
     if let Some(program) = &out.program {
         for t in cli::run_tests(program) {
@@ -319,7 +322,7 @@ fn golden_invalid_policies() {
     assert!(fixtures.len() >= 45, "only {} fixtures; the suite wants at least 45", fixtures.len());
     let mut failures = String::new();
     for f in &fixtures {
-        let (out, diags) = run(&f.root);
+        let (out, diags) = run(&f.root, f.serve);
         if diags.is_empty() {
             let _ = writeln!(failures, "{}: compiled without any diagnostic", f.name);
             continue;
@@ -574,6 +577,20 @@ fn hostile_inputs() -> Vec<(String, Vec<u8>)> {
     inputs
         .push(("a 100,000-operand expression".into(), format!("matcher m = {}\n", operands.join(" or ")).into_bytes()));
     inputs.push(("100,000 `not`s".into(), format!("matcher m = {}true\n", "not ".repeat(100_000)).into_bytes()));
+    // What the diagnostics of issue 11 look at: operators, characters, escapes, EOF, CRLF.
+    for (name, text) in [
+        ("`&&` at the end of the file", "matcher m = true &&"),
+        ("`!` at the end of the file", "route r {\r\n  when GET \"/\" if !"),
+        ("a look-alike at the end of the file", "upstream р"),
+        ("a NUL at the end of the file", "upstream u\0"),
+        ("a lone backslash ending a string", "route r { respond 200 \"a\\\n\" }"),
+        ("an escape past Unicode", "route r { when GET \"/\"; respond 200 \"\\u{110000}\\u{D800}\\u{}\" }"),
+        ("an unclosed block in CRLF", "route r {\r\n  when GET \"/\"\r\n  respond 200\r\n"),
+        ("an unclosed JSON object", "route r { when GET \"/\" respond 200 json { \"a\": {"),
+        ("a label at a CRLF line break", "route r {\r\n  when GET \"/\" \r\n  to\r\n}\r\n"),
+    ] {
+        inputs.push((name.into(), text.as_bytes().to_vec()));
+    }
     inputs.push((
         "100,000 `exists`".into(),
         format!("matcher m = header[\"x\"]{}\n", " exists".repeat(100_000)).into_bytes(),
@@ -777,5 +794,106 @@ fn a_long_matcher_chain_is_refused_not_overflowed() {
     text.push_str("route r { when GET \"/\" if m9999 respond 200 }\ntest \"chain\" { send GET \"/\" expect 200 }\n");
     if let Err(e) = gw_check_survives("matcher-chain", "plain", &text) {
         panic!("{e}");
+    }
+}
+
+fn plain_report(text: &str) -> String {
+    let out = compile_str(text, &Options::check());
+    out.diagnostics.iter().map(|d| diagnostics::render(d, &out.sources, Style::Plain)).collect()
+}
+
+#[test]
+fn a_five_megabyte_line_of_garbage_says_what_was_expected() {
+    // It said "expected something else": the `{` pest wanted is a literal, not a rule.
+    let text = format!("route r {}\n", "$%^&*@!".repeat(700_000));
+    let report = plain_report(&text);
+    assert!(report.contains("expected `{`, found `$`"), "{}", &report[..report.len().min(2000)]);
+    assert!(report.len() < 2_000, "{} bytes", report.len());
+
+    // A 5 MB word is quoted cut, not whole.
+    let text = format!("upstream u {{ target \"http://x:1\" timeout {} }}\n", "x".repeat(5_000_000));
+    let report = plain_report(&text);
+    assert!(
+        report.contains("found `xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…`"),
+        "{}",
+        &report[..report.len().min(2000)]
+    );
+    assert!(report.len() < 2_000, "{} bytes", report.len());
+}
+
+#[test]
+fn a_health_timeout_on_the_next_line_is_the_upstreams() {
+    use gw_compiler::ast::{Item, UpstreamStmtKind};
+    let health_timeout = |text: &str| -> (Option<u64>, bool) {
+        let out = compile_str(text, &Options::check());
+        let program = out.program.unwrap_or_else(|| panic!("{:?}", out.diagnostics));
+        let Some(Item::Upstream(u)) = program.items.first() else { panic!("no upstream") };
+        let health = u.stmts.iter().find_map(|s| match &s.kind {
+            UpstreamStmtKind::Health(h) => Some(h.timeout.map(|t| t.value)),
+            _ => None,
+        });
+        let own = u.stmts.iter().any(|s| matches!(s.kind, UpstreamStmtKind::Timeout(_)));
+        (health.flatten(), own)
+    };
+    let next_line = "upstream u {\n    target \"http://x:1\"\n    health GET \"/h\" every 10s\n    timeout 60s\n}\n";
+    assert_eq!(health_timeout(next_line), (None, true));
+    let same_line = "upstream u {\n    target \"http://x:1\"\n    health GET \"/h\" every 10s timeout 2s\n}\n";
+    assert_eq!(health_timeout(same_line), (Some(2_000_000_000), false));
+}
+
+mod excerpt_property {
+    use super::*;
+    use gw_compiler::diagnostics::Diag;
+    use gw_compiler::source::{FileId, Span};
+    use proptest::prelude::*;
+
+    /// Text with short and long lines, CRLF, multibyte and look-alike characters.
+    fn text() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("route r {".to_string()),
+            Just("\n".to_string()),
+            Just("\r\n".to_string()),
+            Just("é".to_string()),
+            Just("р".to_string()),
+            Just("    to gpu".to_string()),
+            "[a-z ]{1,5}".prop_map(|s| s),
+            (1usize..400).prop_map(|n| "x".repeat(n)),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Whatever the spans, a report renders, and every label's text is in it: drawn in the
+        /// excerpt or listed under the help.
+        #[test]
+        fn every_label_is_shown(a in text(), b in text(), spans in proptest::collection::vec((0usize..5000, 0usize..300, any::<bool>()), 1..4)) {
+            let mut sources = Sources::default();
+            let fa = sources.add(Path::new("a.gwp"), "a.gwp".into(), a.clone().into());
+            let fb = sources.add(Path::new("b.gwp"), "b.gwp".into(), b.clone().into());
+            let mut d = Diag::error(Code::SyntaxUnexpected, "m");
+            for (i, (start, len, other)) in spans.iter().enumerate() {
+                let (file, t): (FileId, &str) = if *other { (fb, &b) } else { (fa, &a) };
+                let s = gw_compiler::source::floor_char_boundary(t, *start);
+                let e = gw_compiler::source::floor_char_boundary(t, s + len);
+                let span = Span::new(file, s, e);
+                d = if i == 0 { d.primary(span, format!("label{i}")) } else { d.secondary(span, format!("label{i}")) };
+            }
+            let out = diagnostics::render(&d, &sources, Style::Plain);
+            for i in 0..spans.len() {
+                prop_assert!(out.contains(&format!("label{i}")), "label{i} missing from:\n{out}");
+            }
+            // The position in the header is the primary label's, in the file's own lines.
+            // (A position inside a CRLF is shown at the `\r`, the end of the line.)
+            let primary = d.labels[0].span;
+            let (name, t) = if primary.file == fb { ("b.gwp", &b) } else { ("a.gwp", &a) };
+            let mut start = primary.start as usize;
+            if t[..start].ends_with('\r') && t[start..].starts_with('\n') {
+                start -= 1;
+            }
+            let (line, col) = sources.line_col(primary.file, start as u32);
+            let at = format!("[{name}:{line}:{col}]");
+            prop_assert!(out.contains(&at), "{at} missing from:\n{out}");
+        }
     }
 }

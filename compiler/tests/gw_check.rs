@@ -40,7 +40,9 @@ fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
     )
     .expect("write keys");
     for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).expect("write policy");
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+        std::fs::write(path, text).expect("write policy");
     }
     dir
 }
@@ -134,7 +136,99 @@ fn max_errors_limits_the_listing() {
     assert_eq!(code(&o), 1);
     let err = stderr(&o);
     assert_eq!(err.matches("gw::undefined_upstream").count(), 1, "{err}");
-    assert!(err.contains("1 more errors not shown"), "{err}");
+    assert!(err.contains("and 1 more diagnostic(s) not shown"), "{err}");
+    assert!(err.contains("2 error(s)"), "the summary counts every error: {err}");
+}
+
+/// A policy with `n` guards that each refuse every request: `n` errors.
+fn many_errors(n: usize) -> String {
+    let guards: String = (0..n).map(|_| "    deny 400 \"m\" if true\n").collect();
+    format!("route r {{\n    when GET \"/\"\n{guards}    respond 200\n}}\n")
+}
+
+#[test]
+fn output_is_capped_at_fifty_diagnostics_unless_asked() {
+    let dir = fixture(&[("p.gwp", &many_errors(60))]);
+    let o = gw_check(&["--format", "plain", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    assert_eq!(err.matches("gw::guard_contradiction").count(), 50, "{err}");
+    assert!(err.contains("... and 10 more diagnostic(s) not shown"), "{err}");
+    assert!(err.contains("60 error(s)"), "{err}");
+
+    let all = stderr(&gw_check(&["--format", "plain", "--max-errors", "0", "p.gwp"], dir.path()));
+    assert_eq!(all.matches("gw::guard_contradiction").count(), 60);
+    assert!(!all.contains("not shown"), "{all}");
+
+    let json = stdout(&gw_check(&["--format", "json", "p.gwp"], dir.path()));
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(v["diagnostics"].as_array().map(Vec::len), Some(50));
+    assert_eq!(v["diagnostics_not_shown"], 10);
+    assert_eq!(v["errors"], 60);
+}
+
+#[test]
+fn thousands_of_diagnostics_print_in_linear_time() {
+    // 64k of these took 22 s when every report copied and rescanned the whole file.
+    let dir = fixture(&[("p.gwp", &many_errors(20_000))]);
+    let started = std::time::Instant::now();
+    let o = gw_check(&["--format", "plain", "--max-errors", "0", "p.gwp"], dir.path());
+    assert_eq!(stderr(&o).matches("gw::guard_contradiction").count(), 20_000);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_long_line_is_cut_to_a_window_around_the_label() {
+    // 5 MB on one line: each report showed the whole line (26 MB for 5 diagnostics).
+    let guards: String = (0..200_000).map(|_| "deny 400 \"m\" if true ").collect();
+    let dir = fixture(&[("p.gwp", &format!("route r {{ when GET \"/\" {guards}respond 200 }}\n"))]);
+    let o = gw_check(&["--format", "plain", "--max-errors", "5", "p.gwp"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(err.matches("gw::guard_contradiction").count(), 5, "{err}");
+    assert!(err.len() < 5_000, "{} bytes of output", err.len());
+    assert!(err.contains("…"), "the cut is marked: {err}");
+    assert!(err.contains("[p.gwp:1:"), "the position is the real one: {err}");
+
+    let parens = format!("matcher m = {}true{}\n", "(".repeat(10_000), ")".repeat(10_000));
+    let dir = fixture(&[("p.gwp", &parens)]);
+    let err = stderr(&gw_check(&["--format", "plain", "p.gwp"], dir.path()));
+    assert!(err.contains("gw::syntax::too_deep") && err.len() < 2_000, "{err}");
+}
+
+const SERVE_ONLY_ERRORS: &str = r#"
+gateway { tls cert "missing.pem" key "missing.key" }
+upstream llm { target env("GW_TEST_UNSET") }
+route a {
+    when GET "/a"
+    cache 5s
+    to llm
+}
+"#;
+
+#[test]
+fn serve_mode_refuses_what_gw_serve_refuses() {
+    let dir = fixture(&[("p.gwp", SERVE_ONLY_ERRORS)]);
+    let checked = gw_check(&["--format", "plain", "p.gwp"], dir.path());
+    assert_eq!(code(&checked), 0, "{}", stderr(&checked));
+    let o = gw_check(&["--serve", "--format", "json", "--no-tests", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let codes: Vec<&str> =
+        v["diagnostics"].as_array().into_iter().flatten().filter_map(|d| d["code"].as_str()).collect();
+    for want in ["gw::env_unset", "gw::not_supported", "gw::startup"] {
+        assert!(codes.contains(&want), "{want} missing from {codes:?}");
+    }
+    assert_eq!(v["errors"], 4, "{codes:?}");
+
+    // With the variable set to a bad URL, the value itself is checked.
+    let o = Command::new(env!("CARGO_BIN_EXE_gw-check"))
+        .args(["--serve", "--format", "plain", "p.gwp"])
+        .current_dir(dir.path())
+        .env("GW_TEST_UNSET", "10.0.0.1:8000")
+        .output()
+        .expect("gw-check runs");
+    let err = stderr(&o);
+    assert!(err.contains("`10.0.0.1:8000` is not a valid upstream URL"), "{err}");
 }
 
 #[test]
@@ -221,8 +315,16 @@ fn explain_shows_the_route_auth_limits_and_why() {
     let out = stdout(&o);
     assert!(out.contains("route:   chat"), "{out}");
     assert!(out.contains("key `ent-1` of tenant `enterprise`"), "{out}");
-    assert!(out.contains("outcome: 403"), "{out}");
-    assert!(out.contains("max_tokens above 4096"), "{out}");
+    assert!(out.contains("outcome: 403 refused: max_tokens above 4096"), "{out}");
+    // Written for people: no Rust debug text (it printed `Denied { status: 403, .. }`).
+    assert!(!out.contains(" { ") && !out.contains("Denied"), "{out}");
+
+    let dev = r#"{"method": "POST", "path": "/v1/chat/completions", "headers": {"X-API-Key": "sk-dev-1"}}"#;
+    std::fs::write(dir.path().join("dev.json"), dev).expect("write");
+    let out = stdout(&gw_check(&["explain", "p.gwp", "--request", "dev.json"], dir.path()));
+    assert!(out.contains("outcome: 200 forwarded to upstream `llm`"), "{out}");
+    assert!(out.contains("limit:   rate 2/s (tenant `dev`), counted for `dev`"), "{out}");
+    assert!(out.contains("action: forwarded to upstream `llm`") && !out.contains("Forward {"), "{out}");
 
     let o = gw_check(&["explain", "p.gwp", "--request", "req.json", "--format", "json"], dir.path());
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
@@ -307,4 +409,107 @@ test "a request larger than the budget can never pass" {
     let dir = fixture(&[("budget.gwp", policy)]);
     let out = gw_check(&["budget.gwp"], dir.path());
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+}
+
+const PUBLIC_ROUTE: &str = r#"
+upstream llm { target "http://127.0.0.1:9100" }
+keys app from "keys/app.keys"
+
+route chat {
+    when POST "/v1/chat/completions"
+    auth app
+    to   llm
+}
+
+route models {
+    when GET "/v1/models"
+    auth none
+    to   llm
+}
+
+test "anyone may list the models" {
+    send GET "/v1/models"
+    expect 200
+    expect route models
+}
+"#;
+
+#[test]
+fn auth_none_makes_a_route_public_and_says_so() {
+    let dir = fixture(&[("p.gwp", PUBLIC_ROUTE), ("q.gwp", &PUBLIC_ROUTE.replace("    auth none\n", ""))]);
+    let o = gw_check(&["--deny-warnings", "--format", "plain", "p.gwp"], dir.path());
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("tests: 1 passed"), "{}", stderr(&o));
+
+    // Saying nothing about auth on a forwarding route is a warning.
+    let o = gw_check(&["--deny-warnings", "--format", "plain", "q.gwp"], dir.path());
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("gw::auth_unspecified"), "{}", stderr(&o));
+
+    // `auth none` is one of the route's `auth` clauses, and no identity is known under it.
+    let both = PUBLIC_ROUTE.replace("    auth none\n", "    auth none\n    auth app via bearer\n");
+    let tenant = PUBLIC_ROUTE.replace("    auth none\n", "    auth none\n    deny 403 \"x\" if tenant == \"dev\"\n");
+    let dir = fixture(&[("both.gwp", &both), ("tenant.gwp", &tenant)]);
+    assert!(stderr(&gw_check(&["both.gwp"], dir.path())).contains("gw::route_conflicting_actions"));
+    assert!(stderr(&gw_check(&["tenant.gwp"], dir.path())).contains("gw::fact_unavailable"));
+
+    // The formatter keeps it.
+    let dir = fixture(&[("p.gwp", PUBLIC_ROUTE)]);
+    let o = gw_check(&["fmt", "p.gwp"], dir.path());
+    assert!(stdout(&o).contains("auth none"), "{}", stdout(&o));
+}
+
+#[test]
+fn tenant_and_key_names_are_checked_against_the_key_files() {
+    let policy = VALID.replace(
+        "    deny 403 \"max_tokens above 4096\"",
+        "    deny 403 \"no\" if tenant == \"enterprize\" or key != \"dev-2\"\n    deny 403 \"max_tokens above 4096\"",
+    );
+    let dir = fixture(&[("p.gwp", &policy)]);
+    let o = gw_check(&["--format", "json", "--no-tests", "p.gwp"], dir.path());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let diags: Vec<&serde_json::Value> = v["diagnostics"].as_array().into_iter().flatten().collect();
+    let helps: Vec<&str> =
+        diags.iter().filter(|d| d["code"] == "gw::unknown_identity").filter_map(|d| d["help"].as_str()).collect();
+    assert_eq!(helps.len(), 2, "{diags:?}");
+    assert!(helps[0].starts_with("did you mean `enterprise`?"), "{helps:?}");
+    assert!(helps[1].starts_with("did you mean `dev-1`?"), "{helps:?}");
+}
+
+#[test]
+fn an_import_cycle_is_spelled_with_the_paths_as_given() {
+    let dir = fixture(&[
+        ("main.gwp", "import \"lib/a.gwp\"\n"),
+        ("lib/a.gwp", "import \"b.gwp\"\n"),
+        ("lib/b.gwp", "import \"../lib/a.gwp\"\n"),
+    ]);
+    let o = gw_check(&["--format", "plain", "main.gwp"], dir.path());
+    let err = stderr(&o);
+    assert!(err.contains("lib/a.gwp → lib/b.gwp → lib/a.gwp"), "{err}");
+    let abs = std::fs::canonicalize(dir.path()).expect("canonical");
+    assert!(!err.contains(&abs.display().to_string()), "absolute paths in: {err}");
+}
+
+#[test]
+fn a_key_file_report_counts_what_it_prints() {
+    // The `keys` line was printed as a separate `Warning:` report the summary did not count.
+    let dir = fixture(&[("p.gwp", VALID)]);
+    std::fs::write(dir.path().join("keys/app.keys"), "not-a-hash dev dev-1\n").expect("write");
+    let o = gw_check(&["--format", "plain", "p.gwp"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(err.matches("gw::keys_file_malformed").count(), 1, "{err}");
+    assert!(!err.contains("Warning") && !err.contains('⚠'), "{err}");
+    assert!(err.contains("key file named here") && err.contains("1 error(s), 0 warning(s)"), "{err}");
+}
+
+#[test]
+fn errors_are_listed_before_warnings_when_the_list_is_cut() {
+    // Three unused upstreams (warnings) come before the error in the file.
+    let policy = "upstream a { target \"http://127.0.0.1:1\" }\nupstream b { target \"http://127.0.0.1:1\" }\n\
+                  upstream c { target \"http://127.0.0.1:1\" }\nroute r { when GET \"/\"; auth none; to nowhere }\n";
+    let dir = fixture(&[("p.gwp", policy)]);
+    let err = stderr(&gw_check(&["--format", "plain", "--max-errors", "2", "p.gwp"], dir.path()));
+    assert!(err.contains("gw::undefined_upstream"), "{err}");
+    assert_eq!(err.matches("gw::unused_definition").count(), 1, "{err}");
+    assert!(err.contains("and 2 more diagnostic(s) not shown"), "{err}");
 }
