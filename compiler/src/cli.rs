@@ -223,8 +223,8 @@ pub fn parse_request(text: &str) -> Result<Request, String> {
     req.query.extend(extra_query);
     req.body = match obj.get("body") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(other) => Some(other.to_string()),
+        Some(serde_json::Value::String(s)) => Some(s.clone().into_bytes()),
+        Some(other) => Some(other.to_string().into_bytes()),
     };
     Ok(req)
 }

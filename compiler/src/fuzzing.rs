@@ -1442,8 +1442,8 @@ impl GenRequest {
             req.query.push((pick(QUERIES, *q).into(), v.get()));
         }
         req.body = match (&self.body, &self.raw_body) {
-            (Some(j), _) => Some(j.to_value(0).to_string()),
-            (None, Some(raw)) => Some(raw.clone()),
+            (Some(j), _) => Some(j.to_value(0).to_string().into_bytes()),
+            (None, Some(raw)) => Some(raw.clone().into_bytes()),
             (None, None) => None,
         };
         req.client_ip = self.client.map(|c| format!("10.0.0.{}", c % 4));

@@ -14,8 +14,10 @@ pub struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
-    /// The raw body, if the caller has it. Parsed as JSON only when a candidate route reads it.
-    pub body: Option<String>,
+    /// The raw body bytes, if the caller has them; read (strictly, by `ijson::read`) only when
+    /// a candidate route reads it. Written as text in JSON (explain requests, traces).
+    #[serde(with = "body_text")]
+    pub body: Option<Vec<u8>>,
     pub client_ip: Option<String>,
 }
 
@@ -26,6 +28,12 @@ impl Request {
             None => (path, vec![]),
         };
         Request { method: method.to_string(), path: path.to_string(), query, ..Request::default() }
+    }
+
+    /// Set the body from text.
+    pub fn with_body(mut self, text: impl Into<String>) -> Request {
+        self.body = Some(text.into().into_bytes());
+        self
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -40,6 +48,19 @@ impl Request {
     pub fn routing_host(&self) -> String {
         let raw = if self.host.is_empty() { self.header("host").unwrap_or("") } else { &self.host };
         normalize_host(raw)
+    }
+}
+
+/// The body as text in JSON: the bytes, lossily decoded when shown.
+mod body_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(body: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        body.as_ref().map(|b| String::from_utf8_lossy(b)).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(String::into_bytes))
     }
 }
 
@@ -111,6 +132,10 @@ pub enum Outcome {
     Unauthorized { message: String },
     /// A guard refused the request.
     Denied { status: u16, message: String },
+    /// The request cannot be decided as sent: 400 with `code` (`invalid_body`: a body the
+    /// strict reader refuses, or a body value of a type the policy's comparison cannot use;
+    /// `invalid_number`: `number()` of text that is not a plain decimal number).
+    Invalid { code: &'static str, message: String },
     /// Send it to this upstream (by name).
     Forward { upstream: String },
     /// Answer with a static response.
@@ -127,6 +152,7 @@ impl Outcome {
             Outcome::MethodNotAllowed { .. } => 405,
             Outcome::Unauthorized { .. } => 401,
             Outcome::Denied { status, .. } => *status,
+            Outcome::Invalid { .. } => 400,
             Outcome::Forward { .. } | Outcome::Serve { .. } => 200,
             Outcome::Respond { status } => *status,
         }
