@@ -102,7 +102,7 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     // whichever of its expressions this request happens to evaluate.
     if let Err(e) = ctx.body {
         if route_needs_body(program, route) {
-            return undecided(trace, "body", Undecided::body(e.0.clone()));
+            return undecided(trace, "body", e.clone());
         }
     }
 
@@ -311,10 +311,7 @@ fn limit_key(ctx: &Ctx<'_>, per: &LimitKey) -> Result<String, Undecided> {
 
 /// The body as the strict reader reads it: `Ok(None)` when there is none (or it is empty).
 pub fn parse_body(req: &Request) -> Result<Option<serde_json::Value>, BodyError> {
-    match &req.body {
-        Some(b) => ijson::read(b),
-        None => Ok(None),
-    }
+    ijson::read_request(req)
 }
 
 /// Whether deciding a request on this route reads its body: an expression of the route (its
@@ -459,7 +456,7 @@ fn fact(ctx: &Ctx<'_>, f: &Fact) -> Val {
         Fact::Body(path) => match ctx.body {
             Ok(Some(b)) => value::body_lookup(b, path).map(Val::from_json).unwrap_or(Val::Missing),
             Ok(None) => Val::Missing,
-            Err(e) => Val::Error(Undecided::body(e.0.clone())),
+            Err(e) => Val::Error(e.clone()),
         },
     }
 }

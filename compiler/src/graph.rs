@@ -862,13 +862,13 @@ pub struct Graph {
 
 /// The JSON body, read (strictly) on first use only.
 struct Body<'r> {
-    raw: Option<&'r [u8]>,
+    req: &'r Request,
     parsed: OnceCell<Result<Option<serde_json::Value>, BodyError>>,
 }
 
 impl Body<'_> {
     fn get(&self) -> &Result<Option<serde_json::Value>, BodyError> {
-        self.parsed.get_or_init(|| self.raw.map(ijson::read).unwrap_or(Ok(None)))
+        self.parsed.get_or_init(|| ijson::read_request(self.req))
     }
 
     /// A body field as a value: missing without a body, undecided for a refused body.
@@ -876,7 +876,7 @@ impl Body<'_> {
         match self.get() {
             Ok(Some(b)) => value::body_lookup(b, path).map(Val::from_json).unwrap_or(Val::Missing),
             Ok(None) => Val::Missing,
-            Err(e) => Val::Error(Undecided::body(e.0.clone())),
+            Err(e) => Val::Error(e.clone()),
         }
     }
 }
@@ -977,7 +977,7 @@ impl Graph {
     pub fn balance_key(&self, upstream: usize, req: &Request, decision: &Decision) -> Option<String> {
         let node = (*self.balance_keys.get(upstream)?)?;
         let host = req.routing_host();
-        let body = Body { raw: req.body.as_deref(), parsed: OnceCell::new() };
+        let body = Body { req, parsed: OnceCell::new() };
         let cx = Ctx { req, host: &host, params: &decision.params, identity: decision.identity.as_ref(), body: &body };
         Some(self.eval(node, &cx, &mut Memo::default()).key_string())
     }
@@ -988,7 +988,7 @@ impl Graph {
         let host: &str = &host;
         let hosts = self.router.host_ids(host);
         let candidates = self.router.candidates(&self.rt, &req.path, &hosts);
-        let body = Body { raw: req.body.as_deref(), parsed: OnceCell::new() };
+        let body = Body { req, parsed: OnceCell::new() };
         let bit = method_bit(&req.method);
         let mut trace = vec![];
         let mut allowed: Vec<String> = vec![];
@@ -1102,7 +1102,7 @@ impl Graph {
         // A route whose decision reads the body takes only a body the strict reader accepts.
         if self.routes.get(index).is_some_and(|r| r.reads_body || r.counts_tokens) {
             if let Err(e) = body.get() {
-                return undecided(trace, "body", Undecided::body(e.0.clone()));
+                return undecided(trace, "body", e.clone());
             }
         }
 
@@ -1304,7 +1304,7 @@ fn body_note(body: &Body<'_>) -> String {
     match body.parsed.get() {
         Some(Ok(Some(_))) => "the body was read as JSON (once)".to_string(),
         Some(Ok(None)) => "the request has no body".to_string(),
-        Some(Err(e)) => cat(&["the body was refused: ", &e.0]),
+        Some(Err(e)) => cat(&["the body was refused: ", &e.message]),
         None => "the body was not read".to_string(),
     }
 }

@@ -7,6 +7,9 @@
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+use crate::request::Request;
+use crate::value::{Undecided, UNSUPPORTED_CONTENT_ENCODING};
+
 /// Deepest nesting of arrays and objects a body may have (the top-level object is level 1).
 pub const MAX_DEPTH: usize = 64;
 
@@ -14,14 +17,25 @@ pub const MAX_DEPTH: usize = 64;
 /// Go's float64) holds exactly. Python reads bigger integers exactly; the others round.
 pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
-/// Why a body was refused, in words for the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyError(pub String);
+/// Why a body was refused: its code and words for the client.
+pub type BodyError = Undecided;
 
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// The body of a request as a decision reads it. A body in a content coding (`gzip`, ...) is
+/// one gw cannot read while the upstream may: refused (415) rather than read as something else.
+pub fn read_request(req: &Request) -> Result<Option<Value>, BodyError> {
+    let Some(body) = &req.body else { return Ok(None) };
+    let coded = req.headers.iter().find(|(k, v)| {
+        k.eq_ignore_ascii_case("content-encoding") && !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("identity")
+    });
+    if let Some((_, coding)) = coded {
+        if !body.is_empty() {
+            return Err(Undecided {
+                code: UNSUPPORTED_CONTENT_ENCODING,
+                message: format!("gw does not read a body in content coding `{}` on this route; send it uncompressed", coding.trim()),
+            });
+        }
     }
+    read(body)
 }
 
 /// Read a request body: `Ok(None)` for an empty body (every body fact is missing), the JSON
@@ -30,7 +44,7 @@ pub fn read(bytes: &[u8]) -> Result<Option<Value>, BodyError> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    let refuse = |m: String| Err(BodyError(m));
+    let refuse = |m: String| Err(Undecided::body(m));
     // Python's json.loads(bytes) detects these encodings and decodes them; we refuse them all.
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return refuse("the body starts with a byte-order mark; send UTF-8 JSON without one".into());
@@ -49,7 +63,7 @@ pub fn read(bytes: &[u8]) -> Result<Option<Value>, BodyError> {
     let value = Strict { depth: 1 }
         .deserialize(&mut de)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| BodyError(format!("the body is not strict JSON: {e}")))?;
+        .map_err(|e| Undecided::body(format!("the body is not strict JSON: {e}")))?;
     if !value.is_object() {
         return refuse("the body is not a JSON object".into());
     }
@@ -160,7 +174,7 @@ mod tests {
 
     fn refused(body: &[u8]) -> String {
         match read(body) {
-            Err(BodyError(m)) => m,
+            Err(e) => e.message,
             Ok(v) => panic!("accepted {:?} as {v:?}", String::from_utf8_lossy(body)),
         }
     }

@@ -134,7 +134,8 @@ pub enum Outcome {
     Denied { status: u16, message: String },
     /// The request cannot be decided as sent: 400 with `code` (`invalid_body`: a body the
     /// strict reader refuses, or a body value of a type the policy's comparison cannot use;
-    /// `invalid_number`: `number()` of text that is not a plain decimal number).
+    /// `invalid_number`: `number()` of text that is not a plain decimal number), or 415 with
+    /// `unsupported_content_encoding` (a compressed body on a route that reads the body).
     Invalid { code: &'static str, message: String },
     /// Send it to this upstream (by name).
     Forward { upstream: String },
@@ -152,6 +153,7 @@ impl Outcome {
             Outcome::MethodNotAllowed { .. } => 405,
             Outcome::Unauthorized { .. } => 401,
             Outcome::Denied { status, .. } => *status,
+            Outcome::Invalid { code, .. } if *code == crate::value::UNSUPPORTED_CONTENT_ENCODING => 415,
             Outcome::Invalid { .. } => 400,
             Outcome::Forward { .. } | Outcome::Serve { .. } => 200,
             Outcome::Respond { status } => *status,

@@ -32,7 +32,7 @@ pub enum Val {
 /// Why an expression could not be decided: the 400 the request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undecided {
-    /// `invalid_body` or `invalid_number`.
+    /// `invalid_body`, `invalid_number` or `unsupported_content_encoding`.
     pub code: &'static str,
     pub message: String,
 }
@@ -45,6 +45,8 @@ impl Undecided {
 
 pub const INVALID_BODY: &str = "invalid_body";
 pub const INVALID_NUMBER: &str = "invalid_number";
+/// A body in a content coding gw does not read, on a route that reads the body (415).
+pub const UNSUPPORTED_CONTENT_ENCODING: &str = "unsupported_content_encoding";
 
 /// The kind of a present value, as the typing rules name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

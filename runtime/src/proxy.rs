@@ -246,7 +246,9 @@ async fn pipeline(
     let mut buffered: Option<Bytes> = None;
     if graph.wants_body(&greq) {
         let bytes = read_body(body.take(), settings.max_body).await?;
-        greq.body = String::from_utf8(bytes.to_vec()).ok();
+        // The decision reads these bytes with the strict reader (gw_compiler::ijson) and
+        // answers `Outcome::Invalid` for a body it refuses, before any limit or upstream.
+        greq.body = Some(bytes.to_vec());
         buffered = Some(bytes);
     }
 
@@ -274,6 +276,7 @@ async fn pipeline(
             Err(GwError::new(401, code, message.clone()))
         }
         Outcome::Denied { status, message } => Err(GwError::new(*status, "denied", message.clone())),
+        Outcome::Invalid { code, message } => Err(GwError::new(decision.outcome.status(), code, message.clone())),
         // Everything a route answers itself or forwards is subject to its limits.
         Outcome::Respond { .. } | Outcome::Serve { .. } | Outcome::Forward { .. } => {
             let route = route.ok_or_else(|| GwError::new(500, "internal", "route lost"))?;
