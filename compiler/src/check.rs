@@ -25,7 +25,7 @@ pub enum Mode {
 
 /// Static type of an expression. `Dyn` is a body field: any JSON value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ty {
+pub enum Ty {
     Str,
     Num,
     Bool,
@@ -58,19 +58,29 @@ pub struct Checker<'a> {
 }
 
 pub fn check(items: &[Item]) -> Vec<Diag> {
-    let matchers = items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Matcher(m) => Some((m.name.name.as_str(), m)),
-            _ => None,
-        })
-        .collect();
-    let mut c = Checker { items, matchers, diags: vec![] };
+    let mut c = Checker::new(items);
     c.run();
     c.diags
 }
 
+/// The static type the checker gives an expression of `items` (None if it is ill-typed): what
+/// the typing property in `fuzzing` holds the evaluator to.
+pub fn static_type(items: &[Item], e: &Expr) -> Option<Ty> {
+    Checker::new(items).ty(e)
+}
+
 impl<'a> Checker<'a> {
+    fn new(items: &'a [Item]) -> Checker<'a> {
+        let matchers = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Matcher(m) => Some((m.name.name.as_str(), m)),
+                _ => None,
+            })
+            .collect();
+        Checker { items, matchers, diags: vec![] }
+    }
+
     fn run(&mut self) {
         for item in self.items {
             match item {

@@ -409,6 +409,14 @@ struct Ctx<'a> {
     identity: Option<Identity>,
 }
 
+/// The value of one expression of `program` for `req`, outside any route (no path params, no
+/// identity): for properties that look inside a decision.
+pub fn eval_expr(program: &Program, req: &Request, e: &Expr) -> Val {
+    let host = req.routing_host();
+    let body = parse_body(req);
+    eval(&Ctx { program, req, host: &host, body: &body, params: &[], identity: None }, e)
+}
+
 fn eval(ctx: &Ctx<'_>, e: &Expr) -> Val {
     match &e.kind {
         ExprKind::Lit(Lit::Str(s)) => Val::Str(s.clone()),
