@@ -458,8 +458,8 @@ fn fact(ctx: &Ctx<'_>, f: &Fact) -> Val {
         Fact::ClientIp => s(ctx.req.client_ip.as_deref()),
         Fact::Tenant => s(ctx.identity.as_ref().map(|i| i.tenant.as_str())),
         Fact::Key => s(ctx.identity.as_ref().map(|i| i.key_name.as_str())),
-        Fact::Header(h) => s(ctx.req.header(h)),
-        Fact::Query(q) => s(ctx.req.query_param(q)),
+        Fact::Header(h) => ctx.req.header_fact(h),
+        Fact::Query(q) => ctx.req.query_fact(q),
         Fact::Param(p) => s(ctx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
         Fact::Body(path) => match ctx.body {
             Ok(Some(b)) => value::body_lookup(b, path).map(Val::from_json).unwrap_or(Val::Missing),

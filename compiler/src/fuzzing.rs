@@ -1567,7 +1567,7 @@ pub fn differential_outcomes(data: &[u8]) -> Option<Vec<(u16, bool)>> {
         );
         if let crate::request::Outcome::Invalid { code, .. } = &want.outcome {
             assert!(
-                [value::INVALID_BODY, value::INVALID_NUMBER, value::UNSUPPORTED_CONTENT_ENCODING].contains(code),
+                [value::INVALID_BODY, value::INVALID_NUMBER, value::INVALID_HEADER, value::INVALID_QUERY, value::UNSUPPORTED_CONTENT_ENCODING].contains(code),
                 "unknown refusal code {code}"
             );
         }

@@ -1207,8 +1207,8 @@ impl Graph {
             Fact::ClientIp => s(cx.req.client_ip.as_deref()),
             Fact::Tenant => s(cx.identity.map(|i| i.tenant.as_str())),
             Fact::Key => s(cx.identity.map(|i| i.key_name.as_str())),
-            Fact::Header(h) => s(cx.req.header(h)),
-            Fact::Query(q) => s(cx.req.query_param(q)),
+            Fact::Header(h) => cx.req.header_fact(h),
+            Fact::Query(q) => cx.req.query_fact(q),
             Fact::Param(p) => s(cx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
             Fact::Body(path) => cx.body.field(path),
         }
@@ -1487,6 +1487,71 @@ mod tests {
         assert!(parsed(&d), "{:?}", d.trace);
         r.body = Some(b"{\"max_tokens\": 11}".to_vec());
         assert_eq!(decide(&p, &g, &r).outcome.status(), 400);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_refuses_and_a_missing_one_compares_false() {
+        let (p, g) = graph(
+            r#"upstream u { target "http://x" }
+               route r { when POST "/r"
+                 deny 403 "big" if body.max_tokens > 4096
+                 deny 403 "odd" if header["b"] == "1" and body.n > 1
+                 allow if body.model != "x" or header["a"] == "1"
+                 to u }"#,
+        );
+        let outcome = |body: &str, headers: &[(&str, &str)]| {
+            let mut r = req("POST", "", "/r").with_body(body);
+            r.headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            decide(&p, &g, &r).outcome
+        };
+        let invalid = |o: Outcome| matches!(o, Outcome::Invalid { code: value::INVALID_BODY, .. });
+        let forward = Outcome::Forward { upstream: "u".into() };
+        assert_eq!(outcome(r#"{"max_tokens": 9000}"#, &[]).status(), 403);
+        assert!(invalid(outcome(r#"{"max_tokens": "9000"}"#, &[])));
+        assert!(invalid(outcome(r#"{"max_tokens": null}"#, &[])));
+        assert!(invalid(outcome(r#"{"max_tokens": [1]}"#, &[])));
+        // Missing facts: `>` is false, `!=` is true.
+        assert_eq!(outcome("{}", &[]), forward);
+        assert_eq!(outcome("", &[]), forward);
+        // An undecided side matters only when the other side does not settle it.
+        assert_eq!(outcome(r#"{"model": 5}"#, &[("a", "1")]), forward);
+        assert!(invalid(outcome(r#"{"model": 5}"#, &[])));
+        assert_eq!(outcome(r#"{"n": "x"}"#, &[]), forward);
+        assert!(invalid(outcome(r#"{"n": "x"}"#, &[("b", "1")])));
+        // The route reads the body: a body the strict reader refuses is refused whatever the
+        // guards would evaluate.
+        assert!(invalid(outcome("\u{feff}{}", &[("a", "1")])));
+        assert!(invalid(outcome(r#"{"n": 1, "n": 2}"#, &[])));
+    }
+
+    #[test]
+    fn a_header_or_query_a_guard_reads_must_be_one_text_value() {
+        let (p, g) = graph(
+            r#"upstream u { target "http://x" }
+               route r { when GET "/r" deny 403 "no" if header["x-user"] == "eve" or query["u"] == "eve" to u }"#,
+        );
+        let code = |r: &Request| match decide(&p, &g, r).outcome {
+            Outcome::Invalid { code, .. } => code,
+            o => if o.status() == 403 { "denied" } else { "ok" },
+        };
+        let mut r = req("GET", "", "/r?u=ev%65");
+        assert_eq!(code(&r), "denied");
+        r = req("GET", "", "/r?u=bob&u=eve");
+        assert_eq!(code(&r), value::INVALID_QUERY);
+        r = req("GET", "", "/r?u=%zz");
+        assert_eq!(code(&r), value::INVALID_QUERY);
+        r = req("GET", "", "/r?u=%ff");
+        assert_eq!(code(&r), value::INVALID_QUERY);
+        r = req("GET", "", "/r?u=bob");
+        r.push_header_bytes("x-user", b"eve\xff");
+        assert_eq!(code(&r), value::INVALID_HEADER);
+        r = req("GET", "", "/r?u=bob");
+        r.push_header_bytes("X-User", b"bob");
+        r.push_header_bytes("x-user", b"eve");
+        assert_eq!(code(&r), value::INVALID_HEADER);
+        r = req("GET", "", "/r?u=bob");
+        r.push_header_bytes("x-other", b"\xff");
+        assert_eq!(code(&r), "ok");
     }
 
     #[test]

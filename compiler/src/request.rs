@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::value::{Undecided, Val, INVALID_HEADER, INVALID_QUERY};
+
 /// The facts of one HTTP request that a decision may read. Header names are lower-case;
 /// `host` is lower-case without a port; `path` has no query string.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
@@ -19,15 +21,84 @@ pub struct Request {
     #[serde(with = "body_text")]
     pub body: Option<Vec<u8>>,
     pub client_ip: Option<String>,
+    /// Names of headers whose value is not UTF-8 text (kept lossily in `headers`). A guard
+    /// that reads one cannot know what the upstream reads: `header_fact` is undecided.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_headers: Vec<String>,
+    /// Names of query parameters whose value is not plain text once decoded (a malformed `%`
+    /// escape, or bytes that are not UTF-8).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_query: Vec<String>,
 }
 
 impl Request {
     pub fn new(method: &str, path: &str) -> Request {
-        let (path, query) = match path.split_once('?') {
-            Some((p, q)) => (p, parse_query(q)),
-            None => (path, vec![]),
+        let mut req = Request { method: method.to_string(), ..Request::default() };
+        match path.split_once('?') {
+            Some((p, q)) => {
+                req.path = p.to_string();
+                req.set_query(q);
+            }
+            None => req.path = path.to_string(),
+        }
+        req
+    }
+
+    /// Add a header from its bytes: a value that is not UTF-8 is kept lossily and noted.
+    pub fn push_header_bytes(&mut self, name: &str, value: &[u8]) {
+        let text = match std::str::from_utf8(value) {
+            Ok(t) => t.to_string(),
+            Err(_) => {
+                self.unreadable_headers.push(name.to_ascii_lowercase());
+                String::from_utf8_lossy(value).into_owned()
+            }
         };
-        Request { method: method.to_string(), path: path.to_string(), query, ..Request::default() }
+        self.headers.push((name.to_string(), text));
+    }
+
+    /// Set the query from the raw query string, noting values that do not decode cleanly.
+    pub fn set_query(&mut self, raw: &str) {
+        for part in raw.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let (name, _) = percent_decode(k);
+            let (value, clean) = percent_decode(v);
+            if !clean {
+                self.unreadable_query.push(name.clone());
+            }
+            self.query.push((name, value));
+        }
+    }
+
+    /// A header as a guard reads it: missing, its text, or undecided when its value is not
+    /// UTF-8 or the header appears more than once (readers take the first, the last, or join).
+    pub fn header_fact(&self, name: &str) -> Val {
+        let mut values = self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+        let Some((_, first)) = values.next() else { return Val::Missing };
+        let why = if values.next().is_some() {
+            "appears more than once"
+        } else if self.unreadable_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            "is not UTF-8 text"
+        } else {
+            return Val::Str(first.clone());
+        };
+        Val::Error(Undecided { code: INVALID_HEADER, message: format!("header `{name}`, which the policy reads, {why}") })
+    }
+
+    /// A query parameter as a guard reads it, with the same rules as `header_fact`.
+    pub fn query_fact(&self, name: &str) -> Val {
+        let mut values = self.query.iter().filter(|(k, _)| k == name);
+        let Some((_, first)) = values.next() else { return Val::Missing };
+        let why = if values.next().is_some() {
+            "appears more than once"
+        } else if self.unreadable_query.iter().any(|q| q == name) {
+            "is not plain text once decoded (a malformed `%` escape, or not UTF-8)"
+        } else {
+            return Val::Str(first.clone());
+        };
+        Val::Error(Undecided {
+            code: INVALID_QUERY,
+            message: format!("query parameter `{name}`, which the policy reads, {why}"),
+        })
     }
 
     /// Set the body from text.
@@ -79,16 +150,15 @@ pub fn normalize_host(raw: &str) -> String {
 
 /// `a=1&b=x%20y` → pairs, percent-decoded ( `+` is a space).
 pub fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    let mut req = Request::default();
+    req.set_query(q);
+    req.query
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decode `%XX` and `+`; false when a `%` is not followed by two hex digits or the bytes are
+/// not UTF-8 (the text is then lossy).
+fn percent_decode(s: &str) -> (String, bool) {
+    let mut clean = true;
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -102,14 +172,24 @@ fn percent_decode(s: &str) -> String {
                         out.push(b);
                         i += 2;
                     }
-                    None => out.push(b'%'),
+                    None => {
+                        clean = false;
+                        out.push(b'%');
+                    }
                 }
+            }
+            b'%' => {
+                clean = false;
+                out.push(b'%');
             }
             b => out.push(b),
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    match String::from_utf8(out) {
+        Ok(s) => (s, clean),
+        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), false),
+    }
 }
 
 /// Who the request authenticated as. Never holds the key itself.

@@ -32,7 +32,8 @@ pub enum Val {
 /// Why an expression could not be decided: the 400 the request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undecided {
-    /// `invalid_body`, `invalid_number` or `unsupported_content_encoding`.
+    /// `invalid_body`, `invalid_number`, `invalid_header`, `invalid_query` or
+    /// `unsupported_content_encoding`.
     pub code: &'static str,
     pub message: String,
 }
@@ -45,6 +46,10 @@ impl Undecided {
 
 pub const INVALID_BODY: &str = "invalid_body";
 pub const INVALID_NUMBER: &str = "invalid_number";
+/// A header a guard reads is not UTF-8, or appears more than once.
+pub const INVALID_HEADER: &str = "invalid_header";
+/// A query parameter a guard reads does not decode cleanly, or appears more than once.
+pub const INVALID_QUERY: &str = "invalid_query";
 /// A body in a content coding gw does not read, on a route that reads the body (415).
 pub const UNSUPPORTED_CONTENT_ENCODING: &str = "unsupported_content_encoding";
 

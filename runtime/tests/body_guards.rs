@@ -83,6 +83,37 @@ async fn bodies_python_reads_past_a_guard_are_refused_before_the_upstream() {
     assert_eq!(recorded.len(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_or_query_a_guard_reads_is_refused_when_readers_could_read_it_differently() {
+    let mock = Mock::start(&[]);
+    let policy = "gateway { listen \"{LISTEN}\" admin \"{ADMIN}\" }\nupstream mock { target \"{UPSTREAM}\" }\n\
+        route chat { when POST \"/v1/chat/completions\" deny 403 \"no\" if header[\"x-user\"] == \"eve\" or query[\"user\"] == \"eve\" to mock }\n";
+    let gw = Gw::start(GwSpec::new(policy, &mock.url()));
+    let send = |query: &'static str, headers: Vec<(&'static str, &'static [u8])>| {
+        let url = gw.url(&format!("/v1/chat/completions{query}"));
+        async move {
+            let mut req = client().post(url).body("{}");
+            for (k, v) in headers {
+                req = req.header(k, reqwest::header::HeaderValue::from_bytes(v).unwrap());
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, body["error"]["code"].as_str().unwrap_or("").to_string())
+        }
+    };
+    // Each of these is read as "eve" by some upstream (the last value, or a lossy decoding).
+    assert_eq!(send("", vec![("x-user", b"bob"), ("x-user", b"eve")]).await, (400, "invalid_header".into()));
+    assert_eq!(send("", vec![("x-user", b"eve\xff")]).await, (400, "invalid_header".into()));
+    assert_eq!(send("?user=bob&user=eve", vec![]).await, (400, "invalid_query".into()));
+    assert_eq!(send("?user=%65ve%zz", vec![]).await, (400, "invalid_query".into()));
+    assert_eq!(send("?user=ev%65", vec![]).await, (403, "denied".into()));
+    assert!(mock.requests().await.is_empty(), "an ambiguous request reached the upstream");
+    // Facts no guard reads are not checked.
+    let (status, _) = send("?other=%zz&other=1", vec![("x-other", b"\xff"), ("x-user", b"bob")]).await;
+    assert_eq!(status, 200);
+}
+
 /// One body of the corpus.
 struct Case {
     name: String,
