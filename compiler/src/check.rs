@@ -780,7 +780,8 @@ impl<'a> Checker<'a> {
                     let help = match quoted {
                         Some(n) => format!("write the number without quotes: `{n}`"),
                         None if l == Ty::Str || r == Ty::Str => {
-                            "order comparisons take numbers; convert text first: `number(header[\"x\"]) > 5`".to_string()
+                            "order comparisons take numbers; convert text first: `number(header[\"x\"]) > 5`"
+                                .to_string()
                         }
                         None => "order comparisons take two numbers".to_string(),
                     };
@@ -797,7 +798,10 @@ impl<'a> Checker<'a> {
                     return mismatch(self, "`contains` looks for a substring in a string, or an element in a list");
                 }
                 if !elements_meet(lhs, rhs) {
-                    return mismatch(self, "no element of this list has the right side's type: it can never contain it");
+                    return mismatch(
+                        self,
+                        "no element of this list has the right side's type: it can never contain it",
+                    );
                 }
             }
             BinOp::In => {

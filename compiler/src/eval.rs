@@ -39,7 +39,8 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
                 continue;
             }
             Some(Err(u)) => {
-                trace.push(step("route", format!("`{}`'s condition cannot be decided: {}", route.name.name, u.message)));
+                trace
+                    .push(step("route", format!("`{}`'s condition cannot be decided: {}", route.name.name, u.message)));
                 invalid(u)
             }
             _ => {
@@ -123,10 +124,8 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
                 Ok(true) => {}
                 Ok(false) => {
                     let status = status.map(|s| s.value as u16).unwrap_or(403);
-                    let message = message
-                        .as_ref()
-                        .map(|m| m.value.clone())
-                        .unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
+                    let message =
+                        message.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
                     trace.push(step("guard", format!("allow: condition is false, refused with {status}")));
                     return with_identity(Decision::new(Outcome::Denied { status, message }));
                 }
@@ -323,8 +322,10 @@ pub fn parse_body(req: &Request) -> Result<Option<serde_json::Value>, BodyError>
 pub fn route_needs_body(program: &Program, route: &Route) -> bool {
     let tenant_tokens =
         || program.tenants().any(|t| t.stmts.iter().any(|s| matches!(s.kind, TenantStmtKind::Tokens(_))));
-    let token_limit =
-        route.stmts.iter().any(|s| matches!(&s.kind, RouteStmtKind::Limit(l) if matches!(l.kind, LimitKind::Tokens { .. })));
+    let token_limit = route
+        .stmts
+        .iter()
+        .any(|s| matches!(&s.kind, RouteStmtKind::Limit(l) if matches!(l.kind, LimitKind::Tokens { .. })));
     route_reads_body(program, route) || token_limit || (route.auth().is_some() && tenant_tokens())
 }
 

@@ -1024,7 +1024,8 @@ impl Graph {
             }
             let mut d = match undecided {
                 Some(u) => {
-                    trace.push(step("route", cat(&["`", &route.name, "`'s condition cannot be decided: ", &u.message])));
+                    trace
+                        .push(step("route", cat(&["`", &route.name, "`'s condition cannot be decided: ", &u.message])));
                     eval::invalid(u)
                 }
                 None => {
@@ -1532,7 +1533,13 @@ mod tests {
         );
         let code = |r: &Request| match decide(&p, &g, r).outcome {
             Outcome::Invalid { code, .. } => code,
-            o => if o.status() == 403 { "denied" } else { "ok" },
+            o => {
+                if o.status() == 403 {
+                    "denied"
+                } else {
+                    "ok"
+                }
+            }
         };
         let mut r = req("GET", "", "/r?u=ev%65");
         assert_eq!(code(&r), "denied");

@@ -31,7 +31,10 @@ pub fn read_request(req: &Request) -> Result<Option<Value>, BodyError> {
         if !body.is_empty() {
             return Err(Undecided {
                 code: UNSUPPORTED_CONTENT_ENCODING,
-                message: format!("gw does not read a body in content coding `{}` on this route; send it uncompressed", coding.trim()),
+                message: format!(
+                    "gw does not read a body in content coding `{}` on this route; send it uncompressed",
+                    coding.trim()
+                ),
             });
         }
     }

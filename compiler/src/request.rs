@@ -81,7 +81,10 @@ impl Request {
         } else {
             return Val::Str(first.clone());
         };
-        Val::Error(Undecided { code: INVALID_HEADER, message: format!("header `{name}`, which the policy reads, {why}") })
+        Val::Error(Undecided {
+            code: INVALID_HEADER,
+            message: format!("header `{name}`, which the policy reads, {why}"),
+        })
     }
 
     /// A query parameter as a guard reads it, with the same rules as `header_fact`.

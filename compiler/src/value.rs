@@ -278,7 +278,9 @@ fn type_error(op: BinOp, a: &Val, b: &Val) -> Val {
     let what = match op {
         BinOp::Contains => format!("`contains` cannot look for {b} in {a}"),
         BinOp::In => format!("`in` cannot look for {a} in {b}"),
-        BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le => format!("`{}` compares numbers, not {a} with {b}", op.as_str()),
+        BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le => {
+            format!("`{}` compares numbers, not {a} with {b}", op.as_str())
+        }
         _ => format!("`{}` cannot compare {a} with {b}", op.as_str()),
     };
     Val::Error(Undecided::body(format!("a body value has a type the policy cannot use: {what}")))

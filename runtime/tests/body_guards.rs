@@ -336,7 +336,8 @@ async fn what_gw_forwards_every_parser_reads_alike_and_the_guards_saw_it() {
                 denied += 1;
                 if reached != (0, 0) || !same_reading(&direct_py, &direct_rs) || violated(&direct_py["facts"]).is_none()
                 {
-                    failures.push(format!("{name}: denied; reached {reached:?}; python {direct_py}, serde {direct_rs}"));
+                    failures
+                        .push(format!("{name}: denied; reached {reached:?}; python {direct_py}, serde {direct_rs}"));
                 }
             }
             _ => {
