@@ -454,14 +454,17 @@ fn fact(ctx: &Ctx<'_>, f: &Fact) -> Val {
     let s = |v: Option<&str>| v.map(|v| Val::Str(v.to_string())).unwrap_or(Val::Missing);
     match f {
         Fact::Method => Val::Str(ctx.req.method.clone()),
-        Fact::Path => Val::Str(ctx.req.path.clone()),
+        Fact::Path => crate::request::path_fact(&ctx.req.path),
         Fact::Host => Val::Str(ctx.host.to_string()),
         Fact::ClientIp => s(ctx.req.client_ip.as_deref()),
         Fact::Tenant => s(ctx.identity.as_ref().map(|i| i.tenant.as_str())),
         Fact::Key => s(ctx.identity.as_ref().map(|i| i.key_name.as_str())),
         Fact::Header(h) => ctx.req.header_fact(h),
         Fact::Query(q) => ctx.req.query_fact(q),
-        Fact::Param(p) => s(ctx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
+        Fact::Param(p) => match ctx.params.iter().find(|(k, _)| k == p) {
+            Some((_, v)) => crate::request::path_fact(v),
+            None => Val::Missing,
+        },
         Fact::Body(path) => match ctx.body {
             Ok(Some(b)) => value::body_lookup(b, path).map(Val::from_json).unwrap_or(Val::Missing),
             Ok(None) => Val::Missing,

@@ -1203,14 +1203,17 @@ impl Graph {
         let s = |v: Option<&str>| v.map(|v| Val::Str(v.to_string())).unwrap_or(Val::Missing);
         match f {
             Fact::Method => Val::Str(cx.req.method.clone()),
-            Fact::Path => Val::Str(cx.req.path.clone()),
+            Fact::Path => crate::request::path_fact(&cx.req.path),
             Fact::Host => Val::Str(cx.host.to_string()),
             Fact::ClientIp => s(cx.req.client_ip.as_deref()),
             Fact::Tenant => s(cx.identity.map(|i| i.tenant.as_str())),
             Fact::Key => s(cx.identity.map(|i| i.key_name.as_str())),
             Fact::Header(h) => cx.req.header_fact(h),
             Fact::Query(q) => cx.req.query_fact(q),
-            Fact::Param(p) => s(cx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
+            Fact::Param(p) => match cx.params.iter().find(|(k, _)| k == p) {
+                Some((_, v)) => crate::request::path_fact(v),
+                None => Val::Missing,
+            },
             Fact::Body(path) => cx.body.field(path),
         }
     }
@@ -1559,6 +1562,23 @@ mod tests {
         r = req("GET", "", "/r?u=bob");
         r.push_header_bytes("x-other", b"\xff");
         assert_eq!(code(&r), "ok");
+    }
+
+    #[test]
+    fn the_path_and_params_a_guard_reads_are_decoded_as_the_upstream_decodes_them() {
+        let (p, g) = graph(
+            r#"upstream u { target "http://x" }
+               route r { when GET "/*" deny 403 "no" if path starts_with "/admin" to u }
+               route q { when POST "/u/{name}" deny 403 "no" if param.name == "root" to u }"#,
+        );
+        let outcome = |m: &str, path: &str| decide(&p, &g, &req(m, "", path)).outcome;
+        assert_eq!(outcome("GET", "/%61dmin/x").status(), 403);
+        assert_eq!(outcome("GET", "/a+dmin").status(), 200);
+        assert!(matches!(outcome("GET", "/x/%zz"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
+        assert!(matches!(outcome("GET", "/x/%+1"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
+        assert!(matches!(outcome("GET", "/x/%ff"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
+        assert_eq!(outcome("POST", "/u/r%6Fot").status(), 403);
+        assert_eq!(outcome("POST", "/u/alice").status(), 200);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::value::{Undecided, Val, INVALID_HEADER, INVALID_QUERY};
+use crate::value::{Undecided, Val, INVALID_HEADER, INVALID_PATH, INVALID_QUERY};
 
 /// The facts of one HTTP request that a decision may read. Header names are lower-case;
 /// `host` is lower-case without a port; `path` has no query string.
@@ -158,18 +158,41 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
     req.query
 }
 
-/// Decode `%XX` and `+`; false when a `%` is not followed by two hex digits or the bytes are
-/// not UTF-8 (the text is then lossy).
+/// A path, or a segment a `{param}` captured, as a guard reads it: percent-decoded as the
+/// upstream's framework decodes it (`/%61dmin` is `/admin`; `+` stays `+`); undecided when an
+/// escape is malformed or the bytes are not UTF-8. Route matching still uses the raw path.
+pub fn path_fact(raw: &str) -> Val {
+    match decode(raw, false) {
+        (text, true) => Val::Str(text),
+        (_, false) => Val::Error(Undecided {
+            code: INVALID_PATH,
+            message: "the path, which the policy reads, has a malformed `%` escape or is not UTF-8 once decoded"
+                .to_string(),
+        }),
+    }
+}
+
+/// `percent_decode` for a query (`+` is a space).
 fn percent_decode(s: &str) -> (String, bool) {
+    decode(s, true)
+}
+
+/// Decode `%XX` (and `+` as a space in a query); false when a `%` is not followed by two hex
+/// digits or the bytes are not UTF-8 (the text is then lossy).
+fn decode(s: &str, plus_is_space: bool) -> (String, bool) {
     let mut clean = true;
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                // Two hex digits exactly (`from_str_radix` alone would take `%+1`).
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);

@@ -32,8 +32,8 @@ pub enum Val {
 /// Why an expression could not be decided: the 400 the request gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Undecided {
-    /// `invalid_body`, `invalid_number`, `invalid_header`, `invalid_query` or
-    /// `unsupported_content_encoding`.
+    /// `invalid_body`, `invalid_number`, `invalid_header`, `invalid_query`, `invalid_path`
+    /// or `unsupported_content_encoding`.
     pub code: &'static str,
     pub message: String,
 }
@@ -50,6 +50,8 @@ pub const INVALID_NUMBER: &str = "invalid_number";
 pub const INVALID_HEADER: &str = "invalid_header";
 /// A query parameter a guard reads does not decode cleanly, or appears more than once.
 pub const INVALID_QUERY: &str = "invalid_query";
+/// The path or a path parameter a guard reads does not decode cleanly.
+pub const INVALID_PATH: &str = "invalid_path";
 /// A body in a content coding gw does not read, on a route that reads the body (415).
 pub const UNSUPPORTED_CONTENT_ENCODING: &str = "unsupported_content_encoding";
 

@@ -87,7 +87,8 @@ async fn bodies_python_reads_past_a_guard_are_refused_before_the_upstream() {
 async fn a_header_or_query_a_guard_reads_is_refused_when_readers_could_read_it_differently() {
     let mock = Mock::start(&[]);
     let policy = "gateway { listen \"{LISTEN}\" admin \"{ADMIN}\" }\nupstream mock { target \"{UPSTREAM}\" }\n\
-        route chat { when POST \"/v1/chat/completions\" deny 403 \"no\" if header[\"x-user\"] == \"eve\" or query[\"user\"] == \"eve\" to mock }\n";
+        route chat { when POST \"/v1/chat/completions\" deny 403 \"no\" if header[\"x-user\"] == \"eve\" or query[\"user\"] == \"eve\" to mock }\n\
+        route files { when GET \"/files/*\" deny 403 \"no\" if path starts_with \"/files/secret\" to mock }\n";
     let gw = Gw::start(GwSpec::new(policy, &mock.url()));
     let send = |query: &'static str, headers: Vec<(&'static str, &'static [u8])>| {
         let url = gw.url(&format!("/v1/chat/completions{query}"));
@@ -108,6 +109,10 @@ async fn a_header_or_query_a_guard_reads_is_refused_when_readers_could_read_it_d
     assert_eq!(send("?user=bob&user=eve", vec![]).await, (400, "invalid_query".into()));
     assert_eq!(send("?user=%65ve%zz", vec![]).await, (400, "invalid_query".into()));
     assert_eq!(send("?user=ev%65", vec![]).await, (403, "denied".into()));
+    // The path a guard reads is decoded as the upstream decodes it.
+    let files = |path: &str| client().get(gw.url(path)).send();
+    assert_eq!(files("/files/%73ecret.txt").await.unwrap().status().as_u16(), 403);
+    assert_eq!(files("/files/%zz").await.unwrap().status().as_u16(), 400);
     assert!(mock.requests().await.is_empty(), "an ambiguous request reached the upstream");
     // Facts no guard reads are not checked.
     let (status, _) = send("?other=%zz&other=1", vec![("x-other", b"\xff"), ("x-user", b"bob")]).await;
