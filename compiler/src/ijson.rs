@@ -152,7 +152,7 @@ impl<'de> Visitor<'de> for Strict {
         while let Some(key) = map.next_key::<String>()? {
             if out.contains_key(&key) {
                 // Parsers keep the first or the last; the guard and the upstream could differ.
-                return Err(de::Error::custom(format_args!("duplicate member name {:?}", key)));
+                return Err(de::Error::custom(format_args!("duplicate member name {}", crate::value::shown(&key))));
             }
             let v = map.next_value_seed(Strict { depth })?;
             out.insert(key, v);
@@ -205,7 +205,9 @@ mod tests {
         refused(b"{\"t\": Infinity}");
         refused(b"{\"t\": -Infinity}");
         refused(b"{\"t\": 1e400}");
-        assert!(refused(b"{\"a\": 1, \"a\": 2}").contains("duplicate"));
+        assert!(refused(b"{\"a\": 1, \"a\": 2}").contains("duplicate member name \"a\""));
+        let long = format!("{{\"{k}\": 1, \"{k}\": 2}}", k = "k".repeat(10_000));
+        assert!(refused(long.as_bytes()).len() < 200);
         assert!(refused(b"{\"x\": [{\"a\": 1, \"\\u0061\": 2}]}").contains("duplicate"));
         assert!(refused(b"{\"a\": 9007199254740992}").contains("2^53"));
         refused(b"{\"a\": -9007199254740992}");

@@ -353,7 +353,7 @@ pub fn call(func: Func, args: &[Val]) -> Val {
             Some(n) => Val::Num(n),
             None => Val::Error(Undecided {
                 code: INVALID_NUMBER,
-                message: format!("`number` cannot read {s:?} as a plain decimal number"),
+                message: format!("`number` cannot read {} as a plain decimal number", shown(s)),
             }),
         },
         (Func::Number, [Val::Num(n)]) => Val::Num(*n),
@@ -367,6 +367,14 @@ pub fn call(func: Func, args: &[Val]) -> Val {
             v.kind().map(Kind::name).unwrap_or("this")
         ))),
         _ => Val::Missing,
+    }
+}
+
+/// Client text quoted in a message, cut to a readable length.
+pub fn shown(s: &str) -> String {
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{:?}…", &s[..i]),
+        None => format!("{s:?}"),
     }
 }
 
