@@ -161,6 +161,26 @@ fn benches(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("miss", n), &miss, |b, r| b.iter(|| graph.decide(black_box(r))));
     }
     group.finish();
+
+    // The strict body reader against a plain serde_json parse of the same chat bodies.
+    let mut group = c.benchmark_group("body");
+    for turns in [4usize, 200] {
+        let messages: Vec<String> = (0..turns)
+            .map(|i| format!(r#"{{"role":"user","content":"message {i} with some text, \u00e9 and 0.{i}"}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"model":"gpt-4o","max_tokens":4096,"temperature":0.7,"stream":false,"messages":[{}]}}"#,
+            messages.join(",")
+        )
+        .into_bytes();
+        group.bench_with_input(BenchmarkId::new("strict", body.len()), &body, |b, body| {
+            b.iter(|| gw_compiler::ijson::read(black_box(body)).expect("reads"))
+        });
+        group.bench_with_input(BenchmarkId::new("serde_json", body.len()), &body, |b, body| {
+            b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(body)).expect("reads"))
+        });
+    }
+    group.finish();
 }
 
 /// Median time per call over `rounds` rounds of `per_round` calls.

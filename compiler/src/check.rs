@@ -25,7 +25,7 @@ pub enum Mode {
 
 /// Static type of an expression. `Dyn` is a body field: any JSON value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ty {
+pub enum Ty {
     Str,
     Num,
     Bool,
@@ -58,19 +58,29 @@ pub struct Checker<'a> {
 }
 
 pub fn check(items: &[Item]) -> Vec<Diag> {
-    let matchers = items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Matcher(m) => Some((m.name.name.as_str(), m)),
-            _ => None,
-        })
-        .collect();
-    let mut c = Checker { items, matchers, diags: vec![] };
+    let mut c = Checker::new(items);
     c.run();
     c.diags
 }
 
+/// The static type the checker gives an expression of `items` (None if it is ill-typed): what
+/// the typing property in `fuzzing` holds the evaluator to.
+pub fn static_type(items: &[Item], e: &Expr) -> Option<Ty> {
+    Checker::new(items).ty(e)
+}
+
 impl<'a> Checker<'a> {
+    fn new(items: &'a [Item]) -> Checker<'a> {
+        let matchers = items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Matcher(m) => Some((m.name.name.as_str(), m)),
+                _ => None,
+            })
+            .collect();
+        Checker { items, matchers, diags: vec![] }
+    }
+
     fn run(&mut self) {
         for item in self.items {
             match item {
@@ -761,20 +771,22 @@ impl<'a> Checker<'a> {
                 }
             }
             BinOp::Gt | BinOp::Ge | BinOp::Lt | BinOp::Le => {
-                let ok = matches!(
-                    (l, r),
-                    (Ty::Num | Ty::Dyn, Ty::Num | Ty::Dyn)
-                        | (Ty::Str, Ty::Str)
-                        | (Ty::Str, Ty::Dyn)
-                        | (Ty::Dyn, Ty::Str)
-                );
-                if !ok {
-                    let help = if l == Ty::Str || r == Ty::Str {
-                        "convert the string to a number: `number(header[\"x\"]) > 5`"
-                    } else {
-                        "order comparisons take two numbers or two strings"
+                // Numbers only: ordering text is lexicographic ("9000" < "5"), never what a
+                // policy means, and a quoted number is the usual slip.
+                if !(l.is(Ty::Num) && r.is(Ty::Num)) {
+                    let quoted = [lhs, rhs].into_iter().find_map(|e| match &e.kind {
+                        ExprKind::Lit(Lit::Str(s)) if value::plain_number(s).is_some() => Some(s.clone()),
+                        _ => None,
+                    });
+                    let help = match quoted {
+                        Some(n) => format!("write the number without quotes: `{n}`"),
+                        None if l == Ty::Str || r == Ty::Str => {
+                            "order comparisons take numbers; convert text first: `number(header[\"x\"]) > 5`"
+                                .to_string()
+                        }
+                        None => "order comparisons take two numbers".to_string(),
                     };
-                    return mismatch(self, help);
+                    return mismatch(self, &help);
                 }
             }
             BinOp::Contains => {
@@ -786,10 +798,19 @@ impl<'a> Checker<'a> {
                 if !ok {
                     return mismatch(self, "`contains` looks for a substring in a string, or an element in a list");
                 }
+                if !elements_meet(lhs, rhs) {
+                    return mismatch(
+                        self,
+                        "no element of this list has the right side's type: it can never contain it",
+                    );
+                }
             }
             BinOp::In => {
                 if !(r == Ty::List || r == Ty::Dyn) {
                     return mismatch(self, "`in` needs a list on its right: `x in [\"a\", \"b\"]`");
+                }
+                if !elements_meet(rhs, lhs) {
+                    return mismatch(self, "no element of this list has the left side's type: it can never be in it");
                 }
             }
             BinOp::StartsWith | BinOp::EndsWith => {
@@ -1016,6 +1037,29 @@ pub fn same_expr(a: &Expr, b: &Expr) -> bool {
         }
         _ => false,
     }
+}
+
+/// The static type of a literal or a fact (None for anything else: not known without checking).
+fn simple_ty(e: &Expr) -> Option<Ty> {
+    Some(match &e.kind {
+        ExprKind::Lit(Lit::Str(_)) => Ty::Str,
+        ExprKind::Lit(Lit::Int(_) | Lit::Float(_)) => Ty::Num,
+        ExprKind::Lit(Lit::Bool(_)) => Ty::Bool,
+        ExprKind::List(_) => Ty::List,
+        ExprKind::Fact(Fact::Body(_)) => Ty::Dyn,
+        ExprKind::Fact(_) => Ty::Str,
+        _ => return None,
+    })
+}
+
+/// For `list contains x` / `x in list` with a list literal: can `x` ever equal an element?
+/// False only when every element's type is known and none is `x`'s (or a body value).
+fn elements_meet(list: &Expr, needle: &Expr) -> bool {
+    let (ExprKind::List(items), Some(n)) = (&list.kind, simple_ty(needle)) else { return true };
+    if n == Ty::Dyn || items.is_empty() {
+        return true;
+    }
+    items.iter().any(|i| simple_ty(i).is_none_or(|t| t == n || t == Ty::Dyn))
 }
 
 fn fact_eq_lit(e: &Expr) -> Option<(&Fact, &Lit)> {

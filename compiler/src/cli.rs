@@ -234,8 +234,8 @@ pub fn parse_request(text: &str) -> Result<Request, String> {
     req.query.extend(extra_query);
     req.body = match obj.get("body") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(other) => Some(other.to_string()),
+        Some(serde_json::Value::String(s)) => Some(s.clone().into_bytes()),
+        Some(other) => Some(other.to_string().into_bytes()),
     };
     Ok(req)
 }
@@ -302,6 +302,7 @@ fn describe_outcome(o: &Outcome) -> String {
         }
         Outcome::Unauthorized { message } => format!("unauthorized: {message}"),
         Outcome::Denied { message, .. } => format!("refused: {message}"),
+        Outcome::Invalid { code, message } => format!("refused as unreadable ({code}): {message}"),
         Outcome::Forward { upstream } => format!("forwarded to upstream `{upstream}`"),
         Outcome::Respond { .. } => "answered by the route's `respond`".to_string(),
         Outcome::Serve { builtin } => format!("answered by the built-in `{builtin}` handler"),

@@ -4,9 +4,11 @@
 //! property tests and a fuzz target hold it to that.
 
 use crate::ast::*;
+use crate::ijson::{self, BodyError};
 use crate::program::Program;
 use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
-use crate::value::{self, Val};
+use crate::resolve::{stmt_exprs, walk};
+use crate::value::{self, Undecided, Val};
 
 /// Decide what the policy does with `req`.
 pub fn decide(program: &Program, req: &Request) -> Decision {
@@ -33,15 +35,22 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
             }
             continue;
         }
-        let ctx = Ctx { program, req, host: &host, body: body.as_ref(), params: &params, identity: None };
-        if let Some(cond) = &when.cond {
-            if !eval(&ctx, cond).truthy() {
+        let ctx = Ctx { program, req, host: &host, body: &body, params: &params, identity: None };
+        let mut d = match when.cond.as_ref().map(|c| eval(&ctx, c).truth()) {
+            Some(Ok(false)) => {
                 trace.push(step("route", format!("`{}` matches the path but its condition is false", route.name.name)));
                 continue;
             }
-        }
-        trace.push(step("route", format!("`{}` matches", route.name.name)));
-        let mut d = decide_route(program, route, ctx, &mut trace);
+            Some(Err(u)) => {
+                trace
+                    .push(step("route", format!("`{}`'s condition cannot be decided: {}", route.name.name, u.message)));
+                invalid(u)
+            }
+            _ => {
+                trace.push(step("route", format!("`{}` matches", route.name.name)));
+                decide_route(program, route, ctx, &mut trace)
+            }
+        };
         d.route = Some(route.name.name.clone());
         d.route_index = Some(index);
         d.params = params;
@@ -107,6 +116,11 @@ fn step(step: &str, detail: String) -> TraceStep {
     TraceStep { step: step.to_string(), detail }
 }
 
+/// The decision for a request that cannot be decided as sent (400).
+pub fn invalid(u: Undecided) -> Decision {
+    Decision::new(Outcome::Invalid { code: u.code, message: u.message })
+}
+
 /// Everything after the route is chosen: auth, guards, limits, action.
 fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, trace: &mut Vec<TraceStep>) -> Decision {
     if let Some(auth) = route.auth() {
@@ -127,23 +141,43 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
         d.identity = identity.clone();
         d
     };
+    let undecided = |trace: &mut Vec<TraceStep>, what: &str, u: Undecided| {
+        trace.push(step(what, format!("cannot be decided: {}", u.message)));
+        with_identity(invalid(u))
+    };
+
+    // A route whose decision reads the body takes only a body the strict reader accepts,
+    // whichever of its expressions this request happens to evaluate.
+    if let Err(e) = ctx.body {
+        if route_needs_body(program, route) {
+            return undecided(trace, "body", e.clone());
+        }
+    }
 
     for stmt in &route.stmts {
         match &stmt.kind {
-            RouteStmtKind::Deny { status, message, cond } if eval(&ctx, cond).truthy() => {
-                trace.push(step("guard", format!("deny {} \"{}\": condition holds", status.value, message.value)));
-                return with_identity(Decision::new(Outcome::Denied {
-                    status: status.value as u16,
-                    message: message.value.clone(),
-                }));
-            }
-            RouteStmtKind::Allow { cond, status, message } if !eval(&ctx, cond).truthy() => {
-                let status = status.map(|s| s.value as u16).unwrap_or(403);
-                let message =
-                    message.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
-                trace.push(step("guard", format!("allow: condition is false, refused with {status}")));
-                return with_identity(Decision::new(Outcome::Denied { status, message }));
-            }
+            RouteStmtKind::Deny { status, message, cond } => match eval(&ctx, cond).truth() {
+                Ok(false) => {}
+                Ok(true) => {
+                    trace.push(step("guard", format!("deny {} \"{}\": condition holds", status.value, message.value)));
+                    return with_identity(Decision::new(Outcome::Denied {
+                        status: status.value as u16,
+                        message: message.value.clone(),
+                    }));
+                }
+                Err(u) => return undecided(trace, "guard", u),
+            },
+            RouteStmtKind::Allow { cond, status, message } => match eval(&ctx, cond).truth() {
+                Ok(true) => {}
+                Ok(false) => {
+                    let status = status.map(|s| s.value as u16).unwrap_or(403);
+                    let message =
+                        message.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
+                    trace.push(step("guard", format!("allow: condition is false, refused with {status}")));
+                    return with_identity(Decision::new(Outcome::Denied { status, message }));
+                }
+                Err(u) => return undecided(trace, "guard", u),
+            },
             _ => {}
         }
     }
@@ -152,18 +186,25 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     for (i, stmt) in route.stmts.iter().filter(|s| matches!(s.kind, RouteStmtKind::Limit(_))).enumerate() {
         let RouteStmtKind::Limit(limit) = &stmt.kind else { continue };
         if let Some(cond) = &limit.cond {
-            if !eval(&ctx, cond).truthy() {
-                continue;
+            match eval(&ctx, cond).truth() {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(u) => return undecided(trace, "limit", u),
             }
         }
         if let Some(model) = &limit.model {
-            let m = ctx.body.and_then(|b| value::body_lookup(b, &[PathSeg::Field("model".into())])).map(Val::from_json);
+            let m = fact(&ctx, &Fact::Body(vec![PathSeg::Field("model".into())]));
             let Ok(re) = value::build_regex(&model.pattern, model.case_insensitive) else { continue };
-            if !value::regex_match(&re, &m.unwrap_or(Val::Missing)).truthy() {
-                continue;
+            match value::regex_match(&re, &m).truth() {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(u) => return undecided(trace, "limit", u),
             }
         }
-        let key = limit_key(&ctx, &limit.per);
+        let key = match limit_key(&ctx, &limit.per) {
+            Ok(k) => k,
+            Err(u) => return undecided(trace, "limit", u),
+        };
         limits.push((route_limit_id(&route.name.name, i, limit), key));
     }
     if let Some(id) = &ctx.identity {
@@ -299,21 +340,67 @@ pub fn limit_table(program: &Program) -> Vec<String> {
     ids
 }
 
-fn limit_key(ctx: &Ctx<'_>, per: &LimitKey) -> String {
+fn limit_key(ctx: &Ctx<'_>, per: &LimitKey) -> Result<String, Undecided> {
     let id = ctx.identity.as_ref();
-    match per {
+    Ok(match per {
         LimitKey::Route => String::new(),
         LimitKey::Key => id.map(|i| format!("{}/{}", i.keys, i.key_name)).unwrap_or_else(|| "-".into()),
         LimitKey::Tenant => id.map(|i| i.tenant.clone()).unwrap_or_else(|| "-".into()),
         LimitKey::Client => ctx.req.client_ip.clone().unwrap_or_else(|| "-".into()),
         LimitKey::Header(h) => ctx.req.header(&h.value).unwrap_or("-").to_string(),
-        LimitKey::Expr(e) => eval(ctx, e).key_string(),
-    }
+        LimitKey::Expr(e) => match eval(ctx, e) {
+            Val::Error(u) => return Err(u),
+            v => v.key_string(),
+        },
+    })
 }
 
-/// Parse the body as JSON if there is one; an unparsable body has no fields.
-pub fn parse_body(req: &Request) -> Option<serde_json::Value> {
-    req.body.as_deref().and_then(|b| serde_json::from_str(b).ok())
+/// The body as the strict reader reads it: `Ok(None)` when there is none (or it is empty).
+pub fn parse_body(req: &Request) -> Result<Option<serde_json::Value>, BodyError> {
+    ijson::read_request(req)
+}
+
+/// Whether deciding a request on this route reads its body: an expression of the route (its
+/// `when` condition, a guard, a limit's condition or key, directly or through matchers)
+/// reads a body field, a limit picks by `model`, or the route counts tokens (a token limit, or
+/// `auth` while some tenant has a token budget). Such a route refuses a body the strict
+/// reader refuses. Written over the syntax, before constant folding, so `false and body.x`
+/// still counts.
+pub fn route_needs_body(program: &Program, route: &Route) -> bool {
+    let tenant_tokens =
+        || program.tenants().any(|t| t.stmts.iter().any(|s| matches!(s.kind, TenantStmtKind::Tokens(_))));
+    let token_limit = route
+        .stmts
+        .iter()
+        .any(|s| matches!(&s.kind, RouteStmtKind::Limit(l) if matches!(l.kind, LimitKind::Tokens { .. })));
+    route_reads_body(program, route) || token_limit || (route.auth().is_some() && tenant_tokens())
+}
+
+/// Whether an expression of the route reads a body field, or a limit picks by `model`.
+pub fn route_reads_body(program: &Program, route: &Route) -> bool {
+    route.stmts.iter().any(|s| {
+        matches!(&s.kind, RouteStmtKind::Limit(l) if l.model.is_some())
+            || stmt_exprs(&s.kind).into_iter().any(|e| reads_body(program, e, &mut vec![]))
+    })
+}
+
+/// Whether an expression reads a body fact, following matcher references (each once).
+fn reads_body<'a>(program: &'a Program, e: &'a Expr, seen: &mut Vec<&'a str>) -> bool {
+    let mut found = false;
+    let mut refs = vec![];
+    walk(e, &mut |sub| match &sub.kind {
+        ExprKind::Fact(Fact::Body(_)) => found = true,
+        ExprKind::Ref(name) => refs.push(name.name.as_str()),
+        _ => {}
+    });
+    found
+        || refs.into_iter().any(|name| {
+            if seen.contains(&name) {
+                return false;
+            }
+            seen.push(name);
+            program.matcher(name).is_some_and(|m| reads_body(program, &m.expr, seen))
+        })
 }
 
 /// `*.example.com` matches any subdomain; otherwise exact, case-insensitive.
@@ -365,9 +452,17 @@ struct Ctx<'a> {
     program: &'a Program,
     req: &'a Request,
     host: &'a str,
-    body: Option<&'a serde_json::Value>,
+    body: &'a Result<Option<serde_json::Value>, BodyError>,
     params: &'a [(String, String)],
     identity: Option<Identity>,
+}
+
+/// The value of one expression of `program` for `req`, outside any route (no path params, no
+/// identity): for properties that look inside a decision.
+pub fn eval_expr(program: &Program, req: &Request, e: &Expr) -> Val {
+    let host = req.routing_host();
+    let body = parse_body(req);
+    eval(&Ctx { program, req, host: &host, body: &body, params: &[], identity: None }, e)
 }
 
 fn eval(ctx: &Ctx<'_>, e: &Expr) -> Val {
@@ -377,20 +472,16 @@ fn eval(ctx: &Ctx<'_>, e: &Expr) -> Val {
         ExprKind::Lit(Lit::Float(f)) => Val::Num(*f),
         ExprKind::Lit(Lit::Bool(b)) => Val::Bool(*b),
         ExprKind::Lit(Lit::Regex(_)) => Val::Missing,
-        ExprKind::List(items) => Val::List(items.iter().map(|i| eval(ctx, i)).collect()),
+        ExprKind::List(items) => value::list(items.iter().map(|i| eval(ctx, i)).collect()),
         ExprKind::Fact(f) => fact(ctx, f),
         ExprKind::Ref(name) => match ctx.program.matcher(&name.name) {
-            Some(m) => Val::Bool(eval(ctx, &m.expr).truthy()),
+            Some(m) => value::cond(&eval(ctx, &m.expr)),
             None => Val::Missing,
         },
-        ExprKind::Not(inner) => Val::Bool(!eval(ctx, inner).truthy()),
-        ExprKind::Exists(inner) => Val::Bool(eval(ctx, inner) != Val::Missing),
-        ExprKind::Binary { op: BinOp::And, lhs, rhs, .. } => {
-            Val::Bool(eval(ctx, lhs).truthy() && eval(ctx, rhs).truthy())
-        }
-        ExprKind::Binary { op: BinOp::Or, lhs, rhs, .. } => {
-            Val::Bool(eval(ctx, lhs).truthy() || eval(ctx, rhs).truthy())
-        }
+        ExprKind::Not(inner) => value::not(&eval(ctx, inner)),
+        ExprKind::Exists(inner) => value::exists(&eval(ctx, inner)),
+        ExprKind::Binary { op: BinOp::And, lhs, rhs, .. } => value::and(&eval(ctx, lhs), || eval(ctx, rhs)),
+        ExprKind::Binary { op: BinOp::Or, lhs, rhs, .. } => value::or(&eval(ctx, lhs), || eval(ctx, rhs)),
         ExprKind::Binary { op: BinOp::Matches, lhs, rhs, .. } => {
             let ExprKind::Lit(Lit::Regex(r)) = &rhs.kind else { return Val::Bool(false) };
             match value::build_regex(&r.pattern, r.case_insensitive) {
@@ -410,16 +501,21 @@ fn fact(ctx: &Ctx<'_>, f: &Fact) -> Val {
     let s = |v: Option<&str>| v.map(|v| Val::Str(v.to_string())).unwrap_or(Val::Missing);
     match f {
         Fact::Method => Val::Str(ctx.req.method.clone()),
-        Fact::Path => Val::Str(ctx.req.path.clone()),
+        Fact::Path => crate::request::path_fact(&ctx.req.path),
         Fact::Host => Val::Str(ctx.host.to_string()),
         Fact::ClientIp => s(ctx.req.client_ip.as_deref()),
         Fact::Tenant => s(ctx.identity.as_ref().map(|i| i.tenant.as_str())),
         Fact::Key => s(ctx.identity.as_ref().map(|i| i.key_name.as_str())),
-        Fact::Header(h) => s(ctx.req.header(h)),
-        Fact::Query(q) => s(ctx.req.query_param(q)),
-        Fact::Param(p) => s(ctx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
-        Fact::Body(path) => {
-            ctx.body.and_then(|b| value::body_lookup(b, path)).map(Val::from_json).unwrap_or(Val::Missing)
-        }
+        Fact::Header(h) => ctx.req.header_fact(h),
+        Fact::Query(q) => ctx.req.query_fact(q),
+        Fact::Param(p) => match ctx.params.iter().find(|(k, _)| k == p) {
+            Some((_, v)) => crate::request::path_fact(v),
+            None => Val::Missing,
+        },
+        Fact::Body(path) => match ctx.body {
+            Ok(Some(b)) => value::body_lookup(b, path).map(Val::from_json).unwrap_or(Val::Missing),
+            Ok(None) => Val::Missing,
+            Err(e) => Val::Error(e.clone()),
+        },
     }
 }

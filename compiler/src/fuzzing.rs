@@ -8,7 +8,8 @@
 //!   compiled (and lowered, and its tests run, when it is valid).
 //! - [`roundtrip`]: formatting a policy that parses keeps its meaning and is idempotent.
 //! - [`differential`]: a generated policy and requests: the decision graph and the reference
-//!   evaluator agree on every request.
+//!   evaluator agree on every request; and every expression of the policy evaluates within the
+//!   types the checker gave it (see [`typed_evaluation`]).
 //!
 //! Not a stable API: it exists for the fuzzers and their regression tests.
 
@@ -26,7 +27,7 @@ use crate::keys::hash_key;
 use crate::load::MemLoader;
 use crate::request::Request;
 use crate::source::{FileId, Sources};
-use crate::{eval, lower, syntax, testing, Mode, Options, Output};
+use crate::{eval, lower, syntax, testing, value, Mode, Options, Output};
 
 // ====================================================================== shared helpers
 
@@ -620,9 +621,23 @@ impl GenBool {
                 }
             }
             GenBool::Exists(f) => format!("{} exists", f.print(sc)),
-            GenBool::StrCmp(a, op, b) => format!("{} {} {}", a.print(sc, depth), op.as_str(), b.print(sc, depth)),
+            // Strings have no order: `<`/`>` print as `==`/`!=`, so the policy stays well-typed.
+            GenBool::StrCmp(a, op, b) => {
+                let op = match op {
+                    GenStrOp::Cmp(GenCmp::Lt | GenCmp::Le) => "==",
+                    GenStrOp::Cmp(GenCmp::Gt | GenCmp::Ge) => "!=",
+                    op => op.as_str(),
+                };
+                format!("{} {op} {}", a.print(sc, depth), b.print(sc, depth))
+            }
             GenBool::NumCmp(a, op, b) => format!("{} {} {}", a.print(sc, depth), op.as_str(), b.print(sc, depth)),
-            GenBool::BodyCmp(b, op, j) => format!("{} {} {}", b.print(), op.as_str(), j.print_lit()),
+            // An order comparison takes a number; with any other literal it is an equality.
+            GenBool::BodyCmp(b, op, j) => {
+                let ordering = !matches!(op, GenCmp::Eq | GenCmp::Ne);
+                let op =
+                    if ordering && !matches!(j, GenJson::Int(_) | GenJson::Float(..)) { "==" } else { op.as_str() };
+                format!("{} {op} {}", b.print(), j.print_lit())
+            }
             GenBool::BodyExists(b) => format!("{} exists", b.print()),
             GenBool::BodyContains(b, s) => format!("{} contains {}", b.print(), gwfmt::quote(&s.get())),
             GenBool::Matches(e, r) => format!("{} matches {}", e.print(sc, depth), r.print()),
@@ -1442,8 +1457,8 @@ impl GenRequest {
             req.query.push((pick(QUERIES, *q).into(), v.get()));
         }
         req.body = match (&self.body, &self.raw_body) {
-            (Some(j), _) => Some(j.to_value(0).to_string()),
-            (None, Some(raw)) => Some(raw.clone()),
+            (Some(j), _) => Some(j.to_value(0).to_string().into_bytes()),
+            (None, Some(raw)) => Some(raw.clone().into_bytes()),
             (None, None) => None,
         };
         req.client_ip = self.client.map(|c| format!("10.0.0.{}", c % 4));
@@ -1559,7 +1574,120 @@ pub fn differential_outcomes(data: &[u8]) -> Option<Vec<(u16, bool)>> {
                 "a body `wants_body` said is not needed changed the decision\n--- policy:\n{text}\n--- request: {req:#?}\n--- with it: {got:#?}\n--- without: {blind:#?}"
             );
         }
+        if let crate::request::Outcome::Invalid { code, .. } = &want.outcome {
+            assert!(
+                [
+                    value::INVALID_BODY,
+                    value::INVALID_NUMBER,
+                    value::INVALID_HEADER,
+                    value::INVALID_QUERY,
+                    value::UNSUPPORTED_CONTENT_ENCODING
+                ]
+                .contains(code),
+                "unknown refusal code {code}"
+            );
+        }
+        typed_evaluation(program, req, &text);
         outcomes.push((want.outcome.status(), want.route.is_some()));
     }
     Some(outcomes)
+}
+
+/// "Compiles ⇒ evaluates without type surprises", for one request whose body facts have any
+/// JSON type. For every sub-expression of every route statement and matcher:
+/// - its value is of the kind its static type says (or missing, or undecided);
+/// - an operator or function whose operands the checker typed exactly (no body value) never
+///   meets operands it cannot use: it yields true/false or a value, never a type error;
+/// - an operator applied to present values yields a type error exactly when the typing table
+///   in grammar/README.md says the kinds do not meet (`accepts`), never a silent false.
+pub fn typed_evaluation(program: &crate::program::Program, req: &Request, text: &str) {
+    use crate::ast::{BinOp, ExprKind, Item};
+    use crate::check::{static_type, Ty};
+    use crate::value::Val;
+
+    let mut exprs = vec![];
+    for item in &program.items {
+        match item {
+            Item::Route(r) => r.stmts.iter().for_each(|s| exprs.extend(crate::resolve::stmt_exprs(&s.kind))),
+            Item::Matcher(m) => exprs.push(&m.expr),
+            _ => {}
+        }
+    }
+    let case = format!("\n--- policy:\n{text}\n--- request: {req:#?}");
+    for root in exprs {
+        let mut subs = vec![];
+        crate::resolve::walk(root, &mut |e| subs.push(e));
+        for e in subs {
+            let Some(ty) = static_type(&program.items, e) else {
+                panic!("a compiled policy has an ill-typed expression at {:?}{case}", e.span);
+            };
+            let v = eval::eval_expr(program, req, e);
+            let kind_ok = matches!(
+                (&v, ty),
+                (Val::Missing | Val::Error(_), _)
+                    | (_, Ty::Dyn | Ty::Regex)
+                    | (Val::Str(_), Ty::Str)
+                    | (Val::Num(_), Ty::Num)
+                    | (Val::Bool(_), Ty::Bool)
+                    | (Val::List(_), Ty::List)
+            );
+            if !kind_ok {
+                panic!("{:?} of static type {ty:?} evaluated to {v:?}{case}", e.span);
+            }
+            let operands: Vec<&crate::ast::Expr> = match &e.kind {
+                ExprKind::Binary { op: BinOp::And | BinOp::Or, .. } => continue,
+                ExprKind::Binary { lhs, op: BinOp::Matches, .. } => vec![lhs],
+                ExprKind::Binary { lhs, rhs, .. } => vec![lhs, rhs],
+                ExprKind::Call { func: crate::ast::Func::Number, .. } => continue,
+                ExprKind::Call { args, .. } => args.iter().collect(),
+                _ => continue,
+            };
+            let vals: Vec<Val> = operands.iter().map(|o| eval::eval_expr(program, req, o)).collect();
+            if vals.iter().any(|x| matches!(x, Val::Missing | Val::Error(_))) {
+                continue;
+            }
+            let exact = operands.iter().all(|o| static_type(&program.items, o).is_some_and(|t| t != Ty::Dyn));
+            let undecided = matches!(v, Val::Error(_));
+            if exact && undecided {
+                panic!("{:?}: well-typed operands {vals:?} gave a type error {v:?}{case}", e.span);
+            }
+            let accepted = match (&e.kind, vals.as_slice()) {
+                (ExprKind::Binary { op: BinOp::Matches, .. }, [a]) => matches!(a, Val::Str(_)),
+                (ExprKind::Binary { op, .. }, [a, b]) => accepts(*op, a, b),
+                _ => !undecided,
+            };
+            if accepted == undecided {
+                panic!("{:?}: operands {vals:?} gave {v:?}, against the typing table{case}", e.span);
+            }
+        }
+    }
+}
+
+/// The typing table of grammar/README.md for present values, written independently of
+/// `value::binary`: which kinds an operator accepts.
+fn accepts(op: crate::ast::BinOp, a: &crate::value::Val, b: &crate::value::Val) -> bool {
+    use crate::ast::BinOp::*;
+    use crate::value::{Kind, Val};
+    let members = |list: &Val| -> Option<Vec<Kind>> {
+        match list {
+            Val::List(items) => Some(items.iter().filter_map(Val::kind).collect()),
+            Val::Json(serde_json::Value::Array(items)) => {
+                Some(items.iter().filter_map(|i| Val::from_json(i).kind()).collect())
+            }
+            _ => None,
+        }
+    };
+    let holds = |hay: &Val, needle: &Val| match (hay.kind(), needle.kind()) {
+        (Some(Kind::Str), Some(Kind::Str)) | (Some(Kind::Object), Some(Kind::Str)) => true,
+        _ => members(hay).is_some_and(|ks| ks.is_empty() || ks.iter().any(|k| Some(*k) == needle.kind())),
+    };
+    match op {
+        Eq | Ne | BadAssign => a.kind() == b.kind(),
+        Gt | Ge | Lt | Le => a.kind() == Some(Kind::Num) && b.kind() == Some(Kind::Num),
+        StartsWith | EndsWith => a.kind() == Some(Kind::Str) && b.kind() == Some(Kind::Str),
+        Contains => holds(a, b),
+        In => holds(b, a),
+        Matches => a.kind() == Some(Kind::Str),
+        And | Or => true,
+    }
 }

@@ -17,9 +17,10 @@ use serde::{Serialize, Serializer};
 
 use crate::ast::{Auth, BinOp, Fact, ForwardedMode, Func, Method, OnError, PathSeg};
 use crate::eval;
+use crate::ijson::{self, BodyError};
 use crate::keys::LoadedKeys;
 use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
-use crate::value::{self, Val};
+use crate::value::{self, Undecided, Val};
 
 // ======================================================================= public plain data
 
@@ -383,7 +384,7 @@ pub(crate) enum Node {
     List(Box<[NodeId]>),
     Not(NodeId),
     Exists(NodeId),
-    /// A matcher reference: `Bool(truthy(x))`.
+    /// A matcher reference: `x` as a condition (`value::cond`).
     Truthy(NodeId),
     And(NodeId, NodeId),
     Or(NodeId, NodeId),
@@ -403,7 +404,7 @@ impl Node {
         }
     }
 
-    /// Whether the node always yields a `Val::Bool`.
+    /// Whether the node always yields a `Val::Bool` (or the `Val::Error` of an undecided one).
     pub(crate) fn is_boolean(&self) -> bool {
         match self {
             Node::Const(v) => matches!(v, Val::Bool(_)),
@@ -428,12 +429,18 @@ impl Node {
         Some(match self {
             Node::Const(v) => v.clone(),
             Node::Fact(_) => return None,
-            Node::List(xs) => Val::List(xs.iter().map(|x| arg(*x)).collect()),
-            Node::Not(x) => Val::Bool(!arg(*x).truthy()),
-            Node::Exists(x) => Val::Bool(arg(*x) != Val::Missing),
-            Node::Truthy(x) => Val::Bool(arg(*x).truthy()),
-            Node::And(a, b) => Val::Bool(arg(*a).truthy() && arg(*b).truthy()),
-            Node::Or(a, b) => Val::Bool(arg(*a).truthy() || arg(*b).truthy()),
+            Node::List(xs) => value::list(xs.iter().map(|x| arg(*x)).collect()),
+            Node::Not(x) => value::not(&arg(*x)),
+            Node::Exists(x) => value::exists(&arg(*x)),
+            Node::Truthy(x) => value::cond(&arg(*x)),
+            Node::And(a, b) => {
+                let a = arg(*a);
+                value::and(&a, || arg(*b))
+            }
+            Node::Or(a, b) => {
+                let a = arg(*a);
+                value::or(&a, || arg(*b))
+            }
             Node::Bin(op, a, b) => {
                 let a = arg(*a);
                 value::binary(*op, &a, &arg(*b))
@@ -853,15 +860,24 @@ pub struct Graph {
     pub(crate) model_path: Vec<PathSeg>,
 }
 
-/// The JSON body, parsed on first use only.
+/// The JSON body, read (strictly) on first use only.
 struct Body<'r> {
-    raw: Option<&'r str>,
-    parsed: OnceCell<Option<serde_json::Value>>,
+    req: &'r Request,
+    parsed: OnceCell<Result<Option<serde_json::Value>, BodyError>>,
 }
 
 impl Body<'_> {
-    fn get(&self) -> Option<&serde_json::Value> {
-        self.parsed.get_or_init(|| self.raw.and_then(|b| serde_json::from_str(b).ok())).as_ref()
+    fn get(&self) -> &Result<Option<serde_json::Value>, BodyError> {
+        self.parsed.get_or_init(|| ijson::read_request(self.req))
+    }
+
+    /// A body field as a value: missing without a body, undecided for a refused body.
+    fn field(&self, path: &[PathSeg]) -> Val {
+        match self.get() {
+            Ok(Some(b)) => value::body_lookup(b, path).map(Val::from_json).unwrap_or(Val::Missing),
+            Ok(None) => Val::Missing,
+            Err(e) => Val::Error(e.clone()),
+        }
     }
 }
 
@@ -1003,7 +1019,7 @@ impl Graph {
     pub fn balance_key(&self, upstream: usize, req: &Request, decision: &Decision) -> Option<String> {
         let node = (*self.balance_keys.get(upstream)?)?;
         let host = req.routing_host();
-        let body = Body { raw: req.body.as_deref(), parsed: OnceCell::new() };
+        let body = Body { req, parsed: OnceCell::new() };
         let cx = Ctx { req, host: &host, params: &decision.params, identity: decision.identity.as_ref(), body: &body };
         Some(self.eval(node, &cx, &mut Memo::default()).key_string())
     }
@@ -1014,7 +1030,7 @@ impl Graph {
         let host: &str = &host;
         let hosts = self.router.host_ids(host);
         let candidates = self.router.candidates(&self.rt, &req.path, &hosts);
-        let body = Body { raw: req.body.as_deref(), parsed: OnceCell::new() };
+        let body = Body { req, parsed: OnceCell::new() };
         let bit = method_bit(&req.method);
         let mut trace = vec![];
         let mut allowed: Vec<String> = vec![];
@@ -1032,19 +1048,36 @@ impl Graph {
                 continue;
             }
             let params = route.path.params_of_match(&req.path);
+            let mut undecided = None;
             if let Some(cond) = route.cond {
                 memo.new_context();
                 let cx = Ctx { req, host, params: &params, identity: None, body: &body };
-                if !self.eval(cond, &cx, &mut memo).truthy() {
-                    trace
-                        .push(step("route", cat(&["`", &route.name, "` matches the path but its condition is false"])));
-                    continue;
+                match self.eval(cond, &cx, &mut memo).truth() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        trace.push(step(
+                            "route",
+                            cat(&["`", &route.name, "` matches the path but its condition is false"]),
+                        ));
+                        continue;
+                    }
+                    Err(u) => undecided = Some(u),
                 }
             }
-            trace.push(step("route", cat(&["`", &route.name, "` matches"])));
-            let mut d = self.decide_route(route, req, host, &params, &body, &mut memo, &mut trace);
-            // Only a refusing route can be overruled by the refusal of all candidates.
-            if matches!(d.outcome, Outcome::Unauthorized { .. }) {
+            let mut d = match undecided {
+                Some(u) => {
+                    trace
+                        .push(step("route", cat(&["`", &route.name, "`'s condition cannot be decided: ", &u.message])));
+                    eval::invalid(u)
+                }
+                None => {
+                    trace.push(step("route", cat(&["`", &route.name, "` matches"])));
+                    self.decide_route(index, route, req, host, &params, &body, &mut memo, &mut trace)
+                }
+            };
+            // Only a refusing route can be overruled by the refusal of all candidates (a
+            // credential every candidate refuses is refused whatever the body).
+            if matches!(d.outcome, Outcome::Unauthorized { .. } | Outcome::Invalid { .. }) {
                 if let Some(refused) = self.refused_before_body(req, &candidates) {
                     return refused;
                 }
@@ -1078,6 +1111,7 @@ impl Graph {
     #[allow(clippy::too_many_arguments)]
     fn decide_route(
         &self,
+        index: usize,
         route: &RouteRt,
         req: &Request,
         host: &str,
@@ -1111,38 +1145,55 @@ impl Graph {
             memo.new_context();
         }
         let cx = Ctx { req, host, params, identity: identity.as_ref(), body };
+        let undecided = |trace: &mut Vec<TraceStep>, what: &str, u: Undecided| {
+            trace.push(step(what, cat(&["cannot be decided: ", &u.message])));
+            let mut d = eval::invalid(u);
+            d.identity = identity.clone();
+            d
+        };
+
+        // A route whose decision reads the body takes only a body the strict reader accepts.
+        if self.routes.get(index).is_some_and(|r| r.reads_body || r.counts_tokens) {
+            if let Err(e) = body.get() {
+                return undecided(trace, "body", e.clone());
+            }
+        }
 
         for (i, g) in route.guards.iter().enumerate() {
-            if self.eval(g.cond, &cx, memo).truthy() == g.refuse_when {
-                trace.push(step("guard", format!("guard {} refused the request with {}", i + 1, g.status)));
-                let mut d = Decision::new(Outcome::Denied { status: g.status, message: g.message.clone() });
-                d.identity = identity;
-                return d;
+            match self.eval(g.cond, &cx, memo).truth() {
+                Err(u) => return undecided(trace, "guard", u),
+                Ok(holds) if holds == g.refuse_when => {
+                    trace.push(step("guard", format!("guard {} refused the request with {}", i + 1, g.status)));
+                    let mut d = Decision::new(Outcome::Denied { status: g.status, message: g.message.clone() });
+                    d.identity = identity;
+                    return d;
+                }
+                Ok(_) => {}
             }
         }
 
         let mut applied = vec![];
         for l in &route.limits {
             if let Some(c) = l.cond {
-                if !self.eval(c, &cx, memo).truthy() {
-                    continue;
+                match self.eval(c, &cx, memo).truth() {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(u) => return undecided(trace, "limit", u),
                 }
             }
             match &l.model {
                 ModelRt::None => {}
                 ModelRt::Never => continue,
-                ModelRt::Regex(re) => {
-                    let model = body
-                        .get()
-                        .and_then(|b| value::body_lookup(b, &self.model_path))
-                        .map(Val::from_json)
-                        .unwrap_or(Val::Missing);
-                    if !value::regex_match(re, &model).truthy() {
-                        continue;
-                    }
-                }
+                ModelRt::Regex(re) => match value::regex_match(re, &body.field(&self.model_path)).truth() {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(u) => return undecided(trace, "limit", u),
+                },
             }
-            let key = self.limit_key(&l.key, &cx, memo);
+            let key = match self.limit_key(&l.key, &cx, memo) {
+                Ok(k) => k,
+                Err(u) => return undecided(trace, "limit", u),
+            };
             if let Some(t) = l.table {
                 applied.push(AppliedLimit { limit: t, id: l.id.clone(), key });
             }
@@ -1164,16 +1215,19 @@ impl Graph {
         d
     }
 
-    fn limit_key(&self, key: &KeyRt, cx: &Ctx<'_>, memo: &mut Memo) -> String {
+    fn limit_key(&self, key: &KeyRt, cx: &Ctx<'_>, memo: &mut Memo) -> Result<String, Undecided> {
         let id = cx.identity;
-        match key {
+        Ok(match key {
             KeyRt::Route => String::new(),
             KeyRt::Key => id.map(|i| format!("{}/{}", i.keys, i.key_name)).unwrap_or_else(|| "-".into()),
             KeyRt::Tenant => id.map(|i| i.tenant.clone()).unwrap_or_else(|| "-".into()),
             KeyRt::Client => cx.req.client_ip.clone().unwrap_or_else(|| "-".into()),
             KeyRt::Header(h) => cx.req.header(h).unwrap_or("-").to_string(),
-            KeyRt::Expr(n) => self.eval(*n, cx, memo).key_string(),
-        }
+            KeyRt::Expr(n) => match self.eval(*n, cx, memo) {
+                Val::Error(u) => return Err(u),
+                v => v.key_string(),
+            },
+        })
     }
 
     fn eval(&self, id: NodeId, cx: &Ctx<'_>, memo: &mut Memo) -> Val {
@@ -1201,17 +1255,18 @@ impl Graph {
         let s = |v: Option<&str>| v.map(|v| Val::Str(v.to_string())).unwrap_or(Val::Missing);
         match f {
             Fact::Method => Val::Str(cx.req.method.clone()),
-            Fact::Path => Val::Str(cx.req.path.clone()),
+            Fact::Path => crate::request::path_fact(&cx.req.path),
             Fact::Host => Val::Str(cx.host.to_string()),
             Fact::ClientIp => s(cx.req.client_ip.as_deref()),
             Fact::Tenant => s(cx.identity.map(|i| i.tenant.as_str())),
             Fact::Key => s(cx.identity.map(|i| i.key_name.as_str())),
-            Fact::Header(h) => s(cx.req.header(h)),
-            Fact::Query(q) => s(cx.req.query_param(q)),
-            Fact::Param(p) => s(cx.params.iter().find(|(k, _)| k == p).map(|(_, v)| v.as_str())),
-            Fact::Body(path) => {
-                cx.body.get().and_then(|b| value::body_lookup(b, path)).map(Val::from_json).unwrap_or(Val::Missing)
-            }
+            Fact::Header(h) => cx.req.header_fact(h),
+            Fact::Query(q) => cx.req.query_fact(q),
+            Fact::Param(p) => match cx.params.iter().find(|(k, _)| k == p) {
+                Some((_, v)) => crate::request::path_fact(v),
+                None => Val::Missing,
+            },
+            Fact::Body(path) => cx.body.field(path),
         }
     }
 
@@ -1303,9 +1358,10 @@ fn step(step: &str, detail: String) -> TraceStep {
 
 fn body_note(body: &Body<'_>) -> String {
     match body.parsed.get() {
-        Some(Some(_)) => "the body was parsed as JSON (once)".to_string(),
-        Some(None) if body.raw.is_none() => "the request has no body".to_string(),
-        _ => "the body is not JSON: body fields are missing".to_string(),
+        Some(Ok(Some(_))) => "the body was read as JSON (once)".to_string(),
+        Some(Ok(None)) => "the request has no body".to_string(),
+        Some(Err(e)) => cat(&["the body was refused: ", &e.message]),
+        None => "the body was not read".to_string(),
     }
 }
 
@@ -1475,7 +1531,7 @@ mod tests {
         );
         let parsed = |d: &Decision| d.trace.iter().any(|s| s.step == "body");
         let mut r = req("POST", "", "/plain");
-        r.body = Some(format!("{{\"max_tokens\": {}", "9".repeat(1 << 20)));
+        r.body = Some(format!("{{\"max_tokens\": {}", "9".repeat(1 << 20)).into_bytes());
         let d = decide(&p, &g, &r);
         assert!(!parsed(&d), "{:?}", d.trace);
         assert!(!g.wants_body(&r));
@@ -1485,8 +1541,96 @@ mod tests {
         assert!(g.wants_body(&r));
         let d = decide(&p, &g, &r);
         assert!(parsed(&d), "{:?}", d.trace);
-        r.body = Some("{\"max_tokens\": 11}".into());
+        r.body = Some(b"{\"max_tokens\": 11}".to_vec());
         assert_eq!(decide(&p, &g, &r).outcome.status(), 400);
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_refuses_and_a_missing_one_compares_false() {
+        let (p, g) = graph(
+            r#"upstream u { target "http://x" }
+               route r { when POST "/r"
+                 deny 403 "big" if body.max_tokens > 4096
+                 deny 403 "odd" if header["b"] == "1" and body.n > 1
+                 allow if body.model != "x" or header["a"] == "1"
+                 to u }"#,
+        );
+        let outcome = |body: &str, headers: &[(&str, &str)]| {
+            let mut r = req("POST", "", "/r").with_body(body);
+            r.headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            decide(&p, &g, &r).outcome
+        };
+        let invalid = |o: Outcome| matches!(o, Outcome::Invalid { code: value::INVALID_BODY, .. });
+        let forward = Outcome::Forward { upstream: "u".into() };
+        assert_eq!(outcome(r#"{"max_tokens": 9000}"#, &[]).status(), 403);
+        assert!(invalid(outcome(r#"{"max_tokens": "9000"}"#, &[])));
+        assert!(invalid(outcome(r#"{"max_tokens": null}"#, &[])));
+        assert!(invalid(outcome(r#"{"max_tokens": [1]}"#, &[])));
+        // Missing facts: `>` is false, `!=` is true.
+        assert_eq!(outcome("{}", &[]), forward);
+        assert_eq!(outcome("", &[]), forward);
+        // An undecided side matters only when the other side does not settle it.
+        assert_eq!(outcome(r#"{"model": 5}"#, &[("a", "1")]), forward);
+        assert!(invalid(outcome(r#"{"model": 5}"#, &[])));
+        assert_eq!(outcome(r#"{"n": "x"}"#, &[]), forward);
+        assert!(invalid(outcome(r#"{"n": "x"}"#, &[("b", "1")])));
+        // The route reads the body: a body the strict reader refuses is refused whatever the
+        // guards would evaluate.
+        assert!(invalid(outcome("\u{feff}{}", &[("a", "1")])));
+        assert!(invalid(outcome(r#"{"n": 1, "n": 2}"#, &[])));
+    }
+
+    #[test]
+    fn a_header_or_query_a_guard_reads_must_be_one_text_value() {
+        let (p, g) = graph(
+            r#"upstream u { target "http://x" }
+               route r { when GET "/r" deny 403 "no" if header["x-user"] == "eve" or query["u"] == "eve" to u }"#,
+        );
+        let code = |r: &Request| match decide(&p, &g, r).outcome {
+            Outcome::Invalid { code, .. } => code,
+            o => {
+                if o.status() == 403 {
+                    "denied"
+                } else {
+                    "ok"
+                }
+            }
+        };
+        let mut r = req("GET", "", "/r?u=ev%65");
+        assert_eq!(code(&r), "denied");
+        r = req("GET", "", "/r?u=bob&u=eve");
+        assert_eq!(code(&r), value::INVALID_QUERY);
+        r = req("GET", "", "/r?u=%zz");
+        assert_eq!(code(&r), value::INVALID_QUERY);
+        r = req("GET", "", "/r?u=%ff");
+        assert_eq!(code(&r), value::INVALID_QUERY);
+        r = req("GET", "", "/r?u=bob");
+        r.push_header_bytes("x-user", b"eve\xff");
+        assert_eq!(code(&r), value::INVALID_HEADER);
+        r = req("GET", "", "/r?u=bob");
+        r.push_header_bytes("X-User", b"bob");
+        r.push_header_bytes("x-user", b"eve");
+        assert_eq!(code(&r), value::INVALID_HEADER);
+        r = req("GET", "", "/r?u=bob");
+        r.push_header_bytes("x-other", b"\xff");
+        assert_eq!(code(&r), "ok");
+    }
+
+    #[test]
+    fn the_path_and_params_a_guard_reads_are_decoded_as_the_upstream_decodes_them() {
+        let (p, g) = graph(
+            r#"upstream u { target "http://x" }
+               route r { when GET "/*" deny 403 "no" if path starts_with "/admin" to u }
+               route q { when POST "/u/{name}" deny 403 "no" if param.name == "root" to u }"#,
+        );
+        let outcome = |m: &str, path: &str| decide(&p, &g, &req(m, "", path)).outcome;
+        assert_eq!(outcome("GET", "/%61dmin/x").status(), 403);
+        assert_eq!(outcome("GET", "/a+dmin").status(), 200);
+        assert!(matches!(outcome("GET", "/x/%zz"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
+        assert!(matches!(outcome("GET", "/x/%+1"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
+        assert!(matches!(outcome("GET", "/x/%ff"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
+        assert_eq!(outcome("POST", "/u/r%6Fot").status(), 403);
+        assert_eq!(outcome("POST", "/u/alice").status(), 200);
     }
 
     #[test]
@@ -1503,7 +1647,7 @@ mod tests {
         assert_eq!(g.regexes.len(), 1);
         let mut r = req("GET", "", "/r7");
         r.headers.push(("x-a".into(), "1".into()));
-        r.body = Some("{\"model\": \"gpt-4o\"}".into());
+        r.body = Some(b"{\"model\": \"gpt-4o\"}".to_vec());
         assert_eq!(decide(&p, &g, &r).outcome.status(), 403);
     }
 
@@ -1531,7 +1675,7 @@ mod tests {
         r.headers.push(("authorization".into(), "Bearer sk-2".into()));
         assert_eq!(decide(&p, &g, &r).outcome, Outcome::Unauthorized { message: eval::INVALID_KEY.into() });
         r.headers = vec![("x-api-key".into(), "sk-1".into())];
-        r.body = Some("{\"model\": \"gpt-4o\"}".into());
+        r.body = Some(b"{\"model\": \"gpt-4o\"}".to_vec());
         let d = decide(&p, &g, &r);
         assert_eq!(d.identity.as_ref().map(|i| i.tenant.as_str()), Some("acme"));
         let keys: Vec<&str> = d.limits.iter().map(|l| l.key.as_str()).collect();

@@ -3,8 +3,8 @@
 //! Stages, one module each, data flowing one way:
 //! `load` (files, imports) → `syntax` (pest → `ast`) → `resolve` (names) → `check` (types,
 //! values, semantic rules, lints) → `lower` (AST → `graph`). `eval` is the reference
-//! evaluator the graph must agree with; `fmt` prints an AST back as canonical text;
-//! `testing` runs a policy's `test` blocks.
+//! evaluator the graph must agree with; `ijson` is the strict body reader both use; `fmt`
+//! prints an AST back as canonical text; `testing` runs a policy's `test` blocks.
 
 pub mod ast;
 pub mod chars;
@@ -19,6 +19,7 @@ pub mod fmt;
 pub mod fuzzing;
 pub mod gcra;
 pub mod graph;
+pub mod ijson;
 pub mod keys;
 pub mod load;
 pub mod lower;

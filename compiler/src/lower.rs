@@ -376,7 +376,9 @@ fn lower_route(
         jwt,
         action,
         upstream,
-        reads_body,
+        // Over the syntax too: `false and body.x` folds away but still makes the route one
+        // that refuses a body the strict reader refuses (as eval decides).
+        reads_body: reads_body || eval::route_reads_body(program, route),
         counts_tokens,
     };
     let rt = RouteRt {
@@ -589,7 +591,7 @@ fn key_of(node: &Node) -> Option<Key> {
             Val::Str(s) => ConstKey::Str(s.clone()),
             Val::Num(n) => ConstKey::Num(n.to_bits()),
             Val::Bool(b) => ConstKey::Bool(*b),
-            Val::List(_) | Val::Json(_) => return None,
+            Val::List(_) | Val::Json(_) | Val::Null | Val::Error(_) => return None,
         }),
         Node::Fact(f) => Key::Fact(*f),
         Node::List(xs) => Key::List(xs.clone()),

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+use crate::value::{Undecided, Val, INVALID_HEADER, INVALID_PATH, INVALID_QUERY};
+
 /// The facts of one HTTP request that a decision may read. Header names are lower-case;
 /// `host` is lower-case without a port; `path` has no query string.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, Serialize)]
@@ -14,18 +16,98 @@ pub struct Request {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
-    /// The raw body, if the caller has it. Parsed as JSON only when a candidate route reads it.
-    pub body: Option<String>,
+    /// The raw body bytes, if the caller has them; read (strictly, by `ijson::read`) only when
+    /// a candidate route reads it. Written as text in JSON (explain requests, traces).
+    #[serde(with = "body_text")]
+    pub body: Option<Vec<u8>>,
     pub client_ip: Option<String>,
+    /// Names of headers whose value is not UTF-8 text (kept lossily in `headers`). A guard
+    /// that reads one cannot know what the upstream reads: `header_fact` is undecided.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_headers: Vec<String>,
+    /// Names of query parameters whose value is not plain text once decoded (a malformed `%`
+    /// escape, or bytes that are not UTF-8).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreadable_query: Vec<String>,
 }
 
 impl Request {
     pub fn new(method: &str, path: &str) -> Request {
-        let (path, query) = match path.split_once('?') {
-            Some((p, q)) => (p, parse_query(q)),
-            None => (path, vec![]),
+        let mut req = Request { method: method.to_string(), ..Request::default() };
+        match path.split_once('?') {
+            Some((p, q)) => {
+                req.path = p.to_string();
+                req.set_query(q);
+            }
+            None => req.path = path.to_string(),
+        }
+        req
+    }
+
+    /// Add a header from its bytes: a value that is not UTF-8 is kept lossily and noted.
+    pub fn push_header_bytes(&mut self, name: &str, value: &[u8]) {
+        let text = match std::str::from_utf8(value) {
+            Ok(t) => t.to_string(),
+            Err(_) => {
+                self.unreadable_headers.push(name.to_ascii_lowercase());
+                String::from_utf8_lossy(value).into_owned()
+            }
         };
-        Request { method: method.to_string(), path: path.to_string(), query, ..Request::default() }
+        self.headers.push((name.to_string(), text));
+    }
+
+    /// Set the query from the raw query string, noting values that do not decode cleanly.
+    pub fn set_query(&mut self, raw: &str) {
+        for part in raw.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let (name, _) = percent_decode(k);
+            let (value, clean) = percent_decode(v);
+            if !clean {
+                self.unreadable_query.push(name.clone());
+            }
+            self.query.push((name, value));
+        }
+    }
+
+    /// A header as a guard reads it: missing, its text, or undecided when its value is not
+    /// UTF-8 or the header appears more than once (readers take the first, the last, or join).
+    pub fn header_fact(&self, name: &str) -> Val {
+        let mut values = self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+        let Some((_, first)) = values.next() else { return Val::Missing };
+        let why = if values.next().is_some() {
+            "appears more than once"
+        } else if self.unreadable_headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+            "is not UTF-8 text"
+        } else {
+            return Val::Str(first.clone());
+        };
+        Val::Error(Undecided {
+            code: INVALID_HEADER,
+            message: format!("header `{name}`, which the policy reads, {why}"),
+        })
+    }
+
+    /// A query parameter as a guard reads it, with the same rules as `header_fact`.
+    pub fn query_fact(&self, name: &str) -> Val {
+        let mut values = self.query.iter().filter(|(k, _)| k == name);
+        let Some((_, first)) = values.next() else { return Val::Missing };
+        let why = if values.next().is_some() {
+            "appears more than once"
+        } else if self.unreadable_query.iter().any(|q| q == name) {
+            "is not plain text once decoded (a malformed `%` escape, or not UTF-8)"
+        } else {
+            return Val::Str(first.clone());
+        };
+        Val::Error(Undecided {
+            code: INVALID_QUERY,
+            message: format!("query parameter `{name}`, which the policy reads, {why}"),
+        })
+    }
+
+    /// Set the body from text.
+    pub fn with_body(mut self, text: impl Into<String>) -> Request {
+        self.body = Some(text.into().into_bytes());
+        self
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -40,6 +122,19 @@ impl Request {
     pub fn routing_host(&self) -> String {
         let raw = if self.host.is_empty() { self.header("host").unwrap_or("") } else { &self.host };
         normalize_host(raw)
+    }
+}
+
+/// The body as text in JSON: the bytes, lossily decoded when shown.
+mod body_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(body: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        body.as_ref().map(|b| String::from_utf8_lossy(b)).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(String::into_bytes))
     }
 }
 
@@ -58,37 +153,69 @@ pub fn normalize_host(raw: &str) -> String {
 
 /// `a=1&b=x%20y` → pairs, percent-decoded ( `+` is a space).
 pub fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
+    let mut req = Request::default();
+    req.set_query(q);
+    req.query
 }
 
-fn percent_decode(s: &str) -> String {
+/// A path, or a segment a `{param}` captured, as a guard reads it: percent-decoded as the
+/// upstream's framework decodes it (`/%61dmin` is `/admin`; `+` stays `+`); undecided when an
+/// escape is malformed or the bytes are not UTF-8. Route matching still uses the raw path.
+pub fn path_fact(raw: &str) -> Val {
+    match decode(raw, false) {
+        (text, true) => Val::Str(text),
+        (_, false) => Val::Error(Undecided {
+            code: INVALID_PATH,
+            message: "the path, which the policy reads, has a malformed `%` escape or is not UTF-8 once decoded"
+                .to_string(),
+        }),
+    }
+}
+
+/// `percent_decode` for a query (`+` is a space).
+fn percent_decode(s: &str) -> (String, bool) {
+    decode(s, true)
+}
+
+/// Decode `%XX` (and `+` as a space in a query); false when a `%` is not followed by two hex
+/// digits or the bytes are not UTF-8 (the text is then lossy).
+fn decode(s: &str, plus_is_space: bool) -> (String, bool) {
+    let mut clean = true;
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                // Two hex digits exactly (`from_str_radix` alone would take `%+1`).
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
                         i += 2;
                     }
-                    None => out.push(b'%'),
+                    None => {
+                        clean = false;
+                        out.push(b'%');
+                    }
                 }
+            }
+            b'%' => {
+                clean = false;
+                out.push(b'%');
             }
             b => out.push(b),
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    match String::from_utf8(out) {
+        Ok(s) => (s, clean),
+        Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), false),
+    }
 }
 
 /// Who the request authenticated as. Never holds the key itself.
@@ -111,6 +238,11 @@ pub enum Outcome {
     Unauthorized { message: String },
     /// A guard refused the request.
     Denied { status: u16, message: String },
+    /// The request cannot be decided as sent: 400 with `code` (`invalid_body`: a body the
+    /// strict reader refuses, or a body value of a type the policy's comparison cannot use;
+    /// `invalid_number`: `number()` of text that is not a plain decimal number), or 415 with
+    /// `unsupported_content_encoding` (a compressed body on a route that reads the body).
+    Invalid { code: &'static str, message: String },
     /// Send it to this upstream (by name).
     Forward { upstream: String },
     /// Answer with a static response.
@@ -127,6 +259,8 @@ impl Outcome {
             Outcome::MethodNotAllowed { .. } => 405,
             Outcome::Unauthorized { .. } => 401,
             Outcome::Denied { status, .. } => *status,
+            Outcome::Invalid { code, .. } if *code == crate::value::UNSUPPORTED_CONTENT_ENCODING => 415,
+            Outcome::Invalid { .. } => 400,
             Outcome::Forward { .. } | Outcome::Serve { .. } => 200,
             Outcome::Respond { status } => *status,
         }

@@ -87,7 +87,7 @@ fn run_one(
 fn refusal_message(d: &Decision) -> Option<String> {
     use crate::request::Outcome::*;
     match &d.outcome {
-        Unauthorized { message } | Denied { message, .. } => Some(message.clone()),
+        Unauthorized { message } | Denied { message, .. } | Invalid { message, .. } => Some(message.clone()),
         NoRoute => Some("no route".into()),
         MethodNotAllowed { .. } => Some("method not allowed".into()),
         _ => None,
@@ -146,6 +146,7 @@ fn describe(o: &crate::request::Outcome, status: u16) -> String {
         Respond { .. } => format!("a static response with status {status}"),
         Serve { builtin } => format!("the built-in `{builtin}` handler"),
         Denied { message, .. } | Unauthorized { message } => format!("status {status} ({message})"),
+        Invalid { code, message } => format!("status 400 ({code}: {message})"),
         NoRoute => "status 404 (no route)".to_string(),
         MethodNotAllowed { allowed } => format!("status 405 (allowed: {})", allowed.join(", ")),
     }
@@ -154,7 +155,7 @@ fn describe(o: &crate::request::Outcome, status: u16) -> String {
 fn to_request(send: &Send) -> Request {
     let mut req = Request::new(send.method.as_str(), &send.path.value);
     req.headers = send.headers.iter().map(|(k, v)| (k.value.clone(), v.value.clone())).collect();
-    req.body = send.body.as_ref().map(|b| b.value.to_string());
+    req.body = send.body.as_ref().map(|b| b.value.to_string().into_bytes());
     req.client_ip = Some(send.client.as_ref().map(|c| c.value.clone()).unwrap_or_else(|| "127.0.0.1".into()));
     req
 }
@@ -172,7 +173,7 @@ impl Metered {
     /// What `req` costs: 1 request, or the runtime's token reservation for it.
     fn cost(&self, req: &Request) -> u64 {
         let Some(estimate) = self.tokens else { return 1 };
-        let body = req.body.as_deref().and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok());
+        let body = req.body.as_deref().and_then(|b| crate::ijson::read(b).ok().flatten());
         let Some(body) = body else { return estimate.unwrap_or(1) };
         let model = body.get("model").and_then(|m| m.as_str()).unwrap_or("");
         let enc = tokens::encoding_for_model(model, tokens::Encoding::Cl100kBase);

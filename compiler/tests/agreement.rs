@@ -413,9 +413,23 @@ fn request(t: &mut Tape<'_>, v: &Vocab) -> Request {
     }
     req.body = match t.next() % 8 {
         0 => None,
-        1 => Some("{not json".to_string()),
-        2 | 3 => t.pick(&v.bodies).cloned(),
-        _ => Some(json_body(t, v).to_string()),
+        // Bodies the strict reader refuses: every route that reads the body must refuse them
+        // the same way in both engines.
+        1 => {
+            let json = json_body(t, v).to_string();
+            let refused = [
+                "{not json".to_string(),
+                format!("\u{feff}{json}"),
+                format!("{json} x"),
+                json.replacen('{', "{\"model\": NaN, ", 1),
+                json.replacen('{', "{\"a\": 1, \"a\": 2, ", 1),
+                json.replacen('{', "{\"n\": 9007199254740993, ", 1),
+                "[1, 2]".to_string(),
+            ];
+            t.pick(&refused).cloned().map(String::into_bytes)
+        }
+        2 | 3 => t.pick(&v.bodies).cloned().map(String::into_bytes),
+        _ => Some(json_body(t, v).to_string().into_bytes()),
     };
     if t.chance(60) {
         req.client_ip = Some(format!("10.0.0.{}", t.next() % 4));

@@ -253,7 +253,9 @@ async fn pipeline(
     let mut buffered: Option<Bytes> = None;
     if graph.wants_body(&greq) {
         let bytes = read_body(body.take(), settings.max_body).await?;
-        greq.body = String::from_utf8(bytes.to_vec()).ok();
+        // The decision reads these bytes with the strict reader (gw_compiler::ijson) and
+        // answers `Outcome::Invalid` for a body it refuses, before any limit or upstream.
+        greq.body = Some(bytes.to_vec());
         buffered = Some(bytes);
     }
 
@@ -281,6 +283,7 @@ async fn pipeline(
             Err(GwError::new(401, code, message.clone()))
         }
         Outcome::Denied { status, message } => Err(GwError::new(*status, "denied", message.clone())),
+        Outcome::Invalid { code, message } => Err(GwError::new(decision.outcome.status(), code, message.clone())),
         // Everything a route answers itself or forwards is subject to its limits.
         Outcome::Respond { .. } | Outcome::Serve { .. } | Outcome::Forward { .. } => {
             let route = route.ok_or_else(|| GwError::new(500, "internal", "route lost"))?;
@@ -391,9 +394,14 @@ async fn pipeline(
     }
 }
 
-/// Headers as the decision graph reads them: lower-case names, values as text.
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
+/// Headers and query as the decision graph reads them: lower-case names, values as text; a
+/// value that is not text is noted, so a guard that reads it refuses the request.
+fn with_facts(mut greq: GwRequest, headers: &HeaderMap, query: Option<&str>) -> GwRequest {
+    for (k, v) in headers {
+        greq.push_header_bytes(k.as_str(), v.as_bytes());
+    }
+    greq.set_query(query.unwrap_or(""));
+    greq
 }
 
 /// The request as the decision graph sees it.
@@ -404,15 +412,14 @@ fn gw_request<B>(req: &Request<B>, peer: SocketAddr) -> GwRequest {
         .map(|a| a.as_str().to_string())
         .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
         .unwrap_or_default();
-    GwRequest {
+    let greq = GwRequest {
         method: req.method().as_str().to_string(),
         host: gw_compiler::request::normalize_host(&host),
         path: uri.path().to_string(),
-        query: uri.query().map(gw_compiler::request::parse_query).unwrap_or_default(),
-        headers: header_pairs(req.headers()),
-        body: None,
         client_ip: Some(peer.ip().to_string()),
-    }
+        ..GwRequest::default()
+    };
+    with_facts(greq, req.headers(), uri.query())
 }
 
 /// Header count and size limits (431). hyper enforces a hard cap just above these.
@@ -827,14 +834,13 @@ fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option<ClientFaul
 
 /// A minimal request for `balance hash(...)` expressions, which read headers and the path.
 fn gw_request_light(parts: &http::request::Parts, peer: SocketAddr) -> GwRequest {
-    GwRequest {
+    let greq = GwRequest {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(gw_compiler::request::parse_query).unwrap_or_default(),
-        headers: header_pairs(&parts.headers),
         client_ip: Some(peer.ip().to_string()),
         ..GwRequest::default()
-    }
+    };
+    with_facts(greq, &parts.headers, parts.uri.query())
 }
 
 fn set_header(h: &mut HeaderMap, name: &str, value: Option<&str>) {
