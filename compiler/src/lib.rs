@@ -23,6 +23,7 @@ pub mod ijson;
 pub mod keys;
 pub mod load;
 pub mod lower;
+pub mod path;
 pub mod program;
 pub mod request;
 pub mod resolve;

@@ -160,7 +160,8 @@ pub fn parse_query(q: &str) -> Vec<(String, String)> {
 
 /// A path, or a segment a `{param}` captured, as a guard reads it: percent-decoded as the
 /// upstream's framework decodes it (`/%61dmin` is `/admin`; `+` stays `+`); undecided when an
-/// escape is malformed or the bytes are not UTF-8. Route matching still uses the raw path.
+/// escape is malformed or the bytes are not UTF-8. Routes match the path `crate::path` put in
+/// normal form.
 pub fn path_fact(raw: &str) -> Val {
     match decode(raw, false) {
         (text, true) => Val::Str(text),

@@ -60,7 +60,15 @@ fn run_one(
             TestStmtKind::Advance(d) => now = now.saturating_add(d.value),
             TestStmtKind::Send(send) => {
                 let req = to_request(send);
-                let decision = decide(&req);
+                // The path is put in normal form (or refused) before deciding, as `gw serve` does.
+                let decision = match crate::path::normalize(&req.path) {
+                    Ok(path) if path == req.path => decide(&req),
+                    Ok(path) => decide(&Request { path: path.into_owned(), ..req.clone() }),
+                    Err(why) => Decision::new(crate::request::Outcome::Invalid {
+                        code: crate::value::INVALID_PATH,
+                        message: why.to_string(),
+                    }),
+                };
                 let mut answer =
                     Answer { status: decision.outcome.status(), message: refusal_message(&decision), decision };
                 if answer.status < 400 {

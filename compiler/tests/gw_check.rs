@@ -513,3 +513,34 @@ fn errors_are_listed_before_warnings_when_the_list_is_cut() {
     assert_eq!(err.matches("gw::unused_definition").count(), 1, "{err}");
     assert!(err.contains("and 2 more diagnostic(s) not shown"), "{err}");
 }
+
+#[test]
+fn test_blocks_put_the_path_in_normal_form_as_gw_serve_does() {
+    let policy = r#"
+upstream app { target "http://127.0.0.1:9100" }
+keys app from "keys/app.keys"
+route admin {
+    when GET "/admin/*"
+    auth app
+    to   app
+}
+route public {
+    when GET "/*"
+    auth none
+    to   app
+}
+test "an escaped letter does not walk around the admin route" {
+    send   GET "/%61dmin/users"
+    expect 401
+    expect route admin
+    send   GET "/%2e%2e/admin/users"
+    expect 400
+    send   GET "/other%3Apage"
+    expect 200
+    expect route public
+}
+"#;
+    let dir = fixture(&[("paths.gwp", policy)]);
+    let out = gw_check(&["paths.gwp"], dir.path());
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+}

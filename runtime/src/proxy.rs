@@ -235,8 +235,7 @@ async fn pipeline(
     if loaded.credential_headers.iter().any(|h| req.headers().get_all(h).iter().nth(1).is_some()) {
         return Err(bad_request("ambiguous_credentials", "a credential header appears more than once"));
     }
-    let path = req.uri().path().to_string();
-    check_path(&path)?;
+    normalize_path(&mut req)?;
     if let Some(len) = content_length(req.headers())? {
         if len > settings.max_body {
             return Err(too_large(settings.max_body));
@@ -489,21 +488,23 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, GwError> {
 /// Paths are routed as sent, so a path another server would read differently (dot segments,
 /// encoded slashes or dots, backslashes) is refused rather than matched one way and served
 /// another.
-fn check_path(path: &str) -> Result<(), GwError> {
-    let bad = || Err(bad_request("invalid_path", "the request path is not in normal form"));
-    if !path.starts_with('/') {
-        return bad();
-    }
-    if path.contains('\\') {
-        return bad();
-    }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"].iter().any(|enc| lower.contains(enc)) {
-        return bad();
-    }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return bad();
-    }
+/// Put the request path in the normal form routes, guards and the upstream all read
+/// (`gw_compiler::path`), or refuse it.
+fn normalize_path<B>(req: &mut Request<B>) -> Result<(), GwError> {
+    let normal = match gw_compiler::path::normalize(req.uri().path()) {
+        Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
+        Ok(std::borrow::Cow::Owned(p)) => p,
+        Err(why) => return Err(bad_request("invalid_path", why)),
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query =
+        Some(path_and_query.parse().map_err(|_| bad_request("invalid_path", gw_compiler::path::NOT_NORMAL))?);
+    *req.uri_mut() =
+        http::Uri::from_parts(parts).map_err(|_| bad_request("invalid_path", gw_compiler::path::NOT_NORMAL))?;
     Ok(())
 }
 
