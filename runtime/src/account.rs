@@ -10,7 +10,8 @@ use std::time::{Instant, SystemTime};
 use crate::audit::AuditRecord;
 use crate::gateway::Gateway;
 use crate::idle::InFlight;
-use crate::proxy::{ConnInfo, Exchange};
+use crate::proxy::Exchange;
+use crate::server::ConnInfo;
 use crate::stream::StreamEnd;
 
 /// The status counted for a request that ended before its answer began (nginx's convention

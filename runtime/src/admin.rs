@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use crate::body::{full, Body, BoxError};
 use crate::errors::GwError;
 use crate::gateway::{unix_ms, Gateway};
-use crate::proxy::ConnInfo;
+use crate::server::ConnInfo;
 
 const MAX_ADMIN_BODY: usize = 1 << 20;
 

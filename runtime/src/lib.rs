@@ -98,7 +98,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         builder.clone(),
         limits,
         drain.clone(),
-        server::proxy_service(gw.clone()),
+        proxy::service(gw.clone()),
     )?;
     let proxy = tokio::spawn(server::accept_loop(
         listener,
@@ -106,7 +106,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         builder.clone(),
         limits,
         drain.clone(),
-        server::proxy_service(gw.clone()),
+        proxy::service(gw.clone()),
         workers,
     ));
 

@@ -24,6 +24,7 @@ use crate::gateway::{Gateway, Loaded};
 use crate::headers;
 use crate::idle::InFlight;
 use crate::limits::{admitted, never_fits, Charge, LimitCheck, LimitKind, LimitResult};
+use crate::server::{ConnInfo, ResponseFuture};
 use crate::store::Held;
 use crate::stream::{StreamEnd, Tracked};
 use crate::traffic::TenantTraffic;
@@ -89,11 +90,14 @@ pub struct UsagePlan {
     pub strip_usage_chunk: bool,
 }
 
-/// Facts about the client connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub tls: bool,
+/// The proxy service for one connection.
+pub fn service(
+    gw: Arc<Gateway>,
+) -> impl Fn(ConnInfo, InFlight, Request<Incoming>) -> ResponseFuture + Clone + Send + Sync + 'static {
+    move |info, in_flight, req| {
+        let gw = gw.clone();
+        Box::pin(async move { handle(gw, info, in_flight, req).await })
+    }
 }
 
 /// Serve one request. Never fails: every problem becomes an error response. The request is
