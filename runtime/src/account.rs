@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::audit::AuditRecord;
+use crate::exchange::Exchange;
 use crate::gateway::Gateway;
 use crate::idle::InFlight;
-use crate::proxy::Exchange;
 use crate::server::ConnInfo;
 use crate::stream::StreamEnd;
 
