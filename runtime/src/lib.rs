@@ -27,6 +27,7 @@ pub mod tls;
 pub mod traffic;
 pub mod upstream;
 pub mod usage;
+pub mod views;
 pub mod watch;
 
 use std::sync::Arc;

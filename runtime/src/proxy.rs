@@ -16,7 +16,7 @@ use crate::exchange::{Exchange, TenantGuard};
 use crate::gateway::Gateway;
 use crate::headers;
 use crate::idle::InFlight;
-use crate::phases::{decide, finish, forward, inspect, limit, respond, upstream_request, Ctx, Stop};
+use crate::phases::{decide, finish, forward, inspect, limit, respond, target, upstream_request, Ctx, Stop};
 use crate::server::{ConnInfo, ResponseFuture};
 
 /// The proxy service for one connection.
@@ -95,7 +95,7 @@ async fn pipeline(
     }
 
     let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, x);
-    let to = forward::pick(ctx.loaded, route, &decision, &parts, ctx.conn.peer, x)?;
+    let to = target::pick(ctx.loaded, route, &decision, &parts, ctx.conn.peer, x)?;
     let websocket = route.websocket && client_upgrade.is_some();
     let up_req = upstream_request::build(ctx, route, &decision, parts, up_body, &to, websocket)?;
     let mut resp = forward::send(ctx, &to, up_req, websocket, client_upgrade, x).await?;

@@ -1,4 +1,4 @@
-//! Phase 7, finish: the headers every answer carries, whether the connection can carry the
+//! Phase 8, finish: the headers every answer carries, whether the connection can carry the
 //! next request, and the answer's body wired to the request's accounting: token budgets
 //! reconciled and the `Account` dropped when its last byte leaves (or the client does).
 

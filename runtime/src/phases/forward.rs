@@ -1,13 +1,10 @@
-//! Phase 6, forward: a target of the route's upstream picked, the request sent (within the
-//! upstream's connection slots and timeout), failures mapped to gateway errors, and the
-//! answer streamed back, or a websocket spliced.
+//! Phase 7, forward: the request sent to the picked target (within the upstream's connection
+//! slots and timeout), failures mapped to gateway errors, and the answer streamed back, or a
+//! websocket spliced.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use gw_compiler::graph::{RouteInfo, UpstreamInfo};
-use gw_compiler::request::Decision;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -15,44 +12,11 @@ use hyper::body::Incoming;
 use crate::body::{empty, Body, BoxError};
 use crate::errors::{bad_request, GwError};
 use crate::exchange::{Exchange, Hold};
-use crate::gateway::Loaded;
 use crate::headers;
-use crate::phases::inspect::{gw_request_light, too_large};
+use crate::phases::inspect::too_large;
+use crate::phases::target::Picked;
 use crate::phases::upstream_request::ClientBodyError;
 use crate::phases::Ctx;
-use crate::upstream::{Target, Upstream};
-
-/// The upstream and target a request goes to.
-pub struct Picked<'a> {
-    pub upstream: &'a Upstream,
-    pub info: &'a UpstreamInfo,
-    pub target: &'a Target,
-}
-
-/// The route's upstream, and one of its targets by the upstream's balancing.
-pub fn pick<'a>(
-    loaded: &'a Loaded,
-    route: &RouteInfo,
-    decision: &Decision,
-    parts: &http::request::Parts,
-    peer: SocketAddr,
-    x: &mut Exchange,
-) -> Result<Picked<'a>, GwError> {
-    let graph = &loaded.policy.graph;
-    let up_index = route.upstream.ok_or_else(|| GwError::new(502, "no_upstream", "the route has no upstream"))?;
-    let upstream = &loaded.upstreams[up_index];
-    let up_info = &graph.upstreams()[up_index];
-    let hash_key = match upstream.balance {
-        gw_compiler::graph::BalanceInfo::Hash => graph.balance_key(up_index, &gw_request_light(parts, peer), decision),
-        _ => None,
-    };
-    let target = upstream.pick(hash_key.as_deref());
-    x.upstream = Some(upstream.name.clone());
-    x.target = Some(
-        target.authority.host().to_string() + &target.authority.port().map(|p| format!(":{p}")).unwrap_or_default(),
-    );
-    Ok(Picked { upstream, info: up_info, target })
-}
 
 /// Send the request to the picked target and stream the answer back.
 pub async fn send(

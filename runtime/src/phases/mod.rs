@@ -7,10 +7,11 @@
 //! 3. `limit`: the route's limits charged in the store; 429/503 refusals, rate headers, and
 //!    what token budgets reconcile when the answer ends.
 //! 4. `respond`: what a route answers itself (static responses and builtins).
-//! 5. `upstream_request`: the request the upstream sees (path rewrite, query, credentials
+//! 5. `target`: the route's upstream, and a target by its balancing.
+//! 6. `upstream_request`: the request the upstream sees (path rewrite, query, credentials
 //!    removed, headers set, forwarded and trace headers, the body).
-//! 6. `forward`: a target picked, the request sent, failures mapped to errors, websockets spliced.
-//! 7. `finish`: the answer's headers, whether the connection carries another request, and
+//! 7. `forward`: the request sent, failures mapped to errors, websockets spliced.
+//! 8. `finish`: the answer's headers, whether the connection carries another request, and
 //!    the accounting when the answer's last byte leaves.
 //!
 //! A phase may use an earlier one, never a later one.
@@ -21,6 +22,7 @@ pub mod forward;
 pub mod inspect;
 pub mod limit;
 pub mod respond;
+pub mod target;
 pub mod upstream_request;
 
 use http::Response;

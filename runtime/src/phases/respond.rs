@@ -60,8 +60,8 @@ fn serve_builtin(gw: &Gateway, loaded: &Loaded, builtin: &str) -> Response<Body>
             "application/json",
             serde_json::json!({"status": "ready", "generation": loaded.policy.generation}).to_string(),
         ),
-        "upstreams" => ("application/json", crate::admin::upstreams_view(gw).to_string()),
-        "usage" => ("application/json", crate::admin::usage_view(gw).to_string()),
+        "upstreams" => ("application/json", crate::views::upstreams_view(gw).to_string()),
+        "usage" => ("application/json", crate::views::usage_view(gw).to_string()),
         _ => ("application/json", r#"{"status":"ok"}"#.to_string()),
     };
     let mut resp = Response::new(full(body));

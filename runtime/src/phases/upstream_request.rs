@@ -1,4 +1,4 @@
-//! Phase 5, the upstream request: the path and query the upstream sees, the client's
+//! Phase 6, the upstream request: the path and query the upstream sees, the client's
 //! credential removed, the route's and upstream's headers set, forwarded and trace headers,
 //! and the body (the one read, or the client's stream, bounded and counted).
 
@@ -16,7 +16,7 @@ use crate::body::{empty, full, Body, BoxError};
 use crate::errors::{bad_request, GwError};
 use crate::exchange::Exchange;
 use crate::headers;
-use crate::phases::forward::Picked;
+use crate::phases::target::Picked;
 use crate::phases::Ctx;
 
 /// The body the upstream gets: the bytes already read, or the client's body streamed
