@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use subtle::ConstantTimeEq;
 
 use crate::body::{full, Body, BoxError};
-use crate::errors::GwError;
+use crate::errors::{Code, GwError};
 use crate::gateway::Gateway;
 use crate::server::ConnInfo;
 use crate::views::{policy_view, upstreams_view, usage_view};
@@ -76,7 +76,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         _ => {}
     }
     if !authorized(gw, &req) {
-        return Err(GwError::new(401, "invalid_admin_token", "the admin token is missing or wrong"));
+        return Err(GwError::new(Code::InvalidAdminToken, "the admin token is missing or wrong"));
     }
     match (method, path.as_str()) {
         (Method::GET, "/metrics") => {
@@ -89,10 +89,9 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         (Method::GET, "/admin/upstreams") => Ok(json(StatusCode::OK, upstreams_view(gw))),
         (Method::POST, "/admin/explain") => {
             let body = read(req).await?;
-            let text =
-                std::str::from_utf8(&body).map_err(|_| GwError::new(400, "bad_body", "the body is not UTF-8"))?;
+            let text = std::str::from_utf8(&body).map_err(|_| GwError::new(Code::BadBody, "the body is not UTF-8"))?;
             let request =
-                gw_compiler::cli::parse_request(text).map_err(|e| GwError::new(400, "bad_request_description", e))?;
+                gw_compiler::cli::parse_request(text).map_err(|e| GwError::new(Code::BadRequestDescription, e))?;
             let policy = gw.policy();
             let decision = policy.policy.graph.decide(&request);
             Ok(json(
@@ -107,7 +106,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         }
         (Method::POST, "/admin/tokens") => {
             let body = read(req).await?;
-            let counted = crate::budget::count_request(&body).map_err(|m| GwError::new(400, "bad_token_request", m))?;
+            let counted = crate::budget::count_request(&body).map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
             Ok(json(StatusCode::OK, counted))
         }
         (Method::POST, "/admin/reload") => {
@@ -118,8 +117,8 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         (
             _,
             "/metrics" | "/admin/policy" | "/admin/usage" | "/admin/upstreams" | "/admin/explain" | "/admin/reload",
-        ) => Err(GwError::new(405, "method_not_allowed", "wrong method for this admin endpoint")),
-        _ => Err(GwError::new(404, "no_route", format!("no admin endpoint {path}"))),
+        ) => Err(GwError::new(Code::MethodNotAllowed, "wrong method for this admin endpoint")),
+        _ => Err(GwError::new(Code::NoRoute, format!("no admin endpoint {path}"))),
     }
 }
 
@@ -128,5 +127,5 @@ async fn read(req: Request<Incoming>) -> Result<Bytes, GwError> {
         .collect()
         .await
         .map(|c| c.to_bytes())
-        .map_err(|_| GwError::new(413, "request_too_large", "admin request bodies are limited to 1 MiB"))
+        .map_err(|_| GwError::new(Code::RequestTooLarge, "admin request bodies are limited to 1 MiB"))
 }

@@ -53,7 +53,7 @@ pub async fn handle(
     let mut resp = match result {
         Ok(resp) | Err(Stop::Answer(resp)) => resp,
         Err(Stop::Error(e)) => {
-            account.x.error = Some(e.code);
+            account.x.error = Some(e.code.as_str());
             e.into_response(&request_id)
         }
     };

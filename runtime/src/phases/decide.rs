@@ -8,7 +8,7 @@ use gw_compiler::request::{Decision, Outcome, Request as GwRequest};
 use http::header::HeaderValue;
 use hyper::body::Incoming;
 
-use crate::errors::GwError;
+use crate::errors::{Code, GwError};
 use crate::exchange::Exchange;
 use crate::phases::inspect::read_body;
 use crate::phases::{Ctx, Stop};
@@ -51,10 +51,10 @@ pub async fn decide<'a>(
     }
     match &decision.outcome {
         Outcome::NoRoute => {
-            Err(GwError::new(404, "no_route", format!("no route for {} {}", greq.method, greq.path)).into())
+            Err(GwError::new(Code::NoRoute, format!("no route for {} {}", greq.method, greq.path)).into())
         }
         Outcome::MethodNotAllowed { allowed } => {
-            let mut resp = GwError::new(405, "method_not_allowed", format!("{} is not allowed here", greq.method))
+            let mut resp = GwError::new(Code::MethodNotAllowed, format!("{} is not allowed here", greq.method))
                 .into_response(ctx.request_id);
             if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
                 resp.headers_mut().insert(http::header::ALLOW, v);
@@ -62,13 +62,16 @@ pub async fn decide<'a>(
             Err(Stop::Answer(resp))
         }
         Outcome::Unauthorized { message } => {
-            let code = if message == gw_compiler::eval::MISSING_KEY { "missing_api_key" } else { "invalid_api_key" };
-            Err(GwError::new(401, code, message.clone()).into())
+            let code =
+                if message == gw_compiler::eval::MISSING_KEY { Code::MissingApiKey } else { Code::InvalidApiKey };
+            Err(GwError::new(code, message.clone()).into())
         }
-        Outcome::Denied { status, message } => Err(GwError::new(*status, "denied", message.clone()).into()),
+        Outcome::Denied { status, message } => {
+            Err(GwError::new(Code::Denied, message.clone()).with_status(*status).into())
+        }
         // Everything a route answers itself or forwards is subject to its limits.
         Outcome::Respond { .. } | Outcome::Serve { .. } | Outcome::Forward { .. } => {
-            let route = route.ok_or_else(|| GwError::new(500, "internal", "route lost"))?;
+            let route = route.ok_or_else(|| GwError::new(Code::Internal, "route lost"))?;
             Ok(Decided { decision, route, buffered })
         }
     }

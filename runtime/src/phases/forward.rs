@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{empty, Body, BoxError};
-use crate::errors::{bad_request, GwError};
+use crate::errors::{Code, GwError};
 use crate::exchange::{Exchange, Hold};
 use crate::headers;
 use crate::phases::inspect::too_large;
@@ -31,7 +31,7 @@ pub async fn send(
     let _slot = match &upstream.slots {
         Some(sem) => match tokio::time::timeout(upstream.queue_timeout, sem.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
-            _ => return Err(GwError::new(503, "upstream_busy", "the upstream has no free connection")),
+            _ => return Err(GwError::new(Code::UpstreamBusy, "the upstream has no free connection")),
         },
         None => None,
     };
@@ -50,7 +50,7 @@ pub async fn send(
     let resp = match sent {
         Err(_) => {
             gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "timeout"]).inc();
-            return Err(GwError::new(504, "upstream_timeout", "the upstream did not answer in time"));
+            return Err(GwError::new(Code::UpstreamTimeout, "the upstream did not answer in time"));
         }
         Ok(Err(e)) => {
             match client_body_error(&e) {
@@ -58,14 +58,14 @@ pub async fn send(
                     return Err(too_large(ctx.loaded.policy.graph.settings().max_body).closing())
                 }
                 Some(ClientFault::Malformed) => {
-                    return Err(bad_request("bad_body", "the request body is malformed or was cut off").closing())
+                    return Err(GwError::new(Code::BadBody, "the request body is malformed or was cut off").closing())
                 }
                 None => {}
             }
             let kind = if e.is_connect() { "connect" } else { "protocol" };
             gw.metrics.upstream_errors.with_label_values(&[&upstream.name, kind]).inc();
             tracing::warn!(upstream = %upstream.name, kind, error = %e, "upstream request failed");
-            return Err(GwError::new(502, "upstream_unavailable", "the upstream could not be reached"));
+            return Err(GwError::new(Code::UpstreamUnavailable, "the upstream could not be reached"));
         }
         Ok(Ok(resp)) => resp,
     };

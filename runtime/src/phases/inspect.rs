@@ -11,7 +11,7 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::errors::{bad_request, GwError};
+use crate::errors::{Code, GwError};
 use crate::gateway::Loaded;
 
 /// The checks on a request's head, in order: size, framing, credentials, path, length.
@@ -21,7 +21,7 @@ pub fn check(loaded: &Loaded, req: &Request<()>) -> Result<(), GwError> {
     check_framing(req)?;
     // Two credentials where one is read: which one counts would depend on the reader.
     if loaded.credential_headers.iter().any(|h| req.headers().get_all(h).iter().nth(1).is_some()) {
-        return Err(bad_request("ambiguous_credentials", "a credential header appears more than once"));
+        return Err(GwError::new(Code::AmbiguousCredentials, "a credential header appears more than once"));
     }
     let path = req.uri().path().to_string();
     check_path(&path)?;
@@ -74,7 +74,7 @@ fn check_head(headers: &HeaderMap, max_headers: u64, max_bytes: u64) -> Result<(
     let count = headers.len() as u64;
     let bytes: u64 = headers.iter().map(|(k, v)| (k.as_str().len() + v.len() + 4) as u64).sum();
     if count > max_headers || bytes > max_bytes {
-        return Err(GwError::new(431, "headers_too_large", "request headers are too large or too many").closing());
+        return Err(GwError::new(Code::HeadersTooLarge, "request headers are too large or too many").closing());
     }
     Ok(())
 }
@@ -84,7 +84,7 @@ fn check_head(headers: &HeaderMap, max_headers: u64, max_bytes: u64) -> Result<(
 /// closed after the answer.
 fn check_framing<B>(req: &Request<B>) -> Result<(), GwError> {
     let headers = req.headers();
-    let ambiguous = |message: &str| Err(bad_request("ambiguous_framing", message).closing());
+    let ambiguous = |message: &str| Err(GwError::new(Code::AmbiguousFraming, message).closing());
     let te: Vec<&HeaderValue> = headers.get_all(http::header::TRANSFER_ENCODING).iter().collect();
     let cl: Vec<&HeaderValue> = headers.get_all(http::header::CONTENT_LENGTH).iter().collect();
     if !te.is_empty() && !cl.is_empty() {
@@ -100,21 +100,23 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), GwError> {
     }
     let hosts: Vec<&HeaderValue> = headers.get_all(http::header::HOST).iter().collect();
     if hosts.len() > 1 {
-        return Err(bad_request("invalid_host", "more than one Host header").closing());
+        return Err(GwError::new(Code::InvalidHost, "more than one Host header").closing());
     }
     if req.version() == http::Version::HTTP_11 && hosts.is_empty() && req.uri().authority().is_none() {
-        return Err(bad_request("invalid_host", "an HTTP/1.1 request needs a Host header").closing());
+        return Err(GwError::new(Code::InvalidHost, "an HTTP/1.1 request needs a Host header").closing());
     }
     // An absolute-form target naming another host than `Host` would be routed on one and
     // read as the other by the next hop.
     if let (Some(authority), Some(host)) = (req.uri().authority(), hosts.first()) {
         if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) {
-            return Err(bad_request("invalid_host", "the request target and Host name different hosts").closing());
+            return Err(GwError::new(Code::InvalidHost, "the request target and Host name different hosts").closing());
         }
     }
     for (name, value) in headers {
         if value.as_bytes().iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(bad_request("invalid_header", format!("header `{name}` holds a control character")).closing());
+            return Err(
+                GwError::new(Code::InvalidHeader, format!("header `{name}` holds a control character")).closing()
+            );
         }
     }
     Ok(())
@@ -129,7 +131,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, GwError> {
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
             .map(Some)
-            .ok_or_else(|| bad_request("invalid_content_length", "Content-Length is not a number")),
+            .ok_or_else(|| GwError::new(Code::InvalidContentLength, "Content-Length is not a number")),
     }
 }
 
@@ -137,7 +139,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, GwError> {
 /// encoded slashes or dots, backslashes) is refused rather than matched one way and served
 /// another.
 fn check_path(path: &str) -> Result<(), GwError> {
-    let bad = || Err(bad_request("invalid_path", "the request path is not in normal form"));
+    let bad = || Err(GwError::new(Code::InvalidPath, "the request path is not in normal form"));
     if !path.starts_with('/') {
         return bad();
     }
@@ -155,7 +157,7 @@ fn check_path(path: &str) -> Result<(), GwError> {
 }
 
 pub fn too_large(max: u64) -> GwError {
-    GwError::new(413, "request_too_large", format!("the request body is larger than {max} bytes"))
+    GwError::new(Code::RequestTooLarge, format!("the request body is larger than {max} bytes"))
 }
 
 pub async fn read_body(body: Option<Incoming>, max: u64) -> Result<Bytes, GwError> {
@@ -164,7 +166,7 @@ pub async fn read_body(body: Option<Incoming>, max: u64) -> Result<Bytes, GwErro
         Ok(collected) => Ok(collected.to_bytes()),
         // The rest of the body is unread: the connection cannot carry another request.
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large(max).closing()),
-        Err(_) => Err(bad_request("bad_body", "the request body could not be read").closing()),
+        Err(_) => Err(GwError::new(Code::BadBody, "the request body could not be read").closing()),
     }
 }
 

@@ -9,7 +9,7 @@ use http::header::HeaderValue;
 use http::HeaderMap;
 
 use crate::budget::{Reconcile, TokenPlan};
-use crate::errors::GwError;
+use crate::errors::{Code, GwError};
 use crate::exchange::{Exchange, UsagePlan};
 use crate::gateway::{Gateway, Loaded};
 use crate::limits::{admitted, never_fits, Charge, LimitCheck, LimitKind, LimitResult};
@@ -38,8 +38,7 @@ pub async fn check(
         gw.metrics.limit_decisions.with_label_values(&[&check.id, "too_large"]).inc();
         let budget = describe_limit(graph, &check.id);
         return Err(GwError::new(
-            400,
-            "request_too_large_for_budget",
+            Code::RequestTooLargeForBudget,
             format!(
                 "this request reserves {cost} tokens, more than {budget} can ever admit at once; \
                  lower max_tokens or shorten the prompt"
@@ -126,21 +125,20 @@ fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str, plan: Op
 /// limit store could not be asked and `on_error deny` refused. The limit's id goes to the log.
 fn refusal(graph: &gw_compiler::graph::Graph, results: &[LimitResult]) -> GwError {
     let Some(r) = results.iter().find(|r| !r.allowed && !r.shadow) else {
-        return GwError::new(429, "rate_limit_exceeded", "rate limit exceeded");
+        return GwError::new(Code::RateLimitExceeded, "rate limit exceeded");
     };
     tracing::debug!(limit = %r.id, fallback = r.fallback, "limit refused the request");
     if r.fallback {
         return GwError::new(
-            503,
-            "limit_store_unavailable",
+            Code::LimitStoreUnavailable,
             "the limit store is unavailable and the policy refuses requests it cannot count; retry later",
         );
     }
     let limit = describe_limit(graph, &r.id);
     match r.kind {
-        LimitKind::Concurrent => GwError::new(429, "concurrency_limit_exceeded", format!("{limit} is reached")),
-        LimitKind::Tokens => GwError::new(429, "token_limit_exceeded", format!("{limit} is spent for now")),
-        LimitKind::Requests => GwError::new(429, "rate_limit_exceeded", format!("{limit} is exceeded")),
+        LimitKind::Concurrent => GwError::new(Code::ConcurrencyLimitExceeded, format!("{limit} is reached")),
+        LimitKind::Tokens => GwError::new(Code::TokenLimitExceeded, format!("{limit} is spent for now")),
+        LimitKind::Requests => GwError::new(Code::RateLimitExceeded, format!("{limit} is exceeded")),
     }
 }
 

@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{empty, full, Body};
-use crate::errors::{bad_request, GwError};
+use crate::errors::{Code, GwError};
 use crate::gateway::{Gateway, Loaded};
 use crate::phases::inspect::read_body;
 use crate::phases::Ctx;
@@ -30,7 +30,7 @@ pub async fn answer(
                 Some(b) => b,
                 None => read_body(body.take(), settings.max_body).await?,
             };
-            let counted = crate::budget::count_request(&bytes).map_err(|m| bad_request("bad_token_request", m))?;
+            let counted = crate::budget::count_request(&bytes).map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
             let mut resp = Response::new(full(counted.to_string()));
             resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use gw_compiler::graph::{RouteInfo, UpstreamInfo};
 use gw_compiler::request::Decision;
 
-use crate::errors::GwError;
+use crate::errors::{Code, GwError};
 use crate::exchange::Exchange;
 use crate::gateway::Loaded;
 use crate::phases::inspect::gw_request_light;
@@ -29,7 +29,7 @@ pub fn pick<'a>(
     x: &mut Exchange,
 ) -> Result<Picked<'a>, GwError> {
     let graph = &loaded.policy.graph;
-    let up_index = route.upstream.ok_or_else(|| GwError::new(502, "no_upstream", "the route has no upstream"))?;
+    let up_index = route.upstream.ok_or_else(|| GwError::new(Code::NoUpstream, "the route has no upstream"))?;
     let upstream = &loaded.upstreams[up_index];
     let up_info = &graph.upstreams()[up_index];
     let hash_key = match upstream.balance {

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::body::{empty, full, Body, BoxError};
-use crate::errors::{bad_request, GwError};
+use crate::errors::{Code, GwError};
 use crate::exchange::Exchange;
 use crate::headers;
 use crate::phases::target::Picked;
@@ -68,7 +68,7 @@ pub fn build(
         .authority(target.authority.clone())
         .path_and_query(path_and_query)
         .build()
-        .map_err(|_| bad_request("invalid_path", "the rewritten path is not a valid URI"))?;
+        .map_err(|_| GwError::new(Code::InvalidPath, "the rewritten path is not a valid URI"))?;
 
     let mut h = parts.headers;
     headers::remove_hop_by_hop(&mut h);
@@ -97,7 +97,7 @@ pub fn build(
     *up_req.uri_mut() = uri;
     *up_req.headers_mut() = h;
     if parts.method == Method::CONNECT {
-        return Err(GwError::new(405, "method_not_allowed", "CONNECT is not proxied"));
+        return Err(GwError::new(Code::MethodNotAllowed, "CONNECT is not proxied"));
     }
     Ok(up_req)
 }
