@@ -15,7 +15,6 @@ pub mod headers;
 pub mod idle;
 pub mod limits;
 pub mod metrics;
-pub mod mock;
 pub mod phases;
 pub mod policy;
 pub mod proxy;
