@@ -209,12 +209,14 @@ mod tests {
         }
         for (status, code) in &table {
             let known = Code::ALL.iter().find(|c| c.as_str() == code);
-            let Some(known) = known else { panic!("README.md lists `{code}`, which gw does not answer") };
-            assert!(
-                *status == known.status() || *known == Code::Denied,
-                "README.md lists `{code}` with {status}, gw answers {}",
-                known.status()
-            );
+            assert!(known.is_some(), "README.md lists `{code}`, which gw does not answer");
+            if let Some(known) = known {
+                assert!(
+                    *status == known.status() || *known == Code::Denied,
+                    "README.md lists `{code}` with {status}, gw answers {}",
+                    known.status()
+                );
+            }
         }
     }
 }
