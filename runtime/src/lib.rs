@@ -1,7 +1,8 @@
 //! The gw gateway runtime: serves HTTP through a compiled policy graph.
 //!
-//! Data flows one way: `server` accepts connections → `proxy` runs the pipeline on the
-//! `gateway`'s current policy → `upstream` forwards → `stream` passes the answer back.
+//! Data flows one way: `server` accepts connections → `proxy` runs the request phases of
+//! `phases` in order on the `gateway`'s current policy → `upstream` forwards → `stream`
+//! passes the answer back. `runtime/README.md` has the map.
 
 pub mod account;
 pub mod admin;

@@ -73,7 +73,7 @@ async fn pipeline(
 ) -> Result<Response<Body>, Stop> {
     let (gw, graph) = (ctx.gw, &ctx.loaded.policy.graph);
     inspect::check(ctx.loaded, &req)?;
-    let greq = inspect::gw_request(&req, ctx.conn.peer);
+    let greq = inspect::request_view(&req, ctx.conn.peer);
     let client_upgrade = inspect::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, ()) = req.into_parts();
 
@@ -90,6 +90,7 @@ async fn pipeline(
     if let Some(plan) = plan {
         x.usage = Some(limit::usage_plan(gw, plan, &admitted, &mut buffered, &mut parts.headers));
     }
+    // The request counts in its tenant's traffic until its answer ends.
     if let Some(id) = &decision.identity {
         x.hold.tenant = Some(TenantGuard::start(gw.traffic.tenant(&id.tenant)));
     }

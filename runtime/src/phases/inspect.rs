@@ -39,7 +39,7 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// The request as the decision graph sees it.
-pub fn gw_request<B>(req: &Request<B>, peer: SocketAddr) -> GwRequest {
+pub fn request_view<B>(req: &Request<B>, peer: SocketAddr) -> GwRequest {
     let uri = req.uri();
     let host = uri
         .authority()
@@ -58,7 +58,7 @@ pub fn gw_request<B>(req: &Request<B>, peer: SocketAddr) -> GwRequest {
 }
 
 /// A minimal request for `balance hash(...)` expressions, which read headers and the path.
-pub fn gw_request_light(parts: &http::request::Parts, peer: SocketAddr) -> GwRequest {
+pub fn balance_view(parts: &http::request::Parts, peer: SocketAddr) -> GwRequest {
     GwRequest {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),

@@ -9,7 +9,7 @@ use gw_compiler::request::Decision;
 use crate::errors::{Code, GwError};
 use crate::exchange::Exchange;
 use crate::gateway::Loaded;
-use crate::phases::inspect::gw_request_light;
+use crate::phases::inspect::balance_view;
 use crate::upstream::{Target, Upstream};
 
 /// The upstream and target a request goes to.
@@ -33,7 +33,7 @@ pub fn pick<'a>(
     let upstream = &loaded.upstreams[up_index];
     let up_info = &graph.upstreams()[up_index];
     let hash_key = match upstream.balance {
-        gw_compiler::graph::BalanceInfo::Hash => graph.balance_key(up_index, &gw_request_light(parts, peer), decision),
+        gw_compiler::graph::BalanceInfo::Hash => graph.balance_key(up_index, &balance_view(parts, peer), decision),
         _ => None,
     };
     let target = upstream.pick(hash_key.as_deref());
