@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::audit::AuditRecord;
+use crate::exchange::Exchange;
 use crate::gateway::Gateway;
 use crate::idle::InFlight;
-use crate::proxy::{ConnInfo, Exchange};
+use crate::server::ConnInfo;
 use crate::stream::StreamEnd;
 
 /// The status counted for a request that ended before its answer began (nginx's convention

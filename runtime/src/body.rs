@@ -1,4 +1,4 @@
-//! Body types shared by the proxy, the admin listener and the mock upstream.
+//! Body types shared by the proxy and the admin listener.
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};

@@ -146,6 +146,7 @@ pub fn count_request(body: &[u8]) -> Result<Value, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::count_request;
 

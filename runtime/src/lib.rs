@@ -1,7 +1,8 @@
 //! The gw gateway runtime: serves HTTP through a compiled policy graph.
 //!
-//! Data flows one way: `server` accepts connections → `proxy` runs the pipeline on the
-//! `gateway`'s current policy → `upstream` forwards → `stream` passes the answer back.
+//! Data flows one way: `server` accepts connections → `proxy` runs the request phases of
+//! `phases` in order on the `gateway`'s current policy → `upstream` forwards → `stream`
+//! passes the answer back. `runtime/README.md` has the map.
 
 pub mod account;
 pub mod admin;
@@ -9,12 +10,13 @@ pub mod audit;
 pub mod body;
 pub mod budget;
 pub mod errors;
+pub mod exchange;
 pub mod gateway;
 pub mod headers;
 pub mod idle;
 pub mod limits;
 pub mod metrics;
-pub mod mock;
+pub mod phases;
 pub mod policy;
 pub mod proxy;
 pub mod redis_store;
@@ -25,6 +27,7 @@ pub mod tls;
 pub mod traffic;
 pub mod upstream;
 pub mod usage;
+pub mod views;
 pub mod watch;
 
 use std::sync::Arc;
@@ -98,7 +101,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         builder.clone(),
         limits,
         drain.clone(),
-        server::proxy_service(gw.clone()),
+        proxy::service(gw.clone()),
     )?;
     let proxy = tokio::spawn(server::accept_loop(
         listener,
@@ -106,7 +109,7 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         builder.clone(),
         limits,
         drain.clone(),
-        server::proxy_service(gw.clone()),
+        proxy::service(gw.clone()),
         workers,
     ));
 

@@ -12,8 +12,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use gw_compiler::diagnostics::Style;
+#[cfg(feature = "quickstart")]
+use gw_mock::MockConfig;
 use gw_runtime::gateway::Gateway;
-use gw_runtime::mock::MockConfig;
 use gw_runtime::policy::PolicySource;
 use gw_runtime::Overrides;
 
@@ -53,6 +54,7 @@ enum Command {
         args: Vec<std::ffi::OsString>,
     },
     /// Run the mock OpenAI-compatible upstream.
+    #[cfg(feature = "quickstart")]
     Mock(MockConfig),
     /// Print the version.
     Version,
@@ -80,6 +82,25 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
+/// The quickstart's mock upstream, in-process, on its default address.
+#[cfg(feature = "quickstart")]
+async fn spawn_mock() -> Result<(), String> {
+    let cfg = MockConfig::default();
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| format!("cannot start the built-in mock upstream on {}: {e}", cfg.listen))?;
+    tracing::info!("built-in mock upstream on http://{}", cfg.listen);
+    tokio::spawn(gw_mock::serve(listener, cfg));
+    Ok(())
+}
+
+/// Built without the quickstart: the default policy's upstream is whatever listens there.
+#[cfg(not(feature = "quickstart"))]
+async fn spawn_mock() -> Result<(), String> {
+    tracing::warn!("built without the mock upstream (feature `quickstart`): not starting it");
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -90,9 +111,10 @@ fn main() -> ExitCode {
         Command::Check { args } => {
             gw_compiler::check_cmd::main_with_args(std::iter::once("gw check".into()).chain(args))
         }
+        #[cfg(feature = "quickstart")]
         Command::Mock(cfg) => {
             init_logging(LogFormat::Human);
-            let result = runtime().and_then(|rt| rt.block_on(gw_runtime::mock::run(cfg)));
+            let result = runtime().and_then(|rt| rt.block_on(gw_mock::run(cfg)));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -125,12 +147,7 @@ fn main() -> ExitCode {
             };
             let result = rt.block_on(async move {
                 if start_mock {
-                    let cfg = MockConfig::default();
-                    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-                        .await
-                        .map_err(|e| format!("cannot start the built-in mock upstream on {}: {e}", cfg.listen))?;
-                    tracing::info!("built-in mock upstream on http://{}", cfg.listen);
-                    tokio::spawn(gw_runtime::mock::serve(listener, cfg));
+                    spawn_mock().await?;
                 }
                 gw_runtime::serve(gw, Overrides { listen, admin, workers }).await
             });

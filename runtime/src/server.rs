@@ -17,9 +17,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{Body, BoxError};
-use crate::gateway::Gateway;
 use crate::idle::{ActivityIo, ConnState, InFlight, Phase};
-use crate::proxy::{self, ConnInfo};
+
+/// Facts about the client connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
 
 /// Tells connections to finish and tracks how many are left.
 #[derive(Clone)]
@@ -383,16 +388,6 @@ where
 
 /// What a connection's service returns for one request.
 pub type ResponseFuture = std::pin::Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-/// The proxy service for one connection.
-pub fn proxy_service(
-    gw: Arc<Gateway>,
-) -> impl Fn(ConnInfo, InFlight, Request<Incoming>) -> ResponseFuture + Clone + Send + Sync + 'static {
-    move |info, in_flight, req| {
-        let gw = gw.clone();
-        Box::pin(async move { proxy::handle(gw, info, in_flight, req).await })
-    }
-}
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {

@@ -3,6 +3,8 @@
 //! one `gw_requests_total` count and one audit line with its reason, and nothing stays in
 //! `gw_requests_in_flight`.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::io::{Read, Write};

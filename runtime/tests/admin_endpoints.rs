@@ -2,6 +2,8 @@
 //! table (method and path), and the endpoints the language reference names for `admin`, each of
 //! which must be in that table.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use common::*;

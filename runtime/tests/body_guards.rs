@@ -4,6 +4,8 @@
 //! (`tests/bodies/corpus.txt`) through the real `gw` in front of two upstreams, one reading
 //! with Python's `json.loads(bytes)` (`tests/bodies/py_upstream.py`), one with serde_json.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

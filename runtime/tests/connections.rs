@@ -2,6 +2,8 @@
 //! read, keep-alive connections survive the answers gw makes itself, `header_timeout` and
 //! `idle_timeout` each mean what they say, and closes are counted by reason.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::io::{Read, Write};

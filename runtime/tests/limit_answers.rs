@@ -3,6 +3,8 @@
 //! under `on_error deny` is a 503, not a rate limit; refusals speak the policy's words, not
 //! internal ids; and a streamed body cut at `max_body` never reaches the upstream as whole.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 #[macro_use]
 mod redis_server;
 mod common;

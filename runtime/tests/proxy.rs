@@ -1,6 +1,8 @@
 //! End-to-end tests of `gw serve` over real HTTP on loopback: the real binary in front of the
 //! mock upstream (`gw mock`), both child processes.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::time::{Duration, Instant};

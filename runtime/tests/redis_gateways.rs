@@ -2,6 +2,8 @@
 //! free port): one global limit, the `on_error` fallback when Redis dies, recovery when it
 //! returns, and concurrency slots that never leak.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 #[macro_use]
 mod redis_server;
 mod common;

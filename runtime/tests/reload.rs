@@ -2,6 +2,8 @@
 //! policy, an import, a key file), SIGHUP and `POST /admin/reload`; failures keep the old
 //! policy; and a long run under load with 100 rewrites and no failed request.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -2,6 +2,8 @@
 //! Kubernetes ConfigMap and Capistrano layouts), swapped with the old folder kept or removed;
 //! and a policy file truncated by its writer, which must be a failed reload, not an outage.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! Seed 000 end to end: the shipped `examples/speech-tenants` policy (per-tenant request rate
 //! and concurrent sessions, REST and WebSocket), served by the real `gw` in front of the mock.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Seed 001 end to end: the shipped `examples/unified-proxy` policy, unchanged but for its
 //! ports, served by the real `gw` in front of the mock upstream.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! matcher rules, per-namespace QPS, per-model token windows, the token service and usage),
 //! served by the real `gw` in front of the mock.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 mod common;
 
 use common::{Gw, GwSpec, Mock};

@@ -2,6 +2,8 @@
 //! limit shared through Redis by two gateway replicas, health, metrics, the worker view and
 //! trace context propagation), served by two real `gw` processes and a real `redis-server`.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 #[macro_use]
 mod redis_server;
 mod common;

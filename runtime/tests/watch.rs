@@ -3,6 +3,8 @@
 //! Each test waits for the debounce (200 ms) to settle and then a further second for
 //! stragglers before it counts the calls.
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
