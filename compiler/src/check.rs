@@ -64,7 +64,7 @@ pub fn check(items: &[Item]) -> Vec<Diag> {
 }
 
 /// The static type the checker gives an expression of `items` (None if it is ill-typed): what
-/// the typing property in `fuzzing` holds the evaluator to.
+/// the typing property in `gw-fuzzing` holds the evaluator to.
 pub fn static_type(items: &[Item], e: &Expr) -> Option<Ty> {
     Checker::new(items).ty(e)
 }
