@@ -2,6 +2,9 @@
 //! through the same property the fuzz target checks (`gw_fuzzing`), so a fixed
 //! crash stays fixed without running the fuzzer. See fuzz/README.md for adding one.
 
+// Helpers outside `#[test]` functions fail the test by panicking.
+#![allow(clippy::panic)]
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
