@@ -11,6 +11,29 @@ use super::*;
 
 impl<'a> Checker<'a> {
     pub(super) fn route(&mut self, r: &Route) {
+        let (when, auth) = self.route_clauses(r);
+        // `auth none` says the route is public: no identity is known on it.
+        let has_auth = auth.is_some_and(|s| matches!(s.kind, RouteStmtKind::Auth(_)));
+        let params = when.and_then(|w| match &w.kind {
+            RouteStmtKind::When(w) => Some(self.path_pattern(&w.path)),
+            _ => None,
+        });
+        for s in &r.stmts {
+            self.route_stmt(s, has_auth);
+            for e in stmt_exprs(&s.kind) {
+                if !has_auth {
+                    self.no_identity_facts(e, "a route without `auth`");
+                }
+                if let Some(Some(params)) = &params {
+                    self.params_known(e, params);
+                }
+            }
+        }
+        self.contradictions(r);
+    }
+
+    /// One `when`, at most one `auth`, one action: reports the rest, returns `when` and `auth`.
+    fn route_clauses<'r>(&mut self, r: &'r Route) -> (Option<&'r RouteStmt>, Option<&'r RouteStmt>) {
         let mut when: Option<&RouteStmt> = None;
         let mut action: Option<&RouteStmt> = None;
         let mut auth: Option<&RouteStmt> = None;
@@ -55,107 +78,97 @@ impl<'a> Checker<'a> {
                     .help("add `to UPSTREAM`, `respond STATUS` or `serve health`"),
             );
         }
-        // `auth none` says the route is public: no identity is known on it.
-        let has_auth = auth.is_some_and(|s| matches!(s.kind, RouteStmtKind::Auth(_)));
-        let params = when.and_then(|w| match &w.kind {
-            RouteStmtKind::When(w) => Some(self.path_pattern(&w.path)),
-            _ => None,
-        });
+        (when, auth)
+    }
 
-        for s in &r.stmts {
-            match &s.kind {
-                RouteStmtKind::When(w) => {
-                    if let Some(h) = &w.host {
-                        self.host_pattern(h);
-                    }
-                    if let Some(c) = &w.cond {
-                        self.no_identity_facts(c, "a `when` condition (routes are chosen before `auth`)");
-                        self.condition(c, "a `when` condition");
-                    }
+    /// The values of one route statement: headers, statuses, conditions, limits, rewrites.
+    fn route_stmt(&mut self, s: &RouteStmt, has_auth: bool) {
+        match &s.kind {
+            RouteStmtKind::When(w) => {
+                if let Some(h) = &w.host {
+                    self.host_pattern(h);
                 }
-                RouteStmtKind::Auth(a) => {
-                    for c in &a.via {
-                        if let Credential::Header(h) = c {
-                            self.header_name(h);
-                        }
-                    }
+                if let Some(c) = &w.cond {
+                    self.no_identity_facts(c, "a `when` condition (routes are chosen before `auth`)");
+                    self.condition(c, "a `when` condition");
                 }
-                RouteStmtKind::Allow { cond, status, .. } => {
-                    self.condition(cond, "`allow`");
-                    if let Some(st) = status {
-                        self.status(*st, 400, "a refusal");
-                    }
-                }
-                RouteStmtKind::Deny { status, cond, .. } => {
-                    self.status(*status, 400, "a refusal");
-                    self.condition(cond, "`deny`");
-                }
-                RouteStmtKind::Limit(l) => {
-                    match &l.kind {
-                        LimitKind::Rate { rate, burst } => {
-                            self.rate(*rate, "rate limit");
-                            if let Some(b) = burst {
-                                self.range(*b, 1, 1_000_000_000, "burst", "a burst must allow at least one request");
-                            }
-                        }
-                        LimitKind::Tokens { rate, .. } => self.rate(*rate, "token budget"),
-                        LimitKind::Concurrent(q) => {
-                            self.range(*q, 1, 1_000_000, "concurrent", "allow at least one request at a time")
-                        }
-                    }
-                    if let Some(c) = &l.cond {
-                        self.condition(c, "a limit's `if`");
-                    }
-                    if let Some(m) = &l.model {
-                        self.regex(m);
-                    }
-                    if let LimitKey::Expr(e) = &l.per {
-                        self.ty(e);
-                    }
-                    if let LimitKey::Header(h) = &l.per {
+            }
+            RouteStmtKind::Auth(a) => {
+                for c in &a.via {
+                    if let Credential::Header(h) = c {
                         self.header_name(h);
                     }
-                    if !has_auth && matches!(l.per, LimitKey::Key | LimitKey::Tenant) {
-                        let what = if l.per == LimitKey::Key { "key" } else { "tenant" };
-                        self.err(
-                            Diag::error(Code::FactUnavailable, format!("`per {what}` in a route without `auth`"))
-                                .primary(s.span, format!("no {what} is known on this route"))
-                                .help("add `auth KEYSET` to the route, or limit `per client`"),
-                        );
-                    }
                 }
-                RouteStmtKind::SetHeader { name, .. } => self.header_name(name),
-                RouteStmtKind::StripHeaders(names) => names.iter().for_each(|n| self.header_name(n)),
-                RouteStmtKind::Rewrite(Rewrite::Prefix { from, .. }) if !from.value.starts_with('/') => {
-                    self.err(
-                        Diag::error(Code::InvalidPathPattern, "a rewritten prefix must start with `/`")
-                            .primary(from.span, "not an absolute path")
-                            .help("write it like \"/proxy\""),
-                    );
-                }
-                RouteStmtKind::Rewrite(Rewrite::Path(p)) if !p.value.starts_with('/') => {
-                    self.err(
-                        Diag::error(Code::InvalidPathPattern, "a rewritten path must start with `/`")
-                            .primary(p.span, "not an absolute path")
-                            .help("write it like \"/v2/{id}\""),
-                    );
-                }
-                RouteStmtKind::Respond { status, .. } => self.status(*status, 100, "a response"),
-                RouteStmtKind::Cache { ttl, .. } => {
-                    self.range(*ttl, 1_000_000_000, 30 * 86_400_000_000_000, "cache ttl", "cache for 1s to 30d")
-                }
-                _ => {}
             }
-            for e in stmt_exprs(&s.kind) {
-                if !has_auth {
-                    self.no_identity_facts(e, "a route without `auth`");
+            RouteStmtKind::Allow { cond, status, .. } => {
+                self.condition(cond, "`allow`");
+                if let Some(st) = status {
+                    self.status(*st, 400, "a refusal");
                 }
-                if let Some(Some(params)) = &params {
-                    self.params_known(e, params);
+            }
+            RouteStmtKind::Deny { status, cond, .. } => {
+                self.status(*status, 400, "a refusal");
+                self.condition(cond, "`deny`");
+            }
+            RouteStmtKind::Limit(l) => self.route_limit(l, s.span, has_auth),
+            RouteStmtKind::SetHeader { name, .. } => self.header_name(name),
+            RouteStmtKind::StripHeaders(names) => names.iter().for_each(|n| self.header_name(n)),
+            RouteStmtKind::Rewrite(Rewrite::Prefix { from, .. }) if !from.value.starts_with('/') => {
+                self.err(
+                    Diag::error(Code::InvalidPathPattern, "a rewritten prefix must start with `/`")
+                        .primary(from.span, "not an absolute path")
+                        .help("write it like \"/proxy\""),
+                );
+            }
+            RouteStmtKind::Rewrite(Rewrite::Path(p)) if !p.value.starts_with('/') => {
+                self.err(
+                    Diag::error(Code::InvalidPathPattern, "a rewritten path must start with `/`")
+                        .primary(p.span, "not an absolute path")
+                        .help("write it like \"/v2/{id}\""),
+                );
+            }
+            RouteStmtKind::Respond { status, .. } => self.status(*status, 100, "a response"),
+            RouteStmtKind::Cache { ttl, .. } => {
+                self.range(*ttl, 1_000_000_000, 30 * 86_400_000_000_000, "cache ttl", "cache for 1s to 30d")
+            }
+            _ => {}
+        }
+    }
+
+    /// A limit's rate or count, condition, model regex and key.
+    fn route_limit(&mut self, l: &Limit, span: Span, has_auth: bool) {
+        match &l.kind {
+            LimitKind::Rate { rate, burst } => {
+                self.rate(*rate, "rate limit");
+                if let Some(b) = burst {
+                    self.range(*b, 1, 1_000_000_000, "burst", "a burst must allow at least one request");
                 }
+            }
+            LimitKind::Tokens { rate, .. } => self.rate(*rate, "token budget"),
+            LimitKind::Concurrent(q) => {
+                self.range(*q, 1, 1_000_000, "concurrent", "allow at least one request at a time")
             }
         }
-        self.contradictions(r);
+        if let Some(c) = &l.cond {
+            self.condition(c, "a limit's `if`");
+        }
+        if let Some(m) = &l.model {
+            self.regex(m);
+        }
+        if let LimitKey::Expr(e) = &l.per {
+            self.ty(e);
+        }
+        if let LimitKey::Header(h) = &l.per {
+            self.header_name(h);
+        }
+        if !has_auth && matches!(l.per, LimitKey::Key | LimitKey::Tenant) {
+            let what = if l.per == LimitKey::Key { "key" } else { "tenant" };
+            self.err(
+                Diag::error(Code::FactUnavailable, format!("`per {what}` in a route without `auth`"))
+                    .primary(span, format!("no {what} is known on this route"))
+                    .help("add `auth KEYSET` to the route, or limit `per client`"),
+            );
+        }
     }
 
     pub(super) fn params_known(&mut self, e: &Expr, params: &[String]) {
