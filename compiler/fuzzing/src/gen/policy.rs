@@ -365,6 +365,98 @@ pub(crate) struct RouteShape {
     pub(crate) host: Option<String>,
 }
 
+impl GenLimit {
+    fn print(&self, sc: Scope) -> String {
+        let l = self;
+        let mut t = match &l.kind {
+            GenLimitKind::Rate(r, b) => match b {
+                Some(b) => format!("limit rate {} burst {b}", r.print()),
+                None => format!("limit rate {}", r.print()),
+            },
+            GenLimitKind::Tokens(r, e) => match e {
+                Some(e) => format!("limit tokens {} estimate {e}", r.print()),
+                None => format!("limit tokens {}", r.print()),
+            },
+            GenLimitKind::Concurrent(n) => format!("limit concurrent {n}"),
+        };
+        if let Some(p) = &l.per {
+            let per = match p {
+                GenPer::Key | GenPer::Tenant if !sc.auth => "client".to_string(),
+                GenPer::Key => "key".to_string(),
+                GenPer::Tenant => "tenant".to_string(),
+                GenPer::Route => "route".to_string(),
+                GenPer::Client => "client".to_string(),
+                GenPer::Header(h) => format!("header {}", gwfmt::quote(pick(HEADERS, *h))),
+                GenPer::Expr(e) => format!("({})", e.print(sc, 0)),
+                GenPer::List(e, b) => format!("([{}, {}])", e.print(sc, 0), b.print()),
+            };
+            let _ = write!(t, " per {per}");
+        }
+        if let Some(m) = &l.model {
+            let _ = write!(t, " model {}", m.print());
+        }
+        if let Some(c) = &l.cond {
+            let _ = write!(t, " if {}", c.print(sc, 0));
+        }
+        if l.shadow {
+            t.push_str(" shadow");
+        }
+        t
+    }
+}
+
+impl GenRouteStmt {
+    /// One statement, on one line without its indent.
+    fn print(&self, sc: Scope) -> String {
+        match self {
+            GenRouteStmt::Allow(c, e) => match e {
+                Some((st, msg)) => {
+                    format!("allow if {} else {} {}", c.print(sc, 0), status(*st), gwfmt::quote(&msg.get()))
+                }
+                None => format!("allow if {}", c.print(sc, 0)),
+            },
+            GenRouteStmt::Deny(st, msg, c) => {
+                format!("deny {} {} if {}", status(*st), gwfmt::quote(&msg.get()), c.print(sc, 0))
+            }
+            GenRouteStmt::Limit(l) => l.print(sc),
+            GenRouteStmt::Set(h, v) => format!("set header {} = {}", gwfmt::quote(pick(HEADERS, *h)), v.print()),
+            GenRouteStmt::Strip(hs) => {
+                let mut names: Vec<String> = hs.iter().take(3).map(|h| gwfmt::quote(pick(HEADERS, *h))).collect();
+                if names.is_empty() {
+                    names.push("\"cookie\"".into());
+                }
+                format!("strip header {}", names.join(", "))
+            }
+            GenRouteStmt::RewritePrefix(a, b) => {
+                format!("rewrite prefix {} => {}", gwfmt::quote(&a.print()), gwfmt::quote(&b.print()))
+            }
+            GenRouteStmt::RewritePath(p) => format!("rewrite path {}", gwfmt::quote(&p.print())),
+            GenRouteStmt::Cache(d, m) => match m {
+                Some(m) => format!("cache {} max {m}KB", d.print()),
+                None => format!("cache {}", d.print()),
+            },
+            GenRouteStmt::Websocket => "websocket".into(),
+            GenRouteStmt::Cors(origins, methods) => {
+                let o: Vec<String> = origins
+                    .iter()
+                    .take(3)
+                    .map(|o| gwfmt::quote(pick(&["*", "https://app.example.com", "http://x"], *o)))
+                    .collect();
+                let mut t = format!("cors origins [{}]", o.join(", "));
+                if !methods.is_empty() {
+                    let m: Vec<&str> = methods.iter().take(3).map(|m| pick(METHODS, *m)).collect();
+                    let _ = write!(t, " methods {}", m.join("|"));
+                }
+                t
+            }
+            GenRouteStmt::Jwt(v, iss) => match iss {
+                Some(i) => format!("jwt secret {} issuer \"iss{}\"", v.print(), i % 2),
+                None => format!("jwt secret {}", v.print()),
+            },
+        }
+    }
+}
+
 impl GenRoute {
     fn print(&self, name: &str, sc: Scope, keysets: usize, shapes: &mut Vec<RouteShape>) -> String {
         let mut out = format!("route {name} {{\n");
@@ -410,88 +502,7 @@ impl GenRoute {
             out.push('\n');
         }
         for s in self.stmts.iter().take(6) {
-            let line = match s {
-                GenRouteStmt::Allow(c, e) => match e {
-                    Some((st, msg)) => {
-                        format!("allow if {} else {} {}", c.print(sc, 0), status(*st), gwfmt::quote(&msg.get()))
-                    }
-                    None => format!("allow if {}", c.print(sc, 0)),
-                },
-                GenRouteStmt::Deny(st, msg, c) => {
-                    format!("deny {} {} if {}", status(*st), gwfmt::quote(&msg.get()), c.print(sc, 0))
-                }
-                GenRouteStmt::Limit(l) => {
-                    let mut t = match &l.kind {
-                        GenLimitKind::Rate(r, b) => match b {
-                            Some(b) => format!("limit rate {} burst {b}", r.print()),
-                            None => format!("limit rate {}", r.print()),
-                        },
-                        GenLimitKind::Tokens(r, e) => match e {
-                            Some(e) => format!("limit tokens {} estimate {e}", r.print()),
-                            None => format!("limit tokens {}", r.print()),
-                        },
-                        GenLimitKind::Concurrent(n) => format!("limit concurrent {n}"),
-                    };
-                    if let Some(p) = &l.per {
-                        let per = match p {
-                            GenPer::Key | GenPer::Tenant if !sc.auth => "client".to_string(),
-                            GenPer::Key => "key".to_string(),
-                            GenPer::Tenant => "tenant".to_string(),
-                            GenPer::Route => "route".to_string(),
-                            GenPer::Client => "client".to_string(),
-                            GenPer::Header(h) => format!("header {}", gwfmt::quote(pick(HEADERS, *h))),
-                            GenPer::Expr(e) => format!("({})", e.print(sc, 0)),
-                            GenPer::List(e, b) => format!("([{}, {}])", e.print(sc, 0), b.print()),
-                        };
-                        let _ = write!(t, " per {per}");
-                    }
-                    if let Some(m) = &l.model {
-                        let _ = write!(t, " model {}", m.print());
-                    }
-                    if let Some(c) = &l.cond {
-                        let _ = write!(t, " if {}", c.print(sc, 0));
-                    }
-                    if l.shadow {
-                        t.push_str(" shadow");
-                    }
-                    t
-                }
-                GenRouteStmt::Set(h, v) => format!("set header {} = {}", gwfmt::quote(pick(HEADERS, *h)), v.print()),
-                GenRouteStmt::Strip(hs) => {
-                    let mut names: Vec<String> = hs.iter().take(3).map(|h| gwfmt::quote(pick(HEADERS, *h))).collect();
-                    if names.is_empty() {
-                        names.push("\"cookie\"".into());
-                    }
-                    format!("strip header {}", names.join(", "))
-                }
-                GenRouteStmt::RewritePrefix(a, b) => {
-                    format!("rewrite prefix {} => {}", gwfmt::quote(&a.print()), gwfmt::quote(&b.print()))
-                }
-                GenRouteStmt::RewritePath(p) => format!("rewrite path {}", gwfmt::quote(&p.print())),
-                GenRouteStmt::Cache(d, m) => match m {
-                    Some(m) => format!("cache {} max {m}KB", d.print()),
-                    None => format!("cache {}", d.print()),
-                },
-                GenRouteStmt::Websocket => "websocket".into(),
-                GenRouteStmt::Cors(origins, methods) => {
-                    let o: Vec<String> = origins
-                        .iter()
-                        .take(3)
-                        .map(|o| gwfmt::quote(pick(&["*", "https://app.example.com", "http://x"], *o)))
-                        .collect();
-                    let mut t = format!("cors origins [{}]", o.join(", "));
-                    if !methods.is_empty() {
-                        let m: Vec<&str> = methods.iter().take(3).map(|m| pick(METHODS, *m)).collect();
-                        let _ = write!(t, " methods {}", m.join("|"));
-                    }
-                    t
-                }
-                GenRouteStmt::Jwt(v, iss) => match iss {
-                    Some(i) => format!("jwt secret {} issuer \"iss{}\"", v.print(), i % 2),
-                    None => format!("jwt secret {}", v.print()),
-                },
-            };
-            let _ = writeln!(out, "    {line}");
+            let _ = writeln!(out, "    {}", s.print(sc));
         }
         match &self.action {
             GenAction::To(u) | GenAction::To2(u) => {
