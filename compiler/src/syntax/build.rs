@@ -239,50 +239,9 @@ impl Walker<'_> {
         let rule = pair.as_rule();
         let mut args = inner(pair).filter(|p| !p.as_rule_name_is_kw()).collect::<Vec<_>>().into_iter();
         let kind = match rule {
-            Rule::r_when => {
-                let mp = args.next()?;
-                let methods_span = self.span(&mp);
-                let methods = inner(mp).filter_map(|m| Method::parse(m.as_str())).collect();
-                let path = self.string(inner(args.next()?).next()?);
-                let mut host = None;
-                let mut cond = None;
-                for p in args {
-                    match p.as_rule() {
-                        Rule::string => host = Some(self.string(p)),
-                        Rule::expr => cond = Some(self.expr(p)?),
-                        _ => {}
-                    }
-                }
-                RouteStmtKind::When(When { methods, methods_span, path, host, cond })
-            }
+            Rule::r_when => RouteStmtKind::When(self.when(args)?),
             Rule::r_auth_none => RouteStmtKind::AuthNone,
-            Rule::r_auth => {
-                let keys = self.ident(args.next()?);
-                let mut via = vec![];
-                let mut optional = false;
-                for p in args {
-                    match p.as_rule() {
-                        Rule::credential => {
-                            let c = inner(p).next()?;
-                            let cspan = self.span(&c);
-                            match c.as_rule() {
-                                Rule::cred_bearer => via.push(Credential::Bearer(cspan)),
-                                Rule::cred_header => {
-                                    let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
-                                    via.push(Credential::Header(self.lower_string(s)));
-                                }
-                                _ => {
-                                    let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
-                                    via.push(Credential::Query(self.string(s)));
-                                }
-                            }
-                        }
-                        Rule::optional_flag => optional = true,
-                        _ => {}
-                    }
-                }
-                RouteStmtKind::Auth(Auth { keys, via, optional })
-            }
+            Rule::r_auth => RouteStmtKind::Auth(self.auth(args)?),
             Rule::r_allow => {
                 let cond = self.expr(args.next()?)?;
                 let status = match args.next() {
@@ -354,6 +313,53 @@ impl Walker<'_> {
             _ => return None,
         };
         Some(RouteStmt { kind, span })
+    }
+
+    /// `when METHODS "path" [host "h"] [if EXPR]`, keywords skipped.
+    fn when<'i>(&mut self, mut args: impl Iterator<Item = P<'i>>) -> Option<When> {
+        let mp = args.next()?;
+        let methods_span = self.span(&mp);
+        let methods = inner(mp).filter_map(|m| Method::parse(m.as_str())).collect();
+        let path = self.string(inner(args.next()?).next()?);
+        let mut host = None;
+        let mut cond = None;
+        for p in args {
+            match p.as_rule() {
+                Rule::string => host = Some(self.string(p)),
+                Rule::expr => cond = Some(self.expr(p)?),
+                _ => {}
+            }
+        }
+        Some(When { methods, methods_span, path, host, cond })
+    }
+
+    /// `auth KEYSET [via CREDENTIAL, ...] [optional]`, keywords skipped.
+    fn auth<'i>(&mut self, mut args: impl Iterator<Item = P<'i>>) -> Option<Auth> {
+        let keys = self.ident(args.next()?);
+        let mut via = vec![];
+        let mut optional = false;
+        for p in args {
+            match p.as_rule() {
+                Rule::credential => {
+                    let c = inner(p).next()?;
+                    let cspan = self.span(&c);
+                    match c.as_rule() {
+                        Rule::cred_bearer => via.push(Credential::Bearer(cspan)),
+                        Rule::cred_header => {
+                            let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
+                            via.push(Credential::Header(self.lower_string(s)));
+                        }
+                        _ => {
+                            let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
+                            via.push(Credential::Query(self.string(s)));
+                        }
+                    }
+                }
+                Rule::optional_flag => optional = true,
+                _ => {}
+            }
+        }
+        Some(Auth { keys, via, optional })
     }
 
     pub(super) fn limit<'i>(&mut self, args: impl Iterator<Item = P<'i>>) -> Option<Limit> {
