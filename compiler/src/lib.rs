@@ -15,8 +15,6 @@ pub mod diagnostics;
 pub mod eval;
 pub mod excerpt;
 pub mod fmt;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod gcra;
 pub mod graph;
 pub mod ijson;

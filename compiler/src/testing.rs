@@ -268,8 +268,3 @@ fn apply_rate_limits(
     }
     tats.extend(updates);
 }
-
-/// Decide with the reference evaluator (used until a graph is built, and to cross-check it).
-pub fn eval_decider(program: &Program) -> impl Fn(&Request) -> Decision + '_ {
-    move |req| eval::decide(program, req)
-}

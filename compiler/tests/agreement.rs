@@ -3,6 +3,9 @@
 //! without checking), random requests built from the policy's own vocabulary get the same
 //! `Decision` from `Graph::decide` as from `eval::decide`.
 
+// Helpers outside `#[test]` functions fail the test by panicking.
+#![allow(clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

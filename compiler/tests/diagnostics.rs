@@ -30,6 +30,9 @@
 //! `file_unreadable/` keeps its header in `EXPECT`, because its `main.gwp` is a directory.
 //! Inputs that crash the compiler today are `known_bug_*` tests at the end, ignored until fixed.
 
+// Helpers outside `#[test]` functions fail the test by panicking.
+#![allow(clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

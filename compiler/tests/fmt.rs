@@ -6,6 +6,9 @@
 //! - comments are kept, in order, exactly where `*.expected.gwp` says;
 //! - `all.gwp` uses every construct of the grammar.
 
+// Helpers outside `#[test]` functions fail the test by panicking.
+#![allow(clippy::panic)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,8 @@
 //! Parser tests: each construct of the language reads into the AST it means.
 
+// Helpers outside `#[test]` functions fail the test by panicking.
+#![allow(clippy::panic)]
+
 use gw_compiler::ast::*;
 use gw_compiler::source::FileId;
 use gw_compiler::syntax;

@@ -1,3 +1,3 @@
 #![no_main]
-// The property is gw_compiler::fuzzing::compile_structured, shared with compiler/tests/fuzz_regressions.rs.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| gw_compiler::fuzzing::compile_structured(data));
+// The property is gw_fuzzing::compile_structured, shared with compiler/fuzzing/tests/regressions.rs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gw_fuzzing::compile_structured(data));

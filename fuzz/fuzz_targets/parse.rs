@@ -1,3 +1,3 @@
 #![no_main]
-// The property is gw_compiler::fuzzing::parse, shared with compiler/tests/fuzz_regressions.rs.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| gw_compiler::fuzzing::parse(data));
+// The property is gw_fuzzing::parse, shared with compiler/fuzzing/tests/regressions.rs.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gw_fuzzing::parse(data));
