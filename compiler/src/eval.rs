@@ -6,6 +6,7 @@
 use crate::ast::*;
 use crate::ijson::{self, BodyError};
 use crate::program::Program;
+pub use crate::request::{refused_before_body_note, INVALID_KEY, MISSING_KEY};
 use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
 use crate::resolve::{stmt_exprs, walk};
 use crate::value::{self, Undecided, Val};
@@ -44,7 +45,7 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
             Some(Err(u)) => {
                 trace
                     .push(step("route", format!("`{}`'s condition cannot be decided: {}", route.name.name, u.message)));
-                invalid(u)
+                Decision::invalid(u)
             }
             _ => {
                 trace.push(step("route", format!("`{}` matches", route.name.name)));
@@ -107,18 +108,8 @@ pub fn refused_before_body(program: &Program, req: &Request) -> Option<Decision>
     Some(d)
 }
 
-/// The trace line of a refusal made before the body is read.
-pub fn refused_before_body_note(message: &str) -> String {
-    format!("{message}: every route the request could select refuses the credential (decided before the body is read)")
-}
-
 fn step(step: &str, detail: String) -> TraceStep {
     TraceStep { step: step.to_string(), detail }
-}
-
-/// The decision for a request that cannot be decided as sent (400).
-pub fn invalid(u: Undecided) -> Decision {
-    Decision::new(Outcome::Invalid { code: u.code, message: u.message })
 }
 
 /// Everything after the route is chosen: auth, guards, limits, action.
@@ -143,7 +134,7 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     };
     let undecided = |trace: &mut Vec<TraceStep>, what: &str, u: Undecided| {
         trace.push(step(what, format!("cannot be decided: {}", u.message)));
-        with_identity(invalid(u))
+        with_identity(Decision::invalid(u))
     };
 
     // A route whose decision reads the body takes only a body the strict reader accepts,
@@ -284,9 +275,6 @@ fn authenticate(program: &Program, auth: &Auth, req: &Request) -> Result<Option<
         None => Err(INVALID_KEY.to_string()),
     }
 }
-
-pub const MISSING_KEY: &str = "missing API key";
-pub const INVALID_KEY: &str = "invalid API key";
 
 /// The stable identity of a route limit: changes when the limit's meaning changes.
 pub fn route_limit_id(route: &str, index: usize, limit: &Limit) -> String {

@@ -166,12 +166,12 @@ fn lower_route(
     let any_method = methods.contains(&Method::Any);
     let method_mask = methods.iter().fold(0u8, |m, x| m | method_bit(x.as_str()));
 
-    let (auth_info, auth_rt) = match route.auth() {
+    let (auth_rt, auth_info) = match route.auth() {
         None => (None, None),
         Some(a) => {
             let keyset = keysets.iter().position(|k| k.name == a.keys.name);
             let via = if a.via.is_empty() { eval::default_credentials() } else { a.via.clone() };
-            let sources = via
+            let sources: Vec<CredentialSource> = via
                 .iter()
                 .map(|c| match c {
                     Credential::Header(h) => CredentialSource::Header(h.value.clone()),
@@ -180,8 +180,8 @@ fn lower_route(
                 })
                 .collect();
             (
+                Some(AuthRt { keyset, keys: a.keys.name.clone(), via: sources.clone(), optional: a.optional }),
                 Some(AuthInfo { keyset, keyset_name: a.keys.name.clone(), sources, optional: a.optional }),
-                Some(AuthRt { keyset, auth: a.clone() }),
             )
         }
     };

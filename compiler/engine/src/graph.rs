@@ -15,11 +15,12 @@ use regex_automata::util::start;
 use regex_automata::Anchored;
 use serde::{Serialize, Serializer};
 
-use crate::ast::{Auth, BinOp, Fact, ForwardedMode, Func, Method, OnError, PathSeg};
-use crate::eval;
 use crate::ijson::{self, BodyError};
 use crate::keys::LoadedKeys;
-use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
+use crate::lang::{BinOp, Fact, ForwardedMode, Func, Method, OnError, PathSeg};
+use crate::request::{
+    refused_before_body_note, AppliedLimit, Decision, Identity, Outcome, Request, TraceStep, INVALID_KEY, MISSING_KEY,
+};
 use crate::value::{self, Undecided, Val};
 
 // ======================================================================= public plain data
@@ -373,11 +374,11 @@ pub struct GraphStats {
 
 // ======================================================================= internal program
 
-pub(crate) type NodeId = u32;
+pub type NodeId = u32;
 
 /// One operation of the flat expression program. Children always have smaller ids.
 #[derive(Debug, Clone)]
-pub(crate) enum Node {
+pub enum Node {
     Const(Val),
     /// Index into `Graph::facts`.
     Fact(u32),
@@ -395,7 +396,7 @@ pub(crate) enum Node {
 }
 
 impl Node {
-    pub(crate) fn children(&self) -> Vec<NodeId> {
+    pub fn children(&self) -> Vec<NodeId> {
         match self {
             Node::Const(_) | Node::Fact(_) => vec![],
             Node::List(xs) | Node::Call(_, xs) => xs.to_vec(),
@@ -405,7 +406,7 @@ impl Node {
     }
 
     /// Whether the node always yields a `Val::Bool` (or the `Val::Error` of an undecided one).
-    pub(crate) fn is_boolean(&self) -> bool {
+    pub fn is_boolean(&self) -> bool {
         match self {
             Node::Const(v) => matches!(v, Val::Bool(_)),
             Node::Not(_)
@@ -421,7 +422,7 @@ impl Node {
 
     /// The operator's meaning, with children produced on demand by `arg` (so `and`/`or`
     /// short-circuit). None for a fact, which needs the request.
-    pub(crate) fn apply(
+    pub fn apply(
         &self,
         regexes: &[Option<regex_automata::meta::Regex>],
         mut arg: impl FnMut(NodeId) -> Val,
@@ -459,7 +460,7 @@ impl Node {
 
 /// Per-node facts the evaluator needs, computed once by `lower`.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct NodeMeta {
+pub struct NodeMeta {
     /// Used by more than one parent or root: memoized per request.
     pub shared: bool,
     /// Depends on path params or the identity, which change between candidates and after auth.
@@ -468,7 +469,7 @@ pub(crate) struct NodeMeta {
 
 /// A route path pattern, matched exactly as `eval::match_path` does.
 #[derive(Debug, Clone)]
-pub(crate) enum PathPattern {
+pub enum PathPattern {
     /// `"/*"`: every path starting with `/`.
     Any,
     /// Segments split on `/`; `star` for a trailing `/*` (the prefix and anything below it).
@@ -476,13 +477,13 @@ pub(crate) enum PathPattern {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum Seg {
+pub enum Seg {
     Lit(String),
     Param(String),
 }
 
 impl PathPattern {
-    pub(crate) fn parse(pattern: &str) -> PathPattern {
+    pub fn parse(pattern: &str) -> PathPattern {
         if pattern == "/*" {
             return PathPattern::Any;
         }
@@ -503,7 +504,7 @@ impl PathPattern {
 
     /// The params of a path the automaton already matched: only the param segments are read
     /// (the literal ones are known to be equal).
-    pub(crate) fn params_of_match(&self, path: &str) -> Vec<(String, String)> {
+    pub fn params_of_match(&self, path: &str) -> Vec<(String, String)> {
         let PathPattern::Segs { segs, .. } = self else { return vec![] };
         if !segs.iter().any(|s| matches!(s, Seg::Param(_))) {
             return vec![];
@@ -518,7 +519,7 @@ impl PathPattern {
     }
 
     /// The captured params if `path` matches.
-    pub(crate) fn capture(&self, path: &str) -> Option<Vec<(String, String)>> {
+    pub fn capture(&self, path: &str) -> Option<Vec<(String, String)>> {
         let (segs, star) = match self {
             PathPattern::Any => return path.starts_with('/').then(Vec::new),
             PathPattern::Segs { segs, star } => (segs, *star),
@@ -546,7 +547,7 @@ impl PathPattern {
 }
 
 /// Method bits: one per `ast::Method` except `ANY`.
-pub(crate) fn method_bit(method: &str) -> u8 {
+pub fn method_bit(method: &str) -> u8 {
     match method {
         "GET" => 1,
         "POST" => 2,
@@ -560,14 +561,34 @@ pub(crate) fn method_bit(method: &str) -> u8 {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct AuthRt {
+pub struct AuthRt {
     pub keyset: Option<usize>,
-    /// Kept whole so the credential is found by `eval::credential` itself.
-    pub auth: Auth,
+    /// The key set's name, for the identity.
+    pub keys: String,
+    /// Where the credential may come from, in order (the defaults filled in).
+    pub via: Vec<CredentialSource>,
+    /// `auth optional`: a request without a credential passes unauthenticated.
+    pub optional: bool,
+}
+
+impl AuthRt {
+    /// The credential the client presented, from the first source that has one.
+    fn credential<'r>(&self, req: &'r Request) -> Option<&'r str> {
+        self.via.iter().find_map(|c| match c {
+            CredentialSource::Header(h) => req.header(h).map(str::trim).filter(|v| !v.is_empty()),
+            CredentialSource::Bearer => req
+                .header("authorization")
+                .and_then(|v| v.trim().split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
+                .filter(|t| !t.is_empty()),
+            CredentialSource::Query(q) => req.query_param(q).filter(|v| !v.is_empty()),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct GuardRt {
+pub struct GuardRt {
     pub cond: NodeId,
     /// `deny` refuses when the condition holds, `allow` when it does not.
     pub refuse_when: bool,
@@ -576,7 +597,7 @@ pub(crate) struct GuardRt {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum KeyRt {
+pub enum KeyRt {
     Route,
     Key,
     Tenant,
@@ -586,7 +607,7 @@ pub(crate) enum KeyRt {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum ModelRt {
+pub enum ModelRt {
     None,
     /// The `model` regex did not compile: the limit never applies (as in eval).
     Never,
@@ -594,7 +615,7 @@ pub(crate) enum ModelRt {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) struct LimitRt {
+pub struct LimitRt {
     /// Index into the limit table of the first limit with this id (None: not in the table).
     pub table: Option<usize>,
     pub id: String,
@@ -605,7 +626,7 @@ pub(crate) struct LimitRt {
 
 /// The decision-time half of a route.
 #[derive(Debug, Clone)]
-pub(crate) struct RouteRt {
+pub struct RouteRt {
     pub name: String,
     pub routable: bool,
     pub any_method: bool,
@@ -626,7 +647,7 @@ impl RouteRt {
     }
 }
 
-pub(crate) type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
+pub type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::UnwindSafe + std::panic::RefUnwindSafe>;
 
 /// Route selection. Host patterns are resolved to small ids first (hash lookups), so a random
 /// `Host` header cannot make the automaton build states proportional to the route count.
@@ -634,7 +655,7 @@ pub(crate) type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + std::panic::Unwi
 /// are one lazy DFA over `path 0xFF host-token`, one pattern per route. A DFA over every
 /// literal path would be a byte trie of all of them: with thousands of routes and traffic
 /// spread over them, its lazily built states outgrow any sensible cache and it thrashes.
-pub(crate) struct Router {
+pub struct Router {
     /// Literal path → (route index, host pattern id), ascending.
     pub literal: LiteralMap,
     /// None when no route needs it.
@@ -654,12 +675,12 @@ pub(crate) struct Router {
 
 /// Host lookups use a fast unkeyed hash: the maps are built from the policy and only ever
 /// looked up with request data, so colliding lookups cannot grow them.
-pub(crate) type HostMap = HashMap<String, u32, std::hash::BuildHasherDefault<FastHasher>>;
-pub(crate) type LiteralMap = HashMap<String, Vec<(u32, Option<u32>)>, std::hash::BuildHasherDefault<FastHasher>>;
+pub type HostMap = HashMap<String, u32, std::hash::BuildHasherDefault<FastHasher>>;
+pub type LiteralMap = HashMap<String, Vec<(u32, Option<u32>)>, std::hash::BuildHasherDefault<FastHasher>>;
 
 /// FxHash-style: a multiply-rotate over 8-byte words.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct FastHasher(u64);
+pub struct FastHasher(u64);
 
 impl std::hash::Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -685,7 +706,7 @@ impl std::hash::Hasher for FastHasher {
 }
 
 /// `Request::routing_host` without an allocation when the host is already normal.
-pub(crate) fn routing_host(req: &Request) -> std::borrow::Cow<'_, str> {
+pub fn routing_host(req: &Request) -> std::borrow::Cow<'_, str> {
     let raw = if req.host.is_empty() { req.header("host").unwrap_or("") } else { req.host.as_str() };
     let normal = !raw.starts_with('[')
         && !raw.contains(':')
@@ -699,16 +720,16 @@ pub(crate) fn routing_host(req: &Request) -> std::borrow::Cow<'_, str> {
 }
 
 /// The lazy DFA and a pool of per-thread caches for it.
-pub(crate) struct Automaton {
+pub struct Automaton {
     pub dfa: Arc<DFA>,
     pub pool: Pool<Cache, CacheFn>,
 }
 
 /// The byte that separates the path from the host token: never part of UTF-8 text.
-pub(crate) const SEP: u8 = 0xFF;
+pub const SEP: u8 = 0xFF;
 
 /// The fixed-width host token for a host pattern id: base-255 digits, never `SEP`.
-pub(crate) fn host_token(id: u32, width: usize) -> [u8; 4] {
+pub fn host_token(id: u32, width: usize) -> [u8; 4] {
     let mut out = [0u8; 4];
     let mut n = id;
     for i in (0..width.min(4)).rev() {
@@ -839,25 +860,25 @@ impl fmt::Debug for Router {
 /// The compiled policy. Immutable, `Send + Sync`; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct Graph {
-    pub(crate) settings: Settings,
-    pub(crate) routes: Vec<RouteInfo>,
-    pub(crate) upstreams: Vec<UpstreamInfo>,
-    pub(crate) limits: Vec<LimitInfo>,
-    pub(crate) tenants: Vec<TenantInfo>,
-    pub(crate) keysets: Vec<KeysetInfo>,
+    pub settings: Settings,
+    pub routes: Vec<RouteInfo>,
+    pub upstreams: Vec<UpstreamInfo>,
+    pub limits: Vec<LimitInfo>,
+    pub tenants: Vec<TenantInfo>,
+    pub keysets: Vec<KeysetInfo>,
 
-    pub(crate) rt: Vec<RouteRt>,
-    pub(crate) router: Router,
-    pub(crate) nodes: Vec<Node>,
-    pub(crate) meta: Vec<NodeMeta>,
-    pub(crate) facts: Vec<Fact>,
-    pub(crate) regexes: Vec<Option<regex_automata::meta::Regex>>,
+    pub rt: Vec<RouteRt>,
+    pub router: Router,
+    pub nodes: Vec<Node>,
+    pub meta: Vec<NodeMeta>,
+    pub facts: Vec<Fact>,
+    pub regexes: Vec<Option<regex_automata::meta::Regex>>,
     /// Tenant name (first tenant of that name) → its limits as (table index, id).
-    pub(crate) tenant_limits: HashMap<String, Vec<(usize, String)>>,
+    pub tenant_limits: HashMap<String, Vec<(usize, String)>>,
     /// Upstream index → the node of its `hash(EXPR)`.
-    pub(crate) balance_keys: Vec<Option<NodeId>>,
+    pub balance_keys: Vec<Option<NodeId>>,
     /// `body.model`, read by `limit ... model /re/`.
-    pub(crate) model_path: Vec<PathSeg>,
+    pub model_path: Vec<PathSeg>,
 }
 
 /// The JSON body, read (strictly) on first use only.
@@ -988,15 +1009,15 @@ impl Graph {
                 continue;
             }
             let auth = route.auth.as_ref()?;
-            let message = match eval::credential(&auth.auth, req) {
-                None if auth.auth.optional => return None,
-                None => eval::MISSING_KEY,
+            let message = match auth.credential(req) {
+                None if auth.optional => return None,
+                None => MISSING_KEY,
                 Some(presented) => {
                     let keys = auth.keyset.and_then(|k| self.keysets.get(k));
                     if keys.and_then(|k| k.keys.lookup(presented)).is_some() {
                         return None;
                     }
-                    eval::INVALID_KEY
+                    INVALID_KEY
                 }
             };
             refusals.push((index, message));
@@ -1004,10 +1025,10 @@ impl Graph {
                 break;
             }
         }
-        let &(index, message) = refusals.iter().find(|(_, m)| *m == eval::INVALID_KEY).or(refusals.first())?;
+        let &(index, message) = refusals.iter().find(|(_, m)| *m == INVALID_KEY).or(refusals.first())?;
         let route = self.rt.get(index)?;
         let mut d = Decision::new(Outcome::Unauthorized { message: message.to_string() });
-        d.trace = vec![step("auth", eval::refused_before_body_note(message))];
+        d.trace = vec![step("auth", refused_before_body_note(message))];
         d.route = Some(route.name.clone());
         d.route_index = Some(index);
         d.params = route.path.params_of_match(&req.path);
@@ -1068,7 +1089,7 @@ impl Graph {
                 Some(u) => {
                     trace
                         .push(step("route", cat(&["`", &route.name, "`'s condition cannot be decided: ", &u.message])));
-                    eval::invalid(u)
+                    Decision::invalid(u)
                 }
                 None => {
                     trace.push(step("route", cat(&["`", &route.name, "` matches"])));
@@ -1122,21 +1143,21 @@ impl Graph {
     ) -> Decision {
         let mut identity = None;
         if let Some(auth) = &route.auth {
-            match eval::credential(&auth.auth, req) {
-                None if auth.auth.optional => trace.push(step("auth", "no credential; auth is optional".to_string())),
+            match auth.credential(req) {
+                None if auth.optional => trace.push(step("auth", "no credential; auth is optional".to_string())),
                 None => {
-                    trace.push(step("auth", eval::MISSING_KEY.to_string()));
-                    return Decision::new(Outcome::Unauthorized { message: eval::MISSING_KEY.to_string() });
+                    trace.push(step("auth", MISSING_KEY.to_string()));
+                    return Decision::new(Outcome::Unauthorized { message: MISSING_KEY.to_string() });
                 }
                 Some(presented) => {
                     let entry = auth.keyset.and_then(|k| self.keysets.get(k)).and_then(|k| k.keys.lookup(presented));
                     let Some(entry) = entry else {
-                        trace.push(step("auth", eval::INVALID_KEY.to_string()));
-                        return Decision::new(Outcome::Unauthorized { message: eval::INVALID_KEY.to_string() });
+                        trace.push(step("auth", INVALID_KEY.to_string()));
+                        return Decision::new(Outcome::Unauthorized { message: INVALID_KEY.to_string() });
                     };
                     trace.push(step("auth", cat(&["key `", &entry.name, "` of tenant `", &entry.tenant, "`"])));
                     identity = Some(Identity {
-                        keys: auth.auth.keys.name.clone(),
+                        keys: auth.keys.clone(),
                         tenant: entry.tenant.clone(),
                         key_name: entry.name.clone(),
                     });
@@ -1147,7 +1168,7 @@ impl Graph {
         let cx = Ctx { req, host, params, identity: identity.as_ref(), body };
         let undecided = |trace: &mut Vec<TraceStep>, what: &str, u: Undecided| {
             trace.push(step(what, cat(&["cannot be decided: ", &u.message])));
-            let mut d = eval::invalid(u);
+            let mut d = Decision::invalid(u);
             d.identity = identity.clone();
             d
         };
@@ -1422,300 +1443,5 @@ impl Serialize for Graph {
             stats: self.stats(),
         }
         .serialize(s)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::program::Program;
-    use crate::source::FileId;
-
-    fn program(text: &str) -> Program {
-        let (parsed, diags) = crate::syntax::parse(FileId(0), text);
-        assert!(diags.iter().all(|d| !d.is_error()), "{diags:#?}");
-        let keys = format!("{} acme k1\n", hex::encode(crate::keys::hash_key(None, "sk-1")));
-        let (loaded, errors) = LoadedKeys::parse(&keys, None);
-        assert!(errors.is_empty());
-        let mut p = Program { items: parsed.file.items, ..Program::default() };
-        p.keysets.insert("k".into(), loaded);
-        p.env.insert("SECRET".into(), Some("hunter2".into()));
-        p
-    }
-
-    fn graph(text: &str) -> (Program, Graph) {
-        let p = program(text);
-        let g = crate::lower::lower(&p).expect("lowers");
-        (p, g)
-    }
-
-    fn req(method: &str, host: &str, path: &str) -> Request {
-        let mut r = Request::new(method, path);
-        r.host = host.to_string();
-        r
-    }
-
-    /// Decide with the graph, check eval agrees, return the graph's decision.
-    fn decide(p: &Program, g: &Graph, r: &Request) -> Decision {
-        let d = g.decide(r);
-        let e = eval::decide(p, r);
-        assert!(d.same_decision(&e), "graph {d:#?}\neval {e:#?}");
-        d
-    }
-
-    const ROUTES: &str = r#"
-        upstream u { target "http://127.0.0.1:1" }
-        route first { when GET "/a/{id}" to u }
-        route second { when GET "/a/fixed" to u }
-        route wide { when GET "/a/*" to u }
-        route exact_host { when GET "/h" host "Api.Example.com" to u }
-        route tenant_host { when GET "/h" host "*.example.com" to u }
-        route any_host { when GET|POST "/h" to u }
-        route put_only { when PUT "/m" to u }
-        route cond { when DELETE "/m" if header["x"] == "1" to u }
-        route patch_only { when PATCH|PUT "/m" to u }
-    "#;
-
-    #[test]
-    fn the_first_route_in_policy_order_wins() {
-        let (p, g) = graph(ROUTES);
-        assert_eq!(decide(&p, &g, &req("GET", "", "/a/fixed")).route.as_deref(), Some("first"));
-        assert_eq!(decide(&p, &g, &req("GET", "", "/a/x/y")).route.as_deref(), Some("wide"));
-        assert_eq!(decide(&p, &g, &req("GET", "", "/a")).route.as_deref(), Some("wide"));
-    }
-
-    #[test]
-    fn params_are_captured_in_pattern_order() {
-        let (p, g) = graph(r#"upstream u { target "http://x" } route r { when GET "/t/{tenant}/m/{model}" to u }"#);
-        let d = decide(&p, &g, &req("GET", "", "/t/acme/m/gpt-4o"));
-        assert_eq!(d.params, vec![("tenant".into(), "acme".into()), ("model".into(), "gpt-4o".into())]);
-        assert_eq!(decide(&p, &g, &req("GET", "", "/t//m/x")).outcome, Outcome::NoRoute);
-    }
-
-    #[test]
-    fn host_wildcards_need_a_subdomain_and_exact_hosts_ignore_case_and_port() {
-        let (p, g) = graph(ROUTES);
-        assert_eq!(decide(&p, &g, &req("GET", "a.example.com", "/h")).route.as_deref(), Some("tenant_host"));
-        assert_eq!(decide(&p, &g, &req("GET", "x.y.example.com", "/h")).route.as_deref(), Some("tenant_host"));
-        assert_eq!(decide(&p, &g, &req("GET", "example.com", "/h")).route.as_deref(), Some("any_host"));
-        assert_eq!(decide(&p, &g, &req("GET", ".example.com", "/h")).route.as_deref(), Some("any_host"));
-        assert_eq!(decide(&p, &g, &req("GET", "API.example.COM:8443", "/h")).route.as_deref(), Some("exact_host"));
-        let mut via_header = req("GET", "", "/h");
-        via_header.headers.push(("host".into(), "b.example.com".into()));
-        assert_eq!(decide(&p, &g, &via_header).route.as_deref(), Some("tenant_host"));
-    }
-
-    #[test]
-    fn a_wrong_method_gets_405_with_the_methods_of_matching_routes_in_order() {
-        let (p, g) = graph(ROUTES);
-        let d = decide(&p, &g, &req("GET", "", "/m"));
-        assert_eq!(
-            d.outcome,
-            Outcome::MethodNotAllowed { allowed: vec!["PUT".into(), "DELETE".into(), "PATCH".into()] }
-        );
-        // A route whose condition is false is skipped without adding to the list.
-        let d = decide(&p, &g, &req("DELETE", "", "/m"));
-        assert_eq!(d.outcome, Outcome::MethodNotAllowed { allowed: vec!["PUT".into(), "PATCH".into()] });
-        let mut with_header = req("DELETE", "", "/m");
-        with_header.headers.push(("x".into(), "1".into()));
-        assert_eq!(decide(&p, &g, &with_header).route.as_deref(), Some("cond"));
-        assert_eq!(decide(&p, &g, &req("GET", "", "/nowhere")).outcome, Outcome::NoRoute);
-    }
-
-    #[test]
-    fn the_body_is_parsed_only_when_a_candidate_reads_it() {
-        let (p, g) = graph(
-            r#"upstream u { target "http://x" }
-               route plain { when POST "/plain" to u }
-               route reads { when POST "/reads" deny 400 "big" if body.max_tokens > 10 to u }"#,
-        );
-        let parsed = |d: &Decision| d.trace.iter().any(|s| s.step == "body");
-        let mut r = req("POST", "", "/plain");
-        r.body = Some(format!("{{\"max_tokens\": {}", "9".repeat(1 << 20)).into_bytes());
-        let d = decide(&p, &g, &r);
-        assert!(!parsed(&d), "{:?}", d.trace);
-        assert!(!g.wants_body(&r));
-        r.path = "/nowhere".into();
-        assert!(!parsed(&decide(&p, &g, &r)));
-        r.path = "/reads".into();
-        assert!(g.wants_body(&r));
-        let d = decide(&p, &g, &r);
-        assert!(parsed(&d), "{:?}", d.trace);
-        r.body = Some(b"{\"max_tokens\": 11}".to_vec());
-        assert_eq!(decide(&p, &g, &r).outcome.status(), 400);
-    }
-
-    #[test]
-    fn a_value_of_the_wrong_type_refuses_and_a_missing_one_compares_false() {
-        let (p, g) = graph(
-            r#"upstream u { target "http://x" }
-               route r { when POST "/r"
-                 deny 403 "big" if body.max_tokens > 4096
-                 deny 403 "odd" if header["b"] == "1" and body.n > 1
-                 allow if body.model != "x" or header["a"] == "1"
-                 to u }"#,
-        );
-        let outcome = |body: &str, headers: &[(&str, &str)]| {
-            let mut r = req("POST", "", "/r").with_body(body);
-            r.headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-            decide(&p, &g, &r).outcome
-        };
-        let invalid = |o: Outcome| matches!(o, Outcome::Invalid { code: value::INVALID_BODY, .. });
-        let forward = Outcome::Forward { upstream: "u".into() };
-        assert_eq!(outcome(r#"{"max_tokens": 9000}"#, &[]).status(), 403);
-        assert!(invalid(outcome(r#"{"max_tokens": "9000"}"#, &[])));
-        assert!(invalid(outcome(r#"{"max_tokens": null}"#, &[])));
-        assert!(invalid(outcome(r#"{"max_tokens": [1]}"#, &[])));
-        // Missing facts: `>` is false, `!=` is true.
-        assert_eq!(outcome("{}", &[]), forward);
-        assert_eq!(outcome("", &[]), forward);
-        // An undecided side matters only when the other side does not settle it.
-        assert_eq!(outcome(r#"{"model": 5}"#, &[("a", "1")]), forward);
-        assert!(invalid(outcome(r#"{"model": 5}"#, &[])));
-        assert_eq!(outcome(r#"{"n": "x"}"#, &[]), forward);
-        assert!(invalid(outcome(r#"{"n": "x"}"#, &[("b", "1")])));
-        // The route reads the body: a body the strict reader refuses is refused whatever the
-        // guards would evaluate.
-        assert!(invalid(outcome("\u{feff}{}", &[("a", "1")])));
-        assert!(invalid(outcome(r#"{"n": 1, "n": 2}"#, &[])));
-    }
-
-    #[test]
-    fn a_header_or_query_a_guard_reads_must_be_one_text_value() {
-        let (p, g) = graph(
-            r#"upstream u { target "http://x" }
-               route r { when GET "/r" deny 403 "no" if header["x-user"] == "eve" or query["u"] == "eve" to u }"#,
-        );
-        let code = |r: &Request| match decide(&p, &g, r).outcome {
-            Outcome::Invalid { code, .. } => code,
-            o => {
-                if o.status() == 403 {
-                    "denied"
-                } else {
-                    "ok"
-                }
-            }
-        };
-        let mut r = req("GET", "", "/r?u=ev%65");
-        assert_eq!(code(&r), "denied");
-        r = req("GET", "", "/r?u=bob&u=eve");
-        assert_eq!(code(&r), value::INVALID_QUERY);
-        r = req("GET", "", "/r?u=%zz");
-        assert_eq!(code(&r), value::INVALID_QUERY);
-        r = req("GET", "", "/r?u=%ff");
-        assert_eq!(code(&r), value::INVALID_QUERY);
-        r = req("GET", "", "/r?u=bob");
-        r.push_header_bytes("x-user", b"eve\xff");
-        assert_eq!(code(&r), value::INVALID_HEADER);
-        r = req("GET", "", "/r?u=bob");
-        r.push_header_bytes("X-User", b"bob");
-        r.push_header_bytes("x-user", b"eve");
-        assert_eq!(code(&r), value::INVALID_HEADER);
-        r = req("GET", "", "/r?u=bob");
-        r.push_header_bytes("x-other", b"\xff");
-        assert_eq!(code(&r), "ok");
-    }
-
-    #[test]
-    fn the_path_and_params_a_guard_reads_are_decoded_as_the_upstream_decodes_them() {
-        let (p, g) = graph(
-            r#"upstream u { target "http://x" }
-               route r { when GET "/*" deny 403 "no" if path starts_with "/admin" to u }
-               route q { when POST "/u/{name}" deny 403 "no" if param.name == "root" to u }"#,
-        );
-        let outcome = |m: &str, path: &str| decide(&p, &g, &req(m, "", path)).outcome;
-        assert_eq!(outcome("GET", "/%61dmin/x").status(), 403);
-        assert_eq!(outcome("GET", "/a+dmin").status(), 200);
-        assert!(matches!(outcome("GET", "/x/%zz"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
-        assert!(matches!(outcome("GET", "/x/%+1"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
-        assert!(matches!(outcome("GET", "/x/%ff"), Outcome::Invalid { code: value::INVALID_PATH, .. }));
-        assert_eq!(outcome("POST", "/u/r%6Fot").status(), 403);
-        assert_eq!(outcome("POST", "/u/alice").status(), 200);
-    }
-
-    #[test]
-    fn a_matcher_used_by_many_routes_is_one_node() {
-        let mut text = String::from(
-            "upstream u { target \"http://x\" }\nmatcher m = header[\"x-a\"] == \"1\" and body.model matches /^gpt/\n",
-        );
-        for i in 0..50 {
-            text.push_str(&format!("route r{i} {{ when GET \"/r{i}\" deny 403 \"no\" if m to u }}\n"));
-        }
-        let (p, g) = graph(&text);
-        assert!(g.nodes.len() < 10, "{} nodes", g.nodes.len());
-        assert_eq!(g.facts.len(), 2);
-        assert_eq!(g.regexes.len(), 1);
-        let mut r = req("GET", "", "/r7");
-        r.headers.push(("x-a".into(), "1".into()));
-        r.body = Some(b"{\"model\": \"gpt-4o\"}".to_vec());
-        assert_eq!(decide(&p, &g, &r).outcome.status(), 403);
-    }
-
-    #[test]
-    fn constants_are_folded_at_compile_time() {
-        let (_, g) = graph(
-            r#"upstream u { target "http://x" } route r { when GET "/" if 1 < 2 and "a" == "a" allow if not false to u }"#,
-        );
-        assert!(g.nodes.iter().all(|n| matches!(n, Node::Const(_))), "{:?}", g.nodes);
-    }
-
-    #[test]
-    fn auth_limits_and_identity_follow_eval() {
-        let (p, g) = graph(
-            r#"upstream u { target "http://x" }
-               tenant acme { rate 10/s burst 20; concurrent 2 }
-               route r { when POST "/v1/chat" auth k
-                 deny 403 "acme only" if tenant != "acme"
-                 limit rate 5/s per key
-                 limit tokens 1k/min per (body.model) model /^gpt/
-                 to u }"#,
-        );
-        let mut r = req("POST", "", "/v1/chat");
-        assert_eq!(decide(&p, &g, &r).outcome, Outcome::Unauthorized { message: eval::MISSING_KEY.into() });
-        r.headers.push(("authorization".into(), "Bearer sk-2".into()));
-        assert_eq!(decide(&p, &g, &r).outcome, Outcome::Unauthorized { message: eval::INVALID_KEY.into() });
-        r.headers = vec![("x-api-key".into(), "sk-1".into())];
-        r.body = Some(b"{\"model\": \"gpt-4o\"}".to_vec());
-        let d = decide(&p, &g, &r);
-        assert_eq!(d.identity.as_ref().map(|i| i.tenant.as_str()), Some("acme"));
-        let keys: Vec<&str> = d.limits.iter().map(|l| l.key.as_str()).collect();
-        assert_eq!(keys, ["k/k1", "gpt-4o", "acme", "acme"]);
-        assert_eq!(d.limits.iter().map(|l| l.limit).collect::<Vec<_>>(), [0, 1, 2, 3]);
-        assert_eq!(g.limits().len(), 4);
-    }
-
-    #[test]
-    fn the_graph_is_send_sync_and_serializes_without_secrets() {
-        fn send_sync<T: Send + Sync>() {}
-        send_sync::<Graph>();
-        let (_, g) = graph(
-            r#"gateway { admin "127.0.0.1:9" token "literal-token" state redis env("SECRET") }
-               upstream u { target "http://x" header "authorization" = "Bearer " + env("SECRET") }
-               route r { when GET "/" set header "x-k" = env("SECRET") jwt secret "s3" to u }"#,
-        );
-        let json = serde_json::to_string(&g).expect("serializes");
-        assert!(!json.contains("hunter2") && !json.contains("literal-token") && !json.contains("s3\""), "{json}");
-        assert!(json.contains(REDACTED));
-        assert!(!format!("{g:?}").contains("hunter2"));
-        assert_eq!(g.upstreams()[0].headers[0].1.get(), Some("Bearer hunter2"));
-        assert_eq!(g.settings().max_body, DEFAULT_MAX_BODY);
-        let dot = g.to_dot();
-        assert!(dot.starts_with("digraph gw {") && dot.contains("r0 -> u0") || dot.contains("-> u0"), "{dot}");
-    }
-
-    #[test]
-    fn path_patterns_match_like_eval() {
-        let patterns =
-            ["/*", "/a/*", "/a/{x}", "a/*", "*", "/a/*/b", "", "/", "//*", "/{}/x", "/{a}{b}", "/{", "/a/{x}/*"];
-        let paths = [
-            "", "/", "/a", "/a/", "/a/b", "/a/b/c", "a", "a/b", "*", "/a/*/b", "//", "//x", "/x/x", "/{a}{b}", "/q",
-            "/{",
-        ];
-        for pat in patterns {
-            let compiled = PathPattern::parse(pat);
-            for path in paths {
-                assert_eq!(compiled.capture(path), eval::match_path(pat, path), "{pat:?} on {path:?}");
-            }
-        }
     }
 }
