@@ -36,6 +36,7 @@ use std::path::Path;
 
 pub use check::Mode;
 use diagnostics::Diag;
+use graph::Graph;
 use load::{DiskLoader, Loader, MemLoader};
 use program::Program;
 use source::Sources;
@@ -63,17 +64,33 @@ impl Options<'static> {
     }
 }
 
-/// The result of compiling: every diagnostic, and the program if there were no errors.
+/// The result of compiling: every diagnostic, and the program and its decision graph if there
+/// were no errors.
 #[derive(Debug)]
 pub struct Output {
     pub sources: Sources,
     pub diagnostics: Vec<Diag>,
     pub program: Option<Program>,
+    /// The program lowered (None when there is no program or lowering failed).
+    pub graph: Option<Graph>,
+    /// Why a checked program did not lower: a compiler bug, or a route automaton too large.
+    /// Kept out of `diagnostics`, which say what `check` thinks of the policy; a caller that
+    /// needs the graph (`gw serve`, `gw-check --serve`) reports it as an error.
+    pub lower_error: Option<Diag>,
 }
 
 impl Output {
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diag::is_error)
+    }
+
+    /// The graph, or why the program did not lower; None when there is no program.
+    pub fn lowered(&self) -> Option<Result<&Graph, &Diag>> {
+        match (&self.graph, &self.lower_error) {
+            (Some(g), _) => Some(Ok(g)),
+            (None, Some(d)) => Some(Err(d)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -119,7 +136,12 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
         files.dedup();
         Some(Program { sources: sources.clone(), files, items, env, keysets })
     };
-    Output { sources, diagnostics: diags, program }
+    let (graph, lower_error) = match program.as_ref().map(lower::lower) {
+        Some(Ok(g)) => (Some(g), None),
+        Some(Err(d)) => (None, Some(d)),
+        None => (None, None),
+    };
+    Output { sources, diagnostics: diags, program, graph, lower_error }
 }
 
 /// Compile a policy file from disk.
