@@ -32,7 +32,7 @@ pub fn run_tests(program: &Program) -> Vec<TestResult> {
 /// `run_tests` on a program already lowered (`Output::lowered`).
 pub fn run_compiled_tests(program: &Program, graph: Result<&Graph, &Diag>) -> Vec<TestResult> {
     match graph {
-        Ok(graph) => testing::run_tests(program, &|req| graph.decide(req)),
+        Ok(graph) => testing::run_tests(program, &|req| graph.decide_traced(req)),
         Err(bug) => {
             let mut results = testing::run_tests(program, &|req| decide(program, req));
             if let Some(first) = results.first_mut() {

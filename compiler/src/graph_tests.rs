@@ -32,11 +32,14 @@ fn req(method: &str, host: &str, path: &str) -> Request {
     r
 }
 
-/// Decide with the graph, check eval agrees, return the graph's decision.
+/// Decide with the graph, check eval and the untraced path agree, return the graph's
+/// (traced) decision.
 fn decide(p: &Program, g: &Graph, r: &Request) -> Decision {
-    let d = g.decide(r);
+    let d = g.decide_traced(r);
     let e = eval::decide(p, r);
     assert!(d.same_decision(&e), "graph {d:#?}\neval {e:#?}");
+    let fast = g.decide(r);
+    assert!(fast.same_decision(&d) && fast.trace.is_empty(), "untraced {fast:#?}\ntraced {d:#?}");
     d
 }
 
@@ -287,5 +290,15 @@ fn path_patterns_match_like_eval() {
         for path in paths {
             assert_eq!(compiled.capture(path), eval::match_path(pat, path), "{pat:?} on {path:?}");
         }
+    }
+}
+
+#[test]
+fn only_the_traced_decision_explains_itself() {
+    let (p, g) = graph(ROUTES);
+    for path in ["/a/1", "/a/fixed", "/nowhere"] {
+        let r = req("GET", "", path);
+        let traced = decide(&p, &g, &r);
+        assert!(!traced.trace.is_empty(), "{path}: {traced:#?}");
     }
 }

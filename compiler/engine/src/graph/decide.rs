@@ -75,12 +75,12 @@ impl Graph {
             self.rt.get(i).is_some_and(|r| r.method_ok(bit))
                 && self.routes.get(i).is_some_and(|r| r.reads_body || r.counts_tokens)
         });
-        reads && self.refused_before_body(req, &candidates).is_none()
+        reads && self.refused_before_body(req, &candidates, false).is_none()
     }
 
     /// `eval::refused_before_body`: the 401 every route the request could select (whatever
     /// its body) gives, if they all refuse its credential.
-    fn refused_before_body(&self, req: &Request, candidates: &[u32]) -> Option<Decision> {
+    fn refused_before_body(&self, req: &Request, candidates: &[u32], traced: bool) -> Option<Decision> {
         let bit = method_bit(&req.method);
         let mut refusals: Vec<(usize, &str)> = vec![];
         for &index in candidates {
@@ -109,7 +109,9 @@ impl Graph {
         let &(index, message) = refusals.iter().find(|(_, m)| *m == INVALID_KEY).or(refusals.first())?;
         let route = self.rt.get(index)?;
         let mut d = Decision::new(Outcome::Unauthorized { message: message.to_string() });
-        d.trace = vec![step("auth", refused_before_body_note(message))];
+        let mut trace = Trace::new(traced);
+        trace.note("auth", || refused_before_body_note(message));
+        d.trace = trace.into_steps();
         d.route = Some(route.name.clone());
         d.route_index = Some(index);
         d.params = route.path.params_of_match(&req.path);
@@ -126,15 +128,26 @@ impl Graph {
         Some(self.eval(node, &cx, &mut Memo::default()).key_string())
     }
 
-    /// Decide what the policy does with `req`: exactly what `eval::decide` answers.
+    /// Decide what the policy does with `req`: exactly what `eval::decide` answers. No
+    /// explanation is built (`Decision::trace` is empty): this is the proxy's path.
     pub fn decide(&self, req: &Request) -> Decision {
+        self.decide_with(req, false)
+    }
+
+    /// `decide`, with the explanation of each step in `Decision::trace` (`/admin/explain`,
+    /// gw-check, policy tests).
+    pub fn decide_traced(&self, req: &Request) -> Decision {
+        self.decide_with(req, true)
+    }
+
+    fn decide_with(&self, req: &Request, traced: bool) -> Decision {
         let host = routing_host(req);
         let host: &str = &host;
         let hosts = self.router.host_ids(host);
         let candidates = self.router.candidates(&self.rt, &req.path, &hosts);
         let body = Body { req, parsed: OnceCell::new() };
         let bit = method_bit(&req.method);
-        let mut trace = vec![];
+        let mut trace = Trace::new(traced);
         let mut allowed: Vec<String> = vec![];
         let mut memo = Memo::default();
 
@@ -157,10 +170,9 @@ impl Graph {
                 match self.eval(cond, &cx, &mut memo).truth() {
                     Ok(true) => {}
                     Ok(false) => {
-                        trace.push(step(
-                            "route",
-                            cat(&["`", &route.name, "` matches the path but its condition is false"]),
-                        ));
+                        trace.note("route", || {
+                            cat(&["`", &route.name, "` matches the path but its condition is false"])
+                        });
                         continue;
                     }
                     Err(u) => undecided = Some(u),
@@ -168,45 +180,44 @@ impl Graph {
             }
             let mut d = match undecided {
                 Some(u) => {
-                    trace
-                        .push(step("route", cat(&["`", &route.name, "`'s condition cannot be decided: ", &u.message])));
+                    trace.note("route", || cat(&["`", &route.name, "`'s condition cannot be decided: ", &u.message]));
                     Decision::invalid(u)
                 }
                 None => {
-                    trace.push(step("route", cat(&["`", &route.name, "` matches"])));
+                    trace.note("route", || cat(&["`", &route.name, "` matches"]));
                     self.decide_route(index, route, req, host, &params, &body, &mut memo, &mut trace)
                 }
             };
             // Only a refusing route can be overruled by the refusal of all candidates (a
             // credential every candidate refuses is refused whatever the body).
             if matches!(d.outcome, Outcome::Unauthorized { .. } | Outcome::Invalid { .. }) {
-                if let Some(refused) = self.refused_before_body(req, &candidates) {
+                if let Some(refused) = self.refused_before_body(req, &candidates, traced) {
                     return refused;
                 }
             }
             if body.parsed.get().is_some() {
-                trace.push(step("body", body_note(&body)));
+                trace.note("body", || body_note(&body));
             }
             d.route = Some(route.name.clone());
             d.route_index = Some(index);
             d.params = params;
-            d.trace = trace;
+            d.trace = trace.into_steps();
             return d;
         }
-        if let Some(refused) = self.refused_before_body(req, &candidates) {
+        if let Some(refused) = self.refused_before_body(req, &candidates, traced) {
             return refused;
         }
         if body.parsed.get().is_some() {
-            trace.push(step("body", body_note(&body)));
+            trace.note("body", || body_note(&body));
         }
         let mut d = if allowed.is_empty() {
-            trace.push(step("route", "no route matches".to_string()));
+            trace.note("route", || "no route matches".to_string());
             Decision::new(Outcome::NoRoute)
         } else {
-            trace.push(step("route", format!("the path matches routes for {} only", allowed.join(", "))));
+            trace.note("route", || format!("the path matches routes for {} only", allowed.join(", ")));
             Decision::new(Outcome::MethodNotAllowed { allowed })
         };
-        d.trace = trace;
+        d.trace = trace.into_steps();
         d
     }
 
@@ -220,23 +231,23 @@ impl Graph {
         params: &[(String, String)],
         body: &Body<'_>,
         memo: &mut Memo,
-        trace: &mut Vec<TraceStep>,
+        trace: &mut Trace,
     ) -> Decision {
         let mut identity = None;
         if let Some(auth) = &route.auth {
             match auth.credential(req) {
-                None if auth.optional => trace.push(step("auth", "no credential; auth is optional".to_string())),
+                None if auth.optional => trace.note("auth", || "no credential; auth is optional".to_string()),
                 None => {
-                    trace.push(step("auth", MISSING_KEY.to_string()));
+                    trace.note("auth", || MISSING_KEY.to_string());
                     return Decision::new(Outcome::Unauthorized { message: MISSING_KEY.to_string() });
                 }
                 Some(presented) => {
                     let entry = auth.keyset.and_then(|k| self.keysets.get(k)).and_then(|k| k.keys.lookup(presented));
                     let Some(entry) = entry else {
-                        trace.push(step("auth", INVALID_KEY.to_string()));
+                        trace.note("auth", || INVALID_KEY.to_string());
                         return Decision::new(Outcome::Unauthorized { message: INVALID_KEY.to_string() });
                     };
-                    trace.push(step("auth", cat(&["key `", &entry.name, "` of tenant `", &entry.tenant, "`"])));
+                    trace.note("auth", || cat(&["key `", &entry.name, "` of tenant `", &entry.tenant, "`"]));
                     identity = Some(Identity {
                         keys: auth.keys.clone(),
                         tenant: entry.tenant.clone(),
@@ -247,8 +258,8 @@ impl Graph {
             memo.new_context();
         }
         let cx = Ctx { req, host, params, identity: identity.as_ref(), body };
-        let undecided = |trace: &mut Vec<TraceStep>, what: &str, u: Undecided| {
-            trace.push(step(what, cat(&["cannot be decided: ", &u.message])));
+        let undecided = |trace: &mut Trace, what: &'static str, u: Undecided| {
+            trace.note(what, || cat(&["cannot be decided: ", &u.message]));
             let mut d = Decision::invalid(u);
             d.identity = identity.clone();
             d
@@ -265,7 +276,7 @@ impl Graph {
             match self.eval(g.cond, &cx, memo).truth() {
                 Err(u) => return undecided(trace, "guard", u),
                 Ok(holds) if holds == g.refuse_when => {
-                    trace.push(step("guard", format!("guard {} refused the request with {}", i + 1, g.status)));
+                    trace.note("guard", || format!("guard {} refused the request with {}", i + 1, g.status));
                     let mut d = Decision::new(Outcome::Denied { status: g.status, message: g.message.clone() });
                     d.identity = identity;
                     return d;
@@ -308,9 +319,9 @@ impl Graph {
             }
         }
         for l in &applied {
-            trace.push(step("limit", cat(&[&l.id, " keyed by `", &l.key, "`"])));
+            trace.note("limit", || cat(&[&l.id, " keyed by `", &l.key, "`"]));
         }
-        trace.push(step("action", action_note(&route.outcome)));
+        trace.note("action", || action_note(&route.outcome));
         let mut d = Decision::new(route.outcome.clone());
         d.identity = identity;
         d.limits = applied;
@@ -373,8 +384,24 @@ impl Graph {
     }
 }
 
-fn step(step: &str, detail: String) -> TraceStep {
-    TraceStep { step: step.to_string(), detail }
+/// The explanation being built, or nothing: each note's text is made only when traced, so
+/// the proxy's path formats no strings.
+struct Trace(Option<Vec<TraceStep>>);
+
+impl Trace {
+    fn new(traced: bool) -> Trace {
+        Trace(traced.then(Vec::new))
+    }
+
+    fn note(&mut self, step: &'static str, detail: impl FnOnce() -> String) {
+        if let Some(steps) = &mut self.0 {
+            steps.push(TraceStep { step: step.to_string(), detail: detail() });
+        }
+    }
+
+    fn into_steps(self) -> Vec<TraceStep> {
+        self.0.unwrap_or_default()
+    }
 }
 
 fn body_note(body: &Body<'_>) -> String {
@@ -386,7 +413,7 @@ fn body_note(body: &Body<'_>) -> String {
     }
 }
 
-/// Concatenate without the formatting machinery (the trace is built on the hot path).
+/// Concatenate without the formatting machinery.
 fn cat(parts: &[&str]) -> String {
     let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
     for p in parts {
