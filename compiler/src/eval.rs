@@ -6,9 +6,8 @@
 use crate::ast::*;
 use crate::ijson::{self, BodyError};
 use crate::program::Program;
-pub use crate::request::{refused_before_body_note, INVALID_KEY, MISSING_KEY};
+pub use crate::request::{refused_before_body_note, DEFAULT_ALLOW_MESSAGE, INVALID_KEY, MISSING_KEY};
 use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
-use crate::resolve::{stmt_exprs, walk};
 use crate::value::{self, Undecided, Val};
 
 /// Decide what the policy does with `req`.
@@ -232,8 +231,6 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     d
 }
 
-pub const DEFAULT_ALLOW_MESSAGE: &str = "request not allowed by policy";
-
 /// The credential the client presented, from the first source that has one.
 pub fn credential<'r>(auth: &Auth, req: &'r Request) -> Option<&'r str> {
     let default_via;
@@ -361,34 +358,7 @@ pub fn route_needs_body(program: &Program, route: &Route) -> bool {
         .stmts
         .iter()
         .any(|s| matches!(&s.kind, RouteStmtKind::Limit(l) if matches!(l.kind, LimitKind::Tokens { .. })));
-    route_reads_body(program, route) || token_limit || (route.auth().is_some() && tenant_tokens())
-}
-
-/// Whether an expression of the route reads a body field, or a limit picks by `model`.
-pub fn route_reads_body(program: &Program, route: &Route) -> bool {
-    route.stmts.iter().any(|s| {
-        matches!(&s.kind, RouteStmtKind::Limit(l) if l.model.is_some())
-            || stmt_exprs(&s.kind).into_iter().any(|e| reads_body(program, e, &mut vec![]))
-    })
-}
-
-/// Whether an expression reads a body fact, following matcher references (each once).
-fn reads_body<'a>(program: &'a Program, e: &'a Expr, seen: &mut Vec<&'a str>) -> bool {
-    let mut found = false;
-    let mut refs = vec![];
-    walk(e, &mut |sub| match &sub.kind {
-        ExprKind::Fact(Fact::Body(_)) => found = true,
-        ExprKind::Ref(name) => refs.push(name.name.as_str()),
-        _ => {}
-    });
-    found
-        || refs.into_iter().any(|name| {
-            if seen.contains(&name) {
-                return false;
-            }
-            seen.push(name);
-            program.matcher(name).is_some_and(|m| reads_body(program, &m.expr, seen))
-        })
+    program.route_reads_body(route) || token_limit || (route.auth().is_some() && tenant_tokens())
 }
 
 /// `*.example.com` matches any subdomain; otherwise exact, case-insensitive.

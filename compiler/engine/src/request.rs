@@ -226,6 +226,9 @@ pub struct Identity {
     pub key_name: String,
 }
 
+/// The message of an `allow` guard's refusal when the policy gives none.
+pub const DEFAULT_ALLOW_MESSAGE: &str = "request not allowed by policy";
+
 /// The message of a 401 when no credential was sent.
 pub const MISSING_KEY: &str = "missing API key";
 /// The message of a 401 when the credential is not in the route's key set.

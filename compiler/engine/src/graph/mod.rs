@@ -128,6 +128,13 @@ pub enum CredentialSource {
     Query(String),
 }
 
+impl CredentialSource {
+    /// `header "x-api-key", bearer`: what `auth K` means without `via`.
+    pub fn defaults() -> Vec<CredentialSource> {
+        vec![CredentialSource::Header("x-api-key".to_string()), CredentialSource::Bearer]
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuthInfo {
     /// Index into `Graph::keysets`; None if the key set is not defined (every key is invalid).
@@ -305,6 +312,39 @@ pub enum LimitPer {
     Client,
     Header(String),
     Expr,
+}
+
+impl LimitKindInfo {
+    /// What the limit counts, as its identity spells it.
+    fn id_part(&self) -> String {
+        match self {
+            LimitKindInfo::Rate { count, window_ns, burst } => {
+                format!("rate:{count}/{window_ns}ns:b{}", burst.unwrap_or(0))
+            }
+            LimitKindInfo::Tokens { count, window_ns, .. } => format!("tokens:{count}/{window_ns}ns"),
+            LimitKindInfo::Concurrent { max } => format!("concurrent:{max}"),
+        }
+    }
+}
+
+/// The stable identity of a route's `ordinal`-th limit: the counter key, Redis key part and
+/// metric label. It changes exactly when the limit's meaning changes, so a reload keeps the
+/// counters of every limit it did not change.
+pub fn route_limit_id(route: &str, ordinal: usize, kind: &LimitKindInfo, per: &LimitPer) -> String {
+    let per = match per {
+        LimitPer::Route => "route".to_string(),
+        LimitPer::Key => "key".to_string(),
+        LimitPer::Tenant => "tenant".to_string(),
+        LimitPer::Client => "client".to_string(),
+        LimitPer::Header(h) => format!("header:{h}"),
+        LimitPer::Expr => "expr".to_string(),
+    };
+    format!("route:{route}#{ordinal}:{}:per:{per}", kind.id_part())
+}
+
+/// The stable identity of a tenant's limit (see `route_limit_id`).
+pub fn tenant_limit_id(tenant: &str, kind: &LimitKindInfo) -> String {
+    format!("tenant:{tenant}:{}", kind.id_part())
 }
 
 /// Who declared a limit.
