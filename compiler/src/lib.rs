@@ -2,9 +2,10 @@
 //!
 //! Stages, one module each, data flowing one way:
 //! `load` (files, imports) → `syntax` (pest → `ast`) → `resolve` (names) → `check` (types,
-//! values, semantic rules, lints) → `lower` (AST → `graph`). `eval` is the reference
-//! evaluator the graph must agree with; `ijson` is the strict body reader both use; `fmt`
-//! prints an AST back as canonical text; `testing` runs a policy's `test` blocks.
+//! values, semantic rules, lints) → `lower` (AST → `gw_engine::graph`); `compile` runs them
+//! all. `eval` is the reference evaluator the graph must agree with; `fmt` prints an AST back
+//! as canonical text; `testing` runs a policy's `test` blocks. The graph and what it reads
+//! (request, value, the strict body reader `ijson`, keys, limits) are the `gw-engine` crate.
 
 pub mod ast;
 pub mod chars;
