@@ -190,13 +190,13 @@ fn check(args: &CheckArgs) -> u8 {
         if args.serve {
             // `gw serve` lowers the program too; a failure there is a compiler bug, but it
             // would stop the gateway all the same.
-            if let Some(Err(bug)) = out.program.as_ref().map(crate::lower::lower) {
+            if let Some(bug) = out.lower_error.take() {
                 out.diagnostics.push(bug);
                 out.program = None;
             }
         }
-        let tests = match (&out.program, args.no_tests) {
-            (Some(program), false) => cli::run_tests(program),
+        let tests = match (&out.program, out.lowered(), args.no_tests) {
+            (Some(program), Some(graph), false) => cli::run_compiled_tests(program, graph),
             _ => vec![],
         };
         report.add(file, out, tests);
@@ -315,8 +315,12 @@ fn compile(policy: &Path, emit: Emit) -> u8 {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let Some(program) = &out.program else { return EXIT_INVALID };
-    match cli::emit(program, emit == Emit::Dot) {
+    let emitted = match out.lowered() {
+        None => return EXIT_INVALID,
+        Some(Ok(graph)) => cli::emit(graph, emit == Emit::Dot),
+        Some(Err(d)) => Err(d.clone()),
+    };
+    match emitted {
         Ok(text) => {
             println!("{text}");
             EXIT_OK

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::diagnostics::{self, Diag, JsonDiag, Severity, Style};
+use crate::graph::Graph;
 use crate::program::Program;
 use crate::request::{Decision, Outcome, Request};
 use crate::source::Sources;
@@ -25,12 +26,17 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
 /// Should lowering fail (a compiler bug), the tests run on the reference evaluator instead and
 /// the bug is reported as the first test failure.
 pub fn run_tests(program: &Program) -> Vec<TestResult> {
-    match crate::lower::lower(program) {
-        Ok(graph) => testing::run_tests(program, &|req| graph.decide(req)),
+    run_compiled_tests(program, crate::lower::lower(program).as_ref())
+}
+
+/// `run_tests` on a program already lowered (`Output::lowered`).
+pub fn run_compiled_tests(program: &Program, graph: Result<&Graph, &Diag>) -> Vec<TestResult> {
+    match graph {
+        Ok(graph) => testing::run_tests(program, &|req| graph.decide_traced(req)),
         Err(bug) => {
             let mut results = testing::run_tests(program, &|req| decide(program, req));
             if let Some(first) = results.first_mut() {
-                first.failures.insert(0, bug);
+                first.failures.insert(0, bug.clone());
             }
             results
         }
@@ -366,8 +372,7 @@ pub fn format_text(name: &str, text: &str, style: Style) -> Result<String, Strin
 }
 
 /// The compiled graph as JSON or Graphviz dot.
-pub fn emit(program: &Program, dot: bool) -> Result<String, Diag> {
-    let graph = crate::lower::lower(program)?;
+pub fn emit(graph: &Graph, dot: bool) -> Result<String, Diag> {
     if dot {
         Ok(graph.to_dot())
     } else {

@@ -6,8 +6,8 @@
 use crate::ast::*;
 use crate::ijson::{self, BodyError};
 use crate::program::Program;
+pub use crate::request::{refused_before_body_note, DEFAULT_ALLOW_MESSAGE, INVALID_KEY, MISSING_KEY};
 use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
-use crate::resolve::{stmt_exprs, walk};
 use crate::value::{self, Undecided, Val};
 
 /// Decide what the policy does with `req`.
@@ -44,7 +44,7 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
             Some(Err(u)) => {
                 trace
                     .push(step("route", format!("`{}`'s condition cannot be decided: {}", route.name.name, u.message)));
-                invalid(u)
+                Decision::invalid(u)
             }
             _ => {
                 trace.push(step("route", format!("`{}` matches", route.name.name)));
@@ -107,18 +107,8 @@ pub fn refused_before_body(program: &Program, req: &Request) -> Option<Decision>
     Some(d)
 }
 
-/// The trace line of a refusal made before the body is read.
-pub fn refused_before_body_note(message: &str) -> String {
-    format!("{message}: every route the request could select refuses the credential (decided before the body is read)")
-}
-
 fn step(step: &str, detail: String) -> TraceStep {
     TraceStep { step: step.to_string(), detail }
-}
-
-/// The decision for a request that cannot be decided as sent (400).
-pub fn invalid(u: Undecided) -> Decision {
-    Decision::new(Outcome::Invalid { code: u.code, message: u.message })
 }
 
 /// Everything after the route is chosen: auth, guards, limits, action.
@@ -143,7 +133,7 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     };
     let undecided = |trace: &mut Vec<TraceStep>, what: &str, u: Undecided| {
         trace.push(step(what, format!("cannot be decided: {}", u.message)));
-        with_identity(invalid(u))
+        with_identity(Decision::invalid(u))
     };
 
     // A route whose decision reads the body takes only a body the strict reader accepts,
@@ -241,8 +231,6 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     d
 }
 
-pub const DEFAULT_ALLOW_MESSAGE: &str = "request not allowed by policy";
-
 /// The credential the client presented, from the first source that has one.
 pub fn credential<'r>(auth: &Auth, req: &'r Request) -> Option<&'r str> {
     let default_via;
@@ -284,9 +272,6 @@ fn authenticate(program: &Program, auth: &Auth, req: &Request) -> Result<Option<
         None => Err(INVALID_KEY.to_string()),
     }
 }
-
-pub const MISSING_KEY: &str = "missing API key";
-pub const INVALID_KEY: &str = "invalid API key";
 
 /// The stable identity of a route limit: changes when the limit's meaning changes.
 pub fn route_limit_id(route: &str, index: usize, limit: &Limit) -> String {
@@ -373,34 +358,7 @@ pub fn route_needs_body(program: &Program, route: &Route) -> bool {
         .stmts
         .iter()
         .any(|s| matches!(&s.kind, RouteStmtKind::Limit(l) if matches!(l.kind, LimitKind::Tokens { .. })));
-    route_reads_body(program, route) || token_limit || (route.auth().is_some() && tenant_tokens())
-}
-
-/// Whether an expression of the route reads a body field, or a limit picks by `model`.
-pub fn route_reads_body(program: &Program, route: &Route) -> bool {
-    route.stmts.iter().any(|s| {
-        matches!(&s.kind, RouteStmtKind::Limit(l) if l.model.is_some())
-            || stmt_exprs(&s.kind).into_iter().any(|e| reads_body(program, e, &mut vec![]))
-    })
-}
-
-/// Whether an expression reads a body fact, following matcher references (each once).
-fn reads_body<'a>(program: &'a Program, e: &'a Expr, seen: &mut Vec<&'a str>) -> bool {
-    let mut found = false;
-    let mut refs = vec![];
-    walk(e, &mut |sub| match &sub.kind {
-        ExprKind::Fact(Fact::Body(_)) => found = true,
-        ExprKind::Ref(name) => refs.push(name.name.as_str()),
-        _ => {}
-    });
-    found
-        || refs.into_iter().any(|name| {
-            if seen.contains(&name) {
-                return false;
-            }
-            seen.push(name);
-            program.matcher(name).is_some_and(|m| reads_body(program, &m.expr, seen))
-        })
+    program.route_reads_body(route) || token_limit || (route.auth().is_some() && tenant_tokens())
 }
 
 /// `*.example.com` matches any subdomain; otherwise exact, case-insensitive.

@@ -2,9 +2,10 @@
 //!
 //! Stages, one module each, data flowing one way:
 //! `load` (files, imports) → `syntax` (pest → `ast`) → `resolve` (names) → `check` (types,
-//! values, semantic rules, lints) → `lower` (AST → `graph`). `eval` is the reference
-//! evaluator the graph must agree with; `ijson` is the strict body reader both use; `fmt`
-//! prints an AST back as canonical text; `testing` runs a policy's `test` blocks.
+//! values, semantic rules, lints) → `lower` (AST → `gw_engine::graph`); `compile` runs them
+//! all. `eval` is the reference evaluator the graph must agree with; `fmt` prints an AST back
+//! as canonical text; `testing` runs a policy's `test` blocks. The graph and what it reads
+//! (request, value, the strict body reader `ijson`, keys, limits) are the `gw-engine` crate.
 
 pub mod ast;
 pub mod chars;
@@ -15,28 +16,27 @@ pub mod diagnostics;
 pub mod eval;
 pub mod excerpt;
 pub mod fmt;
-pub mod gcra;
-pub mod graph;
-pub mod ijson;
-pub mod keys;
+#[cfg(test)]
+mod graph_tests;
 pub mod load;
 pub mod lower;
 pub mod path;
 pub mod program;
-pub mod request;
 pub mod resolve;
 pub mod source;
 pub mod startup;
 pub mod support;
 pub mod syntax;
 pub mod testing;
-pub mod tokens;
-pub mod value;
+
+// The engine's modules, at their old paths, for the runtime and tests.
+pub use gw_engine::{gcra, graph, ijson, keys, lang, request, tokens, value};
 
 use std::path::Path;
 
 pub use check::Mode;
 use diagnostics::Diag;
+use graph::Graph;
 use load::{DiskLoader, Loader, MemLoader};
 use program::Program;
 use source::Sources;
@@ -64,17 +64,33 @@ impl Options<'static> {
     }
 }
 
-/// The result of compiling: every diagnostic, and the program if there were no errors.
+/// The result of compiling: every diagnostic, and the program and its decision graph if there
+/// were no errors.
 #[derive(Debug)]
 pub struct Output {
     pub sources: Sources,
     pub diagnostics: Vec<Diag>,
     pub program: Option<Program>,
+    /// The program lowered (None when there is no program or lowering failed).
+    pub graph: Option<Graph>,
+    /// Why a checked program did not lower: a compiler bug, or a route automaton too large.
+    /// Kept out of `diagnostics`, which say what `check` thinks of the policy; a caller that
+    /// needs the graph (`gw serve`, `gw-check --serve`) reports it as an error.
+    pub lower_error: Option<Diag>,
 }
 
 impl Output {
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diag::is_error)
+    }
+
+    /// The graph, or why the program did not lower; None when there is no program.
+    pub fn lowered(&self) -> Option<Result<&Graph, &Diag>> {
+        match (&self.graph, &self.lower_error) {
+            (Some(g), _) => Some(Ok(g)),
+            (None, Some(d)) => Some(Err(d)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -120,7 +136,12 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
         files.dedup();
         Some(Program { sources: sources.clone(), files, items, env, keysets })
     };
-    Output { sources, diagnostics: diags, program }
+    let (graph, lower_error) = match program.as_ref().map(lower::lower) {
+        Some(Ok(g)) => (Some(g), None),
+        Some(Err(d)) => (None, Some(d)),
+        None => (None, None),
+    };
+    Output { sources, diagnostics: diags, program, graph, lower_error }
 }
 
 /// Compile a policy file from disk.

@@ -14,10 +14,9 @@ use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, Repetition};
 
 use crate::ast::*;
 use crate::diagnostics::{Code, Diag};
-use crate::eval;
 use crate::graph::*;
 use crate::program::Program;
-use crate::request::Outcome;
+use crate::request::{Outcome, DEFAULT_ALLOW_MESSAGE};
 use crate::value::{self, Val};
 
 /// Largest NFA the route automaton may have, in bytes (10,000 routes need a few MB).
@@ -50,7 +49,7 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
     }
 
     // The limit table, in eval's order, and the first index of each id (what eval reports).
-    let table = eval::limit_table(program);
+    let table = limit_table(program);
     let mut first_index: HashMap<&str, usize> = HashMap::new();
     for (i, id) in table.iter().enumerate() {
         first_index.entry(id.as_str()).or_insert(i);
@@ -86,17 +85,8 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
             if let TenantStmtKind::Region(r) = &stmt.kind {
                 region.get_or_insert_with(|| r.value.clone());
             }
-            let Some(id) = eval::tenant_limit_id(&t.name.name, &stmt.kind) else { continue };
-            let kind = match &stmt.kind {
-                TenantStmtKind::Rate { rate, burst } => {
-                    LimitKindInfo::Rate { count: rate.count, window_ns: rate.window_ns, burst: burst.map(|q| q.value) }
-                }
-                TenantStmtKind::Tokens(rate) => {
-                    LimitKindInfo::Tokens { count: rate.count, window_ns: rate.window_ns, estimate: None }
-                }
-                TenantStmtKind::Concurrent(n) => LimitKindInfo::Concurrent { max: n.value },
-                TenantStmtKind::Region(_) => continue,
-            };
+            let Some(kind) = tenant_limit_kind(&stmt.kind) else { continue };
+            let id = tenant_limit_id(&t.name.name, &kind);
             limits.push(LimitInfo {
                 id: id.clone(),
                 kind,
@@ -115,7 +105,7 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         tenant_limits.entry(t.name.name.clone()).or_insert(ids);
     }
     if limits.len() != table.len() || limits.iter().zip(&table).any(|(l, id)| l.id != *id) {
-        return Err(Diag::bug("the graph's limit table disagrees with eval::limit_table"));
+        return Err(Diag::bug("the graph's limits are not in the limit table's order"));
     }
 
     let router = build_router(program)?;
@@ -140,6 +130,65 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
 }
 
 // ======================================================================= routes
+
+/// Every limit's identity, in a fixed order: route limits in route order, then tenants'.
+/// `AppliedLimit::limit` indexes this table.
+fn limit_table(program: &Program) -> Vec<String> {
+    let mut ids = vec![];
+    for route in program.routes() {
+        let limits = route.stmts.iter().filter_map(|s| match &s.kind {
+            RouteStmtKind::Limit(l) => Some(l),
+            _ => None,
+        });
+        for (i, l) in limits.enumerate() {
+            ids.push(route_limit_id(&route.name.name, i, &limit_kind(&l.kind), &limit_per(&l.per)));
+        }
+    }
+    for tenant in program.tenants() {
+        for stmt in &tenant.stmts {
+            if let Some(kind) = tenant_limit_kind(&stmt.kind) {
+                ids.push(tenant_limit_id(&tenant.name.name, &kind));
+            }
+        }
+    }
+    ids
+}
+
+fn limit_kind(kind: &LimitKind) -> LimitKindInfo {
+    match kind {
+        LimitKind::Rate { rate, burst } => {
+            LimitKindInfo::Rate { count: rate.count, window_ns: rate.window_ns, burst: burst.map(|q| q.value) }
+        }
+        LimitKind::Tokens { rate, estimate } => {
+            LimitKindInfo::Tokens { count: rate.count, window_ns: rate.window_ns, estimate: estimate.map(|q| q.value) }
+        }
+        LimitKind::Concurrent(n) => LimitKindInfo::Concurrent { max: n.value },
+    }
+}
+
+fn limit_per(per: &LimitKey) -> LimitPer {
+    match per {
+        LimitKey::Route => LimitPer::Route,
+        LimitKey::Key => LimitPer::Key,
+        LimitKey::Tenant => LimitPer::Tenant,
+        LimitKey::Client => LimitPer::Client,
+        LimitKey::Header(h) => LimitPer::Header(h.value.clone()),
+        LimitKey::Expr(_) => LimitPer::Expr,
+    }
+}
+
+fn tenant_limit_kind(stmt: &TenantStmtKind) -> Option<LimitKindInfo> {
+    Some(match stmt {
+        TenantStmtKind::Rate { rate, burst } => {
+            LimitKindInfo::Rate { count: rate.count, window_ns: rate.window_ns, burst: burst.map(|q| q.value) }
+        }
+        TenantStmtKind::Tokens(rate) => {
+            LimitKindInfo::Tokens { count: rate.count, window_ns: rate.window_ns, estimate: None }
+        }
+        TenantStmtKind::Concurrent(n) => LimitKindInfo::Concurrent { max: n.value },
+        TenantStmtKind::Region(_) => return None,
+    })
+}
 
 #[allow(clippy::too_many_arguments)]
 fn lower_route(
@@ -166,22 +215,25 @@ fn lower_route(
     let any_method = methods.contains(&Method::Any);
     let method_mask = methods.iter().fold(0u8, |m, x| m | method_bit(x.as_str()));
 
-    let (auth_info, auth_rt) = match route.auth() {
+    let (auth_rt, auth_info) = match route.auth() {
         None => (None, None),
         Some(a) => {
             let keyset = keysets.iter().position(|k| k.name == a.keys.name);
-            let via = if a.via.is_empty() { eval::default_credentials() } else { a.via.clone() };
-            let sources = via
-                .iter()
-                .map(|c| match c {
-                    Credential::Header(h) => CredentialSource::Header(h.value.clone()),
-                    Credential::Bearer(_) => CredentialSource::Bearer,
-                    Credential::Query(q) => CredentialSource::Query(q.value.clone()),
-                })
-                .collect();
+            let sources: Vec<CredentialSource> = if a.via.is_empty() {
+                CredentialSource::defaults()
+            } else {
+                a.via
+                    .iter()
+                    .map(|c| match c {
+                        Credential::Header(h) => CredentialSource::Header(h.value.clone()),
+                        Credential::Bearer(_) => CredentialSource::Bearer,
+                        Credential::Query(q) => CredentialSource::Query(q.value.clone()),
+                    })
+                    .collect()
+            };
             (
+                Some(AuthRt { keyset, keys: a.keys.name.clone(), via: sources.clone(), optional: a.optional }),
                 Some(AuthInfo { keyset, keyset_name: a.keys.name.clone(), sources, optional: a.optional }),
-                Some(AuthRt { keyset, auth: a.clone() }),
             )
         }
     };
@@ -215,16 +267,12 @@ fn lower_route(
                 let n = b.root(program, cond)?;
                 reads_body |= b.reads_body(n);
                 let status = status.map(|s| s.value as u16).unwrap_or(403);
-                let message = message
-                    .as_ref()
-                    .map(|m| m.value.clone())
-                    .unwrap_or_else(|| eval::DEFAULT_ALLOW_MESSAGE.to_string());
+                let message =
+                    message.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
                 guard_infos.push(GuardInfo { kind: "allow", status, message: message.clone() });
                 guards.push(GuardRt { cond: n, refuse_when: false, status, message });
             }
             RouteStmtKind::Limit(l) => {
-                let id = eval::route_limit_id(&name, limit_no, l);
-                limit_no += 1;
                 let lcond = match &l.cond {
                     Some(c) => {
                         let n = b.root(program, c)?;
@@ -243,34 +291,23 @@ fn lower_route(
                         }
                     }
                 };
-                let (key, per) = match &l.per {
-                    LimitKey::Route => (KeyRt::Route, LimitPer::Route),
-                    LimitKey::Key => (KeyRt::Key, LimitPer::Key),
-                    LimitKey::Tenant => (KeyRt::Tenant, LimitPer::Tenant),
-                    LimitKey::Client => (KeyRt::Client, LimitPer::Client),
-                    LimitKey::Header(h) => (KeyRt::Header(h.value.clone()), LimitPer::Header(h.value.clone())),
+                let per = limit_per(&l.per);
+                let key = match &l.per {
+                    LimitKey::Route => KeyRt::Route,
+                    LimitKey::Key => KeyRt::Key,
+                    LimitKey::Tenant => KeyRt::Tenant,
+                    LimitKey::Client => KeyRt::Client,
+                    LimitKey::Header(h) => KeyRt::Header(h.value.clone()),
                     LimitKey::Expr(e) => {
                         let n = b.root(program, e)?;
                         reads_body |= b.reads_body(n);
-                        (KeyRt::Expr(n), LimitPer::Expr)
+                        KeyRt::Expr(n)
                     }
                 };
-                let kind = match &l.kind {
-                    LimitKind::Rate { rate, burst } => LimitKindInfo::Rate {
-                        count: rate.count,
-                        window_ns: rate.window_ns,
-                        burst: burst.map(|q| q.value),
-                    },
-                    LimitKind::Tokens { rate, estimate } => {
-                        counts_tokens = true;
-                        LimitKindInfo::Tokens {
-                            count: rate.count,
-                            window_ns: rate.window_ns,
-                            estimate: estimate.map(|q| q.value),
-                        }
-                    }
-                    LimitKind::Concurrent(n) => LimitKindInfo::Concurrent { max: n.value },
-                };
+                let kind = limit_kind(&l.kind);
+                counts_tokens |= matches!(kind, LimitKindInfo::Tokens { .. });
+                let id = route_limit_id(&name, limit_no, &kind, &per);
+                limit_no += 1;
                 let table = first_index.get(id.as_str()).copied();
                 if let Some(t) = table {
                     limit_ix.push(t);
@@ -378,7 +415,7 @@ fn lower_route(
         upstream,
         // Over the syntax too: `false and body.x` folds away but still makes the route one
         // that refuses a body the strict reader refuses (as eval decides).
-        reads_body: reads_body || eval::route_reads_body(program, route),
+        reads_body: reads_body || program.route_reads_body(route),
         counts_tokens,
     };
     let rt = RouteRt {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::ast::*;
 use crate::keys::LoadedKeys;
+use crate::resolve::{stmt_exprs, walk};
 use crate::source::Sources;
 
 #[derive(Debug, Clone, Default)]
@@ -105,5 +106,36 @@ impl Route {
             RouteStmtKind::Auth(a) => Some(a),
             _ => None,
         })
+    }
+}
+
+/// What the body-need analysis of a route reads: the AST, not the evaluator, so both `eval`
+/// and `lower` can ask it.
+impl Program {
+    /// Whether an expression of the route reads a body field, or a limit picks by `model`.
+    pub fn route_reads_body(&self, route: &Route) -> bool {
+        route.stmts.iter().any(|s| {
+            matches!(&s.kind, RouteStmtKind::Limit(l) if l.model.is_some())
+                || stmt_exprs(&s.kind).into_iter().any(|e| self.expr_reads_body(e, &mut vec![]))
+        })
+    }
+
+    /// Whether an expression reads a body fact, following matcher references (each once).
+    fn expr_reads_body<'a>(&'a self, e: &'a Expr, seen: &mut Vec<&'a str>) -> bool {
+        let mut found = false;
+        let mut refs = vec![];
+        walk(e, &mut |sub| match &sub.kind {
+            ExprKind::Fact(Fact::Body(_)) => found = true,
+            ExprKind::Ref(name) => refs.push(name.name.as_str()),
+            _ => {}
+        });
+        found
+            || refs.into_iter().any(|name| {
+                if seen.contains(&name) {
+                    return false;
+                }
+                seen.push(name);
+                self.matcher(name).is_some_and(|m| self.expr_reads_body(&m.expr, seen))
+            })
     }
 }

@@ -93,7 +93,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
             let request =
                 gw_compiler::cli::parse_request(text).map_err(|e| GwError::new(Code::BadRequestDescription, e))?;
             let policy = gw.policy();
-            let decision = policy.policy.graph.decide(&request);
+            let decision = policy.policy.graph.decide_traced(&request);
             Ok(json(
                 StatusCode::OK,
                 serde_json::json!({

@@ -12,7 +12,7 @@
 
 use std::cmp::Ordering;
 
-use crate::ast::{BinOp, Func, PathSeg};
+use crate::lang::{BinOp, Func, PathSeg};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Val {

@@ -227,6 +227,19 @@ pub struct Identity {
     pub key_name: String,
 }
 
+/// The message of an `allow` guard's refusal when the policy gives none.
+pub const DEFAULT_ALLOW_MESSAGE: &str = "request not allowed by policy";
+
+/// The message of a 401 when no credential was sent.
+pub const MISSING_KEY: &str = "missing API key";
+/// The message of a 401 when the credential is not in the route's key set.
+pub const INVALID_KEY: &str = "invalid API key";
+
+/// The trace line of a refusal made before the body is read.
+pub fn refused_before_body_note(message: &str) -> String {
+    format!("{message}: every route the request could select refuses the credential (decided before the body is read)")
+}
+
 /// What happens to the request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -301,6 +314,11 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The decision for a request that cannot be decided as sent (400).
+    pub fn invalid(u: Undecided) -> Decision {
+        Decision::new(Outcome::Invalid { code: u.code, message: u.message })
+    }
+
     pub fn new(outcome: Outcome) -> Decision {
         Decision {
             outcome,

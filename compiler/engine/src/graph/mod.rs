@@ -1,0 +1,515 @@
+//! The decision graph: the immutable product of compilation and the only thing the runtime
+//! reads. Route selection is one walk of a multi-pattern lazy DFA; everything after it is a
+//! flat, hash-consed program over interned request facts. `decide` must agree with
+//! `eval::decide` on every program and request (`Decision::same_decision`).
+//!
+//! Here the public data the runtime reads (settings, routes, upstreams, limits); `ir` the
+//! decision-time program `gw-compiler` lowers into, `router` route selection, `decide` the
+//! executor, `dot` the Graphviz view.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+use crate::keys::LoadedKeys;
+use crate::lang::{Fact, ForwardedMode, Method, OnError, PathSeg};
+
+mod decide;
+mod dot;
+pub mod ir;
+pub mod router;
+
+pub use ir::*;
+pub use router::*;
+
+// ======================================================================= public plain data
+
+/// A string setting with its `env(...)` parts filled in at load. Secrets (anything read from
+/// the environment, admin tokens, JWT secrets, salts) never leave through `Serialize` or
+/// `Debug`: they print as `"<redacted>"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// None when an env var it names is unset.
+    pub value: Option<String>,
+    pub secret: bool,
+    /// The env vars it reads, for "GW_X is unset" messages.
+    pub env: Vec<String>,
+}
+
+impl Resolved {
+    pub fn get(&self) -> Option<&str> {
+        self.value.as_deref()
+    }
+
+    fn shown(&self) -> Option<&str> {
+        match (&self.value, self.secret) {
+            (None, _) => None,
+            (Some(_), true) => Some(REDACTED),
+            (Some(v), false) => Some(v.as_str()),
+        }
+    }
+}
+
+pub const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
+
+impl Serialize for Resolved {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.shown().serialize(s)
+    }
+}
+
+/// The `gateway { ... }` block with every default filled in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub listen: Resolved,
+    pub admin: Option<AdminSettings>,
+    pub state: StateSettings,
+    pub audit: Option<AuditSettings>,
+    pub max_body: u64,
+    pub max_header_bytes: u64,
+    pub max_headers: u64,
+    pub header_timeout_ns: u64,
+    pub idle_timeout_ns: u64,
+    pub drain_timeout_ns: u64,
+    pub tls: Option<TlsSettings>,
+    pub policy_header: bool,
+    pub forwarded: ForwardedMode,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_BODY: u64 = 10_000_000;
+pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64_000;
+pub const DEFAULT_MAX_HEADERS: u64 = 100;
+pub const DEFAULT_HEADER_TIMEOUT_NS: u64 = 10_000_000_000;
+pub const DEFAULT_IDLE_TIMEOUT_NS: u64 = 60_000_000_000;
+pub const DEFAULT_DRAIN_TIMEOUT_NS: u64 = 30_000_000_000;
+pub const DEFAULT_UPSTREAM_TIMEOUT_NS: u64 = 60_000_000_000;
+pub const DEFAULT_CONNECT_TIMEOUT_NS: u64 = 5_000_000_000;
+pub const DEFAULT_HEALTH_TIMEOUT_NS: u64 = 2_000_000_000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminSettings {
+    pub addr: Resolved,
+    pub token: Option<Resolved>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StateSettings {
+    Local,
+    Redis { url: Resolved, on_error: OnError },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditSettings {
+    pub path: Resolved,
+    pub rotate_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsSettings {
+    pub cert: Resolved,
+    pub key: Resolved,
+}
+
+/// Where a route's credential may come from, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum CredentialSource {
+    Header(String),
+    Bearer,
+    Query(String),
+}
+
+impl CredentialSource {
+    /// `header "x-api-key", bearer`: what `auth K` means without `via`.
+    pub fn defaults() -> Vec<CredentialSource> {
+        vec![CredentialSource::Header("x-api-key".to_string()), CredentialSource::Bearer]
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthInfo {
+    /// Index into `Graph::keysets`; None if the key set is not defined (every key is invalid).
+    pub keyset: Option<usize>,
+    pub keyset_name: String,
+    pub sources: Vec<CredentialSource>,
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardInfo {
+    /// `allow` (refuses when the condition is false) or `deny` (refuses when it is true).
+    pub kind: &'static str,
+    pub status: u16,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RewriteInfo {
+    Prefix { from: String, to: String },
+    Path { template: String, parts: Vec<TemplatePart> },
+}
+
+/// A piece of a `rewrite path "/v2/{id}"` template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum TemplatePart {
+    Lit(String),
+    Param(String),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RespondInfo {
+    pub status: u16,
+    #[serde(serialize_with = "bytes_as_text")]
+    pub body: Vec<u8>,
+    pub content_type: Option<&'static str>,
+}
+
+fn bytes_as_text<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    String::from_utf8_lossy(b).serialize(s)
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheInfo {
+    pub ttl_ns: u64,
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CorsInfo {
+    pub origins: Vec<String>,
+    pub methods: Vec<Method>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JwtInfo {
+    pub secret: Resolved,
+    pub issuer: Option<String>,
+}
+
+/// What a route does once a request passes its guards.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionInfo {
+    /// `to NAME`; `upstream` is None if no upstream has that name.
+    Forward {
+        name: String,
+        upstream: Option<usize>,
+    },
+    Respond,
+    Serve {
+        builtin: String,
+    },
+    /// No action: the decision is `NoRoute` (check refuses such routes).
+    None,
+}
+
+/// Everything the runtime needs about one route, as plain data.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteInfo {
+    pub name: String,
+    /// Position among the program's routes: `Decision::route_index`.
+    pub index: usize,
+    /// False for a route without `when` (never selected).
+    pub routable: bool,
+    pub methods: Vec<Method>,
+    pub path: String,
+    pub host: Option<String>,
+    pub has_condition: bool,
+    pub auth: Option<AuthInfo>,
+    pub guards: Vec<GuardInfo>,
+    /// Indices into `Graph::limits` of the route's own limits, in order.
+    pub limits: Vec<usize>,
+    pub set_headers: Vec<(String, Resolved)>,
+    pub strip_headers: Vec<String>,
+    pub rewrite: Option<RewriteInfo>,
+    pub respond: Option<RespondInfo>,
+    pub cache: Option<CacheInfo>,
+    pub websocket: bool,
+    pub cors: Option<CorsInfo>,
+    pub jwt: Option<JwtInfo>,
+    pub action: ActionInfo,
+    pub upstream: Option<usize>,
+    /// An expression of the route (condition, guard, limit) reads the JSON body.
+    pub reads_body: bool,
+    /// The route has a token limit: the runtime must read the body to count tokens.
+    pub counts_tokens: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetInfo {
+    pub url: Resolved,
+    pub weight: u64,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BalanceInfo {
+    RoundRobin,
+    Weighted,
+    LeastConn,
+    /// `hash(EXPR)`: the key comes from `Graph::balance_key`.
+    Hash,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthInfo {
+    pub method: Method,
+    pub path: String,
+    pub every_ns: u64,
+    pub timeout_ns: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryInfo {
+    pub attempts: u64,
+    pub on_connect_error: bool,
+    pub on_timeout: bool,
+    pub statuses: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamInfo {
+    pub name: String,
+    pub targets: Vec<TargetInfo>,
+    pub balance: BalanceInfo,
+    pub headers: Vec<(String, Resolved)>,
+    pub timeout_ns: u64,
+    pub connect_timeout_ns: u64,
+    pub health: Option<HealthInfo>,
+    pub retry: Option<RetryInfo>,
+    pub max_connections: Option<u64>,
+    /// The upstream declares `affinity` (region preference; not evaluated by the graph).
+    pub affinity: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LimitKindInfo {
+    Rate { count: u64, window_ns: u64, burst: Option<u64> },
+    Tokens { count: u64, window_ns: u64, estimate: Option<u64> },
+    Concurrent { max: u64 },
+}
+
+/// What a limit's counters are keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "snake_case")]
+pub enum LimitPer {
+    Route,
+    Key,
+    Tenant,
+    Client,
+    Header(String),
+    Expr,
+}
+
+impl LimitKindInfo {
+    /// What the limit counts, as its identity spells it.
+    fn id_part(&self) -> String {
+        match self {
+            LimitKindInfo::Rate { count, window_ns, burst } => {
+                format!("rate:{count}/{window_ns}ns:b{}", burst.unwrap_or(0))
+            }
+            LimitKindInfo::Tokens { count, window_ns, .. } => format!("tokens:{count}/{window_ns}ns"),
+            LimitKindInfo::Concurrent { max } => format!("concurrent:{max}"),
+        }
+    }
+}
+
+/// The stable identity of a route's `ordinal`-th limit: the counter key, Redis key part and
+/// metric label. It changes exactly when the limit's meaning changes, so a reload keeps the
+/// counters of every limit it did not change.
+pub fn route_limit_id(route: &str, ordinal: usize, kind: &LimitKindInfo, per: &LimitPer) -> String {
+    let per = match per {
+        LimitPer::Route => "route".to_string(),
+        LimitPer::Key => "key".to_string(),
+        LimitPer::Tenant => "tenant".to_string(),
+        LimitPer::Client => "client".to_string(),
+        LimitPer::Header(h) => format!("header:{h}"),
+        LimitPer::Expr => "expr".to_string(),
+    };
+    format!("route:{route}#{ordinal}:{}:per:{per}", kind.id_part())
+}
+
+/// The stable identity of a tenant's limit (see `route_limit_id`).
+pub fn tenant_limit_id(tenant: &str, kind: &LimitKindInfo) -> String {
+    format!("tenant:{tenant}:{}", kind.id_part())
+}
+
+/// Who declared a limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LimitOwner {
+    Route { route: usize, name: String },
+    Tenant { name: String },
+}
+
+/// One entry of the limit table (`AppliedLimit::limit` indexes it).
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitInfo {
+    pub id: String,
+    pub kind: LimitKindInfo,
+    pub shadow: bool,
+    pub per: LimitPer,
+    pub owner: LimitOwner,
+    pub model: Option<String>,
+    pub conditional: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantInfo {
+    pub name: String,
+    /// Indices into `Graph::limits`, applied after a route's limits.
+    pub limits: Vec<usize>,
+    pub region: Option<String>,
+}
+
+/// A key set for the runtime. The hashes are never serialized.
+#[derive(Clone, Serialize)]
+pub struct KeysetInfo {
+    pub name: String,
+    pub len: usize,
+    pub salted: bool,
+    #[serde(skip)]
+    pub keys: LoadedKeys,
+}
+
+impl fmt::Debug for KeysetInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeysetInfo")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .field("salted", &self.salted)
+            .finish()
+    }
+}
+
+/// Sizes of the compiled graph, for `--emit json` and benchmarks.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GraphStats {
+    pub routes: usize,
+    /// Distinct literal paths (found by hash lookup).
+    pub literal_paths: usize,
+    /// Patterns in the route automaton (paths with `{param}` or `*`).
+    pub patterns: usize,
+    pub host_patterns: usize,
+    pub nodes: usize,
+    pub shared_nodes: usize,
+    pub facts: usize,
+    pub regexes: usize,
+    pub nfa_bytes: usize,
+    pub dfa_cache_bytes: usize,
+}
+
+// ======================================================================= the graph
+
+/// The compiled policy. Immutable, `Send + Sync`; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct Graph {
+    pub settings: Settings,
+    pub routes: Vec<RouteInfo>,
+    pub upstreams: Vec<UpstreamInfo>,
+    pub limits: Vec<LimitInfo>,
+    pub tenants: Vec<TenantInfo>,
+    pub keysets: Vec<KeysetInfo>,
+
+    pub rt: Vec<RouteRt>,
+    pub router: Router,
+    pub nodes: Vec<Node>,
+    pub meta: Vec<NodeMeta>,
+    pub facts: Vec<Fact>,
+    pub regexes: Vec<Option<regex_automata::meta::Regex>>,
+    /// Tenant name (first tenant of that name) → its limits as (table index, id).
+    pub tenant_limits: HashMap<String, Vec<(usize, String)>>,
+    /// Upstream index → the node of its `hash(EXPR)`.
+    pub balance_keys: Vec<Option<NodeId>>,
+    /// `body.model`, read by `limit ... model /re/`.
+    pub model_path: Vec<PathSeg>,
+}
+
+impl Graph {
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Every route of the program in order; `Decision::route_index` indexes this.
+    pub fn routes(&self) -> &[RouteInfo] {
+        &self.routes
+    }
+
+    pub fn upstreams(&self) -> &[UpstreamInfo] {
+        &self.upstreams
+    }
+
+    /// The limit table; `AppliedLimit::limit` indexes this.
+    pub fn limits(&self) -> &[LimitInfo] {
+        &self.limits
+    }
+
+    pub fn tenants(&self) -> &[TenantInfo] {
+        &self.tenants
+    }
+
+    pub fn keysets(&self) -> &[KeysetInfo] {
+        &self.keysets
+    }
+
+    pub fn route(&self, name: &str) -> Option<&RouteInfo> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    pub fn upstream_index(&self, name: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.name == name)
+    }
+
+    pub fn stats(&self) -> GraphStats {
+        GraphStats {
+            routes: self.routes.len(),
+            literal_paths: self.router.literal.len(),
+            patterns: self.router.pattern_route.len(),
+            host_patterns: self.router.host_exact.len() + self.router.host_wild.len(),
+            nodes: self.nodes.len(),
+            shared_nodes: self.meta.iter().filter(|m| m.shared).count(),
+            facts: self.facts.len(),
+            regexes: self.regexes.len(),
+            nfa_bytes: self.router.nfa_bytes,
+            dfa_cache_bytes: self.router.cache_bytes,
+        }
+    }
+}
+
+impl Serialize for Graph {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            settings: &'a Settings,
+            routes: &'a [RouteInfo],
+            upstreams: &'a [UpstreamInfo],
+            limits: &'a [LimitInfo],
+            tenants: &'a [TenantInfo],
+            keysets: &'a [KeysetInfo],
+            stats: GraphStats,
+        }
+        View {
+            settings: &self.settings,
+            routes: &self.routes,
+            upstreams: &self.upstreams,
+            limits: &self.limits,
+            tenants: &self.tenants,
+            keysets: &self.keysets,
+            stats: self.stats(),
+        }
+        .serialize(s)
+    }
+}

@@ -1,0 +1,17 @@
+//! The runtime's contract with the compiler: the decision graph gw executes, and everything
+//! it reads. `gw-compiler` lowers a checked policy into a `graph::Graph`; the runtime asks it
+//! `decide(request)`. Nothing here knows the policy language's syntax or its reference
+//! evaluator, so the fast engine and the evaluator it is tested against share no logic.
+//!
+//! `lang` is the vocabulary both sides share (facts, operators, methods), `request` the
+//! request and the decision, `value` the three-valued expression semantics, `ijson` the
+//! strict body reader, `keys` key sets, `gcra` and `tokens` the limit arithmetic.
+
+pub mod gcra;
+pub mod graph;
+pub mod ijson;
+pub mod keys;
+pub mod lang;
+pub mod request;
+pub mod tokens;
+pub mod value;
