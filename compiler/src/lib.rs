@@ -20,7 +20,6 @@ pub mod fmt;
 mod graph_tests;
 pub mod load;
 pub mod lower;
-pub mod path;
 pub mod program;
 pub mod resolve;
 pub mod source;
@@ -30,7 +29,7 @@ pub mod syntax;
 pub mod testing;
 
 // The engine's modules, at their old paths, for the runtime and tests.
-pub use gw_engine::{gcra, graph, ijson, keys, lang, request, tokens, value};
+pub use gw_engine::{gcra, graph, ijson, keys, lang, path, request, tokens, value};
 
 use std::path::Path;
 

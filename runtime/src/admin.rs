@@ -53,7 +53,7 @@ fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
     let from_query = req
         .uri()
         .query()
-        .and_then(|q| gw_compiler::request::parse_query(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
+        .and_then(|q| gw_engine::request::parse_query(q).into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
     let from_header =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     let presented = from_header.map(str::to_string).or(from_query).unwrap_or_default();

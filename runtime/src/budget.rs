@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gw_compiler::gcra::Gcra;
-use gw_compiler::graph::{LimitInfo, LimitKindInfo};
-use gw_compiler::request::Decision;
-use gw_compiler::tokens::{self, Encoding};
+use gw_engine::gcra::Gcra;
+use gw_engine::graph::{LimitInfo, LimitKindInfo};
+use gw_engine::request::Decision;
+use gw_engine::tokens::{self, Encoding};
 use serde_json::Value;
 
 use crate::limits::LimitResult;

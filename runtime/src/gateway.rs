@@ -31,9 +31,9 @@ impl Loaded {
         let mut credential_headers: Vec<http::HeaderName> = vec![];
         for source in policy.graph.routes().iter().filter_map(|r| r.auth.as_ref()).flat_map(|a| &a.sources) {
             let name = match source {
-                gw_compiler::graph::CredentialSource::Header(h) => http::HeaderName::from_bytes(h.as_bytes()).ok(),
-                gw_compiler::graph::CredentialSource::Bearer => Some(http::header::AUTHORIZATION),
-                gw_compiler::graph::CredentialSource::Query(_) => None,
+                gw_engine::graph::CredentialSource::Header(h) => http::HeaderName::from_bytes(h.as_bytes()).ok(),
+                gw_engine::graph::CredentialSource::Bearer => Some(http::header::AUTHORIZATION),
+                gw_engine::graph::CredentialSource::Query(_) => None,
             };
             if let Some(name) = name.filter(|n| !credential_headers.contains(n)) {
                 credential_headers.push(name);
@@ -86,8 +86,8 @@ impl Gateway {
         let metrics = Metrics::new();
         metrics.set_policy(1, loaded.policy.short_hash());
         let limiter = match &loaded.policy.graph.settings().state {
-            gw_compiler::graph::StateSettings::Local => Limiter::default(),
-            gw_compiler::graph::StateSettings::Redis { url, on_error } => {
+            gw_engine::graph::StateSettings::Local => Limiter::default(),
+            gw_engine::graph::StateSettings::Redis { url, on_error } => {
                 let url = url.get().ok_or("state redis: the URL is unset")?;
                 Limiter::with_redis(url, *on_error, REDIS_TIMEOUT, metrics.redis.clone())
                     .map_err(|e| format!("state redis: {e}"))?
@@ -190,15 +190,15 @@ fn needs_restart(old: &Loaded, new: &Loaded) -> Option<&'static str> {
     if a.tls.as_ref().map(|t| (t.cert.get(), t.key.get())) != b.tls.as_ref().map(|t| (t.cert.get(), t.key.get())) {
         return Some("TLS");
     }
-    let store = |s: &gw_compiler::graph::StateSettings| match s {
-        gw_compiler::graph::StateSettings::Local => None,
-        gw_compiler::graph::StateSettings::Redis { url, on_error } => Some((url.get().map(str::to_string), *on_error)),
+    let store = |s: &gw_engine::graph::StateSettings| match s {
+        gw_engine::graph::StateSettings::Local => None,
+        gw_engine::graph::StateSettings::Redis { url, on_error } => Some((url.get().map(str::to_string), *on_error)),
     };
     if store(&a.state) != store(&b.state) {
         return Some("the state store");
     }
     let audit =
-        |s: &gw_compiler::graph::Settings| s.audit.as_ref().map(|a| (a.path.get().map(str::to_string), a.rotate_bytes));
+        |s: &gw_engine::graph::Settings| s.audit.as_ref().map(|a| (a.path.get().map(str::to_string), a.rotate_bytes));
     if audit(a) != audit(b) {
         return Some("the audit log");
     }

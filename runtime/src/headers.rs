@@ -79,8 +79,8 @@ fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
 }
 
 /// Apply the policy's `forwarded` mode to the upstream request's headers.
-pub fn apply_forwarded(headers: &mut HeaderMap, mode: gw_compiler::ast::ForwardedMode, client_ip: &str) {
-    use gw_compiler::ast::ForwardedMode;
+pub fn apply_forwarded(headers: &mut HeaderMap, mode: gw_engine::lang::ForwardedMode, client_ip: &str) {
+    use gw_engine::lang::ForwardedMode;
     match mode {
         ForwardedMode::Keep => {}
         ForwardedMode::Strip => {

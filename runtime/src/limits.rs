@@ -17,8 +17,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use gw_compiler::gcra::Gcra;
-use gw_compiler::graph::{LimitInfo, LimitKindInfo, LimitOwner, LimitPer};
+use gw_engine::gcra::Gcra;
+use gw_engine::graph::{LimitInfo, LimitKindInfo, LimitOwner, LimitPer};
 
 const SHARDS: usize = 64;
 /// A shard sweeps its idle counters when it grows past this many.

@@ -1,5 +1,5 @@
 //! Loading a policy into a servable `Policy`: compile it in serve mode (from disk, or the
-//! embedded default; the compiler refuses what the runtime does not implement), lower it, and
+//! embedded default; the compiler refuses what the runtime does not implement, and lowers it), and
 //! fingerprint the result.
 
 use std::cell::RefCell;
@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use gw_compiler::diagnostics::{render, Style};
-use gw_compiler::graph::Graph;
 use gw_compiler::load::{DiskLoader, Loader, MemLoader};
-use gw_compiler::{compile, lower, Options};
+use gw_compiler::{compile, Options};
+use gw_engine::graph::Graph;
 use sha2::{Digest, Sha256};
 
 /// Where the policy comes from.
@@ -124,7 +124,13 @@ fn load_with(loader: &dyn Loader, root: &Path, generation: u64, style: Style) ->
             rendered: format!("{}\n{} error(s) in {}", rendered.join("\n"), errors, root.display()),
         });
     };
-    let graph = lower::lower(&program).map_err(|d| LoadError { rendered: render(&d, &program.sources, style) })?;
+    // `compile` lowers a program without errors; a lowering failure is a compiler bug or a
+    // route automaton too large, reported like any error.
+    let graph = match (out.graph, out.lower_error) {
+        (Some(graph), _) => graph,
+        (None, Some(d)) => return Err(LoadError { rendered: render(&d, &program.sources, style) }),
+        (None, None) => return Err(LoadError { rendered: format!("{} did not compile to a graph", root.display()) }),
+    };
     let read = loader.read.into_inner();
     let mut hasher = Sha256::new();
     for file in &program.files {

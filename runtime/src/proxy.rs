@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use gw_compiler::request::Outcome;
+use gw_engine::request::Outcome;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tracing::Instrument;

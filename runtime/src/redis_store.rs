@@ -8,7 +8,7 @@
 //! - One clock: the script reads Redis's `TIME`, so processes on hosts whose clocks disagree
 //!   still share one timeline.
 //! - Rate and token limits keep a GCRA theoretical arrival time (a string of nanoseconds since
-//!   the Unix epoch) and compute exactly what `gw_compiler::gcra::Gcra::check` computes. Lua
+//!   the Unix epoch) and compute exactly what `gw_engine::gcra::Gcra::check` computes. Lua
 //!   numbers are doubles (exact to 2^53, about 104 days of nanoseconds), so the script never
 //!   handles an absolute time as one number: it splits it into seconds and nanoseconds and
 //!   works with times relative to now.
@@ -34,7 +34,7 @@ use redis::Script;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use gw_compiler::gcra::Gcra;
+use gw_engine::gcra::Gcra;
 
 use crate::limits::{counter_name, Charge, LimitCheck, LimitResult};
 

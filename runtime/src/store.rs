@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gw_compiler::ast::OnError;
-use gw_compiler::gcra::Gcra;
+use gw_engine::gcra::Gcra;
+use gw_engine::lang::OnError;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::limits::{LimitCheck, LimitResult, LocalLimiter};

@@ -31,7 +31,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use gw_compiler::tokens::{count_text, Encoding};
+use gw_engine::tokens::{count_text, Encoding};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use serde_json::Value;
 

@@ -52,9 +52,9 @@ pub fn usage_view(gw: &Gateway) -> serde_json::Value {
 
 /// A tenant limit as declared, with its counter's state now (in this process's store: with
 /// `state redis`, the shared counters are in Redis and `state` is `null`).
-fn limit_state(gw: &Gateway, l: &gw_compiler::graph::LimitInfo, tenant: &str) -> serde_json::Value {
-    use gw_compiler::gcra::Gcra;
-    use gw_compiler::graph::LimitKindInfo;
+fn limit_state(gw: &Gateway, l: &gw_engine::graph::LimitInfo, tenant: &str) -> serde_json::Value {
+    use gw_engine::gcra::Gcra;
+    use gw_engine::graph::LimitKindInfo;
     let local = gw.limiter.redis().is_none();
     let state = match (&l.kind, local) {
         (_, false) => serde_json::Value::Null,

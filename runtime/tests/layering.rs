@@ -129,3 +129,48 @@ fn the_listener_layer_does_not_know_the_pipeline() {
         assert!(!above && !dep.starts_with("phases::"), "server uses `{dep}`");
     }
 }
+
+/// What the runtime may take from `gw-compiler`: turning files into a graph and reporting why
+/// not. The graph itself, and everything it executes, comes from `gw-engine`.
+const COMPILER_ENTRY: [&str; 6] = ["compile", "Options", "load", "diagnostics", "cli", "check_cmd"];
+
+#[test]
+fn the_runtime_reaches_the_compiler_only_through_its_entry_points() {
+    let mut seen = vec![];
+    for dir in ["src", "tests"] {
+        // (This file names the rule itself.)
+        for file in rust_files(&src(dir)).into_iter().filter(|f| !f.ends_with("layering.rs")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (at, _) in text.match_indices("gw_compiler::") {
+                let rest = &text[at + "gw_compiler::".len()..];
+                let names: Vec<&str> = if let Some(list) = rest.strip_prefix('{') {
+                    list.split('}').next().unwrap_or("").split(',').map(str::trim).collect()
+                } else {
+                    vec![rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("")]
+                };
+                for name in names.into_iter().filter(|n| !n.is_empty()) {
+                    assert!(
+                        COMPILER_ENTRY.contains(&name),
+                        "{}: gw_compiler::{name} — take it from gw_engine, or add an entry point",
+                        file.display()
+                    );
+                    seen.push(name.to_string());
+                }
+            }
+        }
+    }
+    assert!(seen.contains(&"compile".to_string()), "read no use of gw_compiler at all");
+}
+
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    out
+}

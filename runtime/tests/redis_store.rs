@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gw_compiler::ast::OnError;
-use gw_compiler::gcra::Gcra;
+use gw_engine::gcra::Gcra;
+use gw_engine::lang::OnError;
 use gw_runtime::limits::{adjust_tat, admitted, Charge, LimitCheck, LimitKind};
 use gw_runtime::redis_store::{gcra_key, slots_key, RedisStore, KEY_PREFIX};
 use gw_runtime::store::{Held, Limiter, RedisMetrics, Ticket};

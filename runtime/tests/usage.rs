@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use gw_compiler::tokens::{count_text, Encoding};
+use gw_engine::tokens::{count_text, Encoding};
 use gw_runtime::body::{Body, BoxError};
 use gw_runtime::usage::{add_include_usage, Format, TapOptions, UsageReport, UsageTap};
 use http_body::{Body as _, Frame};

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod ijson;
 pub mod keys;
 pub mod lang;
+pub mod path;
 pub mod request;
 pub mod tokens;
 pub mod value;

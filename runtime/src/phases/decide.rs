@@ -3,8 +3,8 @@
 //! bad credential, a guard) ends the pipeline here.
 
 use bytes::Bytes;
-use gw_compiler::graph::RouteInfo;
-use gw_compiler::request::{Decision, Outcome, Request as GwRequest};
+use gw_engine::graph::RouteInfo;
+use gw_engine::request::{Decision, Outcome, Request as GwRequest};
 use http::header::HeaderValue;
 use hyper::body::Incoming;
 
@@ -36,7 +36,7 @@ pub async fn decide<'a>(
     let mut buffered: Option<Bytes> = None;
     if graph.wants_body(&greq) {
         let bytes = read_body(body.take(), settings.max_body).await?;
-        // The decision reads these bytes with the strict reader (gw_compiler::ijson) and
+        // The decision reads these bytes with the strict reader (gw_engine::ijson) and
         // answers `Outcome::Invalid` for a body it refuses, before any limit or upstream.
         greq.body = Some(bytes.to_vec());
         buffered = Some(bytes);
@@ -65,7 +65,7 @@ pub async fn decide<'a>(
         }
         Outcome::Unauthorized { message } => {
             let code =
-                if message == gw_compiler::eval::MISSING_KEY { Code::MissingApiKey } else { Code::InvalidApiKey };
+                if message == gw_engine::request::MISSING_KEY { Code::MissingApiKey } else { Code::InvalidApiKey };
             Err(GwError::new(code, message.clone()).into())
         }
         Outcome::Denied { status, message } => {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
-use gw_compiler::request::Request as GwRequest;
+use gw_engine::request::Request as GwRequest;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Limited};
@@ -52,7 +52,7 @@ pub fn request_view<B>(req: &Request<B>, peer: SocketAddr) -> GwRequest {
         .unwrap_or_default();
     let greq = GwRequest {
         method: req.method().as_str().to_string(),
-        host: gw_compiler::request::normalize_host(&host),
+        host: gw_engine::request::normalize_host(&host),
         path: uri.path().to_string(),
         client_ip: Some(peer.ip().to_string()),
         ..GwRequest::default()
@@ -138,11 +138,11 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, GwError> {
 }
 
 /// Put the request path in the normal form routes, guards and the upstream all read
-/// (`gw_compiler::path`: escapes of plain characters decoded), or refuse a path another server
+/// (`gw_engine::path`: escapes of plain characters decoded), or refuse a path another server
 /// could read differently (dot segments, encoded slashes or dots, backslashes).
 fn normalize_path<B>(req: &mut Request<B>) -> Result<(), GwError> {
     let bad = |why: &str| GwError::new(Code::InvalidPath, why.to_string());
-    let normal = match gw_compiler::path::normalize(req.uri().path()) {
+    let normal = match gw_engine::path::normalize(req.uri().path()) {
         Ok(std::borrow::Cow::Borrowed(_)) => return Ok(()),
         Ok(std::borrow::Cow::Owned(p)) => p,
         Err(why) => return Err(bad(why)),
@@ -152,8 +152,8 @@ fn normalize_path<B>(req: &mut Request<B>) -> Result<(), GwError> {
         None => normal,
     };
     let mut parts = req.uri().clone().into_parts();
-    parts.path_and_query = Some(path_and_query.parse().map_err(|_| bad(gw_compiler::path::NOT_NORMAL))?);
-    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| bad(gw_compiler::path::NOT_NORMAL))?;
+    parts.path_and_query = Some(path_and_query.parse().map_err(|_| bad(gw_engine::path::NOT_NORMAL))?);
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| bad(gw_engine::path::NOT_NORMAL))?;
     Ok(())
 }
 

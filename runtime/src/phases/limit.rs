@@ -4,7 +4,7 @@
 //! with token budgets also gets the plan its answer's usage is reconciled with.
 
 use bytes::Bytes;
-use gw_compiler::request::Decision;
+use gw_engine::request::Decision;
 use http::header::HeaderValue;
 use http::HeaderMap;
 
@@ -98,8 +98,8 @@ pub fn usage_plan(
 /// reservation (prompt + requested completion), or its `estimate` (else 1) when the body
 /// cannot be counted.
 fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str, plan: Option<&TokenPlan>) -> Vec<LimitCheck> {
-    use gw_compiler::gcra::Gcra;
-    use gw_compiler::graph::LimitKindInfo;
+    use gw_engine::gcra::Gcra;
+    use gw_engine::graph::LimitKindInfo;
     let table = loaded.policy.graph.limits();
     decision
         .limits
@@ -123,7 +123,7 @@ fn limit_checks(loaded: &Loaded, decision: &Decision, request_id: &str, plan: Op
 
 /// The answer to a request its limits refused: 429 in the policy's words, or 503 when the
 /// limit store could not be asked and `on_error deny` refused. The limit's id goes to the log.
-fn refusal(graph: &gw_compiler::graph::Graph, results: &[LimitResult]) -> GwError {
+fn refusal(graph: &gw_engine::graph::Graph, results: &[LimitResult]) -> GwError {
     let Some(r) = results.iter().find(|r| !r.allowed && !r.shadow) else {
         return GwError::new(Code::RateLimitExceeded, "rate limit exceeded");
     };
@@ -143,7 +143,7 @@ fn refusal(graph: &gw_compiler::graph::Graph, results: &[LimitResult]) -> GwErro
 }
 
 /// The limit with this id in the policy's words.
-fn describe_limit(graph: &gw_compiler::graph::Graph, id: &str) -> String {
+fn describe_limit(graph: &gw_engine::graph::Graph, id: &str) -> String {
     graph.limits().iter().find(|l| l.id == id).map(crate::limits::describe).unwrap_or_else(|| "a limit".into())
 }
 

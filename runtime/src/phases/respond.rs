@@ -2,8 +2,8 @@
 //! `respond`, or a builtin (`serve tokens|metrics|ready|upstreams|usage|health`).
 
 use bytes::Bytes;
-use gw_compiler::graph::RouteInfo;
-use gw_compiler::request::{Decision, Outcome};
+use gw_engine::graph::RouteInfo;
+use gw_engine::request::{Decision, Outcome};
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
 use hyper::body::Incoming;

@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use gw_compiler::graph::{RouteInfo, UpstreamInfo};
-use gw_compiler::request::Decision;
+use gw_engine::graph::{RouteInfo, UpstreamInfo};
+use gw_engine::request::Decision;
 
 use crate::errors::{Code, GwError};
 use crate::exchange::Exchange;
@@ -33,7 +33,7 @@ pub fn pick<'a>(
     let upstream = &loaded.upstreams[up_index];
     let up_info = &graph.upstreams()[up_index];
     let hash_key = match upstream.balance {
-        gw_compiler::graph::BalanceInfo::Hash => graph.balance_key(up_index, &balance_view(parts, peer), decision),
+        gw_engine::graph::BalanceInfo::Hash => graph.balance_key(up_index, &balance_view(parts, peer), decision),
         _ => None,
     };
     let target = upstream.pick(hash_key.as_deref());

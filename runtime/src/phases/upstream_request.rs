@@ -5,8 +5,8 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use gw_compiler::graph::{CredentialSource, RewriteInfo, RouteInfo, TemplatePart};
-use gw_compiler::request::Decision;
+use gw_engine::graph::{CredentialSource, RewriteInfo, RouteInfo, TemplatePart};
+use gw_engine::request::Decision;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -161,7 +161,7 @@ fn forwarded_query(route: &RouteInfo, query: Option<&str>) -> Option<String> {
         .split('&')
         .filter(|kv| {
             let key = kv.split('=').next().unwrap_or("");
-            !secret_params.iter().any(|p| gw_compiler::request::parse_query(key).first().is_some_and(|(k, _)| k == p))
+            !secret_params.iter().any(|p| gw_engine::request::parse_query(key).first().is_some_and(|(k, _)| k == p))
         })
         .collect();
     Some(kept.join("&"))
