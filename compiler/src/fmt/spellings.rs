@@ -17,17 +17,6 @@ pub(super) fn digits(s: &str) -> Option<u64> {
     s.parse().ok()
 }
 
-pub(super) fn unit_ns(unit: &str) -> Option<u64> {
-    Some(match unit {
-        "ms" => MS,
-        "s" => SEC,
-        "m" | "min" => MIN,
-        "h" => HOUR,
-        "d" => DAY,
-        _ => return None,
-    })
-}
-
 /// The value of a spelled whole number (`-`, digits and `_`), as the grammar's `int`.
 pub(super) fn spelled_int(s: &str) -> Option<i64> {
     let body = s.strip_prefix('-').unwrap_or(s);
@@ -47,22 +36,12 @@ pub(super) fn spelled_float(s: &str) -> Option<f64> {
 
 pub(super) fn spelled_duration(s: &str) -> Option<u64> {
     let (n, unit) = split_digits(s);
-    digits(n)?.checked_mul(unit_ns(unit)?)
+    digits(n)?.checked_mul(syntax::unit_ns(unit)?)
 }
 
 pub(super) fn spelled_size(s: &str) -> Option<u64> {
     let (n, unit) = split_digits(s);
-    let mul: u64 = match unit {
-        "B" => 1,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    digits(n)?.checked_mul(mul)
+    digits(n)?.checked_mul(syntax::size_unit(unit)?)
 }
 
 /// `(count, window in ns)` of a spelled rate such as `100k/min` or `10/30s`.
@@ -77,7 +56,7 @@ pub(super) fn spelled_rate(s: &str) -> Option<(u64, u64)> {
     };
     let (times, unit) = split_digits(window);
     let times = if times.is_empty() { 1 } else { digits(times)? };
-    Some((digits(n)?.checked_mul(mul)?, times.checked_mul(unit_ns(unit)?)?))
+    Some((digits(n)?.checked_mul(mul)?, times.checked_mul(syntax::unit_ns(unit)?)?))
 }
 
 /// The value of a spelled string literal, if it is one the grammar reads.

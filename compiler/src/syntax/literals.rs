@@ -204,22 +204,14 @@ impl Walker<'_> {
     pub(super) fn duration(&mut self, pair: P<'_>) -> Option<Quantity> {
         let span = self.span(&pair);
         let (n, unit) = self.unit_number(&pair)?;
-        self.scaled(span, n, unit_ns(&unit), "duration")
+        self.scaled(span, n, unit_ns(&unit).unwrap_or(1), "duration")
     }
 
     pub(super) fn size(&mut self, pair: P<'_>) -> Option<Quantity> {
         let span = self.span(&pair);
         let (n, unit) = self.unit_number(&pair)?;
-        let mul = match unit.as_str() {
-            "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            _ => 1,
-        };
-        self.scaled(span, n, mul, "size")
+        // The grammar admits only the units below (and `B`).
+        self.scaled(span, n, size_unit(&unit).unwrap_or(1), "size")
     }
 
     pub(super) fn rate(&mut self, pair: P<'_>) -> Option<Rate> {
@@ -242,20 +234,36 @@ impl Walker<'_> {
         let digits: String = window.chars().take_while(|c| c.is_ascii_digit()).collect();
         let unit = &window[digits.len()..];
         let times = if digits.is_empty() { 1 } else { digits.parse::<u64>().ok()? };
-        let window_ns = self.scaled(span, times, unit_ns(unit), "rate window")?.value;
+        let window_ns = self.scaled(span, times, unit_ns(unit).unwrap_or(1), "rate window")?.value;
         Some(Rate { count, window_ns, span })
     }
 }
 
-pub(super) fn unit_ns(unit: &str) -> u64 {
-    match unit {
+/// Nanoseconds in a duration unit; None for a word that is not one. The one table of units,
+/// read by the parser and by the formatter (which re-reads literals as they were written).
+pub fn unit_ns(unit: &str) -> Option<u64> {
+    Some(match unit {
         "ms" => 1_000_000,
         "s" => 1_000_000_000,
         "m" | "min" => 60_000_000_000,
         "h" => 3_600_000_000_000,
         "d" => 86_400_000_000_000,
-        _ => 1,
-    }
+        _ => return None,
+    })
+}
+
+/// Bytes in a size unit; None for a word that is not one.
+pub fn size_unit(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    })
 }
 
 pub(super) fn parse_int(s: &str) -> Option<i64> {

@@ -19,7 +19,7 @@ mod literals;
 
 pub use errors::describe;
 pub use keywords::KEYWORD_NAMES;
-pub use literals::unescape;
+pub use literals::{size_unit, unescape, unit_ns};
 
 /// Deepest nesting of `(`, `[` and `{` accepted; deeper input gets a diagnostic, never a
 /// stack overflow.
