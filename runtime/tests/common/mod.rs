@@ -26,17 +26,26 @@ pub fn key_line(key: &str, tenant: &str, name: &str) -> String {
 }
 
 fn wait_for_port(addr: SocketAddr, child: &mut Child, log: &Arc<Mutex<String>>) {
+    if let Err(why) = try_wait_for_port(addr, child, log) {
+        panic!("{why}");
+    }
+}
+
+/// Wait until `addr` accepts connections; Err (with the process's stderr) if it exits first.
+fn try_wait_for_port(addr: SocketAddr, child: &mut Child, log: &Arc<Mutex<String>>) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("process exited with {status} before listening on {addr}:\n{}", log.lock().unwrap());
+            // Let the stderr reader catch up, so the message says why.
+            std::thread::sleep(Duration::from_millis(200));
+            return Err(format!("process exited with {status} before listening on {addr}:\n{}", log.lock().unwrap()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("nothing listens on {addr} after 20 s:\n{}", log.lock().unwrap());
+    Err(format!("nothing listens on {addr} after 20 s:\n{}", log.lock().unwrap()))
 }
 
 /// Collect a child's stderr in the background (tests read it, and a full pipe never blocks it).
@@ -103,17 +112,25 @@ pub struct Mock {
 
 impl Mock {
     pub fn start(extra: &[&str]) -> Mock {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(gw_bin())
-            .args(["mock", "--listen", &addr.to_string()])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start gw mock");
-        let log = capture_stderr(&mut child);
-        wait_for_port(addr, &mut child, &log);
-        Mock { addr, proc: Proc { child, log } }
+        // A port `free_port` found free can be taken by a parallel test before the mock binds
+        // it: then it is tried again on another port; any other failure is the test's.
+        let mut attempts = 0;
+        loop {
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let mut child = Command::new(gw_bin())
+                .args(["mock", "--listen", &addr.to_string()])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start gw mock");
+            let log = capture_stderr(&mut child);
+            match try_wait_for_port(addr, &mut child, &log) {
+                Ok(()) => return Mock { addr, proc: Proc { child, log } },
+                Err(why) if why.contains("in use") && attempts < 3 => attempts += 1,
+                Err(why) => panic!("{why}"),
+            }
+        }
     }
 
     pub fn url(&self) -> String {
