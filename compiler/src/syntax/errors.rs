@@ -211,7 +211,9 @@ impl<'t> Walker<'t> {
             Some(a) => format!("this looks like `{a}` but is {name}"),
             None => format!("this is {name}"),
         };
-        let word_start = self.text[..pos].rfind(|c: char| !is_name_char(c)).map_or(0, |i| i + 1);
+        // (After the last character that is not a name's, which may take several bytes.)
+        let word_start =
+            self.text[..pos].char_indices().rev().find(|&(_, c)| !is_name_char(c)).map_or(0, |(i, c)| i + c.len_utf8());
         let word_end = rest.find(|c: char| !is_name_char(c)).map_or(self.text.len(), |i| pos + i);
         let word = &self.text[word_start..word_end];
         let help = match chars::ascii_spelling(word) {
