@@ -241,7 +241,12 @@ impl<'t> Walker<'t> {
         let header = self.text[line_start..open].trim();
         let block = if header.is_empty() { "block".to_string() } else { format!("`{header}` block") };
         let last_end = self.text.trim_end().len();
-        let last_start = self.text[..last_end].rfind(char::is_whitespace).map_or(0, |i| i + 1).min(last_end);
+        let last_start = self.text[..last_end]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| c.is_whitespace())
+            .map_or(0, |(i, c)| i + c.len_utf8())
+            .min(last_end);
         let d = Diag::error(Code::SyntaxUnexpected, format!("the file ends inside the {block}: a `}}` is missing"))
             .primary(self.at(last_start.max(open), last_end.max(open + 1)), "the file ends here, inside the block")
             .secondary(self.at(open, open + 1), "this `{` is never closed");
