@@ -249,8 +249,15 @@ fn explain(policy: &Path, request: &Path, format: Format) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let Some(program) = &out.program else { return EXIT_INVALID };
-    let decision = cli::decide(program, &req);
+    // The graph decides, as `gw serve` and `/admin/explain` do.
+    let decision = match out.lowered() {
+        Some(Ok(graph)) => graph.decide_traced(&req),
+        Some(Err(bug)) => {
+            eprint!("{}", crate::diagnostics::render(bug, &out.sources, Style::Plain));
+            return EXIT_INVALID;
+        }
+        None => return EXIT_INVALID,
+    };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&decision).unwrap_or_default()),
         _ => print!("{}", cli::explain_text(&req, &decision)),

@@ -17,8 +17,8 @@ use crate::Output;
 /// Version of the JSON report format; bump on incompatible changes.
 pub const JSON_FORMAT_VERSION: u32 = 1;
 
-/// Decide a request the way the runtime will.
-pub fn decide(program: &Program, req: &Request) -> Decision {
+/// The reference evaluator's decision: what test blocks fall back to should lowering fail.
+fn decide(program: &Program, req: &Request) -> Decision {
     crate::eval::decide(program, req)
 }
 
