@@ -90,8 +90,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         (Method::POST, "/admin/explain") => {
             let body = read(req).await?;
             let text = std::str::from_utf8(&body).map_err(|_| GwError::new(Code::BadBody, "the body is not UTF-8"))?;
-            let request =
-                gw_compiler::cli::parse_request(text).map_err(|e| GwError::new(Code::BadRequestDescription, e))?;
+            let request = gw_compile::parse_request(text).map_err(|e| GwError::new(Code::BadRequestDescription, e))?;
             let policy = gw.policy();
             let decision = policy.policy.graph.decide_traced(&request);
             Ok(json(
@@ -100,7 +99,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
                     "generation": policy.policy.generation,
                     "status": decision.outcome.status(),
                     "decision": decision,
-                    "text": gw_compiler::cli::explain_text(&request, &decision),
+                    "text": gw_compile::explain_text(&request, &decision),
                 }),
             ))
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use gw_compiler::diagnostics::Style;
+use gw_compile::Style;
 
 use crate::audit::{Audit, AuditHandle, FileSink};
 use crate::metrics::Metrics;

@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use gw_compiler::diagnostics::Style;
+use gw_compile::Style;
 #[cfg(feature = "quickstart")]
 use gw_mock::MockConfig;
 use gw_runtime::gateway::Gateway;
@@ -108,9 +108,7 @@ fn main() -> ExitCode {
             println!("gw {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { args } => {
-            gw_compiler::check_cmd::main_with_args(std::iter::once("gw check".into()).chain(args))
-        }
+        Command::Check { args } => gw_compile::check_main(args),
         #[cfg(feature = "quickstart")]
         Command::Mock(cfg) => {
             init_logging(LogFormat::Human);

@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use gw_compiler::diagnostics::{render, Style};
-use gw_compiler::load::{DiskLoader, Loader, MemLoader};
-use gw_compiler::{compile, Options};
+use gw_compile::{compile_for_serve, DiskLoader, Loader, MemLoader, Style};
 use gw_engine::graph::Graph;
 use sha2::{Digest, Sha256};
 
@@ -115,35 +113,20 @@ impl Loader for Recording<'_> {
 
 fn load_with(loader: &dyn Loader, root: &Path, generation: u64, style: Style) -> Result<Policy, LoadError> {
     let loader = Recording { inner: loader, read: RefCell::new(HashMap::new()) };
-    let out = compile(&loader, root, &Options::serve());
-    let rendered: Vec<String> = out.diagnostics.iter().map(|d| render(d, &out.sources, style)).collect();
-    let has_errors = out.has_errors();
-    let Some(program) = out.program.filter(|_| !has_errors) else {
-        let errors = out.diagnostics.iter().filter(|d| d.is_error()).count();
-        return Err(LoadError {
-            rendered: format!("{}\n{} error(s) in {}", rendered.join("\n"), errors, root.display()),
-        });
-    };
-    // `compile` lowers a program without errors; a lowering failure is a compiler bug or a
-    // route automaton too large, reported like any error.
-    let graph = match (out.graph, out.lower_error) {
-        (Some(graph), _) => graph,
-        (None, Some(d)) => return Err(LoadError { rendered: render(&d, &program.sources, style) }),
-        (None, None) => return Err(LoadError { rendered: format!("{} did not compile to a graph", root.display()) }),
-    };
+    let compiled = compile_for_serve(&loader, root, style).map_err(|rendered| LoadError { rendered })?;
     let read = loader.read.into_inner();
     let mut hasher = Sha256::new();
-    for file in &program.files {
+    for file in &compiled.files {
         hasher.update(file.to_string_lossy().as_bytes());
         hasher.update(read.get(file).map(Vec::as_slice).unwrap_or_default());
     }
     Ok(Policy {
-        graph,
+        graph: compiled.graph,
         generation,
         hash: hex::encode(hasher.finalize()),
-        files: program.files.clone(),
+        files: compiled.files,
         loaded_at: SystemTime::now(),
-        warnings: rendered,
+        warnings: compiled.warnings,
     })
 }
 
