@@ -3,12 +3,19 @@
 //! `eval` and `fmt`; nothing here knows about pest.
 
 use crate::source::Span;
-pub use gw_engine::lang::{BinOp, Fact, ForwardedMode, Func, Method, OnError, PathSeg};
+pub use gw_engine::lang::{BinOp, Builtin, Fact, ForwardedMode, Func, Method, OnError, PathSeg};
 
 /// A name with where it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Ident {
     pub name: String,
+    pub span: Span,
+}
+
+/// `serve BUILTIN`: which handler, and where it is named.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuiltinRef {
+    pub builtin: Builtin,
     pub span: Span,
 }
 
@@ -332,7 +339,7 @@ pub enum RouteStmtKind {
         secret: Value,
         issuer: Option<Str>,
     },
-    Serve(Ident),
+    Serve(BuiltinRef),
     To(Ident),
 }
 

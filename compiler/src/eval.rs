@@ -221,7 +221,7 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
         .find_map(|s| match &s.kind {
             RouteStmtKind::To(u) => Some(Outcome::Forward { upstream: u.name.clone() }),
             RouteStmtKind::Respond { status, .. } => Some(Outcome::Respond { status: status.value as u16 }),
-            RouteStmtKind::Serve(b) => Some(Outcome::Serve { builtin: b.name.clone() }),
+            RouteStmtKind::Serve(b) => Some(Outcome::Serve { builtin: b.builtin }),
             _ => None,
         })
         .unwrap_or(Outcome::NoRoute);

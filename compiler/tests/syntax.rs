@@ -248,7 +248,7 @@ fn guards_transforms_and_actions_read() {
         matches!(stmt("cors origins [\"*\"] methods GET|POST"), RouteStmtKind::Cors { origins, methods } if origins.len() == 1 && methods.len() == 2)
     );
     assert!(matches!(stmt("jwt secret env(\"S\") issuer \"i\""), RouteStmtKind::Jwt { issuer: Some(_), .. }));
-    assert!(matches!(stmt("serve tokens"), RouteStmtKind::Serve(b) if b.name == "tokens"));
+    assert!(matches!(stmt("serve tokens"), RouteStmtKind::Serve(b) if b.builtin.as_str() == "tokens"));
     assert!(matches!(stmt("to gpu"), RouteStmtKind::To(u) if u.name == "gpu"));
 }
 

@@ -55,12 +55,9 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
     // the request path, and only for a policy that counts tokens.
     let counts_tokens =
         loaded.policy.graph.limits().iter().any(|l| matches!(l.kind, gw_engine::graph::LimitKindInfo::Tokens { .. }))
-            || loaded
-                .policy
-                .graph
-                .routes()
-                .iter()
-                .any(|r| matches!(&r.action, gw_engine::graph::ActionInfo::Serve { builtin } if builtin == "tokens"));
+            || loaded.policy.graph.routes().iter().any(|r| {
+                matches!(&r.action, gw_engine::graph::ActionInfo::Serve { builtin: gw_engine::lang::Builtin::Tokens })
+            });
     if counts_tokens {
         std::thread::spawn(gw_engine::tokens::warm_up);
     }

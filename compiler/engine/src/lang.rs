@@ -2,6 +2,46 @@
 //! functions, methods and the few gateway modes. The compiler's AST uses these same types
 //! (re-exported from `gw_compiler::ast`), so lowering copies them instead of translating.
 
+/// A handler built into the gateway (`serve BUILTIN`). The grammar's `builtin` rule lists the
+/// same names (a test pins them), and the runtime matches on this type with no catch-all arm,
+/// so a builtin added to the language cannot be answered by another one's handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    Health,
+    Ready,
+    Metrics,
+    Tokens,
+    Usage,
+    Upstreams,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 6] =
+        [Builtin::Health, Builtin::Ready, Builtin::Metrics, Builtin::Tokens, Builtin::Usage, Builtin::Upstreams];
+
+    pub fn parse(s: &str) -> Option<Builtin> {
+        Builtin::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Builtin::Health => "health",
+            Builtin::Ready => "ready",
+            Builtin::Metrics => "metrics",
+            Builtin::Tokens => "tokens",
+            Builtin::Usage => "usage",
+            Builtin::Upstreams => "upstreams",
+        }
+    }
+}
+
+impl std::fmt::Display for Builtin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnError {

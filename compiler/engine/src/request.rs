@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::lang::Builtin;
 use crate::value::{Undecided, Val, INVALID_HEADER, INVALID_PATH, INVALID_QUERY};
 
 /// The facts of one HTTP request that a decision may read. Header names are lower-case;
@@ -262,7 +263,7 @@ pub enum Outcome {
     /// Answer with a static response.
     Respond { status: u16 },
     /// Answer with a built-in handler.
-    Serve { builtin: String },
+    Serve { builtin: Builtin },
 }
 
 impl Outcome {

@@ -276,7 +276,8 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             erase_value(secret);
             erase_opt_str(issuer);
         }
-        RouteStmtKind::Serve(i) | RouteStmtKind::To(i) => erase_ident(i),
+        RouteStmtKind::Serve(b) => z(&mut b.span),
+        RouteStmtKind::To(i) => erase_ident(i),
     }
 }
 

@@ -302,7 +302,7 @@ impl<'a> Src<'a> {
                 }
                 s
             }
-            RouteStmtKind::Serve(b) => format!("serve {}", b.name),
+            RouteStmtKind::Serve(b) => format!("serve {}", b.builtin),
             RouteStmtKind::To(u) => format!("to {}", u.name),
         }
     }

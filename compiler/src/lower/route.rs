@@ -196,8 +196,8 @@ impl RouteCx<'_, '_> {
             }
             RouteStmtKind::Serve(builtin) => {
                 if parts.outcome.is_none() {
-                    parts.outcome = Some(Outcome::Serve { builtin: builtin.name.clone() });
-                    parts.action = Some(ActionInfo::Serve { builtin: builtin.name.clone() });
+                    parts.outcome = Some(Outcome::Serve { builtin: builtin.builtin });
+                    parts.action = Some(ActionInfo::Serve { builtin: builtin.builtin });
                 }
             }
             RouteStmtKind::To(u) => {

@@ -20,8 +20,17 @@ impl Walker<'_> {
         for p in pairs {
             if p.as_rule() == Rule::bad_stmt {
                 self.bad_stmt(&p, block);
-            } else if let Some(s) = stmt(self, p) {
-                out.push(s);
+                continue;
+            }
+            let (span, reported) = (self.span(&p), self.diags.len());
+            match stmt(self, p) {
+                Some(s) => out.push(s),
+                // A statement the parser accepted but the builder could not read must not
+                // vanish from the program without a word: that would serve less than was written.
+                None if self.diags.len() == reported => self.diags.push(
+                    Diag::bug("a statement the parser accepted could not be built").primary(span, "this statement"),
+                ),
+                None => {}
             }
         }
         out
@@ -307,7 +316,7 @@ impl Walker<'_> {
             }
             Rule::r_serve => {
                 let b = args.next()?;
-                RouteStmtKind::Serve(Ident { name: b.as_str().to_string(), span: self.span(&b) })
+                RouteStmtKind::Serve(BuiltinRef { builtin: Builtin::parse(b.as_str())?, span: self.span(&b) })
             }
             Rule::r_to => RouteStmtKind::To(self.ident(args.next()?)),
             _ => return None,

@@ -304,6 +304,16 @@ mod tests {
         body.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).find(|w| !w.is_empty())?.strip_prefix("kw_")
     }
 
+    /// `serve BUILTIN`: the grammar's `builtin` rule names exactly the engine's `Builtin`s,
+    /// so a builtin added to one and not the other fails here, not at run time.
+    #[test]
+    fn builtin_names_are_the_engines_builtins() {
+        let body = rules()["builtin"];
+        let named: BTreeSet<&str> = body.split('"').skip(1).step_by(2).collect();
+        let engine: BTreeSet<&str> = gw_engine::lang::Builtin::ALL.iter().map(|b| b.as_str()).collect();
+        assert_eq!(named, engine, "grammar `builtin` rule: {body}");
+    }
+
     #[test]
     fn keyword_names_are_the_grammars_keyword_rules() {
         let rules = rules();

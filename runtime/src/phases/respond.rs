@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use gw_engine::graph::RouteInfo;
+use gw_engine::lang::Builtin;
 use gw_engine::request::{Decision, Outcome};
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
@@ -10,7 +11,6 @@ use hyper::body::Incoming;
 
 use crate::body::{empty, full, Body};
 use crate::errors::{Code, GwError};
-use crate::gateway::{Gateway, Loaded};
 use crate::phases::inspect::read_body;
 use crate::phases::Ctx;
 
@@ -25,17 +25,32 @@ pub async fn answer(
     let (gw, loaded) = (ctx.gw, ctx.loaded);
     let settings = loaded.policy.graph.settings();
     let resp = match &decision.outcome {
-        Outcome::Serve { builtin } if builtin == "tokens" => {
-            let bytes = match buffered {
-                Some(b) => b,
-                None => read_body(body.take(), settings.max_body).await?,
+        Outcome::Serve { builtin } => {
+            // No catch-all arm: a builtin the language gains must get its handler here before
+            // the runtime compiles.
+            let (content_type, body) = match builtin {
+                Builtin::Tokens => {
+                    let bytes = match buffered {
+                        Some(b) => b,
+                        None => read_body(body.take(), settings.max_body).await?,
+                    };
+                    let counted =
+                        crate::budget::count_request(&bytes).map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
+                    ("application/json", counted.to_string())
+                }
+                Builtin::Metrics => ("text/plain; version=0.0.4", gw.metrics.render()),
+                Builtin::Ready => (
+                    "application/json",
+                    serde_json::json!({"status": "ready", "generation": loaded.policy.generation}).to_string(),
+                ),
+                Builtin::Upstreams => ("application/json", crate::views::upstreams_view(gw).to_string()),
+                Builtin::Usage => ("application/json", crate::views::usage_view(gw).to_string()),
+                Builtin::Health => ("application/json", r#"{"status":"ok"}"#.to_string()),
             };
-            let counted = crate::budget::count_request(&bytes).map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
-            let mut resp = Response::new(full(counted.to_string()));
-            resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            let mut resp = Response::new(full(body));
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
         }
-        Outcome::Serve { builtin } => serve_builtin(gw, loaded, builtin),
         _ => respond(Some(route)),
     };
     Ok(resp)
@@ -50,21 +65,5 @@ fn respond(route: Option<&RouteInfo>) -> Response<Body> {
     if let Some(ct) = info.content_type {
         resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
     }
-    resp
-}
-
-fn serve_builtin(gw: &Gateway, loaded: &Loaded, builtin: &str) -> Response<Body> {
-    let (content_type, body) = match builtin {
-        "metrics" => ("text/plain; version=0.0.4", gw.metrics.render()),
-        "ready" => (
-            "application/json",
-            serde_json::json!({"status": "ready", "generation": loaded.policy.generation}).to_string(),
-        ),
-        "upstreams" => ("application/json", crate::views::upstreams_view(gw).to_string()),
-        "usage" => ("application/json", crate::views::usage_view(gw).to_string()),
-        _ => ("application/json", r#"{"status":"ok"}"#.to_string()),
-    };
-    let mut resp = Response::new(full(body));
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }

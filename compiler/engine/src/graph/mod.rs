@@ -13,7 +13,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 
 use crate::keys::LoadedKeys;
-use crate::lang::{Fact, ForwardedMode, Method, OnError, PathSeg};
+use crate::lang::{Builtin, Fact, ForwardedMode, Method, OnError, PathSeg};
 
 mod decide;
 mod dot;
@@ -208,7 +208,7 @@ pub enum ActionInfo {
     },
     Respond,
     Serve {
-        builtin: String,
+        builtin: Builtin,
     },
     /// No action: the decision is `NoRoute` (check refuses such routes).
     None,
