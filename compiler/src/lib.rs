@@ -115,12 +115,12 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
             diags.extend(support::no_routes(&items));
         }
     }
-    let (env, env_diags) = check::env_vars(&items, opts.env, opts.mode);
+    let (env, env_diags) = load::env_vars(&items, opts.env, opts.mode);
     diags.extend(env_diags);
     if opts.mode == Mode::Serve {
         diags.extend(startup::startup(&items, &env, root));
     }
-    let (keysets, key_files, key_diags) = check::key_files(&items, &mut sources, loader, &env);
+    let (keysets, key_files, key_diags) = load::key_files(&items, &mut sources, loader, &env);
     diags.extend(key_diags);
     if !diags.iter().any(Diag::is_error) {
         diags.extend(check::lints(&items, &keysets));

@@ -1,11 +1,12 @@
 //! Stage 3: meaning. Types of expressions, ranges of values, regexes, path patterns, URLs and
 //! header names; route rules (one `when`, one action, shadowed routes, contradictory guards,
-//! facts used before they are known); env vars; key files; test blocks.
+//! facts used before they are known); test blocks. It reads nothing: env vars and key files
+//! are read by `load::inputs`.
 //!
 //! `Checker` is the driver (this file: items in order, matcher depth, test blocks); its rules
 //! live by subject: `types` (expressions), `values` (quantities, URLs, patterns, and the
-//! gateway/upstream/tenant blocks), `routes` (route rules and shadowing); `env` reads the
-//! inputs outside the text (env vars, key files); `lints` warns on policies that compile.
+//! gateway/upstream/tenant blocks), `routes` (route rules and shadowing); `lints` warns on policies
+//! that compile.
 
 use std::collections::HashMap;
 
@@ -14,13 +15,11 @@ use crate::diagnostics::{Code, Diag};
 use crate::resolve::walk;
 use crate::source::Span;
 
-mod env;
 mod lints;
 mod routes;
 mod types;
 mod values;
 
-pub use env::{env_vars, key_files};
 pub use lints::lints;
 pub use routes::same_expr;
 pub use types::Ty;

@@ -1,15 +1,16 @@
-//! The inputs outside the policy text: env vars the program names, and the key files its
-//! key sets read.
+//! The inputs outside the policy text, read by the stage that owns I/O: env vars the program
+//! names, and the key files its key sets read. Run after `check` so they are read only for a
+//! program whose names resolve; nothing later reads a file or the environment.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::Loader;
+use crate::ast::*;
+use crate::check::Mode;
 use crate::diagnostics::{Code, Diag};
 use crate::keys::LoadedKeys;
-use crate::load::Loader;
 use crate::source::{Sources, Span};
-
-use super::*;
 
 /// Collect env vars the program names, read them, and report unset ones.
 pub fn env_vars(

@@ -11,6 +11,9 @@ use crate::diagnostics::{Code, Diag};
 use crate::source::{FileId, Sources, Span};
 use crate::syntax::{self, Comment};
 
+mod inputs;
+pub use inputs::{env_vars, key_files};
+
 /// Where policy and key files come from.
 pub trait Loader {
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>>;
