@@ -143,7 +143,7 @@ impl RouteCx<'_, '_> {
             RouteStmtKind::Deny { status, message, cond } => {
                 let n = self.root(parts, cond)?;
                 let status = status.value as u16;
-                parts.guard_infos.push(GuardInfo { kind: "deny", status, message: message.value.clone() });
+                parts.guard_infos.push(GuardInfo { kind: GuardKind::Deny, status, message: message.value.clone() });
                 parts.guards.push(GuardRt { cond: n, refuse_when: true, status, message: message.value.clone() });
             }
             RouteStmtKind::Allow { cond, status, message } => {
@@ -151,7 +151,7 @@ impl RouteCx<'_, '_> {
                 let status = status.map(|s| s.value as u16).unwrap_or(403);
                 let message =
                     message.as_ref().map(|m| m.value.clone()).unwrap_or_else(|| DEFAULT_ALLOW_MESSAGE.to_string());
-                parts.guard_infos.push(GuardInfo { kind: "allow", status, message: message.clone() });
+                parts.guard_infos.push(GuardInfo { kind: GuardKind::Allow, status, message: message.clone() });
                 parts.guards.push(GuardRt { cond: n, refuse_when: false, status, message });
             }
             RouteStmtKind::Limit(l) => self.limit(parts, route, index, l)?,

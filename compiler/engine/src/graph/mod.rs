@@ -144,10 +144,28 @@ pub struct AuthInfo {
     pub optional: bool,
 }
 
+/// Which way a guard refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardKind {
+    /// Refuses when the condition is false.
+    Allow,
+    /// Refuses when the condition is true.
+    Deny,
+}
+
+impl fmt::Display for GuardKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GuardKind::Allow => "allow",
+            GuardKind::Deny => "deny",
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct GuardInfo {
-    /// `allow` (refuses when the condition is false) or `deny` (refuses when it is true).
-    pub kind: &'static str,
+    pub kind: GuardKind,
     pub status: u16,
     pub message: String,
 }
