@@ -26,6 +26,7 @@ pub struct Account {
     started: Instant,
     time: SystemTime,
     request_id: String,
+    trace_id: String,
     method: String,
     path: String,
     generation: u64,
@@ -45,7 +46,8 @@ impl Account {
         conn: ConnInfo,
         in_flight: InFlight,
         head: &http::request::Parts,
-        request_id: String,
+        request_id: &str,
+        trace: &crate::headers::Trace,
         generation: u64,
     ) -> Account {
         gw.metrics.in_flight.inc();
@@ -55,7 +57,8 @@ impl Account {
             in_flight,
             started: Instant::now(),
             time: SystemTime::now(),
-            request_id,
+            request_id: request_id.to_string(),
+            trace_id: trace.id.clone(),
             method: head.method.as_str().to_string(),
             path: head.uri.path().to_string(),
             generation,
@@ -110,6 +113,7 @@ impl Drop for Account {
         audit.record(AuditRecord {
             time: self.time,
             request_id: std::mem::take(&mut self.request_id),
+            trace_id: std::mem::take(&mut self.trace_id),
             key_name: x.key_name.take(),
             tenant: x.tenant.take(),
             client_ip: self.conn.peer.ip().to_string(),
@@ -125,6 +129,7 @@ impl Drop for Account {
             response_bytes: end.bytes,
             streamed: self.streamed,
             chunks: end.chunks,
+            cache: x.cache,
             prompt_tokens: self.tokens.map(|t| t.0),
             completion_tokens: self.tokens.map(|t| t.1),
             error,

@@ -55,6 +55,8 @@ pub struct Exchange {
     pub hold: Hold,
     /// Set when the request has token budgets: read the upstream's usage from the answer.
     pub usage: Option<UsagePlan>,
+    /// What the route's cache did: `hit`, `miss` or `bypass` (None without a cache).
+    pub cache: Option<&'static str>,
     /// Shadow limits that would have refused the request.
     pub shadow_refused: Vec<String>,
 }

@@ -40,14 +40,15 @@ pub async fn handle(
     // The policy this request is decided and forwarded under, even if a reload happens meanwhile.
     let loaded = gw.policy();
     let request_id = headers::request_id(req.headers());
+    let trace = headers::Trace::of(req.headers());
     let (head, body) = req.into_parts();
-    let mut account = Account::start(gw.clone(), conn, in_flight, &head, request_id.clone(), loaded.policy.generation);
+    let mut account = Account::start(gw.clone(), conn, in_flight, &head, &request_id, &trace, loaded.policy.generation);
     let reuse = finish::Reuse::of(&head, &body);
     // The pipeline takes the body when it reads or forwards it; one it leaves was never read.
     let mut body = Some(body);
     // Every log line of the request carries its id.
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let ctx = Ctx { gw: &gw, loaded: &loaded, conn, request_id: &request_id };
+    let span = tracing::info_span!("request", request_id = %request_id, trace_id = %trace.id);
+    let ctx = Ctx { gw: &gw, loaded: &loaded, conn, request_id: &request_id, trace: &trace };
     let result = pipeline(ctx, Request::from_parts(head, ()), &mut body, &mut account.x).instrument(span).await;
     let upstream_failed = matches!(&result, Err(Stop::Error(e)) if e.status.is_server_error());
     let mut resp = match result {

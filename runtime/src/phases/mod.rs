@@ -40,6 +40,8 @@ pub struct Ctx<'a> {
     pub loaded: &'a Loaded,
     pub conn: ConnInfo,
     pub request_id: &'a str,
+    /// The request's W3C trace, continued upstream and written to its audit line.
+    pub trace: &'a crate::headers::Trace,
 }
 
 /// Why the pipeline ends before its last phase: a gateway-made error (the request's error
