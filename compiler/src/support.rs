@@ -44,7 +44,7 @@ pub fn unsupported(items: &[Item]) -> Vec<Diag> {
                 for stmt in &r.stmts {
                     if matches!(
                         stmt.kind,
-                        RouteStmtKind::Cache { .. } | RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }
+                        RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }
                     ) {
                         refuse(stmt.kind.keyword(), &format!("route `{}`", r.name.name), stmt.span);
                     }

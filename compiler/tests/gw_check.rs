@@ -197,10 +197,9 @@ fn a_long_line_is_cut_to_a_window_around_the_label() {
 
 const SERVE_ONLY_ERRORS: &str = r#"
 gateway { tls cert "missing.pem" key "missing.key" }
-upstream llm { target env("GW_TEST_UNSET") }
+upstream llm { target env("GW_TEST_UNSET"); retry 2 }
 route a {
     when GET "/a"
-    cache 5s
     to llm
 }
 "#;

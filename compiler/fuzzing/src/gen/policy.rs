@@ -522,7 +522,7 @@ impl GenRoute {
                 out.push('\n');
             }
             GenAction::Serve(b) => {
-                let b = pick(&["health", "ready", "metrics", "tokens", "usage", "upstreams"], *b);
+                let b = pick(&["health", "ready", "metrics", "tokens", "usage", "upstreams", "config"], *b);
                 let _ = writeln!(out, "    serve {b}");
             }
             GenAction::Nothing(n) if n % 16 == 15 => {}
