@@ -9,6 +9,7 @@ pub mod admin;
 pub mod audit;
 pub mod body;
 pub mod budget;
+pub mod cache;
 pub mod errors;
 pub mod exchange;
 pub mod gateway;

@@ -16,7 +16,7 @@ use crate::exchange::{Exchange, TenantGuard};
 use crate::gateway::Gateway;
 use crate::headers;
 use crate::idle::InFlight;
-use crate::phases::{decide, finish, forward, inspect, limit, respond, target, upstream_request, Ctx, Stop};
+use crate::phases::{cache, decide, finish, forward, inspect, limit, respond, target, upstream_request, Ctx, Stop};
 use crate::server::{ConnInfo, ResponseFuture};
 
 /// The proxy service for one connection.
@@ -81,19 +81,32 @@ async fn pipeline(
     let decide::Decided { decision, route, mut buffered } = decide::decide(ctx, greq, body, x).await?;
 
     let forwarding = matches!(decision.outcome, Outcome::Forward { .. });
-    let plan = if forwarding { TokenPlan::new(&decision, graph.limits(), buffered.as_ref()) } else { None };
-    let admitted = limit::check(ctx, &decision, plan.as_ref(), x).await?;
+    let cached = match forwarding {
+        true => cache::lookup(ctx, route, &decision, &parts, &mut buffered, body, x).await?,
+        false => None,
+    };
+    let hit = cached.as_ref().and_then(|c| c.hit.clone());
+    let plan = match forwarding && hit.is_none() {
+        true => TokenPlan::new(&decision, graph.limits(), buffered.as_ref()),
+        false => None,
+    };
+    let admitted = limit::check(ctx, &decision, plan.as_ref(), hit.is_none(), x).await?;
     if !forwarding {
         let mut resp = respond::answer(ctx, &decision, route, buffered, body).await?;
         limit::rate_headers(resp.headers_mut(), &admitted.results);
         return Ok(resp);
     }
-    if let Some(plan) = plan {
-        x.usage = Some(limit::usage_plan(gw, plan, &admitted, &mut buffered, &mut parts.headers));
-    }
     // The request counts in its tenant's traffic until its answer ends.
     if let Some(id) = &decision.identity {
         x.hold.tenant = Some(TenantGuard::start(gw.traffic.tenant(&id.tenant)));
+    }
+    if let Some(entry) = hit {
+        let mut resp = cache::answer(&entry);
+        limit::rate_headers(resp.headers_mut(), &admitted.results);
+        return Ok(resp);
+    }
+    if let Some(plan) = plan {
+        x.usage = Some(limit::usage_plan(gw, plan, &admitted, &mut buffered, &mut parts.headers));
     }
 
     let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, x);
@@ -102,5 +115,8 @@ async fn pipeline(
     let up_req = upstream_request::build(ctx, route, &decision, parts, up_body, &to, websocket)?;
     let mut resp = forward::send(ctx, &to, up_req, websocket, client_upgrade, x).await?;
     limit::rate_headers(resp.headers_mut(), &admitted.results);
+    if let Some(lookup) = cached {
+        resp = cache::store(ctx, lookup, resp);
+    }
     Ok(resp)
 }
