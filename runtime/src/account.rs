@@ -107,10 +107,9 @@ impl Drop for Account {
             }
         };
         std::mem::take(&mut self.x.hold).release(self.tokens);
-        let Some(audit) = &self.gw.audit else { return };
         let x = &mut self.x;
         let end = self.end.unwrap_or(StreamEnd { chunks: 0, bytes: 0, complete: false });
-        audit.record(AuditRecord {
+        let record = AuditRecord {
             time: self.time,
             request_id: std::mem::take(&mut self.request_id),
             trace_id: std::mem::take(&mut self.trace_id),
@@ -135,6 +134,11 @@ impl Drop for Account {
             error,
             shadow_refused: std::mem::take(&mut x.shadow_refused),
             policy_generation: self.generation,
-        });
+        };
+        // The recent-requests view keeps every record; the audit file, when there is one, too.
+        if let Some(audit) = &self.gw.audit {
+            audit.record(record.clone());
+        }
+        self.gw.recent.push(record);
     }
 }

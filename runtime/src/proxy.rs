@@ -96,10 +96,11 @@ async fn pipeline(
         limit::rate_headers(resp.headers_mut(), &admitted.results);
         return Ok(resp);
     }
-    // The request counts in its tenant's traffic until its answer ends.
+    // The request counts in its tenant's and its route's traffic until its answer ends.
     if let Some(id) = &decision.identity {
         x.hold.tenant = Some(TenantGuard::start(gw.traffic.tenant(&id.tenant)));
     }
+    x.hold.route = Some(TenantGuard::start(gw.traffic.route(&route.name)));
     if let Some(entry) = hit {
         let mut resp = cache::answer(&entry);
         limit::rate_headers(resp.headers_mut(), &admitted.results);

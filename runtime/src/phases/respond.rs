@@ -1,5 +1,5 @@
 //! Phase 4, respond: what a route answers itself, without an upstream: its static
-//! `respond`, or a builtin (`serve tokens|metrics|ready|upstreams|usage|health`).
+//! `respond`, or a builtin (`serve tokens|metrics|ready|upstreams|usage|health|config`).
 
 use bytes::Bytes;
 use gw_engine::graph::RouteInfo;
@@ -62,6 +62,7 @@ fn serve_builtin(gw: &Gateway, loaded: &Loaded, builtin: &str) -> Response<Body>
         ),
         "upstreams" => ("application/json", crate::views::upstreams_view(gw).to_string()),
         "usage" => ("application/json", crate::views::usage_view(gw).to_string()),
+        "config" => ("application/json", crate::config_view::config_view(gw).to_string()),
         _ => ("application/json", r#"{"status":"ok"}"#.to_string()),
     };
     let mut resp = Response::new(full(body));
