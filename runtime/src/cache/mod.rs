@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::redis_store::RedisStore;
+use crate::store::Limiter;
 
 /// One stored answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +47,15 @@ pub struct ResponseCache {
 pub enum Backend<'a> {
     Memory(&'a memory::MemoryCache),
     Redis(&'a RedisStore),
+    /// Redis is failing (the limiter's fallback is on): every lookup is a miss at once,
+    /// rather than a wait for a timeout on each request.
+    Down,
 }
 
 impl ResponseCache {
-    pub fn backend<'a>(&'a self, redis: Option<&'a RedisStore>) -> Backend<'a> {
-        match redis {
+    pub fn backend<'a>(&'a self, limiter: &'a Limiter) -> Backend<'a> {
+        match limiter.redis() {
+            Some(_) if limiter.redis_down() => Backend::Down,
             Some(r) => Backend::Redis(r),
             None => Backend::Memory(&self.memory),
         }
@@ -64,6 +69,7 @@ impl Backend<'_> {
         match self {
             Backend::Memory(m) => m.get(route, key, now),
             Backend::Redis(r) => redis::get(r, key, now).await.map(Arc::new),
+            Backend::Down => None,
         }
     }
 
@@ -75,6 +81,7 @@ impl Backend<'_> {
                 s.stored.then_some(s.evicted)
             }
             Backend::Redis(r) => redis::put(r, key, &entry, max_bytes).await.then_some(0),
+            Backend::Down => None,
         }
     }
 }

@@ -78,7 +78,7 @@ pub async fn lookup(
         }
     };
     let hit = match &key {
-        Some(k) => ctx.gw.cache.backend(ctx.gw.limiter.redis()).get(&route.name, k).await,
+        Some(k) => ctx.gw.cache.backend(&ctx.gw.limiter).get(&route.name, k).await,
         None => None,
     };
     let lookup = Lookup { route: route.name.clone(), info: info.clone(), key, hit };
@@ -153,7 +153,7 @@ async fn put(
     max: u64,
     (stored, evicted): (prometheus::IntCounterVec, prometheus::IntCounterVec),
 ) {
-    if let Some(n) = cache.backend(limiter.redis()).put(&route, &key, entry, max).await {
+    if let Some(n) = cache.backend(&limiter).put(&route, &key, entry, max).await {
         stored.with_label_values(&[&route]).inc();
         evicted.with_label_values(&[&route]).inc_by(n);
     }
