@@ -252,3 +252,68 @@ async fn two_gateways_share_one_cache_in_redis() {
     assert_eq!(send(models(&b, "sk-test-2")).await.1, "miss", "tenants apart in Redis too");
     assert_eq!(upstream_hits(&mock, "/v1/models").await, 2);
 }
+
+/// A bare upstream answering each path with the headers its name says, counting requests.
+fn header_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            reader.read_line(&mut first).unwrap_or(0);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = first.split(' ').nth(1).unwrap_or("/").to_string();
+            log.lock().unwrap().push(path.clone());
+            let extra = match path.as_str() {
+                "/vary" => "Vary: Accept-Language\r\n",
+                "/gzip" => "Content-Encoding: gzip\r\n",
+                "/cookie" => "Set-Cookie: session=abc\r\n",
+                "/private" => "Cache-Control: private, max-age=60\r\n",
+                _ => "",
+            };
+            let body = r#"{"ok":true}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_the_key_cannot_tell_apart_are_not_stored() {
+    let (upstream, seen) = header_upstream();
+    let text = r#"
+gateway { listen "{LISTEN}" admin "{ADMIN}" }
+upstream bare { target "{UPSTREAM}" }
+route any {
+    when  GET "/*"
+    auth  none
+    cache 30s
+    to    bare
+}
+"#;
+    let gw = Gw::start(GwSpec::new(text, &upstream));
+    let c = reqwest::Client::new();
+    for path in ["/plain", "/vary", "/gzip", "/cookie", "/private"] {
+        let want = if path == "/plain" { ["miss", "hit"] } else { ["miss", "miss"] };
+        for w in want {
+            let resp = c.get(gw.url(path)).send().await.unwrap();
+            assert_eq!(resp.headers()["x-gw-cache"], w, "{path}");
+            resp.bytes().await.unwrap();
+            settle().await;
+        }
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, ["/plain", "/vary", "/vary", "/gzip", "/gzip", "/cookie", "/cookie", "/private", "/private"]);
+}

@@ -160,7 +160,9 @@ async fn put(
 }
 
 /// An answer the cache keeps: a status it stores, a known length within the bound, not a
-/// stream, no cookie, and nothing from the upstream forbidding it.
+/// stream, no cookie, and nothing from the upstream forbidding it. An answer that varies by a
+/// request header (`Vary`) or comes in a content coding is not kept either: the key holds no
+/// header, so another client's `Accept-Encoding` or `Accept-Language` could get it.
 fn keeps(info: &CacheInfo, status: StatusCode, h: &HeaderMap) -> bool {
     let length = h.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let event_stream =
@@ -176,6 +178,8 @@ fn keeps(info: &CacheInfo, status: StatusCode, h: &HeaderMap) -> bool {
         && !event_stream
         && !forbidden
         && !h.contains_key(http::header::SET_COOKIE)
+        && !h.contains_key(http::header::VARY)
+        && h.get(http::header::CONTENT_ENCODING).is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"))
 }
 
 /// The headers a stored answer replays: the upstream's, without those of one connection or
