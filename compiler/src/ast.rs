@@ -460,12 +460,18 @@ pub struct Send {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expectation {
-    Status { status: Quantity, message: Option<Str> },
+    Status {
+        status: Quantity,
+        message: Option<Str>,
+    },
     Route(Ident),
     Upstream(Ident),
     Tenant(Ident),
     /// `expect cache hit|miss|bypass`: what the route's cache did with the last request.
-    Cache { result: CacheResult, span: Span },
+    Cache {
+        result: CacheResult,
+        span: Span,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -64,7 +64,14 @@ fn route_cache(program: &Program, route: &str) -> Option<SimCache> {
 }
 
 /// The cache key of a forwarded request, or None when it bypasses the cache.
-fn sim_cache_key(send: &Send, req: &Request, path: &str, route: &str, cache: &SimCache, d: &Decision) -> Option<String> {
+fn sim_cache_key(
+    send: &Send,
+    req: &Request,
+    path: &str,
+    route: &str,
+    cache: &SimCache,
+    d: &Decision,
+) -> Option<String> {
     let body = req.body.as_deref().unwrap_or_default();
     let canonical = crate::ijson::read(body).ok().flatten();
     if gw_engine::cache::bypass(&req.headers, canonical.as_ref()).is_some() {
@@ -100,7 +107,9 @@ fn run_one(
                 // The path is put in normal form (or refused) before deciding, as `gw serve` does.
                 let (decision, path) = match crate::path::normalize(&req.path) {
                     Ok(path) if path == req.path => (decide(&req), req.path.clone()),
-                    Ok(path) => (decide(&Request { path: path.clone().into_owned(), ..req.clone() }), path.into_owned()),
+                    Ok(path) => {
+                        (decide(&Request { path: path.clone().into_owned(), ..req.clone() }), path.into_owned())
+                    }
                     Err(why) => (
                         Decision::new(crate::request::Outcome::Invalid {
                             code: crate::value::INVALID_PATH,

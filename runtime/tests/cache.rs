@@ -65,7 +65,10 @@ async fn send(req: reqwest::RequestBuilder) -> (u16, String, reqwest::header::He
 }
 
 fn chat(c: &reqwest::Client, gw: &Gw, key: &str, body: &str) -> reqwest::RequestBuilder {
-    c.post(gw.url("/v1/chat/completions")).header("x-api-key", key).header("content-type", "application/json").body(body.to_string())
+    c.post(gw.url("/v1/chat/completions"))
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
 }
 
 async fn upstream_hits(mock: &Mock, path: &str) -> usize {

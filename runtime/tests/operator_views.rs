@@ -74,10 +74,8 @@ fn start(mock: &Mock) -> (Gw, Vec<String>) {
 }
 
 fn secrets(hashes: &[String]) -> Vec<String> {
-    let mut s: Vec<String> = [ADMIN_TOKEN, BACKEND_KEY, SALT, REDIS_PASSWORD, "sk-op-1", "sk-op-2"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut s: Vec<String> =
+        [ADMIN_TOKEN, BACKEND_KEY, SALT, REDIS_PASSWORD, "sk-op-1", "sk-op-2"].iter().map(|s| s.to_string()).collect();
     s.extend(hashes.iter().cloned());
     s
 }
@@ -149,7 +147,10 @@ async fn recent_requests_are_filtered_and_hold_no_key() {
     assert_eq!(chat("sk-op-1", "a").send().await.unwrap().status(), 200);
     assert_eq!(chat("sk-op-2", "b").send().await.unwrap().status(), 200);
     assert_eq!(c.get(gw.url("/v1/models")).header("x-api-key", "sk-op-2").send().await.unwrap().status(), 200);
-    assert_eq!(c.get(gw.url("/v1/models?api_key=sk-op-1")).header("x-api-key", "sk-wrong").send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(gw.url("/v1/models?api_key=sk-op-1")).header("x-api-key", "sk-wrong").send().await.unwrap().status(),
+        401
+    );
     // The last record is written as the answer ends: give it a moment.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 

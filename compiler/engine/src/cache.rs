@@ -81,7 +81,10 @@ mod tests {
         // Not strict JSON (a member twice): keyed by its bytes, never merged with another body.
         assert_ne!(json_key(r#"{"a":1,"a":2}"#, None), json_key(r#"{"a":2}"#, None));
         // Parts cannot run into each other.
-        assert_ne!(key("r", "GET", "/ab", Some("c"), None, b"", None), key("r", "GET", "/a", Some("bc"), None, b"", None));
+        assert_ne!(
+            key("r", "GET", "/ab", Some("c"), None, b"", None),
+            key("r", "GET", "/a", Some("bc"), None, b"", None)
+        );
     }
 
     #[test]

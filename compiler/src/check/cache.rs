@@ -37,9 +37,10 @@ impl<'a> Checker<'a> {
             }
         }
         let Some(cache) = first else { return };
-        let action = r.stmts.iter().find(|s| {
-            matches!(s.kind, RouteStmtKind::To(_) | RouteStmtKind::Respond { .. } | RouteStmtKind::Serve(_))
-        });
+        let action = r
+            .stmts
+            .iter()
+            .find(|s| matches!(s.kind, RouteStmtKind::To(_) | RouteStmtKind::Respond { .. } | RouteStmtKind::Serve(_)));
         if let Some(a) = action.filter(|a| !matches!(a.kind, RouteStmtKind::To(_))) {
             self.err(
                 Diag::error(

@@ -74,7 +74,15 @@ pub async fn lookup(
             let tenant =
                 if info.shared { None } else { Some(decision.identity.as_ref().map_or("-", |i| i.tenant.as_str())) };
             let (path, query) = (parts.uri.path(), parts.uri.query());
-            Some(gw_engine::cache::key(&route.name, parts.method.as_str(), path, query, tenant, &bytes, canonical.as_ref()))
+            Some(gw_engine::cache::key(
+                &route.name,
+                parts.method.as_str(),
+                path,
+                query,
+                tenant,
+                &bytes,
+                canonical.as_ref(),
+            ))
         }
     };
     let hit = match &key {
@@ -137,8 +145,7 @@ pub fn store(ctx: Ctx<'_>, lookup: Lookup, resp: Response<Body>) -> Response<Bod
         let body = seen.lock().unwrap_or_else(|p| p.into_inner()).take();
         let Some(body) = body.filter(|_| end.complete) else { return };
         let now = now_ms();
-        let entry =
-            Entry { status, headers, body: Bytes::from(body), stored_at_ms: now, expires_at_ms: now + ttl_ms };
+        let entry = Entry { status, headers, body: Bytes::from(body), stored_at_ms: now, expires_at_ms: now + ttl_ms };
         tokio::spawn(put(cache, limiter, route, key, entry, max, (stored, evicted)));
     });
     Response::from_parts(parts, BodyExt::boxed(tracked))
