@@ -329,6 +329,10 @@ pub enum RouteStmtKind {
     Cache {
         ttl: Quantity,
         max: Option<Quantity>,
+        /// `shared`: one entry for every tenant (the tenant is not part of the key).
+        shared: bool,
+        /// `status S, ...`: the answer statuses stored (default: 200 only).
+        statuses: Vec<Quantity>,
     },
     Websocket,
     Cors {
@@ -463,10 +467,35 @@ pub struct Send {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expectation {
-    Status { status: Quantity, message: Option<Str> },
+    Status {
+        status: Quantity,
+        message: Option<Str>,
+    },
     Route(Ident),
     Upstream(Ident),
     Tenant(Ident),
+    /// `expect cache hit|miss|bypass`: what the route's cache did with the last request.
+    Cache {
+        result: CacheResult,
+        span: Span,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Bypass => "bypass",
+        }
+    }
 }
 
 /// A JSON literal written in the policy, with its span.

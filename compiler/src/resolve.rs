@@ -113,7 +113,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         Expectation::Route(id) => (&names.routes, "route", id),
                         Expectation::Upstream(id) => (&names.upstreams, "upstream", id),
                         Expectation::Tenant(id) => (&names.tenants, "tenant", id),
-                        Expectation::Status { .. } => continue,
+                        Expectation::Status { .. } | Expectation::Cache { .. } => continue,
                     };
                     // A tenant named only in key files is still a tenant: tests may name it.
                     if kind == "tenant" {

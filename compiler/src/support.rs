@@ -42,10 +42,7 @@ pub fn unsupported(items: &[Item]) -> Vec<Diag> {
             }
             Item::Route(r) => {
                 for stmt in &r.stmts {
-                    if matches!(
-                        stmt.kind,
-                        RouteStmtKind::Cache { .. } | RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }
-                    ) {
+                    if matches!(stmt.kind, RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }) {
                         refuse(stmt.kind.keyword(), &format!("route `{}`", r.name.name), stmt.span);
                     }
                 }

@@ -4,6 +4,9 @@
 //! `expect` is compared with what happened. There is no upstream in a test, so a forwarded
 //! request's token reservation (prompt + requested completion) stands: it is never corrected
 //! down to a reported usage. Requests end at once, so concurrency limits never refuse.
+//! A route's `cache` is simulated on the test clock: a forwarded request counts as a 200
+//! answer, stored when the cache stores 200s, and an identical request within the TTL is a
+//! hit (keyed and bypassed by the same rules as `gw serve`, `gw_engine::cache`).
 
 use std::collections::HashMap;
 
@@ -37,6 +40,46 @@ struct Answer {
     status: u16,
     message: Option<String>,
     decision: Decision,
+    /// What the route's cache did, on a route with a cache.
+    cache: Option<CacheResult>,
+}
+
+/// A route's cache as the test runner simulates it: entries by key, with the time stored.
+struct SimCache {
+    ttl_ns: u64,
+    shared: bool,
+    stores_200: bool,
+}
+
+fn route_cache(program: &Program, route: &str) -> Option<SimCache> {
+    let r = program.routes().find(|r| r.name.name == route)?;
+    r.stmts.iter().find_map(|s| match &s.kind {
+        RouteStmtKind::Cache { ttl, shared, statuses, .. } => Some(SimCache {
+            ttl_ns: ttl.value,
+            shared: *shared,
+            stores_200: statuses.is_empty() || statuses.iter().any(|s| s.value == 200),
+        }),
+        _ => None,
+    })
+}
+
+/// The cache key of a forwarded request, or None when it bypasses the cache.
+fn sim_cache_key(
+    send: &Send,
+    req: &Request,
+    path: &str,
+    route: &str,
+    cache: &SimCache,
+    d: &Decision,
+) -> Option<String> {
+    let body = req.body.as_deref().unwrap_or_default();
+    let canonical = crate::ijson::read(body).ok().flatten();
+    if gw_engine::cache::bypass(&req.headers, canonical.as_ref()).is_some() {
+        return None;
+    }
+    let tenant = if cache.shared { None } else { Some(d.identity.as_ref().map_or("-", |i| i.tenant.as_str())) };
+    let query = send.path.value.split_once('?').map(|(_, q)| q);
+    Some(gw_engine::cache::key(route, &req.method, path, query, tenant, body, canonical.as_ref()))
 }
 
 /// Run every test block of `program`, deciding with `decide`.
@@ -54,6 +97,7 @@ fn run_one(
     let mut now: u64 = 0;
     let mut tats: HashMap<(String, String), u64> = HashMap::new();
     let mut last: Option<(Answer, Span)> = None;
+    let mut cached: HashMap<String, u64> = HashMap::new();
     let mut failures = vec![];
     for stmt in &test.stmts {
         match &stmt.kind {
@@ -61,18 +105,45 @@ fn run_one(
             TestStmtKind::Send(send) => {
                 let req = to_request(send);
                 // The path is put in normal form (or refused) before deciding, as `gw serve` does.
-                let decision = match crate::path::normalize(&req.path) {
-                    Ok(path) if path == req.path => decide(&req),
-                    Ok(path) => decide(&Request { path: path.into_owned(), ..req.clone() }),
-                    Err(why) => Decision::new(crate::request::Outcome::Invalid {
-                        code: crate::value::INVALID_PATH,
-                        message: why.to_string(),
-                    }),
+                let (decision, path) = match crate::path::normalize(&req.path) {
+                    Ok(path) if path == req.path => (decide(&req), req.path.clone()),
+                    Ok(path) => {
+                        (decide(&Request { path: path.clone().into_owned(), ..req.clone() }), path.into_owned())
+                    }
+                    Err(why) => (
+                        Decision::new(crate::request::Outcome::Invalid {
+                            code: crate::value::INVALID_PATH,
+                            message: why.to_string(),
+                        }),
+                        req.path.clone(),
+                    ),
                 };
-                let mut answer =
-                    Answer { status: decision.outcome.status(), message: refusal_message(&decision), decision };
+                let mut answer = Answer {
+                    status: decision.outcome.status(),
+                    message: refusal_message(&decision),
+                    decision,
+                    cache: None,
+                };
+                // The cache is asked after the decision, before the limits (a hit still passes
+                // them, but costs no tokens), and a miss is stored once admitted.
+                let forwarded = matches!(answer.decision.outcome, crate::request::Outcome::Forward { .. });
+                let route = answer.decision.route.clone().unwrap_or_default();
+                let cache = if forwarded && answer.status < 400 { route_cache(program, &route) } else { None };
+                let key = cache.as_ref().and_then(|c| sim_cache_key(send, &req, &path, &route, c, &answer.decision));
+                answer.cache = cache.as_ref().map(|c| match &key {
+                    None => CacheResult::Bypass,
+                    Some(k) if cached.get(k).is_some_and(|at| now < at.saturating_add(c.ttl_ns)) => CacheResult::Hit,
+                    Some(_) => CacheResult::Miss,
+                });
                 if answer.status < 400 {
                     apply_rate_limits(&mut answer, &req, rates, &mut tats, now);
+                }
+                if answer.status >= 400 {
+                    answer.cache = None;
+                } else if let (Some(CacheResult::Miss), Some(k), Some(c)) = (answer.cache, key, &cache) {
+                    if c.stores_200 {
+                        cached.insert(k, now);
+                    }
                 }
                 last = Some((answer, stmt.span));
             }
@@ -134,6 +205,14 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
         Expectation::Upstream(u) => match &a.decision.outcome {
             crate::request::Outcome::Forward { upstream } if *upstream == u.name && a.status < 400 => None,
             other => Some(format!("expected forwarding to `{}`, got {}", u.name, describe(other, a.status))),
+        },
+        Expectation::Cache { result, .. } => match a.cache {
+            Some(got) if got == *result => None,
+            Some(got) => Some(format!("expected a cache {}, got a cache {}", result.as_str(), got.as_str())),
+            None if a.status >= 400 => {
+                Some(format!("expected a cache {}, got {}", result.as_str(), describe(&a.decision.outcome, a.status)))
+            }
+            None => Some(format!("expected a cache {}, but the route has no cache", result.as_str())),
         },
         Expectation::Tenant(t) => {
             let _ = program;
@@ -243,8 +322,10 @@ fn apply_rate_limits(
 ) {
     // A reservation larger than a whole budget can never pass: 400, as gw serve answers it,
     // before any limit is counted.
+    // A cache hit costs no tokens: its token budgets are not charged.
+    let hit = answer.cache == Some(CacheResult::Hit);
     for l in &answer.decision.limits {
-        let Some(m) = rates.get(&l.id) else { continue };
+        let Some(m) = rates.get(&l.id).filter(|m| !(hit && m.tokens.is_some())) else { continue };
         if m.tokens.is_some() && !m.shadow && m.cost(req) > m.gcra.burst() {
             answer.status = 400;
             answer.message = Some(format!("request too large for token budget {}", l.id));
@@ -253,7 +334,7 @@ fn apply_rate_limits(
     }
     let mut updates = vec![];
     for l in &answer.decision.limits {
-        let Some(m) = rates.get(&l.id) else { continue };
+        let Some(m) = rates.get(&l.id).filter(|m| !(hit && m.tokens.is_some())) else { continue };
         let slot = (l.id.clone(), l.key.clone());
         let v = m.gcra.check(tats.get(&slot).copied().unwrap_or(0), now, m.cost(req));
         if !v.allowed && !m.shadow {

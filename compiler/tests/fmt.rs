@@ -338,6 +338,8 @@ fn all_constructs_fixture_is_complete() {
         "Expect(Route(",
         "Expect(Upstream(",
         "Expect(Tenant(",
+        "Expect(Cache {",
+        "shared: true",
     ];
     for n in needles {
         // `LimitKind::Rate` is printed as `Rate { rate` inside `Limit(`; check it that way.
@@ -346,7 +348,7 @@ fn all_constructs_fixture_is_complete() {
             missing.push(n);
         }
     }
-    for b in ["health", "ready", "metrics", "tokens", "usage", "upstreams"] {
+    for b in ["health", "ready", "metrics", "tokens", "usage", "upstreams", "config"] {
         let builtin = gw_compiler::ast::Builtin::parse(b).expect("a builtin");
         if !tree.contains(&format!("Serve(BuiltinRef {{ builtin: {builtin:?}")) {
             missing.push(b);

@@ -197,10 +197,9 @@ fn a_long_line_is_cut_to_a_window_around_the_label() {
 
 const SERVE_ONLY_ERRORS: &str = r#"
 gateway { tls cert "missing.pem" key "missing.key" }
-upstream llm { target env("GW_TEST_UNSET") }
+upstream llm { target env("GW_TEST_UNSET"); retry 2 }
 route a {
     when GET "/a"
-    cache 5s
     to llm
 }
 "#;
@@ -543,4 +542,61 @@ test "an escaped letter does not walk around the admin route" {
     let dir = fixture(&[("paths.gwp", policy)]);
     let out = gw_check(&["paths.gwp"], dir.path());
     assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+}
+
+const CACHE_TESTS: &str = r#"
+upstream llm { target "http://127.0.0.1:9" }
+keys users from "users.keys"
+route chat {
+    when  POST "/v1/chat"
+    auth  users
+    limit tokens 100/min per key
+    cache 10s
+    to    llm
+}
+route public {
+    when  GET "/v1/models"
+    auth  none
+    cache 10s shared status 404
+    to    llm
+}
+
+test "a hit is free of tokens, a stream and no-cache bypass" {
+    send    POST "/v1/chat" header "x-api-key" = "k1" body {"max_tokens": 90, "messages": []}
+    expect  200
+    expect  cache miss
+    send    POST "/v1/chat" header "x-api-key" = "k1" body {"messages": [], "max_tokens": 90}
+    expect  200
+    expect  cache hit
+    send    POST "/v1/chat" header "x-api-key" = "k1" body {"max_tokens": 90, "messages": [], "stream": true}
+    expect  429
+    send    POST "/v1/chat" header "x-api-key" = "k1" header "cache-control" = "no-store" body {"max_tokens": 1, "messages": []}
+    expect  cache bypass
+    advance 1m
+    send    POST "/v1/chat" header "x-api-key" = "k1" body {"max_tokens": 90, "messages": []}
+    expect  200
+    expect  cache miss
+}
+
+test "a cache that does not store 200 never hits" {
+    send   GET "/v1/models"
+    expect cache miss
+    send   GET "/v1/models"
+    expect cache miss
+}
+
+test "wrong" {
+    send   GET "/v1/models"
+    expect cache hit
+}
+"#;
+
+#[test]
+fn the_test_runner_simulates_the_cache() {
+    let key = format!("{} alpha k1\n", sha("k1"));
+    let dir = fixture(&[("p.gwp", CACHE_TESTS), ("users.keys", &key)]);
+    let o = gw_check(&["--format", "plain", "p.gwp"], dir.path());
+    let err = stderr(&o);
+    assert!(err.contains("tests: 2 passed, 1 failed") || stdout(&o).contains("tests: 2 passed, 1 failed"), "{err}");
+    assert!(err.contains("expected a cache hit, got a cache miss"), "{err}");
 }

@@ -241,7 +241,10 @@ fn guards_transforms_and_actions_read() {
         matches!(stmt("respond 200 \"pong\""), RouteStmtKind::Respond { body: Some(ResponseBody::Text(t)), .. } if t.value == "pong")
     );
     assert!(
-        matches!(stmt("cache 30s max 1MB"), RouteStmtKind::Cache { ttl, max: Some(m) } if ttl.value == 30_000_000_000 && m.value == 1_000_000)
+        matches!(stmt("cache 30s max 1MB"), RouteStmtKind::Cache { ttl, max: Some(m), shared: false, statuses } if ttl.value == 30_000_000_000 && m.value == 1_000_000 && statuses.is_empty())
+    );
+    assert!(
+        matches!(stmt("cache 5s shared status 200, 404"), RouteStmtKind::Cache { max: None, shared: true, statuses, .. } if statuses.iter().map(|s| s.value).collect::<Vec<_>>() == [200, 404])
     );
     assert!(matches!(stmt("websocket"), RouteStmtKind::Websocket));
     assert!(

@@ -26,6 +26,7 @@ pub struct Account {
     started: Instant,
     time: SystemTime,
     request_id: String,
+    trace_id: String,
     method: String,
     path: String,
     generation: u64,
@@ -45,7 +46,8 @@ impl Account {
         conn: ConnInfo,
         in_flight: InFlight,
         head: &http::request::Parts,
-        request_id: String,
+        request_id: &str,
+        trace: &crate::headers::Trace,
         generation: u64,
     ) -> Account {
         gw.metrics.in_flight.inc();
@@ -55,7 +57,8 @@ impl Account {
             in_flight,
             started: Instant::now(),
             time: SystemTime::now(),
-            request_id,
+            request_id: request_id.to_string(),
+            trace_id: trace.id.clone(),
             method: head.method.as_str().to_string(),
             path: head.uri.path().to_string(),
             generation,
@@ -104,12 +107,12 @@ impl Drop for Account {
             }
         };
         std::mem::take(&mut self.x.hold).release(self.tokens);
-        let Some(audit) = &self.gw.audit else { return };
         let x = &mut self.x;
         let end = self.end.unwrap_or(StreamEnd { chunks: 0, bytes: 0, complete: false });
-        audit.record(AuditRecord {
+        let record = AuditRecord {
             time: self.time,
             request_id: std::mem::take(&mut self.request_id),
+            trace_id: std::mem::take(&mut self.trace_id),
             key_name: x.key_name.take(),
             tenant: x.tenant.take(),
             client_ip: self.conn.peer.ip().to_string(),
@@ -125,11 +128,17 @@ impl Drop for Account {
             response_bytes: end.bytes,
             streamed: self.streamed,
             chunks: end.chunks,
+            cache: x.cache,
             prompt_tokens: self.tokens.map(|t| t.0),
             completion_tokens: self.tokens.map(|t| t.1),
             error,
             shadow_refused: std::mem::take(&mut x.shadow_refused),
             policy_generation: self.generation,
-        });
+        };
+        // The recent-requests view keeps every record; the audit file, when there is one, too.
+        if let Some(audit) = &self.gw.audit {
+            audit.record(record.clone());
+        }
+        self.gw.recent.push(record);
     }
 }

@@ -87,6 +87,13 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         (Method::GET, "/admin/policy") => Ok(json(StatusCode::OK, policy_view(gw))),
         (Method::GET, "/admin/usage") => Ok(json(StatusCode::OK, usage_view(gw))),
         (Method::GET, "/admin/upstreams") => Ok(json(StatusCode::OK, upstreams_view(gw))),
+        (Method::GET, "/admin/config") => Ok(json(StatusCode::OK, crate::config_view::config_view(gw))),
+        (Method::GET, "/admin/requests") => {
+            let filter = crate::recent::Filter::parse(req.uri().query())
+                .map_err(|m| GwError::new(Code::BadRequestDescription, m))?;
+            let records = gw.recent.query(&filter);
+            Ok(json(StatusCode::OK, serde_json::json!({"count": records.len(), "requests": records})))
+        }
         (Method::POST, "/admin/explain") => {
             let body = read(req).await?;
             let text = std::str::from_utf8(&body).map_err(|_| GwError::new(Code::BadBody, "the body is not UTF-8"))?;
@@ -115,8 +122,8 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         }
         (
             _,
-            "/metrics" | "/admin/policy" | "/admin/usage" | "/admin/upstreams" | "/admin/explain" | "/admin/tokens"
-            | "/admin/reload",
+            "/metrics" | "/admin/policy" | "/admin/usage" | "/admin/upstreams" | "/admin/config" | "/admin/requests"
+            | "/admin/explain" | "/admin/tokens" | "/admin/reload",
         ) => Err(GwError::new(Code::MethodNotAllowed, "wrong method for this admin endpoint")),
         _ => Err(GwError::new(Code::NoRoute, format!("no admin endpoint {path}"))),
     }

@@ -43,6 +43,9 @@ pub struct AuditRecord {
     #[serde(serialize_with = "serialize_time")]
     pub time: SystemTime,
     pub request_id: String,
+    /// The W3C trace id (32 hex digits): the client's `traceparent` trace, or the one gw
+    /// started and sent upstream. Every record has one.
+    pub trace_id: String,
     /// The name of the key that authenticated the request, never the key itself.
     pub key_name: Option<String>,
     pub tenant: Option<String>,
@@ -63,6 +66,9 @@ pub struct AuditRecord {
     pub response_bytes: u64,
     pub streamed: bool,
     pub chunks: u64,
+    /// On a route with a `cache`: `hit` (answered from the cache, no upstream), `miss`
+    /// (forwarded) or `bypass` (forwarded, the cache not consulted); else `null`.
+    pub cache: Option<&'static str>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     /// An error kind such as `upstream_timeout`; never a message with request data in it.
@@ -78,6 +84,7 @@ impl Default for AuditRecord {
         AuditRecord {
             time: SystemTime::now(),
             request_id: String::new(),
+            trace_id: String::new(),
             key_name: None,
             tenant: None,
             client_ip: String::new(),
@@ -93,6 +100,7 @@ impl Default for AuditRecord {
             response_bytes: 0,
             streamed: false,
             chunks: 0,
+            cache: None,
             prompt_tokens: None,
             completion_tokens: None,
             error: None,

@@ -13,12 +13,16 @@ use crate::traffic::TenantTraffic;
 pub struct Hold {
     pub limits: Option<Held>,
     pub tenant: Option<TenantGuard>,
+    /// Its place in its route's traffic (usage per route).
+    pub route: Option<TenantGuard>,
 }
 
 impl Hold {
-    /// Give everything back, with the tokens the request used (for the tenant's traffic).
+    /// Give everything back, with the tokens the request used (for the tenant's and the
+    /// route's traffic).
     pub fn release(mut self, tokens: Option<(u64, u64)>) {
-        if let (Some(guard), Some((p, c))) = (self.tenant.as_mut(), tokens) {
+        let Some((p, c)) = tokens else { return };
+        for guard in [self.tenant.as_mut(), self.route.as_mut()].into_iter().flatten() {
             guard.prompt_tokens = p;
             guard.completion_tokens = c;
         }
@@ -55,6 +59,8 @@ pub struct Exchange {
     pub hold: Hold,
     /// Set when the request has token budgets: read the upstream's usage from the answer.
     pub usage: Option<UsagePlan>,
+    /// What the route's cache did: `hit`, `miss` or `bypass` (None without a cache).
+    pub cache: Option<&'static str>,
     /// Shadow limits that would have refused the request.
     pub shadow_refused: Vec<String>,
 }

@@ -60,6 +60,11 @@ pub struct Gateway {
     /// Per-target health, by upstream name and URL: survives reloads.
     pub upstream_stats: Arc<StatsRegistry>,
     pub traffic: Traffic,
+    /// Every route's response cache (in memory; in Redis through the limiter's store):
+    /// outlives reloads, keyed by route name.
+    pub cache: Arc<crate::cache::ResponseCache>,
+    /// The last requests' audit records, for `/admin/requests`.
+    pub recent: crate::recent::Recent,
     /// The audit log, when the policy asks for one (set up at start).
     pub audit: Option<Audit>,
     pub audit_handle: Option<AuditHandle>,
@@ -110,6 +115,8 @@ impl Gateway {
             limiter: Arc::new(limiter),
             upstream_stats,
             traffic: Traffic::default(),
+            cache: Arc::default(),
+            recent: crate::recent::Recent::default(),
             audit,
             audit_handle,
             last_reload: Mutex::new(None),

@@ -52,13 +52,27 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-/// The `traceparent` to send upstream: the client's trace continued with a new span id (this
-/// hop), or a new trace when the client sent none or an invalid one.
-pub fn traceparent(headers: &HeaderMap) -> String {
-    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
-    match incoming {
-        Some((trace_id, flags)) => format!("00-{trace_id}-{}-{flags}", random_hex(8)),
-        None => format!("00-{}-{}-01", random_hex(16), random_hex(8)),
+/// The request's W3C trace: the client's trace id and flags when it sent a valid
+/// `traceparent`, else a new trace. Decided once, as the request arrives, so the audit line and
+/// the upstream's `traceparent` name the same trace.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub id: String,
+    flags: String,
+}
+
+impl Trace {
+    pub fn of(headers: &HeaderMap) -> Trace {
+        let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
+        match incoming {
+            Some((id, flags)) => Trace { id: id.to_string(), flags: flags.to_string() },
+            None => Trace { id: random_hex(16), flags: "01".to_string() },
+        }
+    }
+
+    /// The `traceparent` to send upstream: this trace continued with a new span id (this hop).
+    pub fn traceparent(&self) -> String {
+        format!("00-{}-{}-{}", self.id, random_hex(8), self.flags)
     }
 }
 
@@ -122,11 +136,11 @@ mod tests {
     fn traceparent_is_continued_or_started() {
         let mut h = HeaderMap::new();
         h.insert("traceparent", HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        let t = traceparent(&h);
+        let t = Trace::of(&h).traceparent();
         assert!(t.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{t}");
         assert!(!t.contains("00f067aa0ba902b7"));
         h.insert("traceparent", HeaderValue::from_static("garbage"));
-        let fresh = traceparent(&h);
+        let fresh = Trace::of(&h).traceparent();
         assert_eq!(fresh.len(), 55);
         assert!(parse_traceparent(&fresh).is_some());
     }

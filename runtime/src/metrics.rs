@@ -20,6 +20,11 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     pub audit_dropped: IntCounter,
     pub tokens: IntCounterVec,
+    /// Requests on routes with a `cache`, by route and result (hit, miss, bypass).
+    pub cache: IntCounterVec,
+    /// Answers stored in a route's cache, and entries evicted to keep its size bound.
+    pub cache_stored: IntCounterVec,
+    pub cache_evicted: IntCounterVec,
     /// The Redis limit store's metrics (registered even when the policy uses `state local`).
     pub redis: crate::store::RedisMetrics,
 }
@@ -86,6 +91,18 @@ impl Metrics {
             tokens: reg!(IntCounterVec::new(
                 Opts::new("gw_tokens_total", "LLM tokens used, by tenant, model and direction (prompt, completion)"),
                 &["tenant", "model", "direction"]
+            )),
+            cache: reg!(IntCounterVec::new(
+                Opts::new("gw_cache_requests_total", "Requests on routes with a cache, by route and result (hit, miss, bypass)"),
+                &["route", "result"]
+            )),
+            cache_stored: reg!(IntCounterVec::new(
+                Opts::new("gw_cache_stored_total", "Answers stored in a route's cache"),
+                &["route"]
+            )),
+            cache_evicted: reg!(IntCounterVec::new(
+                Opts::new("gw_cache_evicted_total", "Entries evicted from a route's in-memory cache to keep its size bound"),
+                &["route"]
             )),
             redis: {
                 let m = crate::store::RedisMetrics::new();

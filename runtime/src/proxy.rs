@@ -16,7 +16,7 @@ use crate::exchange::{Exchange, TenantGuard};
 use crate::gateway::Gateway;
 use crate::headers;
 use crate::idle::InFlight;
-use crate::phases::{decide, finish, forward, inspect, limit, respond, target, upstream_request, Ctx, Stop};
+use crate::phases::{cache, decide, finish, forward, inspect, limit, respond, target, upstream_request, Ctx, Stop};
 use crate::server::{ConnInfo, ResponseFuture};
 
 /// The proxy service for one connection.
@@ -40,14 +40,15 @@ pub async fn handle(
     // The policy this request is decided and forwarded under, even if a reload happens meanwhile.
     let loaded = gw.policy();
     let request_id = headers::request_id(req.headers());
+    let trace = headers::Trace::of(req.headers());
     let (head, body) = req.into_parts();
-    let mut account = Account::start(gw.clone(), conn, in_flight, &head, request_id.clone(), loaded.policy.generation);
+    let mut account = Account::start(gw.clone(), conn, in_flight, &head, &request_id, &trace, loaded.policy.generation);
     let reuse = finish::Reuse::of(&head, &body);
     // The pipeline takes the body when it reads or forwards it; one it leaves was never read.
     let mut body = Some(body);
     // Every log line of the request carries its id.
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let ctx = Ctx { gw: &gw, loaded: &loaded, conn, request_id: &request_id };
+    let span = tracing::info_span!("request", request_id = %request_id, trace_id = %trace.id);
+    let ctx = Ctx { gw: &gw, loaded: &loaded, conn, request_id: &request_id, trace: &trace };
     let result = pipeline(ctx, Request::from_parts(head, ()), &mut body, &mut account.x).instrument(span).await;
     let upstream_failed = matches!(&result, Err(Stop::Error(e)) if e.status.is_server_error());
     let mut resp = match result {
@@ -80,19 +81,33 @@ async fn pipeline(
     let decide::Decided { decision, route, mut buffered } = decide::decide(ctx, greq, body, x).await?;
 
     let forwarding = matches!(decision.outcome, Outcome::Forward { .. });
-    let plan = if forwarding { TokenPlan::new(&decision, graph.limits(), buffered.as_ref()) } else { None };
-    let admitted = limit::check(ctx, &decision, plan.as_ref(), x).await?;
+    let cached = match forwarding {
+        true => cache::lookup(ctx, route, &decision, &parts, &mut buffered, body, x).await?,
+        false => None,
+    };
+    let hit = cached.as_ref().and_then(|c| c.hit.clone());
+    let plan = match forwarding && hit.is_none() {
+        true => TokenPlan::new(&decision, graph.limits(), buffered.as_ref()),
+        false => None,
+    };
+    let admitted = limit::check(ctx, &decision, plan.as_ref(), hit.is_none(), x).await?;
     if !forwarding {
         let mut resp = respond::answer(ctx, &decision, route, buffered, body).await?;
         limit::rate_headers(resp.headers_mut(), &admitted.results);
         return Ok(resp);
     }
-    if let Some(plan) = plan {
-        x.usage = Some(limit::usage_plan(gw, plan, &admitted, &mut buffered, &mut parts.headers));
-    }
-    // The request counts in its tenant's traffic until its answer ends.
+    // The request counts in its tenant's and its route's traffic until its answer ends.
     if let Some(id) = &decision.identity {
         x.hold.tenant = Some(TenantGuard::start(gw.traffic.tenant(&id.tenant)));
+    }
+    x.hold.route = Some(TenantGuard::start(gw.traffic.route(&route.name)));
+    if let Some(entry) = hit {
+        let mut resp = cache::answer(&entry);
+        limit::rate_headers(resp.headers_mut(), &admitted.results);
+        return Ok(resp);
+    }
+    if let Some(plan) = plan {
+        x.usage = Some(limit::usage_plan(gw, plan, &admitted, &mut buffered, &mut parts.headers));
     }
 
     let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, x);
@@ -101,5 +116,8 @@ async fn pipeline(
     let up_req = upstream_request::build(ctx, route, &decision, parts, up_body, &to, websocket)?;
     let mut resp = forward::send(ctx, &to, up_req, websocket, client_upgrade, x).await?;
     limit::rate_headers(resp.headers_mut(), &admitted.results);
+    if let Some(lookup) = cached {
+        resp = cache::store(ctx, lookup, resp);
+    }
     Ok(resp)
 }

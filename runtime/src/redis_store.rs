@@ -454,8 +454,6 @@ impl RedisStore {
         keys: &[String],
         args: &[String],
     ) -> Result<T, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let conn = self.connection(deadline).await?;
         let mut invocation = script.prepare_invoke();
         for k in keys {
             invocation.key(k);
@@ -463,8 +461,19 @@ impl RedisStore {
         for a in args {
             invocation.arg(a);
         }
-        let mut manager = conn.manager.clone();
-        match tokio::time::timeout_at(deadline, invocation.invoke_async::<T>(&mut manager)).await {
+        self.call(|mut manager| async move { invocation.invoke_async::<T>(&mut manager).await }).await
+    }
+
+    /// One call on the connection, bounded by the store's timeout; failures sorted into
+    /// "Redis is unavailable" and "Redis answered with an error".
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let conn = self.connection(deadline).await?;
+        match tokio::time::timeout_at(deadline, f(conn.manager.clone())).await {
             Ok(Ok(v)) => {
                 self.last_ok_ms.store(self.elapsed_ms(), Ordering::Relaxed);
                 Ok(v)
@@ -483,6 +492,18 @@ impl RedisStore {
                 Err(StoreError::Timeout(self.timeout))
             }
         }
+    }
+
+    /// A binary value (the response cache's entries), or None.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let cmd = redis::cmd("GET").arg(key).clone();
+        self.call(|mut m| async move { cmd.query_async::<Option<Vec<u8>>>(&mut m).await }).await
+    }
+
+    /// Store a binary value that expires after `ttl_ms`.
+    pub async fn set_bytes(&self, key: &str, value: &[u8], ttl_ms: u64) -> Result<(), StoreError> {
+        let cmd = redis::cmd("SET").arg(key).arg(value).arg("PX").arg(ttl_ms.max(1)).clone();
+        self.call(|mut m| async move { cmd.query_async::<()>(&mut m).await }).await
     }
 
     /// A call timed out: when nothing has come back for a while, the connection may be

@@ -1,5 +1,5 @@
-//! Per-tenant traffic for the operator view (`/admin/usage`): requests per second, requests
-//! in flight, tokens in and out per minute. Lock-light: a read lock to find the tenant's
+//! Per-tenant and per-route traffic for the operator view (`/admin/usage`): requests per
+//! second, requests in flight, tokens in and out per minute. Lock-light: a read lock to find the tenant's
 //! counters (a write lock only the first time a tenant is seen), then atomics in per-second
 //! buckets over the last minute.
 
@@ -93,35 +93,56 @@ pub struct TenantView {
 
 #[derive(Default)]
 pub struct Traffic {
-    tenants: RwLock<HashMap<String, Arc<TenantTraffic>>>,
+    tenants: Counters,
+    /// The same counters by route name (the view's `tenant` field then names the route).
+    routes: Counters,
+}
+
+type Counters = RwLock<HashMap<String, Arc<TenantTraffic>>>;
+
+fn counters(map: &Counters, name: &str) -> Arc<TenantTraffic> {
+    if let Some(t) = map.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+        return t.clone();
+    }
+    map.write().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default().clone()
 }
 
 impl Traffic {
     pub fn tenant(&self, name: &str) -> Arc<TenantTraffic> {
-        if let Some(t) = self.tenants.read().unwrap_or_else(|p| p.into_inner()).get(name) {
-            return t.clone();
-        }
-        self.tenants.write().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default().clone()
+        counters(&self.tenants, name)
+    }
+
+    pub fn route(&self, name: &str) -> Arc<TenantTraffic> {
+        counters(&self.routes, name)
     }
 
     pub fn view(&self) -> Vec<TenantView> {
-        let now = now_secs();
-        let tenants = self.tenants.read().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<TenantView> = tenants
-            .iter()
-            .map(|(name, t)| TenantView {
-                tenant: name.clone(),
-                qps: t.sum(now, 10, |b| &b.requests) as f64 / 10.0,
-                requests_last_minute: t.sum(now, WINDOW_SECS, |b| &b.requests),
-                requests_total: t.total_requests.load(Ordering::Relaxed),
-                in_flight: t.in_flight.load(Ordering::Relaxed),
-                prompt_tokens_last_minute: t.sum(now, WINDOW_SECS, |b| &b.prompt_tokens),
-                completion_tokens_last_minute: t.sum(now, WINDOW_SECS, |b| &b.completion_tokens),
-            })
-            .collect();
-        out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
-        out
+        view_of(&self.tenants)
     }
+
+    /// Per route; each view's `tenant` field is the route's name.
+    pub fn route_view(&self) -> Vec<TenantView> {
+        view_of(&self.routes)
+    }
+}
+
+fn view_of(map: &Counters) -> Vec<TenantView> {
+    let now = now_secs();
+    let counters = map.read().unwrap_or_else(|p| p.into_inner());
+    let mut out: Vec<TenantView> = counters
+        .iter()
+        .map(|(name, t)| TenantView {
+            tenant: name.clone(),
+            qps: t.sum(now, 10, |b| &b.requests) as f64 / 10.0,
+            requests_last_minute: t.sum(now, WINDOW_SECS, |b| &b.requests),
+            requests_total: t.total_requests.load(Ordering::Relaxed),
+            in_flight: t.in_flight.load(Ordering::Relaxed),
+            prompt_tokens_last_minute: t.sum(now, WINDOW_SECS, |b| &b.prompt_tokens),
+            completion_tokens_last_minute: t.sum(now, WINDOW_SECS, |b| &b.completion_tokens),
+        })
+        .collect();
+    out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    out
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ pub fn policy_view(gw: &Gateway) -> serde_json::Value {
     })
 }
 
-/// Per tenant: traffic now, and the tenant's limits as declared.
+/// Per tenant: traffic now, and the tenant's limits as declared. Per route: traffic now (the
+/// forwarded requests and cache hits, with their tokens), and its cache's entries and bytes
+/// held in this process.
 pub fn usage_view(gw: &Gateway) -> serde_json::Value {
     let p = gw.policy();
     let graph = &p.policy.graph;
@@ -43,10 +45,28 @@ pub fn usage_view(gw: &Gateway) -> serde_json::Value {
         .collect();
     // Tenants seen in traffic but no longer (or never) declared, e.g. after a reload.
     let undeclared: Vec<_> = traffic.iter().filter(|v| !graph.tenants().iter().any(|t| t.name == v.tenant)).collect();
+    let by_route = gw.traffic.route_view();
+    let routes: Vec<serde_json::Value> = graph
+        .routes()
+        .iter()
+        .filter(|r| matches!(r.action, gw_engine::graph::ActionInfo::Forward { .. }))
+        .map(|r| {
+            let mut traffic = by_route.iter().find(|v| v.tenant == r.name).and_then(|v| serde_json::to_value(v).ok());
+            if let Some(t) = traffic.as_mut().and_then(|t| t.as_object_mut()) {
+                t.remove("tenant");
+            }
+            let cache = r.cache.as_ref().map(|_| {
+                let (entries, bytes) = gw.cache.memory.usage(&r.name);
+                serde_json::json!({"entries": entries, "bytes": bytes, "in_redis": gw.limiter.redis().is_some()})
+            });
+            serde_json::json!({"route": r.name, "traffic": traffic, "cache": cache})
+        })
+        .collect();
     serde_json::json!({
         "generation": p.policy.generation,
         "tenants": tenants,
         "undeclared_tenants": undeclared,
+        "routes": routes,
     })
 }
 

@@ -21,6 +21,7 @@ fn full_record(i: u64) -> AuditRecord {
     AuditRecord {
         time: UNIX_EPOCH + Duration::from_millis(1_795_446_245_123 + i),
         request_id: format!("req-{i}"),
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
         key_name: Some("alice".into()),
         tenant: Some("acme".into()),
         client_ip: "10.1.2.3".into(),
@@ -36,6 +37,7 @@ fn full_record(i: u64) -> AuditRecord {
         response_bytes: 6789,
         streamed: true,
         chunks: 42,
+        cache: Some("hit"),
         prompt_tokens: Some(17),
         completion_tokens: Some(99),
         error: None,
@@ -89,6 +91,7 @@ async fn one_line_per_record_with_every_field() {
     let mut expected = vec![
         "time",
         "request_id",
+        "trace_id",
         "key_name",
         "tenant",
         "client_ip",
@@ -104,6 +107,7 @@ async fn one_line_per_record_with_every_field() {
         "response_bytes",
         "streamed",
         "chunks",
+        "cache",
         "prompt_tokens",
         "completion_tokens",
         "error",
@@ -118,6 +122,8 @@ async fn one_line_per_record_with_every_field() {
     let full = &got[0];
     assert_eq!(full["time"], "2026-11-23T15:04:05.123Z");
     assert_eq!(full["request_id"], "req-0");
+    assert_eq!(full["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(full["cache"], "hit");
     assert_eq!(full["key_name"], "alice");
     assert_eq!(full["tenant"], "acme");
     assert_eq!(full["client_ip"], "10.1.2.3");

@@ -246,3 +246,42 @@ async fn a_shadow_limit_is_recorded_but_never_refuses() {
     let metrics = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"result="shadow_refused"} 2"#), "{metrics}");
 }
+
+/// Every audit line names its W3C trace: the client's trace when it sent a `traceparent`
+/// (the same trace the upstream was sent), a trace gw started otherwise, refusals included.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_audit_line_names_its_trace() {
+    let mock = Mock::start(&[]);
+    let text = policy("logs/audit.jsonl");
+    let gw = Gw::start(GwSpec::new(&text, &mock.url()).file("keys/users.keys", users_keys()));
+    let c = reqwest::Client::new();
+    let client_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traced = c
+        .get(gw.url("/v1/models"))
+        .header("x-api-key", "sk-test-1")
+        .header("traceparent", format!("00-{client_trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.status(), 200);
+    traced.text().await.unwrap();
+    let fresh = c.get(gw.url("/v1/models")).header("x-api-key", "sk-test-1").send().await.unwrap();
+    fresh.text().await.unwrap();
+    assert_eq!(c.get(gw.url("/v1/models")).header("x-api-key", "sk-wrong").send().await.unwrap().status(), 401);
+    assert_eq!(c.get(gw.url("/nope")).header("traceparent", "garbage").send().await.unwrap().status(), 404);
+
+    let records = wait_lines(&gw.path("logs/audit.jsonl"), 4).await;
+    assert_eq!(records.len(), 4, "{records:?}");
+    let hex32 = |v: &Value| v.as_str().is_some_and(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()));
+    for r in &records {
+        assert!(hex32(&r["trace_id"]), "no trace id in {r}");
+    }
+    assert_eq!(records[0]["trace_id"], client_trace);
+    assert_ne!(records[1]["trace_id"], client_trace);
+    // The upstream was sent the trace the audit line names.
+    let seen = mock.requests().await;
+    let sent = common::header_of(&seen[1], "traceparent");
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].contains(records[1]["trace_id"].as_str().unwrap()), "{sent:?} vs {}", records[1]);
+    assert_ne!(records[2]["trace_id"], records[3]["trace_id"]);
+}

@@ -513,12 +513,12 @@ route r { when GET "/" to u }
 
     // What the runtime does not implement is refused, not silently ignored.
     let (code, stderr) = common::serve_fails(
-        "upstream u { target \"http://127.0.0.1:1\" }\nroute r {\n    when  GET \"/\"\n    cache 30s\n    to    u\n}\n",
+        "upstream u {\n    target \"http://127.0.0.1:1\"\n    retry  2\n}\nroute r {\n    when GET \"/\"\n    to   u\n}\n",
         &[],
     );
     assert_eq!(code, 1);
     assert!(
-        stderr.contains("gw::not_supported") && stderr.contains("route `r`: `cache` is not implemented"),
+        stderr.contains("gw::not_supported") && stderr.contains("upstream `u`: `retry` is not implemented"),
         "{stderr}"
     );
 }

@@ -1,6 +1,7 @@
 //! Seed 003 end to end: the shipped `examples/gpu-inference` policy (salted token auth, a rate
-//! limit shared through Redis by two gateway replicas, health, metrics, the worker view and
-//! trace context propagation), served by two real `gw` processes and a real `redis-server`.
+//! limit and a response cache shared through Redis by two gateway replicas, health, metrics,
+//! the configuration and worker views, trace context propagation), served by two real `gw`
+//! processes and a real `redis-server`.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -91,4 +92,44 @@ async fn health_metrics_workers_and_trace_context() {
     let target = &workers["upstreams"][0]["targets"][0];
     assert_eq!(target["health"], "ok", "{workers}");
     assert_eq!(target["requests"], 2);
+}
+
+/// The seed's cache-plugin: queue stats cached for 5 s per team, in Redis, so what one replica
+/// stored the other answers; the seed's `/gateway/config`, with no secret in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn queue_stats_are_cached_across_replicas_and_the_config_is_served() {
+    require_redis!();
+    let redis = RedisServer::start();
+    let mock = Mock::start(&[]);
+    let (a, b) = (start(&mock, &redis), start(&mock, &redis));
+    let c = reqwest::Client::new();
+    // x-mock-echo: the mock (standing for FastAPI) answers 200 with what it received.
+    let stats = |gw: &Gw, token: &str| {
+        c.get(gw.url("/api/v1/queue/stats")).header("x-api-key", token.to_string()).header("x-mock-echo", "1").send()
+    };
+    let cache_of = |r: &reqwest::Response| r.headers()["x-gw-cache"].to_str().unwrap().to_string();
+    let first = stats(&a, "tok-lab-1").await.unwrap();
+    assert_eq!((first.status().as_u16(), cache_of(&first)), (200, "miss".to_string()));
+    let first = first.text().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let second = stats(&b, "tok-lab-2").await.unwrap();
+    assert_eq!(cache_of(&second), "hit", "the other replica, the same team");
+    assert_eq!(second.text().await.unwrap(), first);
+    let other_team = stats(&b, "tok-batch-1").await.unwrap();
+    assert_eq!(cache_of(&other_team), "miss", "teams never share an answer");
+    let seen = mock.requests().await;
+    assert_eq!(seen.iter().filter(|r| r["path"] == "/api/v1/queue/stats").count(), 2);
+
+    let config = c.get(a.url("/gateway/config")).header("x-api-key", "tok-lab-1").send().await.unwrap();
+    assert_eq!(config.status(), 200);
+    let text = config.text().await.unwrap();
+    // The Redis URL, the salt and the tokens never show; the admin token only as `true`.
+    for secret in [redis.url().as_str(), "gw-example-salt", "tok-lab-1"] {
+        assert!(!text.contains(secret), "{secret}: {text}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let stats_route = v["routes"].as_array().unwrap().iter().find(|r| r["name"] == "queue_stats").unwrap();
+    assert_eq!(stats_route["cache"]["ttl_ns"], 5_000_000_000u64);
+    assert_eq!(v["settings"]["admin"]["token"], true);
+    assert_eq!(c.get(a.url("/gateway/config")).send().await.unwrap().status(), 401);
 }

@@ -14,11 +14,19 @@ pub enum Builtin {
     Tokens,
     Usage,
     Upstreams,
+    Config,
 }
 
 impl Builtin {
-    pub const ALL: [Builtin; 6] =
-        [Builtin::Health, Builtin::Ready, Builtin::Metrics, Builtin::Tokens, Builtin::Usage, Builtin::Upstreams];
+    pub const ALL: [Builtin; 7] = [
+        Builtin::Health,
+        Builtin::Ready,
+        Builtin::Metrics,
+        Builtin::Tokens,
+        Builtin::Usage,
+        Builtin::Upstreams,
+        Builtin::Config,
+    ];
 
     pub fn parse(s: &str) -> Option<Builtin> {
         Builtin::ALL.into_iter().find(|b| b.as_str() == s)
@@ -32,6 +40,7 @@ impl Builtin {
             Builtin::Tokens => "tokens",
             Builtin::Usage => "usage",
             Builtin::Upstreams => "upstreams",
+            Builtin::Config => "config",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! request and the decision, `value` the three-valued expression semantics, `ijson` the
 //! strict body reader, `keys` key sets, `gcra` and `tokens` the limit arithmetic.
 
+pub mod cache;
 pub mod gcra;
 pub mod graph;
 pub mod ijson;

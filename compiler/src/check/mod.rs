@@ -15,6 +15,7 @@ use crate::diagnostics::{Code, Diag};
 use crate::resolve::walk;
 use crate::source::Span;
 
+mod cache;
 mod lints;
 mod routes;
 mod types;
@@ -176,6 +177,8 @@ impl<'a> Checker<'a> {
 fn show_min(what: &str, min: u64) -> String {
     if what.contains("timeout") || what.contains("interval") || what.contains("ttl") {
         format!("{}ms", min / 1_000_000)
+    } else if what.contains("bytes") {
+        format!("{min}B")
     } else {
         min.to_string()
     }

@@ -30,6 +30,7 @@ impl<'a> Checker<'a> {
             }
         }
         self.contradictions(r);
+        self.route_cache(r);
     }
 
     /// One `when`, at most one `auth`, one action: reports the rest, returns `when` and `auth`.
@@ -128,9 +129,6 @@ impl<'a> Checker<'a> {
                 );
             }
             RouteStmtKind::Respond { status, .. } => self.status(*status, 100, "a response"),
-            RouteStmtKind::Cache { ttl, .. } => {
-                self.range(*ttl, 1_000_000_000, 30 * 86_400_000_000_000, "cache ttl", "cache for 1s to 30d")
-            }
             _ => {}
         }
     }

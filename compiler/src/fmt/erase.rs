@@ -266,9 +266,10 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
                 None => {}
             }
         }
-        RouteStmtKind::Cache { ttl, max } => {
+        RouteStmtKind::Cache { ttl, max, statuses, .. } => {
             erase_q(ttl);
             erase_opt_q(max);
+            statuses.iter_mut().for_each(erase_q);
         }
         RouteStmtKind::Websocket | RouteStmtKind::AuthNone => {}
         RouteStmtKind::Cors { origins, .. } => origins.iter_mut().for_each(erase_str),
@@ -301,6 +302,7 @@ pub(super) fn erase_test_stmt(k: &mut TestStmtKind) {
                 erase_opt_str(message);
             }
             Expectation::Route(i) | Expectation::Upstream(i) | Expectation::Tenant(i) => erase_ident(i),
+            Expectation::Cache { span, .. } => z(span),
         },
     }
 }

@@ -277,10 +277,17 @@ impl<'a> Src<'a> {
                 }
                 s
             }
-            RouteStmtKind::Cache { ttl, max } => {
+            RouteStmtKind::Cache { ttl, max, shared, statuses } => {
                 let mut s = format!("cache {}", self.duration(ttl));
                 if let Some(m) = max {
                     s.push_str(&format!(" max {}", self.size(m)));
+                }
+                if *shared {
+                    s.push_str(" shared");
+                }
+                if !statuses.is_empty() {
+                    let list: Vec<String> = statuses.iter().map(|q| self.status(q)).collect();
+                    s.push_str(&format!(" status {}", list.join(", ")));
                 }
                 s
             }
@@ -382,6 +389,7 @@ impl<'a> Src<'a> {
                 Expectation::Route(n) => format!("expect route {}", n.name),
                 Expectation::Upstream(n) => format!("expect upstream {}", n.name),
                 Expectation::Tenant(n) => format!("expect tenant {}", n.name),
+                Expectation::Cache { result, .. } => format!("expect cache {}", result.as_str()),
             },
         }
     }

@@ -177,8 +177,17 @@ impl RouteCx<'_, '_> {
                     parts.action = Some(ActionInfo::Respond);
                 }
             }
-            RouteStmtKind::Cache { ttl, max } => {
-                parts.cache.get_or_insert(CacheInfo { ttl_ns: ttl.value, max_bytes: max.map(|m| m.value) });
+            RouteStmtKind::Cache { ttl, max, shared, statuses } => {
+                let mut statuses: Vec<u16> = statuses.iter().map(|s| s.value as u16).collect();
+                if statuses.is_empty() {
+                    statuses.push(200);
+                }
+                parts.cache.get_or_insert(CacheInfo {
+                    ttl_ns: ttl.value,
+                    max_bytes: max.map(|m| m.value),
+                    shared: *shared,
+                    statuses,
+                });
             }
             RouteStmtKind::Websocket => parts.websocket = true,
             RouteStmtKind::Cors { origins, methods } => {

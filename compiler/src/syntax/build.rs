@@ -295,11 +295,19 @@ impl Walker<'_> {
             }
             Rule::r_cache => {
                 let ttl = self.duration(args.next()?)?;
-                let max = match args.next() {
-                    Some(p) => Some(self.size(p)?),
-                    None => None,
-                };
-                RouteStmtKind::Cache { ttl, max }
+                let (mut max, mut shared, mut statuses) = (None, false, vec![]);
+                for p in args {
+                    match p.as_rule() {
+                        Rule::size => max = Some(self.size(p)?),
+                        Rule::cache_shared => shared = true,
+                        _ => {
+                            for s in inner(p).filter(|s| s.as_rule() == Rule::status) {
+                                statuses.push(self.uint(s)?);
+                            }
+                        }
+                    }
+                }
+                RouteStmtKind::Cache { ttl, max, shared, statuses }
             }
             Rule::r_websocket => RouteStmtKind::Websocket,
             Rule::r_cors => {
@@ -477,6 +485,15 @@ impl Walker<'_> {
                     }
                     Rule::expect_route => Expectation::Route(self.ident(a.next()?)),
                     Rule::expect_upstream => Expectation::Upstream(self.ident(a.next()?)),
+                    Rule::expect_cache => {
+                        let p = a.next()?;
+                        let result = match p.as_str() {
+                            "hit" => CacheResult::Hit,
+                            "miss" => CacheResult::Miss,
+                            _ => CacheResult::Bypass,
+                        };
+                        Expectation::Cache { result, span: self.span(&p) }
+                    }
                     _ => Expectation::Tenant(self.ident(a.next()?)),
                 })
             }

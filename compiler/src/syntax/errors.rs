@@ -46,11 +46,12 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         limit_kind => "`rate`, `tokens` or `concurrent`",
         limit_key => "`key`, `tenant`, `route`, `client`, `header \"name\"` or `(expression)`",
         credential | cred_header | cred_bearer | cred_query => "`header \"name\"`, `bearer` or `query \"name\"`",
-        builtin => "one of health, ready, metrics, tokens, usage, upstreams",
+        builtin => "one of health, ready, metrics, tokens, usage, upstreams, config",
+        cache_result => "`hit`, `miss` or `bypass`",
         retry_cond => "`connect_error`, `timeout` or a status code",
         string_list => "a list of strings like [\"*\"]",
-        expectation | expect_status | expect_route | expect_upstream | expect_tenant => {
-            "a status, `route NAME`, `upstream NAME` or `tenant NAME`"
+        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_cache => {
+            "a status, `route NAME`, `upstream NAME`, `tenant NAME` or `cache hit|miss|bypass`"
         }
         kw_if => "`if`",
         kw_from => "`from`",
@@ -463,6 +464,8 @@ mod tests {
         "rewrite_path",
         "r_respond",
         "r_cache",
+        "cache_shared",
+        "cache_status",
         "r_websocket",
         "r_cors",
         "r_to",

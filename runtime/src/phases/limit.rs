@@ -24,15 +24,20 @@ pub struct Admitted {
 }
 
 /// Charge the decision's limits. Admitted, the request holds its concurrency slots until
-/// its answer ends; refused, its answer is the refusal.
+/// its answer ends; refused, its answer is the refusal. Without `charge_tokens` (a cache hit:
+/// no model runs) its token budgets are neither charged nor consulted.
 pub async fn check(
     ctx: Ctx<'_>,
     decision: &Decision,
     plan: Option<&TokenPlan>,
+    charge_tokens: bool,
     x: &mut Exchange,
 ) -> Result<Admitted, Stop> {
     let (gw, graph) = (ctx.gw, &ctx.loaded.policy.graph);
-    let checks = limit_checks(ctx.loaded, decision, ctx.request_id, plan);
+    let mut checks = limit_checks(ctx.loaded, decision, ctx.request_id, plan);
+    if !charge_tokens {
+        checks.retain(|c| !matches!(c.charge, Charge::Tokens { .. }));
+    }
     if let Some((check, cost)) = never_fits(&checks) {
         // No wait would let it pass: not a 429 (clients retry those), and nothing charged.
         gw.metrics.limit_decisions.with_label_values(&[&check.id, "too_large"]).inc();

@@ -4,18 +4,21 @@
 //!    the decision graph reads it.
 //! 2. `decide`: the body read when a route needs it, the compiled graph asked; the refusals
 //!    it decides (404, 405, 401, 403).
-//! 3. `limit`: the route's limits charged in the store; 429/503 refusals, rate headers, and
+//! 3. `cache`: on a route with a `cache`, the stored answer looked up (a hit is answered after
+//!    the limits, charging no tokens) and a miss's answer stored as it streams back.
+//! 4. `limit`: the route's limits charged in the store; 429/503 refusals, rate headers, and
 //!    what token budgets reconcile when the answer ends.
-//! 4. `respond`: what a route answers itself (static responses and builtins).
-//! 5. `target`: the route's upstream, and a target by its balancing.
-//! 6. `upstream_request`: the request the upstream sees (path rewrite, query, credentials
+//! 5. `respond`: what a route answers itself (static responses and builtins).
+//! 6. `target`: the route's upstream, and a target by its balancing.
+//! 7. `upstream_request`: the request the upstream sees (path rewrite, query, credentials
 //!    removed, headers set, forwarded and trace headers, the body).
-//! 7. `forward`: the request sent, failures mapped to errors, websockets spliced.
-//! 8. `finish`: the answer's headers, whether the connection carries another request, and
+//! 8. `forward`: the request sent, failures mapped to errors, websockets spliced.
+//! 9. `finish`: the answer's headers, whether the connection carries another request, and
 //!    the accounting when the answer's last byte leaves.
 //!
 //! A phase may use an earlier one, never a later one.
 
+pub mod cache;
 pub mod decide;
 pub mod finish;
 pub mod forward;
@@ -40,6 +43,8 @@ pub struct Ctx<'a> {
     pub loaded: &'a Loaded,
     pub conn: ConnInfo,
     pub request_id: &'a str,
+    /// The request's W3C trace, continued upstream and written to its audit line.
+    pub trace: &'a crate::headers::Trace,
 }
 
 /// Why the pipeline ends before its last phase: a gateway-made error (the request's error

@@ -1,5 +1,5 @@
 //! Phase 4, respond: what a route answers itself, without an upstream: its static
-//! `respond`, or a builtin (`serve tokens|metrics|ready|upstreams|usage|health`).
+//! `respond`, or a builtin (`serve tokens|metrics|ready|upstreams|usage|health|config`).
 
 use bytes::Bytes;
 use gw_engine::graph::RouteInfo;
@@ -45,6 +45,7 @@ pub async fn answer(
                 ),
                 Builtin::Upstreams => ("application/json", crate::views::upstreams_view(gw).to_string()),
                 Builtin::Usage => ("application/json", crate::views::usage_view(gw).to_string()),
+                Builtin::Config => ("application/json", crate::config_view::config_view(gw).to_string()),
                 Builtin::Health => ("application/json", r#"{"status":"ok"}"#.to_string()),
             };
             let mut resp = Response::new(full(body));

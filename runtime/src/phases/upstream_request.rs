@@ -85,8 +85,7 @@ pub fn build(
         set_header(&mut h, name, value.get());
     }
     set_header(&mut h, "x-request-id", Some(ctx.request_id));
-    let trace = headers::traceparent(&h);
-    set_header(&mut h, "traceparent", Some(&trace));
+    set_header(&mut h, "traceparent", Some(&ctx.trace.traceparent()));
     if websocket {
         h.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));

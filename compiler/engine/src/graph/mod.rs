@@ -201,6 +201,19 @@ fn bytes_as_text<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
 pub struct CacheInfo {
     pub ttl_ns: u64,
     pub max_bytes: Option<u64>,
+    /// One entry for every tenant: the tenant is not part of the key.
+    pub shared: bool,
+    /// The answer statuses stored (`[200]` unless the policy lists others).
+    pub statuses: Vec<u16>,
+}
+
+impl CacheInfo {
+    /// What a route's cache may hold when the policy names no `max`.
+    pub const DEFAULT_MAX_BYTES: u64 = 10_000_000;
+
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes.unwrap_or(Self::DEFAULT_MAX_BYTES)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -432,7 +432,12 @@ impl GenRouteStmt {
             }
             GenRouteStmt::RewritePath(p) => format!("rewrite path {}", gwfmt::quote(&p.print())),
             GenRouteStmt::Cache(d, m) => match m {
-                Some(m) => format!("cache {} max {m}KB", d.print()),
+                // The options ride on the size's bits: `shared`, a status list, both or neither.
+                Some(m) => {
+                    let shared = if m % 2 == 1 { " shared" } else { "" };
+                    let status = if m % 4 >= 2 { " status 200, 404" } else { "" };
+                    format!("cache {} max {m}KB{shared}{status}", d.print())
+                }
                 None => format!("cache {}", d.print()),
             },
             GenRouteStmt::Websocket => "websocket".into(),
@@ -522,7 +527,7 @@ impl GenRoute {
                 out.push('\n');
             }
             GenAction::Serve(b) => {
-                let b = pick(&["health", "ready", "metrics", "tokens", "usage", "upstreams"], *b);
+                let b = pick(&["health", "ready", "metrics", "tokens", "usage", "upstreams", "config"], *b);
                 let _ = writeln!(out, "    serve {b}");
             }
             GenAction::Nothing(n) if n % 16 == 15 => {}
