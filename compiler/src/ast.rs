@@ -3,7 +3,7 @@
 //! `eval` and `fmt`; nothing here knows about pest.
 
 use crate::source::Span;
-pub use gw_engine::lang::{BinOp, Fact, ForwardedMode, Func, Method, OnError, PathSeg};
+pub use gw_engine::lang::{BinOp, Fact, ForwardedMode, Func, GatewayFact, Method, OnError, PathSeg};
 
 /// A name with where it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -58,7 +58,8 @@ pub struct Str {
     pub span: Span,
 }
 
-/// A string-valued setting: literals and `env("NAME")` joined with `+`.
+/// A string-valued setting: literals and `env("NAME")` joined with `+`. A template (`set
+/// header`, `respond`) may also read the request: its facts and what only the gateway knows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Value {
     pub parts: Vec<ValuePart>,
@@ -69,6 +70,10 @@ pub struct Value {
 pub enum ValuePart {
     Lit(Str),
     Env(Str),
+    /// Only in a template.
+    Fact(Fact, Span),
+    /// `request_id` or `trace_id`, only in a template.
+    Gateway(GatewayFact, Span),
 }
 
 /// A literal with a unit, already converted to its base unit; `span` covers the literal.
@@ -460,6 +465,9 @@ pub enum Expectation {
     Route(Ident),
     Upstream(Ident),
     Tenant(Ident),
+    /// `header "name" = "value"`, or `absent` (`value` None): the header the upstream gets
+    /// from the route's `set header`, or the one its `respond` answers with.
+    Header { name: Str, value: Option<Str> },
 }
 
 /// A JSON literal written in the policy, with its span.

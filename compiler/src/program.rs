@@ -86,6 +86,8 @@ impl Program {
             match part {
                 ValuePart::Lit(s) => out.push_str(&s.value),
                 ValuePart::Env(name) => out.push_str(self.env.get(&name.value)?.as_deref()?),
+                // Known only per request: a setting never has one (the grammar says so).
+                ValuePart::Fact(..) | ValuePart::Gateway(..) => return None,
             }
         }
         Some(out)

@@ -113,7 +113,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         Expectation::Route(id) => (&names.routes, "route", id),
                         Expectation::Upstream(id) => (&names.upstreams, "upstream", id),
                         Expectation::Tenant(id) => (&names.tenants, "tenant", id),
-                        Expectation::Status { .. } => continue,
+                        Expectation::Status { .. } | Expectation::Header { .. } => continue,
                     };
                     // A tenant named only in key files is still a tenant: tests may name it.
                     if kind == "tenant" {
@@ -224,6 +224,14 @@ pub fn stmt_exprs(kind: &RouteStmtKind) -> Vec<&Expr> {
             }
             v
         }
+        _ => vec![],
+    }
+}
+
+/// The templates of a route statement (values that may read the request).
+pub fn stmt_templates(kind: &RouteStmtKind) -> Vec<&Value> {
+    match kind {
+        RouteStmtKind::SetHeader { value, .. } => vec![value],
         _ => vec![],
     }
 }

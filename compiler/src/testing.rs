@@ -12,7 +12,8 @@ use crate::diagnostics::{Code, Diag};
 use crate::eval;
 use crate::gcra::Gcra;
 use crate::program::Program;
-use crate::request::{Decision, Request};
+use crate::request::{Decision, Outcome, Request};
+use crate::template::Facts;
 use crate::source::Span;
 use crate::tokens;
 
@@ -37,7 +38,13 @@ struct Answer {
     status: u16,
     message: Option<String>,
     decision: Decision,
+    /// The headers the route sets (`set header`), rendered; None when absent (removed).
+    headers: Vec<(String, Option<String>)>,
 }
+
+/// What a test's request id and trace id read as (there is no gateway to make them).
+pub const TEST_REQUEST_ID: &str = "test-request-id";
+pub const TEST_TRACE_ID: &str = "00000000000000000000000000000001";
 
 /// Run every test block of `program`, deciding with `decide`.
 pub fn run_tests(program: &Program, decide: &dyn Fn(&Request) -> Decision) -> Vec<TestResult> {
@@ -69,8 +76,15 @@ fn run_one(
                         message: why.to_string(),
                     }),
                 };
-                let mut answer =
-                    Answer { status: decision.outcome.status(), message: refusal_message(&decision), decision };
+                let mut answer = Answer {
+                    status: decision.outcome.status(),
+                    message: refusal_message(&decision),
+                    decision,
+                    headers: vec![],
+                };
+                if answer.status < 400 {
+                    render_headers(program, &mut answer, &req);
+                }
                 if answer.status < 400 {
                     apply_rate_limits(&mut answer, &req, rates, &mut tats, now);
                 }
@@ -90,6 +104,30 @@ fn run_one(
         }
     }
     TestResult { name: test.name.value.clone(), span: test.name.span, failures }
+}
+
+/// The route's `set header` templates rendered as `gw serve` renders them; a value it would
+/// refuse (a control character, a header sent twice) makes the answer that 400.
+fn render_headers(program: &Program, answer: &mut Answer, req: &Request) {
+    let route = answer.decision.route_index.and_then(|i| program.routes().nth(i));
+    let Some(route) = route.filter(|_| matches!(answer.decision.outcome, Outcome::Forward { .. })) else { return };
+    let facts = Facts { request: req, decision: &answer.decision, request_id: TEST_REQUEST_ID, trace_id: TEST_TRACE_ID };
+    let mut headers: Vec<(String, Option<String>)> = vec![];
+    for stmt in &route.stmts {
+        let RouteStmtKind::SetHeader { name, value } = &stmt.kind else { continue };
+        match crate::lower::template_of(program, value).render_header(&name.value, &facts) {
+            Ok(v) => {
+                headers.retain(|(n, _)| *n != name.value);
+                headers.push((name.value.clone(), v));
+            }
+            Err(u) => {
+                answer.status = 400;
+                answer.message = Some(u.message);
+                return;
+            }
+        }
+    }
+    answer.headers = headers;
 }
 
 fn refusal_message(d: &Decision) -> Option<String> {
@@ -135,6 +173,20 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             crate::request::Outcome::Forward { upstream } if *upstream == u.name && a.status < 400 => None,
             other => Some(format!("expected forwarding to `{}`, got {}", u.name, describe(other, a.status))),
         },
+        Expectation::Header { name, value } => {
+            let got = a.headers.iter().find(|(n, _)| *n == name.value).and_then(|(_, v)| v.as_deref());
+            match (value, got) {
+                (Some(want), Some(got)) if want.value == got => None,
+                (None, None) => None,
+                (Some(want), got) => Some(format!(
+                    "expected header `{}` = \"{}\", got {}",
+                    name.value,
+                    want.value,
+                    got.map(|g| format!("{g:?}")).unwrap_or_else(|| "none".into())
+                )),
+                (None, Some(got)) => Some(format!("expected header `{}` absent, got {got:?}", name.value)),
+            }
+        }
         Expectation::Tenant(t) => {
             let _ = program;
             match &a.decision.identity {

@@ -77,7 +77,7 @@ async fn pipeline(
     let client_upgrade = inspect::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, ()) = req.into_parts();
 
-    let decide::Decided { decision, route, mut buffered } = decide::decide(ctx, greq, body, x).await?;
+    let decide::Decided { decision, route, mut buffered, request: greq } = decide::decide(ctx, greq, body, x).await?;
 
     let forwarding = matches!(decision.outcome, Outcome::Forward { .. });
     let plan = if forwarding { TokenPlan::new(&decision, graph.limits(), buffered.as_ref()) } else { None };
@@ -98,7 +98,7 @@ async fn pipeline(
     let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, x);
     let to = target::pick(ctx.loaded, route, &decision, &parts, ctx.conn.peer, x)?;
     let websocket = route.websocket && client_upgrade.is_some();
-    let up_req = upstream_request::build(ctx, route, &decision, parts, up_body, &to, websocket)?;
+    let up_req = upstream_request::build(ctx, route, (&greq, &decision), parts, up_body, &to, websocket)?;
     let mut resp = forward::send(ctx, &to, up_req, websocket, client_upgrade, x).await?;
     limit::rate_headers(resp.headers_mut(), &admitted.results);
     Ok(resp)

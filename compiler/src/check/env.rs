@@ -120,6 +120,7 @@ pub fn key_files(
                             Some(val) => out.push_str(val),
                             None => ok = false,
                         },
+                        ValuePart::Fact(..) | ValuePart::Gateway(..) => ok = false,
                     }
                 }
                 // An unset salt is reported as an env error; the set is loaded unsalted meanwhile.

@@ -198,7 +198,7 @@ fn literal_value(v: &Value) -> Option<String> {
     for p in &v.parts {
         match p {
             ValuePart::Lit(s) => out.push_str(&s.value),
-            ValuePart::Env(_) => return None,
+            ValuePart::Env(_) | ValuePart::Fact(..) | ValuePart::Gateway(..) => return None,
         }
     }
     Some(out)

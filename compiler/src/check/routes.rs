@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::diagnostics::{Code, Diag};
-use crate::resolve::{stmt_exprs, walk};
+use crate::resolve::{stmt_exprs, stmt_templates, walk};
 use crate::source::Span;
 
 use super::*;
@@ -28,8 +28,33 @@ impl<'a> Checker<'a> {
                     self.params_known(e, params);
                 }
             }
+            for v in stmt_templates(&s.kind) {
+                self.template(v, has_auth, params.as_ref().and_then(|p| p.as_deref()));
+            }
         }
         self.contradictions(r);
+    }
+
+    /// The facts a template reads: known on this route, and never the body (which may be
+    /// streamed to the upstream unread).
+    fn template(&mut self, v: &Value, has_auth: bool, params: Option<&[String]>) {
+        for p in &v.parts {
+            let ValuePart::Fact(f, span) = p else { continue };
+            let e = Expr { kind: ExprKind::Fact(f.clone()), span: *span };
+            if !has_auth {
+                self.no_identity_facts(&e, "a route without `auth`");
+            }
+            if let Some(params) = params {
+                self.params_known(&e, params);
+            }
+            if matches!(f, Fact::Body(_)) {
+                self.err(
+                    Diag::error(Code::FactUnavailable, "a template cannot read the body")
+                        .primary(*span, "the body may reach the upstream unread")
+                        .help("read a header, query or path parameter instead, or test the body in a guard"),
+                );
+            }
+        }
     }
 
     /// One `when`, at most one `auth`, one action: reports the rest, returns `when` and `auth`.

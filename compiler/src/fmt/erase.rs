@@ -51,6 +51,7 @@ pub(super) fn erase_value(v: &mut Value) {
     for p in &mut v.parts {
         match p {
             ValuePart::Lit(s) | ValuePart::Env(s) => erase_str(s),
+            ValuePart::Fact(_, span) | ValuePart::Gateway(_, span) => z(span),
         }
     }
 }
@@ -300,6 +301,12 @@ pub(super) fn erase_test_stmt(k: &mut TestStmtKind) {
                 erase_opt_str(message);
             }
             Expectation::Route(i) | Expectation::Upstream(i) | Expectation::Tenant(i) => erase_ident(i),
+            Expectation::Header { name, value } => {
+                erase_str(name);
+                if let Some(v) = value {
+                    erase_str(v);
+                }
+            }
         },
     }
 }

@@ -62,6 +62,12 @@ impl<'a> Src<'a> {
             .map(|p| match p {
                 ValuePart::Lit(s) => self.string(s),
                 ValuePart::Env(s) => format!("env({})", self.string(s)),
+                ValuePart::Fact(f, _) => {
+                    let mut out = String::new();
+                    write_fact(&mut out, f);
+                    out
+                }
+                ValuePart::Gateway(g, _) => g.as_str().to_string(),
             })
             .collect();
         parts.join(" + ")
@@ -382,6 +388,10 @@ impl<'a> Src<'a> {
                 Expectation::Route(n) => format!("expect route {}", n.name),
                 Expectation::Upstream(n) => format!("expect upstream {}", n.name),
                 Expectation::Tenant(n) => format!("expect tenant {}", n.name),
+                Expectation::Header { name, value: Some(v) } => {
+                    format!("expect header {} = {}", self.header(name), self.string(v))
+                }
+                Expectation::Header { name, value: None } => format!("expect header {} absent", self.header(name)),
             },
         }
     }

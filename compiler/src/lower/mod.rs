@@ -14,6 +14,7 @@ use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, Repetition};
 use crate::ast::*;
 use crate::diagnostics::Diag;
 use crate::graph::*;
+use crate::template::{Template, TextPart};
 use crate::program::Program;
 
 mod nodes;
@@ -24,6 +25,7 @@ mod upstream;
 use nodes::Nodes;
 use route::RouteCx;
 use router::build_router;
+pub use upstream::template_of;
 use upstream::{resolve, settings, upstream};
 
 /// Largest NFA the route automaton may have, in bytes (10,000 routes need a few MB).

@@ -33,7 +33,7 @@ struct Parts {
     guard_infos: Vec<GuardInfo>,
     lims: Vec<LimitRt>,
     limit_ix: Vec<usize>,
-    set_headers: Vec<(String, Resolved)>,
+    set_headers: Vec<(String, Template)>,
     strip_headers: Vec<String>,
     rewrite: Option<RewriteInfo>,
     respond: Option<RespondInfo>,
@@ -156,7 +156,7 @@ impl RouteCx<'_, '_> {
             }
             RouteStmtKind::Limit(l) => self.limit(parts, route, index, l)?,
             RouteStmtKind::SetHeader { name, value } => {
-                parts.set_headers.push((name.value.clone(), resolve(self.program, value, false)))
+                parts.set_headers.push((name.value.clone(), template_of(self.program, value)))
             }
             RouteStmtKind::StripHeaders(hs) => parts.strip_headers.extend(hs.iter().map(|h| h.value.clone())),
             RouteStmtKind::Rewrite(r) => {

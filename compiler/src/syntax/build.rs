@@ -468,6 +468,11 @@ impl Walker<'_> {
                     }
                     Rule::expect_route => Expectation::Route(self.ident(a.next()?)),
                     Rule::expect_upstream => Expectation::Upstream(self.ident(a.next()?)),
+                    Rule::expect_header => {
+                        let name = self.header_name(a.next()?);
+                        let value = a.next().filter(|p| p.as_rule() == Rule::string).map(|p| self.string(p));
+                        Expectation::Header { name, value }
+                    }
                     _ => Expectation::Tenant(self.ident(a.next()?)),
                 })
             }

@@ -33,6 +33,7 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         rate => "a rate like `10/s` or `100k/min`",
         status => "a three-digit HTTP status",
         value | env_call => "a string or env(\"NAME\")",
+        template => "a string, env(\"NAME\"), a request fact, `request_id` or `trace_id`",
         method | methods => "an HTTP method (GET, POST, ...)",
         bool_lit => "`true` or `false`",
         expr | primary | paren | fact | reference | literal | call => "an expression",
@@ -49,8 +50,8 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         builtin => "one of health, ready, metrics, tokens, usage, upstreams",
         retry_cond => "`connect_error`, `timeout` or a status code",
         string_list => "a list of strings like [\"*\"]",
-        expectation | expect_status | expect_route | expect_upstream | expect_tenant => {
-            "a status, `route NAME`, `upstream NAME` or `tenant NAME`"
+        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_header => {
+            "a status, `route NAME`, `upstream NAME`, `tenant NAME` or `header \"name\" = \"value\"`"
         }
         kw_if => "`if`",
         kw_from => "`from`",

@@ -112,6 +112,9 @@ pub const KEYWORD_NAMES: &[&str] = &[
     "method",
     "client_ip",
     "param",
+    "request_id",
+    "trace_id",
+    "absent",
 ];
 
 pub(super) const ITEM_KEYWORDS: &[&str] =

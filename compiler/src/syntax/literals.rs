@@ -79,6 +79,14 @@ impl Walker<'_> {
                     }
                 }
                 Rule::string => parts.push(ValuePart::Lit(self.string(p))),
+                Rule::kw_request_id => parts.push(ValuePart::Gateway(GatewayFact::RequestId, self.span(&p))),
+                Rule::kw_trace_id => parts.push(ValuePart::Gateway(GatewayFact::TraceId, self.span(&p))),
+                Rule::fact => {
+                    let span = self.span(&p);
+                    if let Some(f) = self.fact(p) {
+                        parts.push(ValuePart::Fact(f, span));
+                    }
+                }
                 _ => {}
             }
         }

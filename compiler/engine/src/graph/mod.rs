@@ -230,7 +230,8 @@ pub struct RouteInfo {
     pub guards: Vec<GuardInfo>,
     /// Indices into `Graph::limits` of the route's own limits, in order.
     pub limits: Vec<usize>,
-    pub set_headers: Vec<(String, Resolved)>,
+    /// `set header NAME = TEMPLATE`, rendered per request (`Template::render_header`).
+    pub set_headers: Vec<(String, crate::template::Template)>,
     pub strip_headers: Vec<String>,
     pub rewrite: Option<RewriteInfo>,
     pub respond: Option<RespondInfo>,
