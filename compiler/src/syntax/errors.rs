@@ -480,6 +480,7 @@ mod tests {
         "bad_word",
         "bad_rest",
         "value_atom",
+        "template_atom",
         "prefix_op",
         "op_contains",
         "op_matches",
