@@ -241,6 +241,9 @@ pub struct KeySet {
     pub span: Span,
 }
 
+/// The name of `tenant *`, the block of every tenant's default limits.
+pub const EVERY_TENANT: &str = "*";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     pub name: Ident,

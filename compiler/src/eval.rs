@@ -198,13 +198,7 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
         limits.push((route_limit_id(&route.name.name, i, limit), key));
     }
     if let Some(id) = &ctx.identity {
-        if let Some(tenant) = program.tenant(&id.tenant) {
-            for stmt in &tenant.stmts {
-                if let Some(lid) = tenant_limit_id(&tenant.name.name, &stmt.kind) {
-                    limits.push((lid, id.tenant.clone()));
-                }
-            }
-        }
+        limits.extend(tenant_limits(program, &id.tenant).into_iter().map(|lid| (lid, id.tenant.clone())));
     }
     let table = limit_table(program);
     let applied: Vec<AppliedLimit> = limits
@@ -302,6 +296,27 @@ pub fn tenant_limit_id(tenant: &str, stmt: &TenantStmtKind) -> Option<String> {
         TenantStmtKind::Concurrent(n) => format!("tenant:{tenant}:concurrent:{}", n.value),
         TenantStmtKind::Region(_) => return None,
     })
+}
+
+/// The limit ids a tenant is charged to: its own block's, then those of `tenant *` for each
+/// kind of limit (rate, tokens, concurrent) its own block does not set.
+pub fn tenant_limits(program: &Program, tenant: &str) -> Vec<String> {
+    let mut ids = vec![];
+    let mut own_kinds = vec![];
+    if let Some(t) = program.tenant(tenant) {
+        for stmt in &t.stmts {
+            if let Some(lid) = tenant_limit_id(&t.name.name, &stmt.kind) {
+                own_kinds.push(stmt.kind.keyword());
+                ids.push(lid);
+            }
+        }
+    }
+    if let Some(every) = program.tenant(EVERY_TENANT) {
+        for stmt in every.stmts.iter().filter(|s| !own_kinds.contains(&s.kind.keyword())) {
+            ids.extend(tenant_limit_id(EVERY_TENANT, &stmt.kind));
+        }
+    }
+    ids
 }
 
 /// Every limit of the program, in a fixed order: route limits in route order, then tenants'.

@@ -126,6 +126,7 @@ const KNOWN_KEYS: &[&str] = &[
     "sk-user-3",
     "k-alpha",
     "k-beta",
+    "k-gamma",
     "k-salty",
 ];
 
@@ -557,7 +558,8 @@ fn graph_agrees_with_eval_on_every_policy_file() {
     }
 }
 
-/// Routes that overlap, 405 next to conditions, wildcard hosts (one with an upper-case
+/// Routes that overlap, 405 next to conditions, `tenant *` for a key-file-only tenant and
+/// under blocks that override some of its kinds, wildcard hosts (one with an upper-case
 /// suffix, which never matches in eval), `/*` forms, duplicate names and limits.
 const EDGE_ROUTING: &str = r#"
 upstream a { target "http://127.0.0.1:1" }
@@ -566,6 +568,7 @@ keys k from "k.keys"
 tenant alpha { rate 10/s; tokens 1k/min; concurrent 2; region "east" }
 tenant alpha { rate 10/s }
 tenant beta { rate 1/s burst 2 }
+tenant * { rate 20/s; tokens 2k/min }
 matcher gpt = body.model matches /^gpt-4/
 matcher from_alpha = tenant == "alpha"
 matcher hdr = header["x-flag"] == "on"
@@ -674,7 +677,7 @@ route after_fallback { when POST "/v1/*"
 "#;
 
 const K_KEYS: &[(&str, &str, &str)] =
-    &[("k-alpha", "alpha", "alpha-1"), ("k-beta", "beta", "beta-1"), ("sk-demo-1", "alpha", "demo")];
+    &[("k-alpha", "alpha", "alpha-1"), ("k-beta", "beta", "beta-1"), ("sk-demo-1", "alpha", "demo"), ("k-gamma", "gamma", "gamma-1")];
 const S_KEYS: &[(&str, &str, &str)] = &[("k-salty", "alpha", "salty-1"), ("k-alpha", "beta", "not-salted")];
 
 #[test]

@@ -86,6 +86,8 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
 
     let mut tenants = vec![];
     let mut tenant_limits: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+    // Each tenant's own limits with the kind of each, before `tenant *` fills the gaps.
+    let mut own: Vec<(String, Vec<(usize, String, &'static str)>)> = vec![];
     for t in program.tenants() {
         let mut ids = vec![];
         let mut region = None;
@@ -105,13 +107,26 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
                 conditional: false,
             });
             if let Some(&ix) = first_index.get(id.as_str()) {
-                ids.push((ix, id));
+                ids.push((ix, id, stmt.kind.keyword()));
             }
         }
-        tenants.push(TenantInfo { name: t.name.name.clone(), limits: ids.iter().map(|(i, _)| *i).collect(), region });
-        // eval uses the first tenant of a name.
-        tenant_limits.entry(t.name.name.clone()).or_insert(ids);
+        tenants.push(TenantInfo {
+            name: t.name.name.clone(),
+            limits: ids.iter().map(|(i, _, _)| *i).collect(),
+            region,
+        });
+        own.push((t.name.name.clone(), ids));
     }
+    let every: Vec<(usize, String, &str)> =
+        own.iter().find(|(n, _)| n == EVERY_TENANT).map(|(_, ids)| ids.clone()).unwrap_or_default();
+    for (name, ids) in own {
+        let kinds: Vec<&str> = ids.iter().map(|(_, _, k)| *k).collect();
+        let defaults = every.iter().filter(|(_, _, k)| !kinds.contains(k));
+        let all = ids.iter().chain(defaults).map(|(i, id, _)| (*i, id.clone())).collect();
+        // eval uses the first tenant of a name.
+        tenant_limits.entry(name).or_insert(all);
+    }
+    let default_tenant_limits = every.into_iter().map(|(i, id, _)| (i, id)).collect();
     if limits.len() != table.len() || limits.iter().zip(&table).any(|(l, id)| l.id != *id) {
         return Err(Diag::bug("the graph's limits are not in the limit table's order"));
     }
@@ -132,6 +147,7 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         facts,
         regexes,
         tenant_limits,
+        default_tenant_limits,
         balance_keys,
         model_path: vec![PathSeg::Field("model".to_string())],
     })

@@ -481,6 +481,7 @@ mod tests {
         "bad_rest",
         "value_atom",
         "template_atom",
+        "tenant_every",
         "prefix_op",
         "op_contains",
         "op_matches",

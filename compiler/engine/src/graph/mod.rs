@@ -433,6 +433,8 @@ pub struct Graph {
     pub regexes: Vec<Option<regex_automata::meta::Regex>>,
     /// Tenant name (first tenant of that name) → its limits as (table index, id).
     pub tenant_limits: HashMap<String, Vec<(usize, String)>>,
+    /// The limits of a tenant no `tenant` block names: those of `tenant *` (empty without one).
+    pub default_tenant_limits: Vec<(usize, String)>,
     /// Upstream index → the node of its `hash(EXPR)`.
     pub balance_keys: Vec<Option<NodeId>>,
     /// `body.model`, read by `limit ... model /re/`.

@@ -170,7 +170,8 @@ pub enum GenTenantStmt {
 
 #[derive(Arbitrary, Debug, Clone)]
 pub struct GenTenant {
-    /// Rarely (1 in 16) a name from the pool, which may repeat an earlier tenant.
+    /// Rarely (1 in 16) a name from the pool, which may repeat an earlier tenant; as rarely
+    /// `*`, every tenant's defaults (the pool's other tenants are named in key files only).
     name: u8,
     stmts: Vec<GenTenantStmt>,
 }
@@ -193,7 +194,11 @@ impl GenTenant {
                 GenTenantStmt::Region(r) => format!("region \"r{}\"", r % 3),
             })
             .collect();
-        let name = if self.name % 16 == 15 { pick(TENANTS, self.name / 16) } else { pick(TENANTS, index as u8) };
+        let name = match self.name % 16 {
+            15 => pick(TENANTS, self.name / 16),
+            14 => "*",
+            _ => pick(TENANTS, index as u8),
+        };
         format!("tenant {name} {{ {} }}\n", stmts.join("; "))
     }
 }
@@ -313,6 +318,8 @@ pub enum GenRouteStmt {
     Deny(u16, GenStr, GenBool),
     Limit(GenLimit),
     Set(u8, GenValue),
+    /// `set header H = "lit" + FACT [+ request_id | trace_id]`: a template.
+    SetTemplate(u8, GenStr, GenStrFact, Option<bool>),
     Strip(Vec<u8>),
     RewritePrefix(GenPath, GenPath),
     RewritePath(GenPath),
@@ -420,6 +427,15 @@ impl GenRouteStmt {
             }
             GenRouteStmt::Limit(l) => l.print(sc),
             GenRouteStmt::Set(h, v) => format!("set header {} = {}", gwfmt::quote(pick(HEADERS, *h)), v.print()),
+            GenRouteStmt::SetTemplate(h, lit, fact, gateway) => {
+                let tail = match gateway {
+                    None => "",
+                    Some(true) => " + request_id",
+                    Some(false) => " + trace_id",
+                };
+                let (name, lit, fact) = (gwfmt::quote(pick(HEADERS, *h)), gwfmt::quote(&lit.get()), fact.print(sc));
+                format!("set header {name} = {lit} + {fact}{tail}")
+            }
             GenRouteStmt::Strip(hs) => {
                 let mut names: Vec<String> = hs.iter().take(3).map(|h| gwfmt::quote(pick(HEADERS, *h))).collect();
                 if names.is_empty() {
