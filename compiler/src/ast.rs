@@ -26,6 +26,7 @@ pub enum Item {
     Keys(KeySet),
     Tenant(Tenant),
     Matcher(Matcher),
+    Limit(SharedLimit),
     Route(Route),
     Test(Test),
 }
@@ -39,6 +40,7 @@ impl Item {
             Item::Keys(k) => k.span,
             Item::Tenant(t) => t.span,
             Item::Matcher(m) => m.span,
+            Item::Limit(l) => l.span,
             Item::Route(r) => r.span,
             Item::Test(t) => t.span,
         }
@@ -283,6 +285,16 @@ pub struct Matcher {
     pub span: Span,
 }
 
+/// `limit NAME KIND [per KEY]`: one counter, declared once, that every route saying
+/// `limit use NAME` charges (its `per` is `key`, `tenant`, `client` or a header).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedLimit {
+    pub name: Ident,
+    pub kind: LimitKind,
+    pub per: LimitKey,
+    pub span: Span,
+}
+
 // ------------------------------------------------------------------ routes
 
 #[derive(Debug, Clone, PartialEq)]
@@ -317,6 +329,11 @@ pub enum RouteStmtKind {
         cond: Expr,
     },
     Limit(Limit),
+    /// `limit use NAME [if EXPR]`: the shared limit NAME applies here too.
+    LimitUse {
+        name: Ident,
+        cond: Option<Expr>,
+    },
     SetHeader {
         name: Str,
         value: Value,
@@ -351,7 +368,7 @@ impl RouteStmtKind {
             RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone => "auth",
             RouteStmtKind::Allow { .. } => "allow",
             RouteStmtKind::Deny { .. } => "deny",
-            RouteStmtKind::Limit(_) => "limit",
+            RouteStmtKind::Limit(_) | RouteStmtKind::LimitUse { .. } => "limit",
             RouteStmtKind::SetHeader { .. } => "set",
             RouteStmtKind::StripHeaders(_) => "strip",
             RouteStmtKind::Rewrite(_) => "rewrite",

@@ -92,6 +92,7 @@ codes! {
     SyntaxOperator = "gw::syntax::operator", "`&&`, `||` or `!` where gw writes `and`, `or`, `not`";
     SyntaxCharacter = "gw::syntax::character", "a character no name or keyword contains (a NUL byte, a look-alike letter), outside a string";
     SyntaxEscape = "gw::syntax::escape", "an escape a string does not know, like `\\q`";
+    UndefinedLimit = "gw::undefined_limit", "`limit use` names a shared limit that is not declared";
 }
 
 impl fmt::Display for Code {

@@ -173,8 +173,30 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     }
 
     let mut limits = vec![];
-    for (i, stmt) in route.stmts.iter().filter(|s| matches!(s.kind, RouteStmtKind::Limit(_))).enumerate() {
-        let RouteStmtKind::Limit(limit) = &stmt.kind else { continue };
+    // The ordinal of a route's own limit among its own limits (its identity).
+    let mut ordinal = 0;
+    for stmt in &route.stmts {
+        let limit = match &stmt.kind {
+            RouteStmtKind::Limit(limit) => limit,
+            RouteStmtKind::LimitUse { name, cond } => {
+                let Some(shared) = program.shared_limit(&name.name) else { continue };
+                if let Some(cond) = cond {
+                    match eval(&ctx, cond).truth() {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(u) => return undecided(trace, "limit", u),
+                    }
+                }
+                match limit_key(&ctx, &shared.per) {
+                    Ok(key) => limits.push((shared_limit_id(shared), key)),
+                    Err(u) => return undecided(trace, "limit", u),
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let i = ordinal;
+        ordinal += 1;
         if let Some(cond) = &limit.cond {
             match eval(&ctx, cond).truth() {
                 Ok(true) => {}
@@ -319,6 +341,14 @@ pub fn tenant_limits(program: &Program, tenant: &str) -> Vec<String> {
     ids
 }
 
+/// The stable identity of a shared limit: its name and what it counts, per what.
+pub fn shared_limit_id(l: &SharedLimit) -> String {
+    let as_limit = Limit { kind: l.kind.clone(), per: l.per.clone(), model: None, cond: None, shadow: false };
+    let route_form = route_limit_id("", 0, &as_limit);
+    // `route:#0:<kind>:per:<per>` → `shared:NAME:<kind>:per:<per>`
+    format!("shared:{}:{}", l.name.name, route_form.trim_start_matches("route:#0:"))
+}
+
 /// Every limit of the program, in a fixed order: route limits in route order, then tenants'.
 /// `AppliedLimit::limit` indexes this table.
 pub fn limit_table(program: &Program) -> Vec<String> {
@@ -337,6 +367,7 @@ pub fn limit_table(program: &Program) -> Vec<String> {
             }
         }
     }
+    ids.extend(program.shared_limits().map(shared_limit_id));
     ids
 }
 
@@ -369,10 +400,13 @@ pub fn parse_body(req: &Request) -> Result<Option<serde_json::Value>, BodyError>
 pub fn route_needs_body(program: &Program, route: &Route) -> bool {
     let tenant_tokens =
         || program.tenants().any(|t| t.stmts.iter().any(|s| matches!(s.kind, TenantStmtKind::Tokens(_))));
-    let token_limit = route
-        .stmts
-        .iter()
-        .any(|s| matches!(&s.kind, RouteStmtKind::Limit(l) if matches!(l.kind, LimitKind::Tokens { .. })));
+    let token_limit = route.stmts.iter().any(|s| match &s.kind {
+        RouteStmtKind::Limit(l) => matches!(l.kind, LimitKind::Tokens { .. }),
+        RouteStmtKind::LimitUse { name, .. } => {
+            program.shared_limit(&name.name).is_some_and(|l| matches!(l.kind, LimitKind::Tokens { .. }))
+        }
+        _ => false,
+    });
     program.route_reads_body(route) || token_limit || (route.auth().is_some() && tenant_tokens())
 }
 

@@ -46,6 +46,18 @@ impl Program {
         })
     }
 
+    /// The shared limits (`limit NAME ...`), in order.
+    pub fn shared_limits(&self) -> impl Iterator<Item = &SharedLimit> {
+        self.items.iter().filter_map(|i| match i {
+            Item::Limit(l) => Some(l),
+            _ => None,
+        })
+    }
+
+    pub fn shared_limit(&self, name: &str) -> Option<&SharedLimit> {
+        self.shared_limits().find(|l| l.name.name == name)
+    }
+
     pub fn matchers(&self) -> impl Iterator<Item = &Matcher> {
         self.items.iter().filter_map(|i| match i {
             Item::Matcher(m) => Some(m),

@@ -14,6 +14,7 @@ pub struct Names {
     pub keysets: HashMap<String, Span>,
     pub tenants: HashMap<String, Span>,
     pub matchers: HashMap<String, Span>,
+    pub limits: HashMap<String, Span>,
     pub routes: HashMap<String, Span>,
 }
 
@@ -29,6 +30,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             Item::Keys(k) => (&mut names.keysets, "key set", &k.name),
             Item::Tenant(t) => (&mut names.tenants, "tenant", &t.name),
             Item::Matcher(m) => (&mut names.matchers, "matcher", &m.name),
+            Item::Limit(l) => (&mut names.limits, "limit", &l.name),
             Item::Route(r) => (&mut names.routes, "route", &r.name),
             Item::Test(t) => {
                 if let Some(first) = tests.get(&t.name.value) {
@@ -88,6 +90,10 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                             used.insert(("keys", a.keys.name.clone()));
                             check_ref(&names.keysets, &a.keys, Code::UndefinedKeys, "key set", &mut diags);
                         }
+                        RouteStmtKind::LimitUse { name, .. } => {
+                            used.insert(("limit", name.name.clone()));
+                            check_ref(&names.limits, name, Code::UndefinedLimit, "shared limit", &mut diags);
+                        }
                         _ => {}
                     }
                     for e in stmt_exprs(&stmt.kind) {
@@ -139,6 +145,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             Item::Upstream(u) => ("upstream", "upstream", &u.name),
             Item::Keys(k) => ("key set", "keys", &k.name),
             Item::Matcher(m) => ("matcher", "matcher", &m.name),
+            Item::Limit(l) => ("shared limit", "limit", &l.name),
             _ => continue,
         };
         if !used.contains(&(key, ident.name.clone())) {
@@ -207,6 +214,7 @@ fn define_hint(kind: &str, name: &str) -> String {
         "upstream" => format!("upstream {name} {{ target \"http://127.0.0.1:8000\" }}"),
         "key set" => format!("keys {name} from \"keys/{name}.keys\""),
         "matcher" => format!("matcher {name} = EXPR"),
+        "shared limit" => format!("limit {name} rate 10/s per tenant"),
         "route" => format!("route {name} {{ ... }}"),
         _ => format!("{kind} {name} {{ ... }}"),
     }
@@ -217,6 +225,7 @@ pub fn stmt_exprs(kind: &RouteStmtKind) -> Vec<&Expr> {
     match kind {
         RouteStmtKind::When(w) => w.cond.iter().collect(),
         RouteStmtKind::Allow { cond, .. } | RouteStmtKind::Deny { cond, .. } => vec![cond],
+        RouteStmtKind::LimitUse { cond, .. } => cond.iter().collect(),
         RouteStmtKind::Limit(l) => {
             let mut v: Vec<&Expr> = l.cond.iter().collect();
             if let LimitKey::Expr(e) = &l.per {

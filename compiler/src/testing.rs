@@ -264,6 +264,20 @@ fn rate_limits(program: &Program) -> HashMap<String, Metered> {
             }
         }
     }
+    for shared in program.shared_limits() {
+        let metered = match &shared.kind {
+            LimitKind::Rate { rate, burst } => {
+                Metered { gcra: Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)), shadow: false, tokens: None }
+            }
+            LimitKind::Tokens { rate, estimate } => Metered {
+                gcra: Gcra::new(rate.count, rate.window_ns, None),
+                shadow: false,
+                tokens: Some(estimate.map(|e| e.value)),
+            },
+            LimitKind::Concurrent(_) => continue,
+        };
+        out.insert(eval::shared_limit_id(shared), metered);
+    }
     for tenant in program.tenants() {
         for stmt in &tenant.stmts {
             let metered = match &stmt.kind {

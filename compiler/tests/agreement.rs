@@ -558,7 +558,7 @@ fn graph_agrees_with_eval_on_every_policy_file() {
     }
 }
 
-/// Routes that overlap, 405 next to conditions, `tenant *` for a key-file-only tenant and
+/// Routes that overlap, 405 next to conditions, shared limits used by several routes, `tenant *` for a key-file-only tenant and
 /// under blocks that override some of its kinds, wildcard hosts (one with an upper-case
 /// suffix, which never matches in eval), `/*` forms, duplicate names and limits.
 const EDGE_ROUTING: &str = r#"
@@ -569,6 +569,8 @@ tenant alpha { rate 10/s; tokens 1k/min; concurrent 2; region "east" }
 tenant alpha { rate 10/s }
 tenant beta { rate 1/s burst 2 }
 tenant * { rate 20/s; tokens 2k/min }
+limit shared_jobs rate 3/s per tenant
+limit shared_hdr concurrent 2 per header "x-user"
 matcher gpt = body.model matches /^gpt-4/
 matcher from_alpha = tenant == "alpha"
 matcher hdr = header["x-flag"] == "on"
@@ -583,6 +585,8 @@ route items { when GET "/v1/items/{id}"
   limit rate 5/s per (param.id)
   limit tokens 10k/min per tenant model /^gpt-4/
   limit concurrent 3 per header "x-user"
+  limit use shared_jobs
+  limit use shared_hdr if hdr
   to b }
 route star { when ANY "/v1/*" host "*.example.com"
   auth k via header "x-key", query "key", bearer
@@ -605,6 +609,7 @@ route dup { when GET "/dup/{a}/{a}"
   limit rate 1/s per ([param.a, header["x-u"]])
   to a }
 route dup { when GET "/dup/*"
+  limit use shared_hdr
   limit rate 1/s
   to b }
 route no_when { to a }

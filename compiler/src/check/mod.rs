@@ -77,6 +77,7 @@ impl<'a> Checker<'a> {
                 }
                 Item::Route(r) => self.route(r),
                 Item::Test(t) => self.test(t),
+                Item::Limit(l) => self.shared_limit(l),
                 Item::Keys(_) | Item::Import(_) => {}
             }
         }

@@ -136,6 +136,24 @@ impl<'a> Checker<'a> {
                 self.condition(cond, "`deny`");
             }
             RouteStmtKind::Limit(l) => self.route_limit(l, s.span, has_auth),
+            RouteStmtKind::LimitUse { name, cond, .. } => {
+                if let Some(c) = cond {
+                    self.condition(c, "a limit's `if`");
+                }
+                let shared = self.items.iter().find_map(|i| match i {
+                    Item::Limit(l) if l.name.name == name.name => Some(l),
+                    _ => None,
+                });
+                if let Some(l) = shared.filter(|l| !has_auth && matches!(l.per, LimitKey::Key | LimitKey::Tenant)) {
+                    let what = if l.per == LimitKey::Key { "key" } else { "tenant" };
+                    self.err(
+                        Diag::error(Code::FactUnavailable, format!("`limit use {}` in a route without `auth`", name.name))
+                            .primary(name.span, format!("counts per {what}, and no {what} is known on this route"))
+                            .secondary(l.name.span, "declared here")
+                            .help("add `auth KEYSET` to the route, or share a limit `per client`"),
+                    );
+                }
+            }
             RouteStmtKind::SetHeader { name, .. } => self.header_name(name),
             RouteStmtKind::StripHeaders(names) => names.iter().for_each(|n| self.header_name(n)),
             RouteStmtKind::Rewrite(Rewrite::Prefix { from, .. }) if !from.value.starts_with('/') => {
@@ -158,6 +176,12 @@ impl<'a> Checker<'a> {
             }
             _ => {}
         }
+    }
+
+    /// A shared limit's rate or count and key, as a route limit's.
+    pub(super) fn shared_limit(&mut self, l: &SharedLimit) {
+        let as_limit = Limit { kind: l.kind.clone(), per: l.per.clone(), model: None, cond: None, shadow: false };
+        self.route_limit(&as_limit, l.span, true);
     }
 
     /// A limit's rate or count, condition, model regex and key.

@@ -64,8 +64,32 @@ pub(super) fn erase_json(j: &mut Json) {
     z(&mut j.span);
 }
 
+fn erase_limit_kind(kind: &mut LimitKind, per: &mut LimitKey) {
+    match kind {
+        LimitKind::Rate { rate, burst } => {
+            erase_rate(rate);
+            erase_opt_q(burst);
+        }
+        LimitKind::Tokens { rate, estimate } => {
+            erase_rate(rate);
+            erase_opt_q(estimate);
+        }
+        LimitKind::Concurrent(q) => erase_q(q),
+    }
+    match per {
+        LimitKey::Header(s) => erase_str(s),
+        LimitKey::Expr(e) => erase_expr(e),
+        LimitKey::Route | LimitKey::Key | LimitKey::Tenant | LimitKey::Client => {}
+    }
+}
+
 pub(super) fn erase_item(item: &mut Item) {
     match item {
+        Item::Limit(l) => {
+            z(&mut l.span);
+            erase_ident(&mut l.name);
+            erase_limit_kind(&mut l.kind, &mut l.per);
+        }
         Item::Import(i) => {
             z(&mut i.span);
             erase_str(&mut i.path);
@@ -225,23 +249,14 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             erase_str(message);
             erase_expr(cond);
         }
+        RouteStmtKind::LimitUse { name, cond } => {
+            erase_ident(name);
+            if let Some(c) = cond {
+                erase_expr(c);
+            }
+        }
         RouteStmtKind::Limit(l) => {
-            match &mut l.kind {
-                LimitKind::Rate { rate, burst } => {
-                    erase_rate(rate);
-                    erase_opt_q(burst);
-                }
-                LimitKind::Tokens { rate, estimate } => {
-                    erase_rate(rate);
-                    erase_opt_q(estimate);
-                }
-                LimitKind::Concurrent(q) => erase_q(q),
-            }
-            match &mut l.per {
-                LimitKey::Header(s) => erase_str(s),
-                LimitKey::Expr(e) => erase_expr(e),
-                LimitKey::Route | LimitKey::Key | LimitKey::Tenant | LimitKey::Client => {}
-            }
+            erase_limit_kind(&mut l.kind, &mut l.per);
             if let Some(m) = &mut l.model {
                 erase_regex(m);
             }

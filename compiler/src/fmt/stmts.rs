@@ -257,6 +257,10 @@ impl<'a> Src<'a> {
                 format!("deny {} {} if {}", self.status(status), self.string(message), self.expr(cond))
             }
             RouteStmtKind::Limit(l) => self.limit(l, span),
+            RouteStmtKind::LimitUse { name, cond } => match cond {
+                Some(c) => format!("limit use {} if {}", name.name, self.expr(c)),
+                None => format!("limit use {}", name.name),
+            },
             RouteStmtKind::SetHeader { name, value: v } => {
                 format!("set header {} = {}", self.header(name), self.value(v))
             }
@@ -311,6 +315,14 @@ impl<'a> Src<'a> {
             RouteStmtKind::Serve(b) => format!("serve {}", b.name),
             RouteStmtKind::To(u) => format!("to {}", u.name),
         }
+    }
+
+    /// `limit NAME KIND [per KEY]`, split after the name (for alignment).
+    pub(super) fn shared_limit(self, l: &SharedLimit) -> (String, String) {
+        let as_limit = Limit { kind: l.kind.clone(), per: l.per.clone(), model: None, cond: None, shadow: false };
+        let text = self.limit(&as_limit, l.span);
+        let rest = text.strip_prefix("limit").unwrap_or(&text).to_string();
+        (format!("limit {}", l.name.name), rest)
     }
 
     pub(super) fn limit(self, l: &Limit, span: Span) -> String {

@@ -127,6 +127,17 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         tenant_limits.entry(name).or_insert(all);
     }
     let default_tenant_limits = every.into_iter().map(|(i, id, _)| (i, id)).collect();
+    for shared in program.shared_limits() {
+        limits.push(LimitInfo {
+            id: shared_id(shared),
+            kind: limit_kind(&shared.kind),
+            shadow: false,
+            per: limit_per(&shared.per),
+            owner: LimitOwner::Shared { name: shared.name.name.clone() },
+            model: None,
+            conditional: false,
+        });
+    }
     if limits.len() != table.len() || limits.iter().zip(&table).any(|(l, id)| l.id != *id) {
         return Err(Diag::bug("the graph's limits are not in the limit table's order"));
     }
@@ -175,7 +186,14 @@ fn limit_table(program: &Program) -> Vec<String> {
             }
         }
     }
+    for shared in program.shared_limits() {
+        ids.push(shared_id(shared));
+    }
     ids
+}
+
+fn shared_id(l: &SharedLimit) -> String {
+    shared_limit_id(&l.name.name, &limit_kind(&l.kind), &limit_per(&l.per))
 }
 
 fn limit_kind(kind: &LimitKind) -> LimitKindInfo {

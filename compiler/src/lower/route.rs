@@ -155,6 +155,7 @@ impl RouteCx<'_, '_> {
                 parts.guards.push(GuardRt { cond: n, refuse_when: false, status, message });
             }
             RouteStmtKind::Limit(l) => self.limit(parts, route, index, l)?,
+            RouteStmtKind::LimitUse { name, cond } => self.limit_use(parts, name, cond.as_ref())?,
             RouteStmtKind::SetHeader { name, value } => {
                 parts.set_headers.push((name.value.clone(), template_of(self.program, value)))
             }
@@ -254,6 +255,33 @@ impl RouteCx<'_, '_> {
             conditional: l.cond.is_some(),
         });
         parts.lims.push(LimitRt { table, id, cond, model, key });
+        Ok(())
+    }
+}
+
+impl RouteCx<'_, '_> {
+    /// `limit use NAME`: the shared limit's one row of the limit table, keyed as it says.
+    fn limit_use(&mut self, parts: &mut Parts, name: &Ident, cond: Option<&Expr>) -> Result<(), Diag> {
+        let Some(shared) = self.program.shared_limit(&name.name) else {
+            return Err(Diag::bug(format!("`limit use {}` names no shared limit", name.name)));
+        };
+        let cond = match cond {
+            Some(c) => Some(self.root(parts, c)?),
+            None => None,
+        };
+        let key = match &shared.per {
+            LimitKey::Key => KeyRt::Key,
+            LimitKey::Tenant => KeyRt::Tenant,
+            LimitKey::Client => KeyRt::Client,
+            LimitKey::Header(h) => KeyRt::Header(h.value.clone()),
+            LimitKey::Route | LimitKey::Expr(_) => KeyRt::Route,
+        };
+        let kind = limit_kind(&shared.kind);
+        parts.counts_tokens |= matches!(kind, LimitKindInfo::Tokens { .. });
+        let id = shared_limit_id(&shared.name.name, &kind, &limit_per(&shared.per));
+        let table = self.first_index.get(id.as_str()).copied();
+        parts.limit_ix.extend(table);
+        parts.lims.push(LimitRt { table, id, cond, model: ModelRt::None, key });
         Ok(())
     }
 }

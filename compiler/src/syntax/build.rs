@@ -57,6 +57,12 @@ impl Walker<'_> {
                 let stmts = self.block(it, Block::Tenant, Self::tenant_stmt);
                 Item::Tenant(Tenant { name, stmts, span })
             }
+            Rule::limit_decl => {
+                let mut it = inner(pair).filter(|p| !p.as_rule_name_is_kw());
+                let name = self.ident(it.next()?);
+                let l = self.limit(it)?;
+                Item::Limit(SharedLimit { name, kind: l.kind, per: l.per, span })
+            }
             Rule::matcher_decl => {
                 let mut it = inner(pair).skip(1);
                 let name = self.ident(it.next()?);
@@ -258,6 +264,14 @@ impl Walker<'_> {
                 RouteStmtKind::Deny { status, message, cond }
             }
             Rule::r_limit => RouteStmtKind::Limit(self.limit(args)?),
+            Rule::r_limit_use => {
+                let name = self.ident(args.next()?);
+                let cond = match args.next() {
+                    Some(p) => Some(self.expr(p)?),
+                    None => None,
+                };
+                RouteStmtKind::LimitUse { name, cond }
+            }
             Rule::r_set => {
                 let name = self.header_name(args.next()?);
                 RouteStmtKind::SetHeader { name, value: self.value(args.next()?) }
@@ -396,7 +410,7 @@ impl Walker<'_> {
                         _ => LimitKind::Concurrent(self.uint(a.next()?)?),
                     };
                 }
-                Rule::limit_key => {
+                Rule::limit_key | Rule::shared_key => {
                     let text = p.as_str().trim().to_string();
                     let k = inner(p).next();
                     limit.per = match k {

@@ -115,10 +115,11 @@ pub const KEYWORD_NAMES: &[&str] = &[
     "request_id",
     "trace_id",
     "absent",
+    "use",
 ];
 
 pub(super) const ITEM_KEYWORDS: &[&str] =
-    &["import", "gateway", "upstream", "keys", "tenant", "matcher", "route", "test"];
+    &["import", "gateway", "upstream", "keys", "tenant", "matcher", "limit", "route", "test"];
 
 pub(super) const GATEWAY_STMTS: &[&str] = &[
     "listen",
@@ -213,6 +214,7 @@ pub(super) fn usage(block: Block, word: &str) -> Option<(Rule, &'static str)> {
         (Block::Top, "keys") => (keys_decl, "keys NAME from \"keys/file.keys\" [salt env(\"SALT\")]"),
         (Block::Top, "tenant") => (tenant_decl, "tenant NAME { rate 10/s; tokens 20k/min; concurrent 2 }"),
         (Block::Top, "matcher") => (matcher_decl, "matcher NAME = EXPR"),
+        (Block::Top, "limit") => (limit_decl, "limit NAME rate 10/s|tokens 100k/min|concurrent 5 [per key|tenant|client|header \"name\"]"),
         (Block::Top, "route") => (route_decl, "route NAME { when POST \"/path\" ... to UPSTREAM }"),
         (Block::Top, "test") => (test_decl, "test \"name\" { send GET \"/path\"; expect 200 }"),
         _ => return None,

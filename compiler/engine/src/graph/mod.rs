@@ -332,15 +332,24 @@ impl LimitKindInfo {
 /// metric label. It changes exactly when the limit's meaning changes, so a reload keeps the
 /// counters of every limit it did not change.
 pub fn route_limit_id(route: &str, ordinal: usize, kind: &LimitKindInfo, per: &LimitPer) -> String {
-    let per = match per {
+    format!("route:{route}#{ordinal}:{}:per:{}", kind.id_part(), per_part(per))
+}
+
+/// The stable identity of a shared limit (`limit NAME ...`): its name and meaning, never the
+/// routes that use it, so a route that starts or stops using it keeps everyone's counters.
+pub fn shared_limit_id(name: &str, kind: &LimitKindInfo, per: &LimitPer) -> String {
+    format!("shared:{name}:{}:per:{}", kind.id_part(), per_part(per))
+}
+
+fn per_part(per: &LimitPer) -> String {
+    match per {
         LimitPer::Route => "route".to_string(),
         LimitPer::Key => "key".to_string(),
         LimitPer::Tenant => "tenant".to_string(),
         LimitPer::Client => "client".to_string(),
         LimitPer::Header(h) => format!("header:{h}"),
         LimitPer::Expr => "expr".to_string(),
-    };
-    format!("route:{route}#{ordinal}:{}:per:{per}", kind.id_part())
+    }
 }
 
 /// The stable identity of a tenant's limit (see `route_limit_id`).
@@ -354,6 +363,8 @@ pub fn tenant_limit_id(tenant: &str, kind: &LimitKindInfo) -> String {
 pub enum LimitOwner {
     Route { route: usize, name: String },
     Tenant { name: String },
+    /// `limit NAME ...`, charged by every route that says `limit use NAME`.
+    Shared { name: String },
 }
 
 /// One entry of the limit table (`AppliedLimit::limit` indexes it).

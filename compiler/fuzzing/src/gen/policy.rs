@@ -327,7 +327,18 @@ pub enum GenRouteStmt {
     Websocket,
     Cors(Vec<u8>, Vec<u8>),
     Jwt(GenValue, Option<u8>),
+    /// `limit use sN [if COND]`: one of the `SHARED` limits (an unknown name 1 in 8).
+    LimitUse(u8, Option<GenBool>),
 }
+
+/// The shared limits a generated policy declares when a route uses one; `s0` and `s1` count
+/// per tenant/key (needing `auth`), `s2` per header, `s3` per client.
+const SHARED: &[&str] = &[
+    "limit s0 rate 3/s per tenant",
+    "limit s1 tokens 1k/min per key",
+    "limit s2 concurrent 2 per header \"x-user\"",
+    "limit s3 rate 1/min burst 2 per client",
+];
 
 #[derive(Arbitrary, Debug, Clone)]
 pub enum GenAction {
@@ -426,6 +437,18 @@ impl GenRouteStmt {
                 format!("deny {} {} if {}", status(*st), gwfmt::quote(&msg.get()), c.print(sc, 0))
             }
             GenRouteStmt::Limit(l) => l.print(sc),
+            GenRouteStmt::LimitUse(n, cond) => {
+                // Per tenant and per key mostly only where there is `auth`.
+                let n = match *n as usize % 8 {
+                    7 => "nope".to_string(),
+                    i if !sc.auth && i < 2 => format!("s{}", 2 + i),
+                    i => format!("s{}", i % SHARED.len()),
+                };
+                match cond {
+                    Some(c) => format!("limit use {n} if {}", c.print(sc, 0)),
+                    None => format!("limit use {n}"),
+                }
+            }
             GenRouteStmt::Set(h, v) => format!("set header {} = {}", gwfmt::quote(pick(HEADERS, *h)), v.print()),
             GenRouteStmt::SetTemplate(h, lit, fact, gateway) => {
                 let tail = match gateway {
@@ -641,6 +664,13 @@ impl GenPolicy {
             let _ = writeln!(out, "matcher m{i} = {}", m.print(Scope { matchers: i, auth: false }, 0));
         }
         out.push('\n');
+        let uses_shared =
+            self.routes.iter().take(8).any(|r| r.stmts.iter().any(|s| matches!(s, GenRouteStmt::LimitUse(..))));
+        if uses_shared {
+            for l in SHARED {
+                let _ = writeln!(out, "{l}");
+            }
+        }
         let sc = Scope { matchers, auth: false };
         let mut name = 0;
         for (i, r) in self.routes.iter().take(8).enumerate() {
