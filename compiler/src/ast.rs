@@ -343,6 +343,8 @@ pub enum RouteStmtKind {
     Respond {
         status: Quantity,
         body: Option<ResponseBody>,
+        /// `header "name" = TEMPLATE`: headers of the answer.
+        headers: Vec<(Str, Value)>,
     },
     Cache {
         ttl: Quantity,
@@ -385,8 +387,50 @@ impl RouteStmtKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResponseBody {
+    /// JSON without a template in it.
     Json(Json),
-    Text(Str),
+    /// JSON with templates among its values, rendered per request.
+    JsonTemplate(JsonTemplate),
+    Text(Value),
+}
+
+/// A `respond` JSON body whose values may read the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonTemplate {
+    pub value: JsonT,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonT {
+    /// A number, `true`, `false` or `null`.
+    Scalar(serde_json::Value),
+    /// A string, or a template rendered to one.
+    Text(Value),
+    Array(Vec<JsonT>),
+    Object(Vec<(Str, JsonT)>),
+}
+
+impl JsonT {
+    /// The plain JSON, when no value is a template (env values and facts included).
+    pub fn as_literal(&self) -> Option<serde_json::Value> {
+        use serde_json::Value as J;
+        Some(match self {
+            JsonT::Scalar(v) => v.clone(),
+            JsonT::Text(v) => {
+                let mut s = String::new();
+                for p in &v.parts {
+                    let ValuePart::Lit(l) = p else { return None };
+                    s.push_str(&l.value);
+                }
+                J::String(s)
+            }
+            JsonT::Array(items) => J::Array(items.iter().map(JsonT::as_literal).collect::<Option<_>>()?),
+            JsonT::Object(kv) => {
+                J::Object(kv.iter().map(|(k, v)| Some((k.value.clone(), v.as_literal()?))).collect::<Option<_>>()?)
+            }
+        })
+    }
 }
 
 /// `when METHODS "path" [host "pattern"] [if EXPR]`.
@@ -488,6 +532,8 @@ pub enum Expectation {
     /// `header "name" = "value"`, or `absent` (`value` None): the header the upstream gets
     /// from the route's `set header`, or the one its `respond` answers with.
     Header { name: Str, value: Option<Str> },
+    /// `body {json}` (equal as JSON) or `body "text"`: what the route's `respond` answers.
+    Body(ResponseBody),
 }
 
 /// A JSON literal written in the policy, with its span.

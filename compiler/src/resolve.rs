@@ -119,7 +119,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         Expectation::Route(id) => (&names.routes, "route", id),
                         Expectation::Upstream(id) => (&names.upstreams, "upstream", id),
                         Expectation::Tenant(id) => (&names.tenants, "tenant", id),
-                        Expectation::Status { .. } | Expectation::Header { .. } => continue,
+                        Expectation::Status { .. } | Expectation::Header { .. } | Expectation::Body(_) => continue,
                     };
                     // A tenant named only in key files is still a tenant: tests may name it.
                     if kind == "tenant" {
@@ -239,8 +239,25 @@ pub fn stmt_exprs(kind: &RouteStmtKind) -> Vec<&Expr> {
 
 /// The templates of a route statement (values that may read the request).
 pub fn stmt_templates(kind: &RouteStmtKind) -> Vec<&Value> {
+    fn json<'a>(j: &'a JsonT, out: &mut Vec<&'a Value>) {
+        match j {
+            JsonT::Scalar(_) => {}
+            JsonT::Text(v) => out.push(v),
+            JsonT::Array(items) => items.iter().for_each(|i| json(i, out)),
+            JsonT::Object(kv) => kv.iter().for_each(|(_, v)| json(v, out)),
+        }
+    }
     match kind {
         RouteStmtKind::SetHeader { value, .. } => vec![value],
+        RouteStmtKind::Respond { body, headers, .. } => {
+            let mut out: Vec<&Value> = headers.iter().map(|(_, v)| v).collect();
+            match body {
+                Some(ResponseBody::Text(v)) => out.push(v),
+                Some(ResponseBody::JsonTemplate(j)) => json(&j.value, &mut out),
+                Some(ResponseBody::Json(_)) | None => {}
+            }
+            out
+        }
         _ => vec![],
     }
 }

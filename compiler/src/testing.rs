@@ -13,6 +13,7 @@ use crate::eval;
 use crate::gcra::Gcra;
 use crate::program::Program;
 use crate::request::{Decision, Outcome, Request};
+use crate::graph::Graph;
 use crate::template::Facts;
 use crate::source::Span;
 use crate::tokens;
@@ -38,8 +39,11 @@ struct Answer {
     status: u16,
     message: Option<String>,
     decision: Decision,
-    /// The headers the route sets (`set header`), rendered; None when absent (removed).
+    /// The headers the route sets (`set header`) or answers with (`respond`), rendered; None
+    /// when absent (removed, or not sent).
     headers: Vec<(String, Option<String>)>,
+    /// The body a `respond` answers with, rendered.
+    body: Option<Vec<u8>>,
 }
 
 /// What a test's request id and trace id read as (there is no gateway to make them).
@@ -49,11 +53,14 @@ pub const TEST_TRACE_ID: &str = "00000000000000000000000000000001";
 /// Run every test block of `program`, deciding with `decide`.
 pub fn run_tests(program: &Program, decide: &dyn Fn(&Request) -> Decision) -> Vec<TestResult> {
     let rates = rate_limits(program);
-    program.tests().map(|t| run_one(program, t, decide, &rates)).collect()
+    // The templates a test renders are the graph's, as `gw serve` renders them.
+    let graph = crate::lower::lower(program).ok();
+    program.tests().map(|t| run_one(program, graph.as_ref(), t, decide, &rates)).collect()
 }
 
 fn run_one(
     program: &Program,
+    graph: Option<&Graph>,
     test: &Test,
     decide: &dyn Fn(&Request) -> Decision,
     rates: &HashMap<String, Metered>,
@@ -81,9 +88,10 @@ fn run_one(
                     message: refusal_message(&decision),
                     decision,
                     headers: vec![],
+                    body: None,
                 };
-                if answer.status < 400 {
-                    render_headers(program, &mut answer, &req);
+                if let Some(graph) = graph.filter(|_| answer.status < 400) {
+                    render_headers(graph, &mut answer, &req);
                 }
                 if answer.status < 400 {
                     apply_rate_limits(&mut answer, &req, rates, &mut tats, now);
@@ -106,29 +114,47 @@ fn run_one(
     TestResult { name: test.name.value.clone(), span: test.name.span, failures }
 }
 
-/// The route's `set header` templates rendered as `gw serve` renders them; a value it would
-/// refuse (a control character, a header sent twice) makes the answer that 400.
-fn render_headers(program: &Program, answer: &mut Answer, req: &Request) {
-    let route = answer.decision.route_index.and_then(|i| program.routes().nth(i));
-    let Some(route) = route.filter(|_| matches!(answer.decision.outcome, Outcome::Forward { .. })) else { return };
+/// The route's `set header` templates (forwarded) or its `respond` headers and body, rendered
+/// as `gw serve` renders them; a value it would refuse (a control character, a header sent
+/// twice) makes the answer that 400.
+fn render_headers(graph: &Graph, answer: &mut Answer, req: &Request) {
+    let Some(info) = answer.decision.route_index.and_then(|i| graph.routes().get(i)) else { return };
     let facts = Facts { request: req, decision: &answer.decision, request_id: TEST_REQUEST_ID, trace_id: TEST_TRACE_ID };
+    let (templates, body) = match (&answer.decision.outcome, &info.respond) {
+        (Outcome::Forward { .. }, _) => (&info.set_headers, None),
+        (Outcome::Respond { .. }, Some(r)) => (&r.headers, Some(&r.body)),
+        _ => return,
+    };
     let mut headers: Vec<(String, Option<String>)> = vec![];
-    for stmt in &route.stmts {
-        let RouteStmtKind::SetHeader { name, value } = &stmt.kind else { continue };
-        match crate::lower::template_of(program, value).render_header(&name.value, &facts) {
+    let mut refused = None;
+    for (name, t) in templates {
+        match t.render_header(name, &facts) {
             Ok(v) => {
-                headers.retain(|(n, _)| *n != name.value);
-                headers.push((name.value.clone(), v));
+                headers.retain(|(n, _)| n != name);
+                headers.push((name.clone(), v));
             }
-            Err(u) => {
-                answer.status = 400;
-                answer.message = Some(u.message);
-                return;
-            }
+            Err(u) => refused = refused.or(Some(u)),
         }
     }
-    answer.headers = headers;
+    let body = match body.map(|b| b.render(&facts)).transpose() {
+        Ok(b) => b,
+        Err(u) => {
+            refused = refused.or(Some(u));
+            None
+        }
+    };
+    match refused {
+        Some(u) => {
+            answer.status = 400;
+            answer.message = Some(u.message);
+        }
+        None => {
+            answer.headers = headers;
+            answer.body = body;
+        }
+    }
 }
+
 
 fn refusal_message(d: &Decision) -> Option<String> {
     use crate::request::Outcome::*;
@@ -173,6 +199,16 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             crate::request::Outcome::Forward { upstream } if *upstream == u.name && a.status < 400 => None,
             other => Some(format!("expected forwarding to `{}`, got {}", u.name, describe(other, a.status))),
         },
+        Expectation::Body(want) => {
+            let got = a.body.as_deref().unwrap_or_default();
+            let got_text = String::from_utf8_lossy(got);
+            let same = match want {
+                ResponseBody::Json(j) => serde_json::from_slice::<serde_json::Value>(got).ok().as_ref() == Some(&j.value),
+                ResponseBody::Text(t) => Some(got_text.as_ref()) == program.value(t).as_deref(),
+                ResponseBody::JsonTemplate(_) => false,
+            };
+            (!same).then(|| format!("expected the body {}, got {got_text:?}", crate::fmt::body_to_string(want)))
+        }
         Expectation::Header { name, value } => {
             let got = a.headers.iter().find(|(n, _)| *n == name.value).and_then(|(_, v)| v.as_deref());
             match (value, got) {
@@ -188,7 +224,6 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             }
         }
         Expectation::Tenant(t) => {
-            let _ = program;
             match &a.decision.identity {
                 Some(id) if id.tenant == t.name => None,
                 Some(id) => Some(format!("expected tenant `{}`, got `{}`", t.name, id.tenant)),

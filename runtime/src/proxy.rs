@@ -83,7 +83,7 @@ async fn pipeline(
     let plan = if forwarding { TokenPlan::new(&decision, graph.limits(), buffered.as_ref()) } else { None };
     let admitted = limit::check(ctx, &decision, plan.as_ref(), x).await?;
     if !forwarding {
-        let mut resp = respond::answer(ctx, &decision, route, buffered, body).await?;
+        let mut resp = respond::answer(ctx, (&greq, &decision), route, buffered, body).await?;
         limit::rate_headers(resp.headers_mut(), &admitted.results);
         return Ok(resp);
     }

@@ -90,6 +90,57 @@ impl Template {
     }
 }
 
+/// A `respond` JSON body whose values may be templates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum JsonBody {
+    Scalar(serde_json::Value),
+    Text(Template),
+    Array(Vec<JsonBody>),
+    Object(Vec<(String, JsonBody)>),
+}
+
+impl JsonBody {
+    /// The JSON with each template rendered to a string (serialized, so escaped as JSON needs)
+    /// or to `null` when absent.
+    pub fn render(&self, facts: &Facts<'_>) -> Result<serde_json::Value, Undecided> {
+        use serde_json::Value as J;
+        Ok(match self {
+            JsonBody::Scalar(v) => v.clone(),
+            JsonBody::Text(t) => t.render(facts)?.map(J::String).unwrap_or(J::Null),
+            JsonBody::Array(items) => J::Array(items.iter().map(|i| i.render(facts)).collect::<Result<_, _>>()?),
+            JsonBody::Object(kv) => {
+                J::Object(kv.iter().map(|(k, v)| Ok((k.clone(), v.render(facts)?))).collect::<Result<_, _>>()?)
+            }
+        })
+    }
+}
+
+/// A `respond` body: fixed bytes, text or JSON with templates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum BodyTemplate {
+    #[serde(serialize_with = "bytes_as_text")]
+    Fixed(Vec<u8>),
+    Text(Template),
+    Json(JsonBody),
+}
+
+fn bytes_as_text<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    String::from_utf8_lossy(b).serialize(s)
+}
+
+impl BodyTemplate {
+    /// The body's bytes for one request. Text with an absent part is empty.
+    pub fn render(&self, facts: &Facts<'_>) -> Result<Vec<u8>, Undecided> {
+        Ok(match self {
+            BodyTemplate::Fixed(b) => b.clone(),
+            BodyTemplate::Text(t) => t.render(facts)?.unwrap_or_default().into_bytes(),
+            BodyTemplate::Json(j) => j.render(facts)?.to_string().into_bytes(),
+        })
+    }
+}
+
 /// A fact as a template reads it, with the rules a guard reads it by.
 fn fact(f: &Fact, facts: &Facts<'_>) -> Val {
     let (req, d) = (facts.request, facts.decision);

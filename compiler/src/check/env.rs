@@ -81,11 +81,10 @@ pub fn env_vars(
             }
             Item::Route(r) => {
                 for s in &r.stmts {
-                    match &s.kind {
-                        RouteStmtKind::SetHeader { value, .. } => visit(value),
-                        RouteStmtKind::Jwt { secret, .. } => visit(secret),
-                        _ => {}
+                    if let RouteStmtKind::Jwt { secret, .. } = &s.kind {
+                        visit(secret);
                     }
+                    crate::resolve::stmt_templates(&s.kind).into_iter().for_each(&mut visit);
                 }
             }
             _ => {}

@@ -170,7 +170,10 @@ impl<'a> Checker<'a> {
                         .help("write it like \"/v2/{id}\""),
                 );
             }
-            RouteStmtKind::Respond { status, .. } => self.status(*status, 100, "a response"),
+            RouteStmtKind::Respond { status, headers, .. } => {
+                self.status(*status, 100, "a response");
+                headers.iter().for_each(|(name, _)| self.header_name(name));
+            }
             RouteStmtKind::Cache { ttl, .. } => {
                 self.range(*ttl, 1_000_000_000, 30 * 86_400_000_000_000, "cache ttl", "cache for 1s to 30d")
             }

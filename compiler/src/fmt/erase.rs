@@ -83,6 +83,20 @@ fn erase_limit_kind(kind: &mut LimitKind, per: &mut LimitKey) {
     }
 }
 
+fn erase_json_t(j: &mut JsonT) {
+    match j {
+        JsonT::Scalar(_) => {}
+        JsonT::Text(v) => erase_value(v),
+        JsonT::Array(items) => items.iter_mut().for_each(erase_json_t),
+        JsonT::Object(kv) => {
+            for (k, v) in kv {
+                erase_str(k);
+                erase_json_t(v);
+            }
+        }
+    }
+}
+
 pub(super) fn erase_item(item: &mut Item) {
     match item {
         Item::Limit(l) => {
@@ -274,12 +288,20 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             erase_str(to);
         }
         RouteStmtKind::Rewrite(Rewrite::Path(p)) => erase_str(p),
-        RouteStmtKind::Respond { status, body } => {
+        RouteStmtKind::Respond { status, body, headers } => {
             erase_q(status);
             match body {
                 Some(ResponseBody::Json(j)) => erase_json(j),
-                Some(ResponseBody::Text(t)) => erase_str(t),
+                Some(ResponseBody::JsonTemplate(j)) => {
+                    z(&mut j.span);
+                    erase_json_t(&mut j.value);
+                }
+                Some(ResponseBody::Text(t)) => erase_value(t),
                 None => {}
+            }
+            for (name, value) in headers {
+                erase_str(name);
+                erase_value(value);
             }
         }
         RouteStmtKind::Cache { ttl, max } => {
@@ -316,6 +338,9 @@ pub(super) fn erase_test_stmt(k: &mut TestStmtKind) {
                 erase_opt_str(message);
             }
             Expectation::Route(i) | Expectation::Upstream(i) | Expectation::Tenant(i) => erase_ident(i),
+            Expectation::Body(ResponseBody::Json(j)) => erase_json(j),
+            Expectation::Body(ResponseBody::Text(t)) => erase_value(t),
+            Expectation::Body(ResponseBody::JsonTemplate(j)) => z(&mut j.span),
             Expectation::Header { name, value } => {
                 erase_str(name);
                 if let Some(v) = value {

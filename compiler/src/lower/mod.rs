@@ -14,7 +14,7 @@ use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, Repetition};
 use crate::ast::*;
 use crate::diagnostics::Diag;
 use crate::graph::*;
-use crate::template::{Template, TextPart};
+use crate::template::{BodyTemplate, JsonBody, Template, TextPart};
 use crate::program::Program;
 
 mod nodes;

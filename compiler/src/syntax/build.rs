@@ -291,12 +291,28 @@ impl Walker<'_> {
             }
             Rule::r_respond => {
                 let status = self.uint(args.next()?)?;
-                let body = match args.next() {
-                    Some(p) if p.as_rule() == Rule::json_value => Some(ResponseBody::Json(self.json(p)?)),
-                    Some(p) => Some(ResponseBody::Text(self.string(p))),
-                    None => None,
-                };
-                RouteStmtKind::Respond { status, body }
+                let mut body = None;
+                let mut headers = vec![];
+                for p in args {
+                    match p.as_rule() {
+                        Rule::json_template => {
+                            let span = self.span(&p);
+                            let value = self.json_template(p)?;
+                            body = Some(match value.as_literal() {
+                                Some(value) => ResponseBody::Json(Json { value, span }),
+                                None => ResponseBody::JsonTemplate(JsonTemplate { value, span }),
+                            });
+                        }
+                        Rule::template => body = Some(ResponseBody::Text(self.value(p))),
+                        Rule::respond_header => {
+                            let mut it = inner(p).filter(|p| !p.as_rule_name_is_kw());
+                            let name = self.header_name(it.next()?);
+                            headers.push((name, self.value(it.next()?)));
+                        }
+                        _ => {}
+                    }
+                }
+                RouteStmtKind::Respond { status, body, headers }
             }
             Rule::r_cache => {
                 let ttl = self.duration(args.next()?)?;
@@ -486,6 +502,16 @@ impl Walker<'_> {
                         let name = self.header_name(a.next()?);
                         let value = a.next().filter(|p| p.as_rule() == Rule::string).map(|p| self.string(p));
                         Expectation::Header { name, value }
+                    }
+                    Rule::expect_body => {
+                        let p = a.next()?;
+                        Expectation::Body(match p.as_rule() {
+                            Rule::json_value => ResponseBody::Json(self.json(p)?),
+                            _ => {
+                                let s = self.string(p);
+                                ResponseBody::Text(Value { span: s.span, parts: vec![ValuePart::Lit(s)] })
+                            }
+                        })
                     }
                     _ => Expectation::Tenant(self.ident(a.next()?)),
                 })

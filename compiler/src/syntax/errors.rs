@@ -39,6 +39,8 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         expr | primary | paren | fact | reference | literal | call => "an expression",
         infix_op | op_and | op_or | op_eq | op_ne | op_ge | op_le | op_gt | op_lt => "an operator",
         json_value | json_object | json_array | json_pair => "a JSON value",
+        json_template | jt_object | jt_array | jt_pair => "a JSON value, whose values may be templates",
+        respond_header => "`header \"name\" = VALUE`",
         item | import_decl | gateway_decl | upstream_decl | keys_decl | tenant_decl | matcher_decl | limit_decl
         | route_decl | test_decl => "a declaration (gateway, upstream, keys, tenant, matcher, limit, route, test, import)",
         shared_key => "`key`, `tenant`, `client` or `header \"name\"`",
@@ -51,8 +53,8 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         builtin => "one of health, ready, metrics, tokens, usage, upstreams",
         retry_cond => "`connect_error`, `timeout` or a status code",
         string_list => "a list of strings like [\"*\"]",
-        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_header => {
-            "a status, `route NAME`, `upstream NAME`, `tenant NAME` or `header \"name\" = \"value\"`"
+        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_header | expect_body => {
+            "a status, `route NAME`, `upstream NAME`, `tenant NAME`, `header \"name\" = \"value\"` or `body ...`"
         }
         kw_if => "`if`",
         kw_from => "`from`",

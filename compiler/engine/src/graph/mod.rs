@@ -170,13 +170,11 @@ pub enum TemplatePart {
 #[derive(Debug, Clone, Serialize)]
 pub struct RespondInfo {
     pub status: u16,
-    #[serde(serialize_with = "bytes_as_text")]
-    pub body: Vec<u8>,
+    /// Rendered per request (`BodyTemplate::render`).
+    pub body: crate::template::BodyTemplate,
     pub content_type: Option<&'static str>,
-}
-
-fn bytes_as_text<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    String::from_utf8_lossy(b).serialize(s)
+    /// `header "name" = TEMPLATE`, rendered per request (`Template::render_header`).
+    pub headers: Vec<(String, crate::template::Template)>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -348,6 +348,8 @@ pub enum GenAction {
     To2(u8),
     /// Only with a rare byte: no action at all.
     Nothing(u8),
+    /// `respond` with a body and a header that read the request: JSON (`true`) or text.
+    RespondTemplate(u16, bool, GenStr, GenStrFact, u8),
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -546,6 +548,16 @@ impl GenRoute {
         match &self.action {
             GenAction::To(u) | GenAction::To2(u) => {
                 let _ = writeln!(out, "    to u{}", *u as usize % UPSTREAMS);
+            }
+            GenAction::RespondTemplate(st, json, lit, fact, h) => {
+                let (lit, fact) = (gwfmt::quote(&lit.get()), fact.print(sc));
+                let body = if *json {
+                    format!(" json {{\"v\": {lit} + {fact}, \"id\": request_id, \"n\": [1, null]}}")
+                } else {
+                    format!(" {lit} + {fact} + trace_id")
+                };
+                let header = gwfmt::quote(pick(HEADERS, *h));
+                let _ = writeln!(out, "    respond {}{body} header {header} = {fact}", status(*st));
             }
             GenAction::Respond(st, json, text) => {
                 let _ = write!(out, "    respond {}", status(*st));
