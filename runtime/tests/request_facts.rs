@@ -1,5 +1,6 @@
 //! The language's request facts and shared counters with the real `gw` and the mock upstream:
 //! `set header` templates reach the upstream (and hostile values from the request never do),
+//! `respond` answers with headers and a body rendered from the request (JSON escaped),
 //! `tenant *` limits a tenant named only in a key file and yields to a tenant's own block,
 //! and a shared limit (`limit NAME ...`, `limit use NAME`) counts across routes, locally and
 //! across gateways sharing Redis.
@@ -110,6 +111,86 @@ async fn hostile_values_from_the_request_are_refused_never_forwarded_as_headers(
     // The same route still forwards a clean request.
     assert_eq!(post(&gw, "/v1/jobs/ok?team=x%20y", &[]).await.status(), 200);
     assert_eq!(header_of(&mock.requests().await[0], "x-team"), ["x y"]);
+}
+
+const ANSWERS: &str = r#"
+gateway {
+    listen "{LISTEN}"
+    admin  "{ADMIN}"
+}
+keys users from "keys/users.keys"
+route whoami {
+    when    GET "/v1/whoami/{id}"
+    auth    users
+    respond 200 json {"tenant": tenant, "key": key, "id": param.id, "note": query["note"], "request": request_id, "n": [1, true]} header "x-tenant-id" = tenant header "cache-control" = "no-store"
+}
+route hello {
+    when    GET "/hello"
+    auth    none
+    respond 200 "hello " + header["x-name"] + ", trace " + trace_id header "x-name-echo" = header["x-name"]
+}
+route preflight {
+    when    OPTIONS "/v1/*"
+    auth    none
+    respond 204 header "access-control-allow-origin" = "https://app.example.com" header "access-control-allow-methods" = "GET, POST"
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn respond_answers_with_headers_and_a_body_rendered_from_the_request() {
+    let gw = Gw::start(GwSpec::new(ANSWERS, "http://127.0.0.1:9").file("keys/users.keys", users_keys()));
+    let c = reqwest::Client::new();
+
+    // Values a JSON body must escape: a quote from the path, a backslash and a line break
+    // from the query; they come back as the same strings, in valid JSON.
+    let resp = c
+        .get(gw.url("/v1/whoami/a%22b?note=%5C%0A%3C%2Fscript%3E"))
+        .header("x-api-key", "sk-test-1")
+        .header("x-request-id", "req-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    assert_eq!(resp.headers()["x-tenant-id"], "alpha");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"tenant": "alpha", "key": "user-1", "id": "a\"b", "note": "\\\n</script>", "request": "req-9", "n": [1, true]})
+    );
+    // An absent value is `null`.
+    let resp = c.get(gw.url("/v1/whoami/x")).header("x-api-key", "sk-test-2").send().await.unwrap();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["tenant"], "beta");
+    assert_eq!(body["note"], Value::Null);
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let resp = c
+        .get(gw.url("/hello"))
+        .header("x-name", "bob")
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-name-echo"], "bob");
+    assert_eq!(resp.text().await.unwrap(), format!("hello bob, trace {trace}"));
+
+    let resp = c.request(reqwest::Method::OPTIONS, gw.url("/v1/chat/completions")).send().await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(resp.headers()["access-control-allow-methods"], "GET, POST");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_respond_header_from_a_hostile_value_is_refused() {
+    let gw = Gw::start(GwSpec::new(ANSWERS, "http://127.0.0.1:9").file("keys/users.keys", users_keys()));
+    let c = reqwest::Client::new();
+    // A header read twice cannot be one value: 400, not an answer with either.
+    let resp = c.get(gw.url("/hello")).header("x-name", "a").header("x-name", "b").send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let e: Value = resp.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_header", "{e}");
 }
 
 const DEFAULTS: &str = r#"
