@@ -525,13 +525,19 @@ pub struct Send {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expectation {
-    Status { status: Quantity, message: Option<Str> },
+    Status {
+        status: Quantity,
+        message: Option<Str>,
+    },
     Route(Ident),
     Upstream(Ident),
     Tenant(Ident),
     /// `header "name" = "value"`, or `absent` (`value` None): the header the upstream gets
     /// from the route's `set header`, or the one its `respond` answers with.
-    Header { name: Str, value: Option<Str> },
+    Header {
+        name: Str,
+        value: Option<Str>,
+    },
     /// `body {json}` (equal as JSON) or `body "text"`: what the route's `respond` answers.
     Body(ResponseBody),
 }

@@ -11,11 +11,11 @@ use crate::ast::*;
 use crate::diagnostics::{Code, Diag};
 use crate::eval;
 use crate::gcra::Gcra;
+use crate::graph::Graph;
 use crate::program::Program;
 use crate::request::{Decision, Outcome, Request};
-use crate::graph::Graph;
-use crate::template::Facts;
 use crate::source::Span;
+use crate::template::Facts;
 use crate::tokens;
 
 /// The result of one test block.
@@ -119,7 +119,8 @@ fn run_one(
 /// twice) makes the answer that 400.
 fn render_headers(graph: &Graph, answer: &mut Answer, req: &Request) {
     let Some(info) = answer.decision.route_index.and_then(|i| graph.routes().get(i)) else { return };
-    let facts = Facts { request: req, decision: &answer.decision, request_id: TEST_REQUEST_ID, trace_id: TEST_TRACE_ID };
+    let facts =
+        Facts { request: req, decision: &answer.decision, request_id: TEST_REQUEST_ID, trace_id: TEST_TRACE_ID };
     let (templates, body) = match (&answer.decision.outcome, &info.respond) {
         (Outcome::Forward { .. }, _) => (&info.set_headers, None),
         (Outcome::Respond { .. }, Some(r)) => (&r.headers, Some(&r.body)),
@@ -154,7 +155,6 @@ fn render_headers(graph: &Graph, answer: &mut Answer, req: &Request) {
         }
     }
 }
-
 
 fn refusal_message(d: &Decision) -> Option<String> {
     use crate::request::Outcome::*;
@@ -203,7 +203,9 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             let got = a.body.as_deref().unwrap_or_default();
             let got_text = String::from_utf8_lossy(got);
             let same = match want {
-                ResponseBody::Json(j) => serde_json::from_slice::<serde_json::Value>(got).ok().as_ref() == Some(&j.value),
+                ResponseBody::Json(j) => {
+                    serde_json::from_slice::<serde_json::Value>(got).ok().as_ref() == Some(&j.value)
+                }
                 ResponseBody::Text(t) => Some(got_text.as_ref()) == program.value(t).as_deref(),
                 ResponseBody::JsonTemplate(_) => false,
             };
@@ -223,13 +225,11 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
                 (None, Some(got)) => Some(format!("expected header `{}` absent, got {got:?}", name.value)),
             }
         }
-        Expectation::Tenant(t) => {
-            match &a.decision.identity {
-                Some(id) if id.tenant == t.name => None,
-                Some(id) => Some(format!("expected tenant `{}`, got `{}`", t.name, id.tenant)),
-                None => Some(format!("expected tenant `{}`, but the request was not authenticated", t.name)),
-            }
-        }
+        Expectation::Tenant(t) => match &a.decision.identity {
+            Some(id) if id.tenant == t.name => None,
+            Some(id) => Some(format!("expected tenant `{}`, got `{}`", t.name, id.tenant)),
+            None => Some(format!("expected tenant `{}`, but the request was not authenticated", t.name)),
+        },
     }
 }
 
@@ -301,9 +301,11 @@ fn rate_limits(program: &Program) -> HashMap<String, Metered> {
     }
     for shared in program.shared_limits() {
         let metered = match &shared.kind {
-            LimitKind::Rate { rate, burst } => {
-                Metered { gcra: Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)), shadow: false, tokens: None }
-            }
+            LimitKind::Rate { rate, burst } => Metered {
+                gcra: Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)),
+                shadow: false,
+                tokens: None,
+            },
             LimitKind::Tokens { rate, estimate } => Metered {
                 gcra: Gcra::new(rate.count, rate.window_ns, None),
                 shadow: false,

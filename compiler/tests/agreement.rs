@@ -681,8 +681,12 @@ route after_fallback { when POST "/v1/*"
   to a }
 "#;
 
-const K_KEYS: &[(&str, &str, &str)] =
-    &[("k-alpha", "alpha", "alpha-1"), ("k-beta", "beta", "beta-1"), ("sk-demo-1", "alpha", "demo"), ("k-gamma", "gamma", "gamma-1")];
+const K_KEYS: &[(&str, &str, &str)] = &[
+    ("k-alpha", "alpha", "alpha-1"),
+    ("k-beta", "beta", "beta-1"),
+    ("sk-demo-1", "alpha", "demo"),
+    ("k-gamma", "gamma", "gamma-1"),
+];
 const S_KEYS: &[(&str, &str, &str)] = &[("k-salty", "alpha", "salty-1"), ("k-alpha", "beta", "not-salted")];
 
 #[test]

@@ -82,6 +82,9 @@ async fn a_clients_own_copy_of_a_header_the_policy_sets_never_passes() {
     assert!(header_of(rec, "x-region").is_empty(), "{rec}");
 }
 
+/// Extra request headers, in order.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_values_from_the_request_are_refused_never_forwarded_as_headers() {
     let mock = Mock::start(&[]);
@@ -89,7 +92,7 @@ async fn hostile_values_from_the_request_are_refused_never_forwarded_as_headers(
 
     // Line breaks and NUL that decoding turns into control characters, in a path parameter
     // and in a query parameter; a header the template reads, sent twice.
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[(&str, Headers<'_>, &str)] = &[
         ("/v1/jobs/a%0d%0ax-injected:%201", &[], "invalid_header"),
         ("/v1/jobs/a%0ax-injected:1", &[], "invalid_header"),
         // A NUL is refused before deciding (the path's normal form).
@@ -294,9 +297,8 @@ async fn a_shared_limit_counts_across_routes_and_gateways_sharing_redis() {
     let mock = Mock::start(&["--record=false"]);
     let text = shared_policy(r#"state redis env("T_REDIS_URL") on_error deny"#);
     let url = redis.url();
-    let start = || {
-        Gw::start(GwSpec::new(&text, &mock.url()).file("keys/users.keys", users_keys()).env("T_REDIS_URL", &url))
-    };
+    let start =
+        || Gw::start(GwSpec::new(&text, &mock.url()).file("keys/users.keys", users_keys()).env("T_REDIS_URL", &url));
     let (a, b) = (start(), start());
 
     // Submissions on one gateway and status reads on the other charge one counter.

@@ -147,10 +147,13 @@ impl<'a> Checker<'a> {
                 if let Some(l) = shared.filter(|l| !has_auth && matches!(l.per, LimitKey::Key | LimitKey::Tenant)) {
                     let what = if l.per == LimitKey::Key { "key" } else { "tenant" };
                     self.err(
-                        Diag::error(Code::FactUnavailable, format!("`limit use {}` in a route without `auth`", name.name))
-                            .primary(name.span, format!("counts per {what}, and no {what} is known on this route"))
-                            .secondary(l.name.span, "declared here")
-                            .help("add `auth KEYSET` to the route, or share a limit `per client`"),
+                        Diag::error(
+                            Code::FactUnavailable,
+                            format!("`limit use {}` in a route without `auth`", name.name),
+                        )
+                        .primary(name.span, format!("counts per {what}, and no {what} is known on this route"))
+                        .secondary(l.name.span, "declared here")
+                        .help("add `auth KEYSET` to the route, or share a limit `per client`"),
                     );
                 }
             }

@@ -14,8 +14,8 @@ use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, Repetition};
 use crate::ast::*;
 use crate::diagnostics::Diag;
 use crate::graph::*;
-use crate::template::{BodyTemplate, JsonBody, Template, TextPart};
 use crate::program::Program;
+use crate::template::{BodyTemplate, JsonBody, Template, TextPart};
 
 mod nodes;
 mod route;
@@ -33,6 +33,10 @@ pub const ROUTER_NFA_LIMIT: usize = 256 << 20;
 /// Lazy DFA cache per thread: at least this, more if the automaton needs it.
 const ROUTER_CACHE_MIN: usize = 4 << 20;
 const ROUTER_CACHE_MAX: usize = 64 << 20;
+
+/// A tenant's limits as (table index, id, kind keyword): the kind decides what `tenant *`
+/// still adds.
+type KindedIds = Vec<(usize, String, &'static str)>;
 
 /// Lower a validated program into its decision graph.
 pub fn lower(program: &Program) -> Result<Graph, Diag> {
@@ -87,7 +91,7 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
     let mut tenants = vec![];
     let mut tenant_limits: HashMap<String, Vec<(usize, String)>> = HashMap::new();
     // Each tenant's own limits with the kind of each, before `tenant *` fills the gaps.
-    let mut own: Vec<(String, Vec<(usize, String, &'static str)>)> = vec![];
+    let mut own: Vec<(String, KindedIds)> = vec![];
     for t in program.tenants() {
         let mut ids = vec![];
         let mut region = None;

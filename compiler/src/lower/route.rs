@@ -172,7 +172,8 @@ impl RouteCx<'_, '_> {
                 let status = status.value as u16;
                 if parts.respond.is_none() {
                     let mut info = respond_info(self.program, status, body.as_ref())?;
-                    info.headers = headers.iter().map(|(n, v)| (n.value.clone(), template_of(self.program, v))).collect();
+                    info.headers =
+                        headers.iter().map(|(n, v)| (n.value.clone(), template_of(self.program, v))).collect();
                     parts.respond = Some(info);
                 }
                 if parts.outcome.is_none() {
@@ -306,7 +307,9 @@ fn respond_info(program: &Program, status: u16, body: Option<&ResponseBody>) -> 
             ),
             Some("application/json"),
         ),
-        Some(ResponseBody::JsonTemplate(j)) => (BodyTemplate::Json(json_template(program, &j.value)), Some("application/json")),
+        Some(ResponseBody::JsonTemplate(j)) => {
+            (BodyTemplate::Json(json_template(program, &j.value)), Some("application/json"))
+        }
     };
     Ok(RespondInfo { status, body, content_type, headers: vec![] })
 }

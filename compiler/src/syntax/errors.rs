@@ -42,7 +42,9 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         json_template | jt_object | jt_array | jt_pair => "a JSON value, whose values may be templates",
         respond_header => "`header \"name\" = VALUE`",
         item | import_decl | gateway_decl | upstream_decl | keys_decl | tenant_decl | matcher_decl | limit_decl
-        | route_decl | test_decl => "a declaration (gateway, upstream, keys, tenant, matcher, limit, route, test, import)",
+        | route_decl | test_decl => {
+            "a declaration (gateway, upstream, keys, tenant, matcher, limit, route, test, import)"
+        }
         shared_key => "`key`, `tenant`, `client` or `header \"name\"`",
         on_error_mode => "`local`, `allow` or `deny`",
         forwarded_mode => "`strip`, `append` or `keep`",

@@ -359,10 +359,17 @@ pub fn tenant_limit_id(tenant: &str, kind: &LimitKindInfo) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LimitOwner {
-    Route { route: usize, name: String },
-    Tenant { name: String },
+    Route {
+        route: usize,
+        name: String,
+    },
+    Tenant {
+        name: String,
+    },
     /// `limit NAME ...`, charged by every route that says `limit use NAME`.
-    Shared { name: String },
+    Shared {
+        name: String,
+    },
 }
 
 /// One entry of the limit table (`AppliedLimit::limit` indexes it).
