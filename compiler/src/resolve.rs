@@ -119,13 +119,18 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         Expectation::Route(id) => (&names.routes, "route", id),
                         Expectation::Upstream(id) => (&names.upstreams, "upstream", id),
                         Expectation::Tenant(id) => (&names.tenants, "tenant", id),
-                        Expectation::Status { .. } | Expectation::Header { .. } | Expectation::Body(_) => continue,
+                        Expectation::Limit { tenant: false, name } => (&names.limits, "shared limit", name),
+                        Expectation::Status { .. }
+                        | Expectation::Header { .. }
+                        | Expectation::Body(_)
+                        | Expectation::Limit { tenant: true, .. } => continue,
                     };
                     // A tenant named only in key files is still a tenant: tests may name it.
                     if kind == "tenant" {
                         continue;
                     }
-                    check_ref(table, id, Code::UndefinedName, kind, &mut diags);
+                    let code = if kind == "shared limit" { Code::UndefinedLimit } else { Code::UndefinedName };
+                    check_ref(table, id, code, kind, &mut diags);
                 }
             }
             _ => {}

@@ -199,6 +199,16 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             crate::request::Outcome::Forward { upstream } if *upstream == u.name && a.status < 400 => None,
             other => Some(format!("expected forwarding to `{}`, got {}", u.name, describe(other, a.status))),
         },
+        Expectation::Limit { tenant, name } => {
+            let prefix = if *tenant { format!("tenant:{}:", name.name) } else { format!("shared:{}:", name.name) };
+            let what = if *tenant { format!("a limit of `tenant {}`", name.name) } else { format!("limit `{}`", name.name) };
+            if a.decision.limits.iter().any(|l| l.id.starts_with(&prefix)) {
+                None
+            } else {
+                let applied: Vec<&str> = a.decision.limits.iter().map(|l| l.id.as_str()).collect();
+                Some(format!("expected {what} to apply, got [{}]", applied.join(", ")))
+            }
+        }
         Expectation::Body(want) => {
             let got = a.body.as_deref().unwrap_or_default();
             let got_text = String::from_utf8_lossy(got);

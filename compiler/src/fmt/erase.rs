@@ -338,6 +338,7 @@ pub(super) fn erase_test_stmt(k: &mut TestStmtKind) {
                 erase_opt_str(message);
             }
             Expectation::Route(i) | Expectation::Upstream(i) | Expectation::Tenant(i) => erase_ident(i),
+            Expectation::Limit { name, .. } => erase_ident(name),
             Expectation::Body(ResponseBody::Json(j)) => erase_json(j),
             Expectation::Body(ResponseBody::Text(t)) => erase_value(t),
             Expectation::Body(ResponseBody::JsonTemplate(j)) => z(&mut j.span),

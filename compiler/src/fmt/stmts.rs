@@ -411,6 +411,8 @@ impl<'a> Src<'a> {
                     format!("expect header {} = {}", self.header(name), self.string(v))
                 }
                 Expectation::Header { name, value: None } => format!("expect header {} absent", self.header(name)),
+                Expectation::Limit { tenant: true, name } => format!("expect limit tenant {}", name.name),
+                Expectation::Limit { tenant: false, name } => format!("expect limit {}", name.name),
                 Expectation::Body(ResponseBody::Json(j)) => format!("expect body {}", self.json(j)),
                 Expectation::Body(ResponseBody::Text(t)) => format!("expect body {}", self.value(t)),
                 Expectation::Body(ResponseBody::JsonTemplate(j)) => {

@@ -490,6 +490,8 @@ impl Walker<'_> {
             Rule::t_expect => {
                 let e = args.next()?;
                 let rule = e.as_rule();
+                // `limit tenant NAME`, not `limit NAME`: said only by its keyword.
+                let of_tenant = inner(e.clone()).any(|p| p.as_rule() == Rule::kw_tenant);
                 let mut a = inner(e).filter(|p| !p.as_rule_name_is_kw());
                 TestStmtKind::Expect(match rule {
                     Rule::expect_status => {
@@ -502,6 +504,9 @@ impl Walker<'_> {
                         let name = self.header_name(a.next()?);
                         let value = a.next().filter(|p| p.as_rule() == Rule::string).map(|p| self.string(p));
                         Expectation::Header { name, value }
+                    }
+                    Rule::expect_limit => {
+                        Expectation::Limit { tenant: of_tenant, name: self.ident(a.next()?) }
                     }
                     Rule::expect_body => {
                         let p = a.next()?;

@@ -55,8 +55,9 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         builtin => "one of health, ready, metrics, tokens, usage, upstreams",
         retry_cond => "`connect_error`, `timeout` or a status code",
         string_list => "a list of strings like [\"*\"]",
-        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_header | expect_body => {
-            "a status, `route NAME`, `upstream NAME`, `tenant NAME`, `header \"name\" = \"value\"` or `body ...`"
+        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_header | expect_body
+        | expect_limit => {
+            "a status, `route NAME`, `upstream NAME`, `tenant NAME`, `header \"name\" = \"value\"`, `body ...` or `limit NAME`"
         }
         kw_if => "`if`",
         kw_from => "`from`",

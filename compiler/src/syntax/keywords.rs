@@ -206,7 +206,7 @@ pub(super) fn usage(block: Block, word: &str) -> Option<(Rule, &'static str)> {
         (Block::Route, "serve") => (r_serve, "serve health|ready|metrics|tokens|usage|upstreams"),
         (Block::Route, "to") => (r_to, "to UPSTREAM"),
         (Block::Test, "send") => (t_send, "send POST \"/path\" [header \"name\" = \"value\"] [body {...}] [client \"1.2.3.4\"]"),
-        (Block::Test, "expect") => (t_expect, "expect 403 [\"message\"] | route NAME | upstream NAME | tenant NAME | header \"name\" = \"value\" | body {json}"),
+        (Block::Test, "expect") => (t_expect, "expect 403 [\"message\"] | route NAME | upstream NAME | tenant NAME | header \"name\" = \"value\" | body {json} | limit NAME | limit tenant NAME"),
         (Block::Test, "advance") => (t_advance, "advance 1s"),
         (Block::Top, "import") => (import_decl, "import \"common.gwp\""),
         (Block::Top, "gateway") => (gateway_decl, "gateway { listen \"127.0.0.1:8080\" ... }"),
