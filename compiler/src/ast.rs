@@ -541,7 +541,10 @@ pub enum Expectation {
     /// `body {json}` (equal as JSON) or `body "text"`: what the route's `respond` answers.
     Body(ResponseBody),
     /// `limit NAME` (a shared limit) or `limit tenant NAME|*`: that limit applies to the request.
-    Limit { tenant: bool, name: Ident },
+    Limit {
+        tenant: bool,
+        name: Ident,
+    },
 }
 
 /// A JSON literal written in the policy, with its span.

@@ -201,7 +201,8 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
         },
         Expectation::Limit { tenant, name } => {
             let prefix = if *tenant { format!("tenant:{}:", name.name) } else { format!("shared:{}:", name.name) };
-            let what = if *tenant { format!("a limit of `tenant {}`", name.name) } else { format!("limit `{}`", name.name) };
+            let what =
+                if *tenant { format!("a limit of `tenant {}`", name.name) } else { format!("limit `{}`", name.name) };
             if a.decision.limits.iter().any(|l| l.id.starts_with(&prefix)) {
                 None
             } else {

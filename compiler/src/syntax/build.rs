@@ -505,9 +505,7 @@ impl Walker<'_> {
                         let value = a.next().filter(|p| p.as_rule() == Rule::string).map(|p| self.string(p));
                         Expectation::Header { name, value }
                     }
-                    Rule::expect_limit => {
-                        Expectation::Limit { tenant: of_tenant, name: self.ident(a.next()?) }
-                    }
+                    Rule::expect_limit => Expectation::Limit { tenant: of_tenant, name: self.ident(a.next()?) },
                     Rule::expect_body => {
                         let p = a.next()?;
                         Expectation::Body(match p.as_rule() {
