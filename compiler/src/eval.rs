@@ -341,12 +341,26 @@ pub fn tenant_limits(program: &Program, tenant: &str) -> Vec<String> {
     ids
 }
 
-/// The stable identity of a shared limit: its name and what it counts, per what.
+/// The stable identity of a shared limit: its name and what it counts, per what (never the
+/// routes that use it).
 pub fn shared_limit_id(l: &SharedLimit) -> String {
-    let as_limit = Limit { kind: l.kind.clone(), per: l.per.clone(), model: None, cond: None, shadow: false };
-    let route_form = route_limit_id("", 0, &as_limit);
-    // `route:#0:<kind>:per:<per>` → `shared:NAME:<kind>:per:<per>`
-    format!("shared:{}:{}", l.name.name, route_form.trim_start_matches("route:#0:"))
+    let kind = match &l.kind {
+        LimitKind::Rate { rate, burst } => {
+            format!("rate:{}/{}ns:b{}", rate.count, rate.window_ns, burst.map(|b| b.value).unwrap_or(0))
+        }
+        LimitKind::Tokens { rate, .. } => format!("tokens:{}/{}ns", rate.count, rate.window_ns),
+        LimitKind::Concurrent(n) => format!("concurrent:{}", n.value),
+    };
+    let per = match &l.per {
+        LimitKey::Key => "key".to_string(),
+        LimitKey::Tenant => "tenant".to_string(),
+        LimitKey::Client => "client".to_string(),
+        LimitKey::Header(h) => format!("header:{}", h.value),
+        // The grammar offers neither for a shared limit.
+        LimitKey::Route => "route".to_string(),
+        LimitKey::Expr(_) => "expr".to_string(),
+    };
+    format!("shared:{}:{kind}:per:{per}", l.name.name)
 }
 
 /// Every limit of the program, in a fixed order: route limits in route order, then tenants'.
