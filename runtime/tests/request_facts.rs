@@ -310,3 +310,50 @@ async fn a_shared_limit_counts_across_routes_and_gateways_sharing_redis() {
     assert_eq!(job(&b, true, "sk-test-1").await, 429);
     assert_eq!(job(&b, true, "sk-test-2").await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_limit_keeps_its_count_when_a_reload_adds_a_route_that_uses_it() {
+    let mock = Mock::start(&["--record=false"]);
+    let text = shared_policy("");
+    let gw = Gw::start(GwSpec::new(&text, &mock.url()).file("keys/users.keys", users_keys()));
+    for submit in [true, false, true] {
+        assert_eq!(job(&gw, submit, "sk-test-1").await, 200);
+    }
+
+    // A new route uses the limit and the old ones trade places: the identity names neither.
+    let extra = r#"
+route cancel {{
+    when      DELETE "/v1/jobs/{{id}}"
+    auth      users
+    limit use jobs
+    to        mock
+}}
+"#;
+    let (head, routes) = text.split_once("route submit").unwrap();
+    let (submit, status) = routes.split_once("route status").unwrap();
+    let reordered =
+        format!("{head}{}route status{status}route submit{submit}", extra.replace("{{", "{").replace("}}", "}"));
+    let reordered = reordered
+        .replace("{LISTEN}", &gw.addr.to_string())
+        .replace("{ADMIN}", &gw.admin.to_string())
+        .replace("{UPSTREAM}", &mock.url());
+    std::fs::write(gw.path("gateway.gwp"), reordered).unwrap();
+    let resp = reqwest::Client::new().post(gw.admin_url("/admin/reload")).send().await.unwrap();
+    let report: Value = resp.json().await.unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+
+    let cancel = || async {
+        reqwest::Client::new()
+            .delete(gw.url("/v1/jobs/7"))
+            .header("x-api-key", "sk-test-1")
+            .header("x-mock-echo", "1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(cancel().await, 200, "the fourth of four");
+    assert_eq!(cancel().await, 429, "three were counted before the reload");
+    assert_eq!(job(&gw, true, "sk-test-1").await, 429);
+}
