@@ -592,6 +592,10 @@ pub enum GenExpect {
     Route(u8),
     Upstream(u8),
     Tenant(u8),
+    /// `expect header H = "v"` or `absent` (`None`).
+    Header(u8, Option<GenStr>),
+    /// `expect limit sN` (a shared limit, maybe undeclared) or `expect limit tenant *`.
+    Limit(u8),
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -710,6 +714,17 @@ impl GenPolicy {
                         format!("expect upstream u{}", *u as usize % UPSTREAMS)
                     }
                     GenTestStmt::Expect(GenExpect::Tenant(t)) => format!("expect tenant {}", pick(TENANTS, *t)),
+                    GenTestStmt::Expect(GenExpect::Header(h, v)) => match v {
+                        Some(v) => {
+                            format!("expect header {} = {}", gwfmt::quote(pick(HEADERS, *h)), gwfmt::quote(&v.get()))
+                        }
+                        None => format!("expect header {} absent", gwfmt::quote(pick(HEADERS, *h))),
+                    },
+                    // A shared limit only when they are declared (else 1 in 16: undeclared).
+                    GenTestStmt::Expect(GenExpect::Limit(n)) => match n % 5 {
+                        i if i < 4 && (uses_shared || n % 16 == 15) => format!("expect limit s{i}"),
+                        _ => "expect limit tenant *".to_string(),
+                    },
                     GenTestStmt::Advance(d) => format!("advance {}", d.print()),
                 };
                 let _ = writeln!(out, "    {line}");
