@@ -90,11 +90,12 @@ fn run_one(
                     headers: vec![],
                     body: None,
                 };
-                if let Some(graph) = graph.filter(|_| answer.status < 400) {
-                    render_headers(graph, &mut answer, &req);
-                }
                 if answer.status < 400 {
                     apply_rate_limits(&mut answer, &req, rates, &mut tats, now);
+                }
+                // As `gw serve`: templates are rendered after the limits are charged.
+                if let Some(graph) = graph.filter(|_| answer.status < 400) {
+                    render_headers(graph, &mut answer, &req);
                 }
                 last = Some((answer, stmt.span));
             }
