@@ -201,6 +201,22 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_escapes_what_the_request_puts_in_it_and_absent_is_null() {
+        let mut req = Request::new("GET", "/x?note=%22%5C%0A%7D");
+        req.headers.push(("x-a".into(), "a".into()));
+        let d = decided();
+        let facts = Facts { request: &req, decision: &d, request_id: "r", trace_id: "t" };
+        let body = BodyTemplate::Json(JsonBody::Object(vec![
+            ("note".into(), JsonBody::Text(Template { parts: vec![TextPart::Fact(Fact::Query("note".into()))] })),
+            ("none".into(), JsonBody::Text(Template { parts: vec![TextPart::Fact(Fact::Query("nope".into()))] })),
+            ("n".into(), JsonBody::Array(vec![JsonBody::Scalar(serde_json::json!(1))])),
+        ]));
+        let bytes = body.render(&facts).unwrap();
+        let back: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, serde_json::json!({"note": "\"\\\n}", "none": null, "n": [1]}));
+    }
+
+    #[test]
     fn a_control_character_from_the_request_is_refused() {
         let req = Request::new("GET", "/x");
         let d = decided();
