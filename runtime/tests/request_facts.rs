@@ -239,6 +239,19 @@ async fn tenant_star_limits_a_key_file_only_tenant_and_yields_to_a_tenants_own_b
     assert_eq!(refused.status(), 429);
     let e: Value = refused.json().await.unwrap();
     assert!(e["error"]["message"].as_str().unwrap().contains("tenant `alpha`"), "{e}");
+
+    // The usage view shows each tenant's effective limits, and `*` is no tenant of its own.
+    let usage: Value = reqwest::get(gw.admin_url("/admin/usage")).await.unwrap().json().await.unwrap();
+    let tenants = usage["tenants"].as_array().unwrap();
+    assert!(tenants.iter().all(|t| t["tenant"] != "*"), "{usage}");
+    let alpha = tenants.iter().find(|t| t["tenant"] == "alpha").unwrap();
+    let kinds: Vec<&str> =
+        alpha["limits"].as_array().unwrap().iter().map(|l| l["limit"]["id"].as_str().unwrap()).collect();
+    assert!(kinds[0].starts_with("tenant:alpha:rate:") && kinds[1].starts_with("tenant:*:concurrent:"), "{kinds:?}");
+    let beta = usage["undeclared_tenants"].as_array().unwrap().iter().find(|t| t["tenant"] == "beta").unwrap();
+    let rate = &beta["limits"][0];
+    assert!(rate["limit"]["id"].as_str().unwrap().starts_with("tenant:*:rate:"), "{beta}");
+    assert_eq!(rate["state"]["remaining"], 0, "beta spent the default rate: {beta}");
 }
 
 fn shared_policy(state: &str) -> String {
