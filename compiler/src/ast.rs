@@ -3,7 +3,7 @@
 //! `eval` and `fmt`; nothing here knows about pest.
 
 use crate::source::Span;
-pub use gw_engine::lang::{BinOp, Builtin, Fact, ForwardedMode, Func, Method, OnError, PathSeg};
+pub use gw_engine::lang::{BinOp, Builtin, Fact, ForwardedMode, Func, GatewayFact, Method, OnError, PathSeg};
 
 /// A name with where it was written.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,6 +33,7 @@ pub enum Item {
     Keys(KeySet),
     Tenant(Tenant),
     Matcher(Matcher),
+    Limit(SharedLimit),
     Route(Route),
     Test(Test),
 }
@@ -46,6 +47,7 @@ impl Item {
             Item::Keys(k) => k.span,
             Item::Tenant(t) => t.span,
             Item::Matcher(m) => m.span,
+            Item::Limit(l) => l.span,
             Item::Route(r) => r.span,
             Item::Test(t) => t.span,
         }
@@ -65,7 +67,8 @@ pub struct Str {
     pub span: Span,
 }
 
-/// A string-valued setting: literals and `env("NAME")` joined with `+`.
+/// A string-valued setting: literals and `env("NAME")` joined with `+`. A template (`set
+/// header`, `respond`) may also read the request: its facts and what only the gateway knows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Value {
     pub parts: Vec<ValuePart>,
@@ -76,6 +79,10 @@ pub struct Value {
 pub enum ValuePart {
     Lit(Str),
     Env(Str),
+    /// Only in a template.
+    Fact(Fact, Span),
+    /// `request_id` or `trace_id`, only in a template.
+    Gateway(GatewayFact, Span),
 }
 
 /// A literal with a unit, already converted to its base unit; `span` covers the literal.
@@ -243,6 +250,9 @@ pub struct KeySet {
     pub span: Span,
 }
 
+/// The name of `tenant *`, the block of every tenant's default limits.
+pub const EVERY_TENANT: &str = "*";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     pub name: Ident,
@@ -282,6 +292,16 @@ pub struct Matcher {
     pub span: Span,
 }
 
+/// `limit NAME KIND [per KEY]`: one counter, declared once, that every route saying
+/// `limit use NAME` charges (its `per` is `key`, `tenant`, `client` or a header).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedLimit {
+    pub name: Ident,
+    pub kind: LimitKind,
+    pub per: LimitKey,
+    pub span: Span,
+}
+
 // ------------------------------------------------------------------ routes
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,6 +336,11 @@ pub enum RouteStmtKind {
         cond: Expr,
     },
     Limit(Limit),
+    /// `limit use NAME [if EXPR]`: the shared limit NAME applies here too.
+    LimitUse {
+        name: Ident,
+        cond: Option<Expr>,
+    },
     SetHeader {
         name: Str,
         value: Value,
@@ -325,6 +350,8 @@ pub enum RouteStmtKind {
     Respond {
         status: Quantity,
         body: Option<ResponseBody>,
+        /// `header "name" = TEMPLATE`: headers of the answer.
+        headers: Vec<(Str, Value)>,
     },
     Cache {
         ttl: Quantity,
@@ -354,7 +381,7 @@ impl RouteStmtKind {
             RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone => "auth",
             RouteStmtKind::Allow { .. } => "allow",
             RouteStmtKind::Deny { .. } => "deny",
-            RouteStmtKind::Limit(_) => "limit",
+            RouteStmtKind::Limit(_) | RouteStmtKind::LimitUse { .. } => "limit",
             RouteStmtKind::SetHeader { .. } => "set",
             RouteStmtKind::StripHeaders(_) => "strip",
             RouteStmtKind::Rewrite(_) => "rewrite",
@@ -371,8 +398,50 @@ impl RouteStmtKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ResponseBody {
+    /// JSON without a template in it.
     Json(Json),
-    Text(Str),
+    /// JSON with templates among its values, rendered per request.
+    JsonTemplate(JsonTemplate),
+    Text(Value),
+}
+
+/// A `respond` JSON body whose values may read the request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonTemplate {
+    pub value: JsonT,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonT {
+    /// A number, `true`, `false` or `null`.
+    Scalar(serde_json::Value),
+    /// A string, or a template rendered to one.
+    Text(Value),
+    Array(Vec<JsonT>),
+    Object(Vec<(Str, JsonT)>),
+}
+
+impl JsonT {
+    /// The plain JSON, when no value is a template (env values and facts included).
+    pub fn as_literal(&self) -> Option<serde_json::Value> {
+        use serde_json::Value as J;
+        Some(match self {
+            JsonT::Scalar(v) => v.clone(),
+            JsonT::Text(v) => {
+                let mut s = String::new();
+                for p in &v.parts {
+                    let ValuePart::Lit(l) = p else { return None };
+                    s.push_str(&l.value);
+                }
+                J::String(s)
+            }
+            JsonT::Array(items) => J::Array(items.iter().map(JsonT::as_literal).collect::<Option<_>>()?),
+            JsonT::Object(kv) => {
+                J::Object(kv.iter().map(|(k, v)| Some((k.value.clone(), v.as_literal()?))).collect::<Option<_>>()?)
+            }
+        })
+    }
 }
 
 /// `when METHODS "path" [host "pattern"] [if EXPR]`.
@@ -474,6 +543,19 @@ pub enum Expectation {
     Route(Ident),
     Upstream(Ident),
     Tenant(Ident),
+    /// `header "name" = "value"`, or `absent` (`value` None): the header the upstream gets
+    /// from the route's `set header`, or the one its `respond` answers with.
+    Header {
+        name: Str,
+        value: Option<Str>,
+    },
+    /// `body {json}` (equal as JSON) or `body "text"`: what the route's `respond` answers.
+    Body(ResponseBody),
+    /// `limit NAME` (a shared limit) or `limit tenant NAME|*`: that limit applies to the request.
+    Limit {
+        tenant: bool,
+        name: Ident,
+    },
     /// `expect cache hit|miss|bypass`: what the route's cache did with the last request.
     Cache {
         result: CacheResult,

@@ -93,6 +93,7 @@ codes! {
     SyntaxCharacter = "gw::syntax::character", "a character no name or keyword contains (a NUL byte, a look-alike letter), outside a string";
     SyntaxEscape = "gw::syntax::escape", "an escape a string does not know, like `\\q`";
     CacheInvalid = "gw::cache_invalid", "a `cache` that cannot apply: on a route that does not forward, a WebSocket route, or given twice";
+    UndefinedLimit = "gw::undefined_limit", "`limit use` names a shared limit that is not declared";
 }
 
 impl fmt::Display for Code {

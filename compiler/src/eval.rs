@@ -173,8 +173,30 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     }
 
     let mut limits = vec![];
-    for (i, stmt) in route.stmts.iter().filter(|s| matches!(s.kind, RouteStmtKind::Limit(_))).enumerate() {
-        let RouteStmtKind::Limit(limit) = &stmt.kind else { continue };
+    // The ordinal of a route's own limit among its own limits (its identity).
+    let mut ordinal = 0;
+    for stmt in &route.stmts {
+        let limit = match &stmt.kind {
+            RouteStmtKind::Limit(limit) => limit,
+            RouteStmtKind::LimitUse { name, cond } => {
+                let Some(shared) = program.shared_limit(&name.name) else { continue };
+                if let Some(cond) = cond {
+                    match eval(&ctx, cond).truth() {
+                        Ok(true) => {}
+                        Ok(false) => continue,
+                        Err(u) => return undecided(trace, "limit", u),
+                    }
+                }
+                match limit_key(&ctx, &shared.per) {
+                    Ok(key) => limits.push((shared_limit_id(shared), key)),
+                    Err(u) => return undecided(trace, "limit", u),
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let i = ordinal;
+        ordinal += 1;
         if let Some(cond) = &limit.cond {
             match eval(&ctx, cond).truth() {
                 Ok(true) => {}
@@ -198,13 +220,7 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
         limits.push((route_limit_id(&route.name.name, i, limit), key));
     }
     if let Some(id) = &ctx.identity {
-        if let Some(tenant) = program.tenant(&id.tenant) {
-            for stmt in &tenant.stmts {
-                if let Some(lid) = tenant_limit_id(&tenant.name.name, &stmt.kind) {
-                    limits.push((lid, id.tenant.clone()));
-                }
-            }
-        }
+        limits.extend(tenant_limits(program, &id.tenant).into_iter().map(|lid| (lid, id.tenant.clone())));
     }
     let table = limit_table(program);
     let applied: Vec<AppliedLimit> = limits
@@ -304,6 +320,49 @@ pub fn tenant_limit_id(tenant: &str, stmt: &TenantStmtKind) -> Option<String> {
     })
 }
 
+/// The limit ids a tenant is charged to: its own block's, then those of `tenant *` for each
+/// kind of limit (rate, tokens, concurrent) its own block does not set.
+pub fn tenant_limits(program: &Program, tenant: &str) -> Vec<String> {
+    let mut ids = vec![];
+    let mut own_kinds = vec![];
+    if let Some(t) = program.tenant(tenant) {
+        for stmt in &t.stmts {
+            if let Some(lid) = tenant_limit_id(&t.name.name, &stmt.kind) {
+                own_kinds.push(stmt.kind.keyword());
+                ids.push(lid);
+            }
+        }
+    }
+    if let Some(every) = program.tenant(EVERY_TENANT) {
+        for stmt in every.stmts.iter().filter(|s| !own_kinds.contains(&s.kind.keyword())) {
+            ids.extend(tenant_limit_id(EVERY_TENANT, &stmt.kind));
+        }
+    }
+    ids
+}
+
+/// The stable identity of a shared limit: its name and what it counts, per what (never the
+/// routes that use it).
+pub fn shared_limit_id(l: &SharedLimit) -> String {
+    let kind = match &l.kind {
+        LimitKind::Rate { rate, burst } => {
+            format!("rate:{}/{}ns:b{}", rate.count, rate.window_ns, burst.map(|b| b.value).unwrap_or(0))
+        }
+        LimitKind::Tokens { rate, .. } => format!("tokens:{}/{}ns", rate.count, rate.window_ns),
+        LimitKind::Concurrent(n) => format!("concurrent:{}", n.value),
+    };
+    let per = match &l.per {
+        LimitKey::Key => "key".to_string(),
+        LimitKey::Tenant => "tenant".to_string(),
+        LimitKey::Client => "client".to_string(),
+        LimitKey::Header(h) => format!("header:{}", h.value),
+        // The grammar offers neither for a shared limit.
+        LimitKey::Route => "route".to_string(),
+        LimitKey::Expr(_) => "expr".to_string(),
+    };
+    format!("shared:{}:{kind}:per:{per}", l.name.name)
+}
+
 /// Every limit of the program, in a fixed order: route limits in route order, then tenants'.
 /// `AppliedLimit::limit` indexes this table.
 pub fn limit_table(program: &Program) -> Vec<String> {
@@ -322,6 +381,7 @@ pub fn limit_table(program: &Program) -> Vec<String> {
             }
         }
     }
+    ids.extend(program.shared_limits().map(shared_limit_id));
     ids
 }
 
@@ -354,10 +414,13 @@ pub fn parse_body(req: &Request) -> Result<Option<serde_json::Value>, BodyError>
 pub fn route_needs_body(program: &Program, route: &Route) -> bool {
     let tenant_tokens =
         || program.tenants().any(|t| t.stmts.iter().any(|s| matches!(s.kind, TenantStmtKind::Tokens(_))));
-    let token_limit = route
-        .stmts
-        .iter()
-        .any(|s| matches!(&s.kind, RouteStmtKind::Limit(l) if matches!(l.kind, LimitKind::Tokens { .. })));
+    let token_limit = route.stmts.iter().any(|s| match &s.kind {
+        RouteStmtKind::Limit(l) => matches!(l.kind, LimitKind::Tokens { .. }),
+        RouteStmtKind::LimitUse { name, .. } => {
+            program.shared_limit(&name.name).is_some_and(|l| matches!(l.kind, LimitKind::Tokens { .. }))
+        }
+        _ => false,
+    });
     program.route_reads_body(route) || token_limit || (route.auth().is_some() && tenant_tokens())
 }
 

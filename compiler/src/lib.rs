@@ -29,7 +29,7 @@ pub mod syntax;
 pub mod testing;
 
 // The engine's modules, at their old paths, for the runtime and tests.
-pub use gw_engine::{gcra, graph, ijson, keys, lang, path, request, tokens, value};
+pub use gw_engine::{gcra, graph, ijson, keys, lang, path, request, template, tokens, value};
 
 use std::path::Path;
 

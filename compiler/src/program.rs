@@ -46,6 +46,18 @@ impl Program {
         })
     }
 
+    /// The shared limits (`limit NAME ...`), in order.
+    pub fn shared_limits(&self) -> impl Iterator<Item = &SharedLimit> {
+        self.items.iter().filter_map(|i| match i {
+            Item::Limit(l) => Some(l),
+            _ => None,
+        })
+    }
+
+    pub fn shared_limit(&self, name: &str) -> Option<&SharedLimit> {
+        self.shared_limits().find(|l| l.name.name == name)
+    }
+
     pub fn matchers(&self) -> impl Iterator<Item = &Matcher> {
         self.items.iter().filter_map(|i| match i {
             Item::Matcher(m) => Some(m),
@@ -86,6 +98,8 @@ impl Program {
             match part {
                 ValuePart::Lit(s) => out.push_str(&s.value),
                 ValuePart::Env(name) => out.push_str(self.env.get(&name.value)?.as_deref()?),
+                // Known only per request: a setting never has one (the grammar says so).
+                ValuePart::Fact(..) | ValuePart::Gateway(..) => return None,
             }
         }
         Some(out)

@@ -14,6 +14,7 @@ pub struct Names {
     pub keysets: HashMap<String, Span>,
     pub tenants: HashMap<String, Span>,
     pub matchers: HashMap<String, Span>,
+    pub limits: HashMap<String, Span>,
     pub routes: HashMap<String, Span>,
 }
 
@@ -29,6 +30,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             Item::Keys(k) => (&mut names.keysets, "key set", &k.name),
             Item::Tenant(t) => (&mut names.tenants, "tenant", &t.name),
             Item::Matcher(m) => (&mut names.matchers, "matcher", &m.name),
+            Item::Limit(l) => (&mut names.limits, "limit", &l.name),
             Item::Route(r) => (&mut names.routes, "route", &r.name),
             Item::Test(t) => {
                 if let Some(first) = tests.get(&t.name.value) {
@@ -88,6 +90,10 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                             used.insert(("keys", a.keys.name.clone()));
                             check_ref(&names.keysets, &a.keys, Code::UndefinedKeys, "key set", &mut diags);
                         }
+                        RouteStmtKind::LimitUse { name, .. } => {
+                            used.insert(("limit", name.name.clone()));
+                            check_ref(&names.limits, name, Code::UndefinedLimit, "shared limit", &mut diags);
+                        }
                         _ => {}
                     }
                     for e in stmt_exprs(&stmt.kind) {
@@ -113,13 +119,19 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         Expectation::Route(id) => (&names.routes, "route", id),
                         Expectation::Upstream(id) => (&names.upstreams, "upstream", id),
                         Expectation::Tenant(id) => (&names.tenants, "tenant", id),
-                        Expectation::Status { .. } | Expectation::Cache { .. } => continue,
+                        Expectation::Limit { tenant: false, name } => (&names.limits, "shared limit", name),
+                        Expectation::Status { .. }
+                        | Expectation::Cache { .. }
+                        | Expectation::Header { .. }
+                        | Expectation::Body(_)
+                        | Expectation::Limit { tenant: true, .. } => continue,
                     };
                     // A tenant named only in key files is still a tenant: tests may name it.
                     if kind == "tenant" {
                         continue;
                     }
-                    check_ref(table, id, Code::UndefinedName, kind, &mut diags);
+                    let code = if kind == "shared limit" { Code::UndefinedLimit } else { Code::UndefinedName };
+                    check_ref(table, id, code, kind, &mut diags);
                 }
             }
             _ => {}
@@ -139,6 +151,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             Item::Upstream(u) => ("upstream", "upstream", &u.name),
             Item::Keys(k) => ("key set", "keys", &k.name),
             Item::Matcher(m) => ("matcher", "matcher", &m.name),
+            Item::Limit(l) => ("shared limit", "limit", &l.name),
             _ => continue,
         };
         if !used.contains(&(key, ident.name.clone())) {
@@ -207,6 +220,7 @@ fn define_hint(kind: &str, name: &str) -> String {
         "upstream" => format!("upstream {name} {{ target \"http://127.0.0.1:8000\" }}"),
         "key set" => format!("keys {name} from \"keys/{name}.keys\""),
         "matcher" => format!("matcher {name} = EXPR"),
+        "shared limit" => format!("limit {name} rate 10/s per tenant"),
         "route" => format!("route {name} {{ ... }}"),
         _ => format!("{kind} {name} {{ ... }}"),
     }
@@ -217,12 +231,38 @@ pub fn stmt_exprs(kind: &RouteStmtKind) -> Vec<&Expr> {
     match kind {
         RouteStmtKind::When(w) => w.cond.iter().collect(),
         RouteStmtKind::Allow { cond, .. } | RouteStmtKind::Deny { cond, .. } => vec![cond],
+        RouteStmtKind::LimitUse { cond, .. } => cond.iter().collect(),
         RouteStmtKind::Limit(l) => {
             let mut v: Vec<&Expr> = l.cond.iter().collect();
             if let LimitKey::Expr(e) = &l.per {
                 v.push(e);
             }
             v
+        }
+        _ => vec![],
+    }
+}
+
+/// The templates of a route statement (values that may read the request).
+pub fn stmt_templates(kind: &RouteStmtKind) -> Vec<&Value> {
+    fn json<'a>(j: &'a JsonT, out: &mut Vec<&'a Value>) {
+        match j {
+            JsonT::Scalar(_) => {}
+            JsonT::Text(v) => out.push(v),
+            JsonT::Array(items) => items.iter().for_each(|i| json(i, out)),
+            JsonT::Object(kv) => kv.iter().for_each(|(_, v)| json(v, out)),
+        }
+    }
+    match kind {
+        RouteStmtKind::SetHeader { value, .. } => vec![value],
+        RouteStmtKind::Respond { body, headers, .. } => {
+            let mut out: Vec<&Value> = headers.iter().map(|(_, v)| v).collect();
+            match body {
+                Some(ResponseBody::Text(v)) => out.push(v),
+                Some(ResponseBody::JsonTemplate(j)) => json(&j.value, &mut out),
+                Some(ResponseBody::Json(_)) | None => {}
+            }
+            out
         }
         _ => vec![],
     }

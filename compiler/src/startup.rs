@@ -72,6 +72,7 @@ fn resolve(v: &Value, env: &BTreeMap<String, Option<String>>) -> Option<String> 
         match p {
             ValuePart::Lit(s) => out.push_str(&s.value),
             ValuePart::Env(n) => out.push_str(env.get(&n.value)?.as_deref()?),
+            ValuePart::Fact(..) | ValuePart::Gateway(..) => return None,
         }
     }
     Some(out)

@@ -14,9 +14,11 @@ use crate::ast::*;
 use crate::diagnostics::{Code, Diag};
 use crate::eval;
 use crate::gcra::Gcra;
+use crate::graph::Graph;
 use crate::program::Program;
-use crate::request::{Decision, Request};
+use crate::request::{Decision, Outcome, Request};
 use crate::source::Span;
+use crate::template::Facts;
 use crate::tokens;
 
 /// The result of one test block.
@@ -40,6 +42,11 @@ struct Answer {
     status: u16,
     message: Option<String>,
     decision: Decision,
+    /// The headers the route sets (`set header`) or answers with (`respond`), rendered; None
+    /// when absent (removed, or not sent).
+    headers: Vec<(String, Option<String>)>,
+    /// The body a `respond` answers with, rendered.
+    body: Option<Vec<u8>>,
     /// What the route's cache did, on a route with a cache.
     cache: Option<CacheResult>,
 }
@@ -82,14 +89,21 @@ fn sim_cache_key(
     Some(gw_engine::cache::key(route, &req.method, path, query, tenant, body, canonical.as_ref()))
 }
 
+/// What a test's request id and trace id read as (there is no gateway to make them).
+pub const TEST_REQUEST_ID: &str = "test-request-id";
+pub const TEST_TRACE_ID: &str = "00000000000000000000000000000001";
+
 /// Run every test block of `program`, deciding with `decide`.
 pub fn run_tests(program: &Program, decide: &dyn Fn(&Request) -> Decision) -> Vec<TestResult> {
     let rates = rate_limits(program);
-    program.tests().map(|t| run_one(program, t, decide, &rates)).collect()
+    // The templates a test renders are the graph's, as `gw serve` renders them.
+    let graph = crate::lower::lower(program).ok();
+    program.tests().map(|t| run_one(program, graph.as_ref(), t, decide, &rates)).collect()
 }
 
 fn run_one(
     program: &Program,
+    graph: Option<&Graph>,
     test: &Test,
     decide: &dyn Fn(&Request) -> Decision,
     rates: &HashMap<String, Metered>,
@@ -123,6 +137,8 @@ fn run_one(
                     message: refusal_message(&decision),
                     decision,
                     cache: None,
+                    headers: vec![],
+                    body: None,
                 };
                 // The cache is asked after the decision, before the limits (a hit still passes
                 // them, but costs no tokens), and a miss is stored once admitted.
@@ -145,6 +161,10 @@ fn run_one(
                         cached.insert(k, now);
                     }
                 }
+                // As `gw serve`: templates are rendered after the limits are charged.
+                if let Some(graph) = graph.filter(|_| answer.status < 400) {
+                    render_headers(graph, &mut answer, &req);
+                }
                 last = Some((answer, stmt.span));
             }
             TestStmtKind::Expect(e) => {
@@ -161,6 +181,48 @@ fn run_one(
         }
     }
     TestResult { name: test.name.value.clone(), span: test.name.span, failures }
+}
+
+/// The route's `set header` templates (forwarded) or its `respond` headers and body, rendered
+/// as `gw serve` renders them; a value it would refuse (a control character, a header sent
+/// twice) makes the answer that 400.
+fn render_headers(graph: &Graph, answer: &mut Answer, req: &Request) {
+    let Some(info) = answer.decision.route_index.and_then(|i| graph.routes().get(i)) else { return };
+    let facts =
+        Facts { request: req, decision: &answer.decision, request_id: TEST_REQUEST_ID, trace_id: TEST_TRACE_ID };
+    let (templates, body) = match (&answer.decision.outcome, &info.respond) {
+        (Outcome::Forward { .. }, _) => (&info.set_headers, None),
+        (Outcome::Respond { .. }, Some(r)) => (&r.headers, Some(&r.body)),
+        _ => return,
+    };
+    let mut headers: Vec<(String, Option<String>)> = vec![];
+    let mut refused = None;
+    for (name, t) in templates {
+        match t.render_header(name, &facts) {
+            Ok(v) => {
+                headers.retain(|(n, _)| n != name);
+                headers.push((name.clone(), v));
+            }
+            Err(u) => refused = refused.or(Some(u)),
+        }
+    }
+    let body = match body.map(|b| b.render(&facts)).transpose() {
+        Ok(b) => b,
+        Err(u) => {
+            refused = refused.or(Some(u));
+            None
+        }
+    };
+    match refused {
+        Some(u) => {
+            answer.status = 400;
+            answer.message = Some(u.message);
+        }
+        None => {
+            answer.headers = headers;
+            answer.body = body;
+        }
+    }
 }
 
 fn refusal_message(d: &Decision) -> Option<String> {
@@ -214,14 +276,48 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             }
             None => Some(format!("expected a cache {}, but the route has no cache", result.as_str())),
         },
-        Expectation::Tenant(t) => {
-            let _ = program;
-            match &a.decision.identity {
-                Some(id) if id.tenant == t.name => None,
-                Some(id) => Some(format!("expected tenant `{}`, got `{}`", t.name, id.tenant)),
-                None => Some(format!("expected tenant `{}`, but the request was not authenticated", t.name)),
+        Expectation::Limit { tenant, name } => {
+            let prefix = if *tenant { format!("tenant:{}:", name.name) } else { format!("shared:{}:", name.name) };
+            let what =
+                if *tenant { format!("a limit of `tenant {}`", name.name) } else { format!("limit `{}`", name.name) };
+            if a.decision.limits.iter().any(|l| l.id.starts_with(&prefix)) {
+                None
+            } else {
+                let applied: Vec<&str> = a.decision.limits.iter().map(|l| l.id.as_str()).collect();
+                Some(format!("expected {what} to apply, got [{}]", applied.join(", ")))
             }
         }
+        Expectation::Body(want) => {
+            let got = a.body.as_deref().unwrap_or_default();
+            let got_text = String::from_utf8_lossy(got);
+            let same = match want {
+                ResponseBody::Json(j) => {
+                    serde_json::from_slice::<serde_json::Value>(got).ok().as_ref() == Some(&j.value)
+                }
+                ResponseBody::Text(t) => Some(got_text.as_ref()) == program.value(t).as_deref(),
+                ResponseBody::JsonTemplate(_) => false,
+            };
+            (!same).then(|| format!("expected the body {}, got {got_text:?}", crate::fmt::body_to_string(want)))
+        }
+        Expectation::Header { name, value } => {
+            let got = a.headers.iter().find(|(n, _)| *n == name.value).and_then(|(_, v)| v.as_deref());
+            match (value, got) {
+                (Some(want), Some(got)) if want.value == got => None,
+                (None, None) => None,
+                (Some(want), got) => Some(format!(
+                    "expected header `{}` = \"{}\", got {}",
+                    name.value,
+                    want.value,
+                    got.map(|g| format!("{g:?}")).unwrap_or_else(|| "none".into())
+                )),
+                (None, Some(got)) => Some(format!("expected header `{}` absent, got {got:?}", name.value)),
+            }
+        }
+        Expectation::Tenant(t) => match &a.decision.identity {
+            Some(id) if id.tenant == t.name => None,
+            Some(id) => Some(format!("expected tenant `{}`, got `{}`", t.name, id.tenant)),
+            None => Some(format!("expected tenant `{}`, but the request was not authenticated", t.name)),
+        },
     }
 }
 
@@ -290,6 +386,22 @@ fn rate_limits(program: &Program) -> HashMap<String, Metered> {
                 out.insert(eval::route_limit_id(&route.name.name, i, l), metered);
             }
         }
+    }
+    for shared in program.shared_limits() {
+        let metered = match &shared.kind {
+            LimitKind::Rate { rate, burst } => Metered {
+                gcra: Gcra::new(rate.count, rate.window_ns, burst.map(|b| b.value)),
+                shadow: false,
+                tokens: None,
+            },
+            LimitKind::Tokens { rate, estimate } => Metered {
+                gcra: Gcra::new(rate.count, rate.window_ns, None),
+                shadow: false,
+                tokens: Some(estimate.map(|e| e.value)),
+            },
+            LimitKind::Concurrent(_) => continue,
+        };
+        out.insert(eval::shared_limit_id(shared), metered);
     }
     for tenant in program.tenants() {
         for stmt in &tenant.stmts {

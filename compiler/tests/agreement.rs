@@ -126,6 +126,7 @@ const KNOWN_KEYS: &[&str] = &[
     "sk-user-3",
     "k-alpha",
     "k-beta",
+    "k-gamma",
     "k-salty",
 ];
 
@@ -557,7 +558,8 @@ fn graph_agrees_with_eval_on_every_policy_file() {
     }
 }
 
-/// Routes that overlap, 405 next to conditions, wildcard hosts (one with an upper-case
+/// Routes that overlap, 405 next to conditions, shared limits used by several routes, `tenant *` for a key-file-only tenant and
+/// under blocks that override some of its kinds, wildcard hosts (one with an upper-case
 /// suffix, which never matches in eval), `/*` forms, duplicate names and limits.
 const EDGE_ROUTING: &str = r#"
 upstream a { target "http://127.0.0.1:1" }
@@ -566,6 +568,9 @@ keys k from "k.keys"
 tenant alpha { rate 10/s; tokens 1k/min; concurrent 2; region "east" }
 tenant alpha { rate 10/s }
 tenant beta { rate 1/s burst 2 }
+tenant * { rate 20/s; tokens 2k/min }
+limit shared_jobs rate 3/s per tenant
+limit shared_hdr concurrent 2 per header "x-user"
 matcher gpt = body.model matches /^gpt-4/
 matcher from_alpha = tenant == "alpha"
 matcher hdr = header["x-flag"] == "on"
@@ -580,6 +585,8 @@ route items { when GET "/v1/items/{id}"
   limit rate 5/s per (param.id)
   limit tokens 10k/min per tenant model /^gpt-4/
   limit concurrent 3 per header "x-user"
+  limit use shared_jobs
+  limit use shared_hdr if hdr
   to b }
 route star { when ANY "/v1/*" host "*.example.com"
   auth k via header "x-key", query "key", bearer
@@ -602,6 +609,7 @@ route dup { when GET "/dup/{a}/{a}"
   limit rate 1/s per ([param.a, header["x-u"]])
   to a }
 route dup { when GET "/dup/*"
+  limit use shared_hdr
   limit rate 1/s
   to b }
 route no_when { to a }
@@ -673,8 +681,12 @@ route after_fallback { when POST "/v1/*"
   to a }
 "#;
 
-const K_KEYS: &[(&str, &str, &str)] =
-    &[("k-alpha", "alpha", "alpha-1"), ("k-beta", "beta", "beta-1"), ("sk-demo-1", "alpha", "demo")];
+const K_KEYS: &[(&str, &str, &str)] = &[
+    ("k-alpha", "alpha", "alpha-1"),
+    ("k-beta", "beta", "beta-1"),
+    ("sk-demo-1", "alpha", "demo"),
+    ("k-gamma", "gamma", "gamma-1"),
+];
 const S_KEYS: &[(&str, &str, &str)] = &[("k-salty", "alpha", "salty-1"), ("k-alpha", "beta", "not-salted")];
 
 #[test]

@@ -119,6 +119,84 @@ fn a_failing_policy_test_exits_three_with_the_reason() {
     assert!(err.contains("expected status 403, got 200"), "{err}");
 }
 
+/// Templates, `tenant *` and a shared limit, with tests that expect what each renders or charges.
+const LANGUAGE: &str = r#"
+upstream llm { target "http://127.0.0.1:9100" }
+keys app from "keys/app.keys"
+tenant *   { rate 2/min }
+tenant dev { concurrent 2 }
+limit jobs rate 3/min per tenant
+
+route submit {
+    when      POST "/v1/jobs/{id}"
+    auth      app
+    limit use jobs
+    set       header "x-tenant-id" = tenant
+    set       header "x-job" = "job " + param.id + " " + request_id
+    set       header "x-team" = query["team"]
+    to        llm
+}
+route whoami {
+    when      GET "/v1/whoami"
+    auth      app
+    limit use jobs
+    respond   200 json {"tenant": tenant, "n": 1} header "x-key" = key
+}
+
+test "set header renders the request's facts" {
+    send   POST "/v1/jobs/7" header "x-api-key" = "sk-ent-1"
+    expect 200
+    expect header "x-tenant-id" = "enterprise"
+    expect header "x-job" = "job 7 test-request-id"
+    expect header "x-team" absent
+    expect limit jobs
+    expect limit tenant *
+}
+
+test "respond renders its headers and body" {
+    send   GET "/v1/whoami" header "x-api-key" = "sk-dev-1"
+    expect header "x-key" = "dev-1"
+    expect body {"n": 1, "tenant": "dev"}
+    expect limit tenant dev
+    expect limit tenant *
+}
+
+test "a hostile parameter is refused" {
+    send   POST "/v1/jobs/a%0d%0ab" header "x-api-key" = "sk-dev-1"
+    expect 400
+}
+
+test "the shared limit counts across both routes, the default rate per tenant" {
+    send   POST "/v1/jobs/1" header "x-api-key" = "sk-dev-1"
+    send   GET "/v1/whoami" header "x-api-key" = "sk-dev-1"
+    expect 200
+    send   GET "/v1/whoami" header "x-api-key" = "sk-dev-1"
+    expect 429
+    send   GET "/v1/whoami" header "x-api-key" = "sk-ent-1"
+    expect 200
+}
+
+test "wrong expectations fail" {
+    send   POST "/v1/jobs/7?team=blue" header "x-api-key" = "sk-ent-1"
+    expect header "x-team" = "red"
+    expect limit tenant dev
+    send   GET "/v1/whoami" header "x-api-key" = "sk-ent-1"
+    expect body {"tenant": "dev", "n": 1}
+}
+"#;
+
+#[test]
+fn tests_expect_rendered_headers_bodies_and_the_limits_that_apply() {
+    let dir = fixture(&[("p.gwp", LANGUAGE)]);
+    let o = gw_check(&["p.gwp"], dir.path());
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("tests: 4 passed, 1 failed"), "{err}");
+    assert!(err.contains(r#"expected header `x-team` = "red", got "blue""#), "{err}");
+    assert!(err.contains("expected a limit of `tenant dev` to apply"), "{err}");
+    assert!(err.contains(r#"expected the body {"n": 1, "tenant": "dev"}, got"#), "{err}");
+}
+
 #[test]
 fn an_invalid_policy_exits_one_and_reports_every_error() {
     let dir = fixture(&[("p.gwp", INVALID)]);

@@ -238,8 +238,16 @@ fn guards_transforms_and_actions_read() {
     );
     assert!(matches!(stmt("respond 204"), RouteStmtKind::Respond { body: None, .. }));
     assert!(
-        matches!(stmt("respond 200 \"pong\""), RouteStmtKind::Respond { body: Some(ResponseBody::Text(t)), .. } if t.value == "pong")
+        matches!(stmt("respond 200 \"pong\""), RouteStmtKind::Respond { body: Some(ResponseBody::Text(t)), .. } if matches!(t.parts.as_slice(), [ValuePart::Lit(s)] if s.value == "pong"))
     );
+    assert!(matches!(
+        stmt("respond 200 json {\"t\": tenant, \"n\": [1, \"x\"]} header \"x-t\" = tenant"),
+        RouteStmtKind::Respond { body: Some(ResponseBody::JsonTemplate(_)), headers, .. } if headers.len() == 1
+    ));
+    assert!(matches!(
+        stmt("respond 204 header \"allow\" = \"GET\""),
+        RouteStmtKind::Respond { body: None, headers, .. } if headers.len() == 1
+    ));
     assert!(
         matches!(stmt("cache 30s max 1MB"), RouteStmtKind::Cache { ttl, max: Some(m), shared: false, statuses } if ttl.value == 30_000_000_000 && m.value == 1_000_000 && statuses.is_empty())
     );

@@ -76,6 +76,11 @@ impl Trace {
     }
 }
 
+/// The trace id of a `traceparent` this gateway made (`00-<trace id>-<parent>-<flags>`).
+pub fn trace_id(traceparent: &str) -> &str {
+    traceparent.split('-').nth(1).unwrap_or("")
+}
+
 /// `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>` → (trace id, flags).
 fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
     let parts: Vec<&str> = v.trim().split('-').collect();

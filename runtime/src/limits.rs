@@ -127,7 +127,9 @@ pub fn never_fits(checks: &[LimitCheck]) -> Option<(&LimitCheck, u64)> {
 pub fn describe(info: &LimitInfo) -> String {
     let owner = match &info.owner {
         LimitOwner::Route { name, .. } => format!("route `{name}`"),
+        LimitOwner::Tenant { name } if name == "*" => "every tenant (`tenant *`)".to_string(),
         LimitOwner::Tenant { name } => format!("tenant `{name}`"),
+        LimitOwner::Shared { name } => format!("shared limit `{name}`"),
     };
     let per = match &info.per {
         LimitPer::Route => String::new(),

@@ -78,7 +78,7 @@ async fn pipeline(
     let client_upgrade = inspect::is_websocket_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, ()) = req.into_parts();
 
-    let decide::Decided { decision, route, mut buffered } = decide::decide(ctx, greq, body, x).await?;
+    let decide::Decided { decision, route, mut buffered, request: greq } = decide::decide(ctx, greq, body, x).await?;
 
     let forwarding = matches!(decision.outcome, Outcome::Forward { .. });
     let cached = match forwarding {
@@ -92,7 +92,7 @@ async fn pipeline(
     };
     let admitted = limit::check(ctx, &decision, plan.as_ref(), hit.is_none(), x).await?;
     if !forwarding {
-        let mut resp = respond::answer(ctx, &decision, route, buffered, body).await?;
+        let mut resp = respond::answer(ctx, (&greq, &decision), route, buffered, body).await?;
         limit::rate_headers(resp.headers_mut(), &admitted.results);
         return Ok(resp);
     }
@@ -113,7 +113,7 @@ async fn pipeline(
     let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, x);
     let to = target::pick(ctx.loaded, route, &decision, &parts, ctx.conn.peer, x)?;
     let websocket = route.websocket && client_upgrade.is_some();
-    let up_req = upstream_request::build(ctx, route, &decision, parts, up_body, &to, websocket)?;
+    let up_req = upstream_request::build(ctx, route, (&greq, &decision), parts, up_body, &to, websocket)?;
     let mut resp = forward::send(ctx, &to, up_req, websocket, client_upgrade, x).await?;
     limit::rate_headers(resp.headers_mut(), &admitted.results);
     if let Some(lookup) = cached {

@@ -22,29 +22,42 @@ pub fn policy_view(gw: &Gateway) -> serde_json::Value {
     })
 }
 
-/// Per tenant: traffic now, and the tenant's limits as declared. Per route: traffic now (the
-/// forwarded requests and cache hits, with their tokens), and its cache's entries and bytes
-/// held in this process.
+/// Per tenant: traffic now, and the limits the tenant is charged to (its block's, then those
+/// of `tenant *` it does not override). Per route: traffic now (the forwarded requests and
+/// cache hits, with their tokens), and its cache's entries and bytes held in this process.
 pub fn usage_view(gw: &Gateway) -> serde_json::Value {
     let p = gw.policy();
     let graph = &p.policy.graph;
     let traffic = gw.traffic.view();
-    let tenants: Vec<serde_json::Value> = graph
-        .tenants()
-        .iter()
+    let limits_of = |tenant: &str| -> Vec<serde_json::Value> {
+        let ids = graph.tenant_limits.get(tenant).unwrap_or(&graph.default_tenant_limits);
+        ids.iter().filter_map(|(i, _)| graph.limits().get(*i)).map(|l| limit_state(gw, l, tenant)).collect()
+    };
+    // `tenant *` is every tenant's defaults, not a tenant.
+    let declared = || graph.tenants().iter().filter(|t| t.name != "*");
+    let tenants: Vec<serde_json::Value> = declared()
         .map(|t| {
             let seen = traffic.iter().find(|v| v.tenant == t.name);
-            let limits: Vec<serde_json::Value> =
-                t.limits.iter().filter_map(|&i| graph.limits().get(i)).map(|l| limit_state(gw, l, &t.name)).collect();
             serde_json::json!({
                 "tenant": t.name,
                 "traffic": seen,
-                "limits": limits,
+                "limits": limits_of(&t.name),
             })
         })
         .collect();
-    // Tenants seen in traffic but no longer (or never) declared, e.g. after a reload.
-    let undeclared: Vec<_> = traffic.iter().filter(|v| !graph.tenants().iter().any(|t| t.name == v.tenant)).collect();
+    // Tenants seen in traffic but no longer (or never) declared, e.g. named only in a key
+    // file, with the `tenant *` limits they are charged to.
+    let undeclared: Vec<serde_json::Value> = traffic
+        .iter()
+        .filter(|v| !declared().any(|t| t.name == v.tenant))
+        .map(|v| {
+            let mut row = serde_json::to_value(v).unwrap_or_default();
+            if let Some(obj) = row.as_object_mut() {
+                obj.insert("limits".into(), limits_of(&v.tenant).into());
+            }
+            row
+        })
+        .collect();
     let by_route = gw.traffic.route_view();
     let routes: Vec<serde_json::Value> = graph
         .routes()

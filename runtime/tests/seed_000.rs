@@ -81,3 +81,29 @@ async fn a_tenant_is_held_to_its_request_rate() {
     assert_ne!(translate("sk-trial-1").await.unwrap().status(), 429, "trial's rate refills");
     assert_eq!(mock.requests().await.len(), 23, "refused requests never reach the scheduler");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scheduler_learns_the_keys_tenant_and_acme_gets_the_default_limits() {
+    let mock = Mock::start(&[]);
+    let gw = start(&mock);
+    let c = reqwest::Client::new();
+    // A client claiming another tenant: the scheduler is told the key's.
+    let resp = c
+        .post(gw.url("/v1/speech/translate"))
+        .bearer_auth("sk-acme-1")
+        .header("x-tenant-id", "trial")
+        .body("RIFF....fake audio")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), 429);
+    let recs = mock.requests().await;
+    assert_eq!(common::header_of(&recs[0], "x-tenant-id"), ["acme"]);
+
+    // acme has no block of its own: `tenant *` gives it 10 sessions, and the 11th is refused.
+    let mut open = vec![];
+    for _ in 0..10 {
+        open.push(session(&gw, "sk-acme-1").await.expect("a session within the default 10"));
+    }
+    assert_eq!(session(&gw, "sk-acme-2").await.err(), Some(429), "the tenant's 11th concurrent session");
+}

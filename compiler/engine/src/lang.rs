@@ -197,6 +197,26 @@ pub enum Fact {
     Body(Vec<PathSeg>),
 }
 
+/// What only the gateway knows about a request, readable in a template (never in a guard: the
+/// decision does not depend on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GatewayFact {
+    /// The request's `x-request-id` (kept from the client when sane, else generated).
+    RequestId,
+    /// The W3C trace id of the request's `traceparent` (continued or started).
+    TraceId,
+}
+
+impl GatewayFact {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayFact::RequestId => "request_id",
+            GatewayFact::TraceId => "trace_id",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PathSeg {
     Field(String),

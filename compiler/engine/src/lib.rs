@@ -5,7 +5,7 @@
 //!
 //! `lang` is the vocabulary both sides share (facts, operators, methods), `request` the
 //! request and the decision, `value` the three-valued expression semantics, `ijson` the
-//! strict body reader, `keys` key sets, `gcra` and `tokens` the limit arithmetic.
+//! strict body reader, `template` the text `set header` and `respond` build from a request, `keys` key sets, `gcra` and `tokens` the limit arithmetic.
 
 pub mod cache;
 pub mod gcra;
@@ -15,5 +15,6 @@ pub mod keys;
 pub mod lang;
 pub mod path;
 pub mod request;
+pub mod template;
 pub mod tokens;
 pub mod value;

@@ -77,6 +77,7 @@ impl<'a> Checker<'a> {
                 }
                 Item::Route(r) => self.route(r),
                 Item::Test(t) => self.test(t),
+                Item::Limit(l) => self.shared_limit(l),
                 Item::Keys(_) | Item::Import(_) => {}
             }
         }
@@ -200,7 +201,7 @@ fn literal_value(v: &Value) -> Option<String> {
     for p in &v.parts {
         match p {
             ValuePart::Lit(s) => out.push_str(&s.value),
-            ValuePart::Env(_) => return None,
+            ValuePart::Env(_) | ValuePart::Fact(..) | ValuePart::Gateway(..) => return None,
         }
     }
     Some(out)

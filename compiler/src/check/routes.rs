@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::diagnostics::{Code, Diag};
-use crate::resolve::{stmt_exprs, walk};
+use crate::resolve::{stmt_exprs, stmt_templates, walk};
 use crate::source::Span;
 
 use super::*;
@@ -28,9 +28,34 @@ impl<'a> Checker<'a> {
                     self.params_known(e, params);
                 }
             }
+            for v in stmt_templates(&s.kind) {
+                self.template(v, has_auth, params.as_ref().and_then(|p| p.as_deref()));
+            }
         }
         self.contradictions(r);
         self.route_cache(r);
+    }
+
+    /// The facts a template reads: known on this route, and never the body (which may be
+    /// streamed to the upstream unread).
+    fn template(&mut self, v: &Value, has_auth: bool, params: Option<&[String]>) {
+        for p in &v.parts {
+            let ValuePart::Fact(f, span) = p else { continue };
+            let e = Expr { kind: ExprKind::Fact(f.clone()), span: *span };
+            if !has_auth {
+                self.no_identity_facts(&e, "a route without `auth`");
+            }
+            if let Some(params) = params {
+                self.params_known(&e, params);
+            }
+            if matches!(f, Fact::Body(_)) {
+                self.err(
+                    Diag::error(Code::FactUnavailable, "a template cannot read the body")
+                        .primary(*span, "the body may reach the upstream unread")
+                        .help("read a header, query or path parameter instead, or test the body in a guard"),
+                );
+            }
+        }
     }
 
     /// One `when`, at most one `auth`, one action: reports the rest, returns `when` and `auth`.
@@ -112,6 +137,27 @@ impl<'a> Checker<'a> {
                 self.condition(cond, "`deny`");
             }
             RouteStmtKind::Limit(l) => self.route_limit(l, s.span, has_auth),
+            RouteStmtKind::LimitUse { name, cond, .. } => {
+                if let Some(c) = cond {
+                    self.condition(c, "a limit's `if`");
+                }
+                let shared = self.items.iter().find_map(|i| match i {
+                    Item::Limit(l) if l.name.name == name.name => Some(l),
+                    _ => None,
+                });
+                if let Some(l) = shared.filter(|l| !has_auth && matches!(l.per, LimitKey::Key | LimitKey::Tenant)) {
+                    let what = if l.per == LimitKey::Key { "key" } else { "tenant" };
+                    self.err(
+                        Diag::error(
+                            Code::FactUnavailable,
+                            format!("`limit use {}` in a route without `auth`", name.name),
+                        )
+                        .primary(name.span, format!("counts per {what}, and no {what} is known on this route"))
+                        .secondary(l.name.span, "declared here")
+                        .help("add `auth KEYSET` to the route, or share a limit `per client`"),
+                    );
+                }
+            }
             RouteStmtKind::SetHeader { name, .. } => self.header_name(name),
             RouteStmtKind::StripHeaders(names) => names.iter().for_each(|n| self.header_name(n)),
             RouteStmtKind::Rewrite(Rewrite::Prefix { from, .. }) if !from.value.starts_with('/') => {
@@ -128,9 +174,18 @@ impl<'a> Checker<'a> {
                         .help("write it like \"/v2/{id}\""),
                 );
             }
-            RouteStmtKind::Respond { status, .. } => self.status(*status, 100, "a response"),
+            RouteStmtKind::Respond { status, headers, .. } => {
+                self.status(*status, 100, "a response");
+                headers.iter().for_each(|(name, _)| self.header_name(name));
+            }
             _ => {}
         }
+    }
+
+    /// A shared limit's rate or count and key, as a route limit's.
+    pub(super) fn shared_limit(&mut self, l: &SharedLimit) {
+        let as_limit = Limit { kind: l.kind.clone(), per: l.per.clone(), model: None, cond: None, shadow: false };
+        self.route_limit(&as_limit, l.span, true);
     }
 
     /// A limit's rate or count, condition, model regex and key.

@@ -51,6 +51,7 @@ pub(super) fn erase_value(v: &mut Value) {
     for p in &mut v.parts {
         match p {
             ValuePart::Lit(s) | ValuePart::Env(s) => erase_str(s),
+            ValuePart::Fact(_, span) | ValuePart::Gateway(_, span) => z(span),
         }
     }
 }
@@ -63,8 +64,46 @@ pub(super) fn erase_json(j: &mut Json) {
     z(&mut j.span);
 }
 
+fn erase_limit_kind(kind: &mut LimitKind, per: &mut LimitKey) {
+    match kind {
+        LimitKind::Rate { rate, burst } => {
+            erase_rate(rate);
+            erase_opt_q(burst);
+        }
+        LimitKind::Tokens { rate, estimate } => {
+            erase_rate(rate);
+            erase_opt_q(estimate);
+        }
+        LimitKind::Concurrent(q) => erase_q(q),
+    }
+    match per {
+        LimitKey::Header(s) => erase_str(s),
+        LimitKey::Expr(e) => erase_expr(e),
+        LimitKey::Route | LimitKey::Key | LimitKey::Tenant | LimitKey::Client => {}
+    }
+}
+
+fn erase_json_t(j: &mut JsonT) {
+    match j {
+        JsonT::Scalar(_) => {}
+        JsonT::Text(v) => erase_value(v),
+        JsonT::Array(items) => items.iter_mut().for_each(erase_json_t),
+        JsonT::Object(kv) => {
+            for (k, v) in kv {
+                erase_str(k);
+                erase_json_t(v);
+            }
+        }
+    }
+}
+
 pub(super) fn erase_item(item: &mut Item) {
     match item {
+        Item::Limit(l) => {
+            z(&mut l.span);
+            erase_ident(&mut l.name);
+            erase_limit_kind(&mut l.kind, &mut l.per);
+        }
         Item::Import(i) => {
             z(&mut i.span);
             erase_str(&mut i.path);
@@ -224,23 +263,14 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             erase_str(message);
             erase_expr(cond);
         }
+        RouteStmtKind::LimitUse { name, cond } => {
+            erase_ident(name);
+            if let Some(c) = cond {
+                erase_expr(c);
+            }
+        }
         RouteStmtKind::Limit(l) => {
-            match &mut l.kind {
-                LimitKind::Rate { rate, burst } => {
-                    erase_rate(rate);
-                    erase_opt_q(burst);
-                }
-                LimitKind::Tokens { rate, estimate } => {
-                    erase_rate(rate);
-                    erase_opt_q(estimate);
-                }
-                LimitKind::Concurrent(q) => erase_q(q),
-            }
-            match &mut l.per {
-                LimitKey::Header(s) => erase_str(s),
-                LimitKey::Expr(e) => erase_expr(e),
-                LimitKey::Route | LimitKey::Key | LimitKey::Tenant | LimitKey::Client => {}
-            }
+            erase_limit_kind(&mut l.kind, &mut l.per);
             if let Some(m) = &mut l.model {
                 erase_regex(m);
             }
@@ -258,12 +288,20 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             erase_str(to);
         }
         RouteStmtKind::Rewrite(Rewrite::Path(p)) => erase_str(p),
-        RouteStmtKind::Respond { status, body } => {
+        RouteStmtKind::Respond { status, body, headers } => {
             erase_q(status);
             match body {
                 Some(ResponseBody::Json(j)) => erase_json(j),
-                Some(ResponseBody::Text(t)) => erase_str(t),
+                Some(ResponseBody::JsonTemplate(j)) => {
+                    z(&mut j.span);
+                    erase_json_t(&mut j.value);
+                }
+                Some(ResponseBody::Text(t)) => erase_value(t),
                 None => {}
+            }
+            for (name, value) in headers {
+                erase_str(name);
+                erase_value(value);
             }
         }
         RouteStmtKind::Cache { ttl, max, statuses, .. } => {
@@ -303,6 +341,16 @@ pub(super) fn erase_test_stmt(k: &mut TestStmtKind) {
             }
             Expectation::Route(i) | Expectation::Upstream(i) | Expectation::Tenant(i) => erase_ident(i),
             Expectation::Cache { span, .. } => z(span),
+            Expectation::Limit { name, .. } => erase_ident(name),
+            Expectation::Body(ResponseBody::Json(j)) => erase_json(j),
+            Expectation::Body(ResponseBody::Text(t)) => erase_value(t),
+            Expectation::Body(ResponseBody::JsonTemplate(j)) => z(&mut j.span),
+            Expectation::Header { name, value } => {
+                erase_str(name);
+                if let Some(v) = value {
+                    erase_str(v);
+                }
+            }
         },
     }
 }

@@ -316,6 +316,10 @@ impl<'a> Fmt<'a> {
                 Shape::Line { head: format!("keys {}", k.name.name), tail, kind: Some("keys") }
             }
             Item::Matcher(m) => self.matcher(m, inner),
+            Item::Limit(l) => {
+                let (head, tail) = src.shared_limit(l);
+                Shape::Line { head, tail, kind: Some("limit") }
+            }
             Item::Gateway(g) => {
                 let lines = g.settings.iter().map(|s| self.line(src.setting(&s.kind, s.span), s.span)).collect();
                 self.block_shape("gateway", "gateway".to_string(), g.span, lines, inner)

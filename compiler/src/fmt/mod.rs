@@ -146,6 +146,20 @@ pub fn format_file(file: &File, comments: &[Comment], text: &str) -> String {
 }
 
 /// One expression in canonical form (for messages and tools).
+/// A `respond` body or an expected one, as the formatter prints it.
+pub fn body_to_string(b: &ResponseBody) -> String {
+    let src = Src("");
+    match b {
+        ResponseBody::Json(j) => src.json(j),
+        ResponseBody::Text(t) => src.value(t),
+        ResponseBody::JsonTemplate(j) => {
+            let mut s = String::new();
+            src.json_template(&mut s, &j.value);
+            s
+        }
+    }
+}
+
 pub fn expr_to_string(e: &Expr) -> String {
     let mut s = String::new();
     write_expr(&mut s, e, Ctx::TOP, Src(""));

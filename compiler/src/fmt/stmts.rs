@@ -62,6 +62,12 @@ impl<'a> Src<'a> {
             .map(|p| match p {
                 ValuePart::Lit(s) => self.string(s),
                 ValuePart::Env(s) => format!("env({})", self.string(s)),
+                ValuePart::Fact(f, _) => {
+                    let mut out = String::new();
+                    write_fact(&mut out, f);
+                    out
+                }
+                ValuePart::Gateway(g, _) => g.as_str().to_string(),
             })
             .collect();
         parts.join(" + ")
@@ -251,6 +257,10 @@ impl<'a> Src<'a> {
                 format!("deny {} {} if {}", self.status(status), self.string(message), self.expr(cond))
             }
             RouteStmtKind::Limit(l) => self.limit(l, span),
+            RouteStmtKind::LimitUse { name, cond } => match cond {
+                Some(c) => format!("limit use {} if {}", name.name, self.expr(c)),
+                None => format!("limit use {}", name.name),
+            },
             RouteStmtKind::SetHeader { name, value: v } => {
                 format!("set header {} = {}", self.header(name), self.value(v))
             }
@@ -262,18 +272,25 @@ impl<'a> Src<'a> {
                 format!("rewrite prefix {} => {}", self.string(from), self.string(to))
             }
             RouteStmtKind::Rewrite(Rewrite::Path(p)) => format!("rewrite path {}", self.string(p)),
-            RouteStmtKind::Respond { status, body } => {
+            RouteStmtKind::Respond { status, body, headers } => {
                 let mut s = format!("respond {}", self.status(status));
                 match body {
                     Some(ResponseBody::Json(j)) => {
                         s.push_str(" json ");
                         s.push_str(&self.json(j));
                     }
+                    Some(ResponseBody::JsonTemplate(j)) => {
+                        s.push_str(" json ");
+                        self.json_template(&mut s, &j.value);
+                    }
                     Some(ResponseBody::Text(t)) => {
                         s.push(' ');
-                        s.push_str(&self.string(t));
+                        s.push_str(&self.value(t));
                     }
                     None => {}
+                }
+                for (name, value) in headers {
+                    s.push_str(&format!(" header {} = {}", self.header(name), self.value(value)));
                 }
                 s
             }
@@ -312,6 +329,14 @@ impl<'a> Src<'a> {
             RouteStmtKind::Serve(b) => format!("serve {}", b.builtin),
             RouteStmtKind::To(u) => format!("to {}", u.name),
         }
+    }
+
+    /// `limit NAME KIND [per KEY]`, split after the name (for alignment).
+    pub(super) fn shared_limit(self, l: &SharedLimit) -> (String, String) {
+        let as_limit = Limit { kind: l.kind.clone(), per: l.per.clone(), model: None, cond: None, shadow: false };
+        let text = self.limit(&as_limit, l.span);
+        let rest = text.strip_prefix("limit").unwrap_or(&text).to_string();
+        (format!("limit {}", l.name.name), rest)
     }
 
     pub(super) fn limit(self, l: &Limit, span: Span) -> String {
@@ -390,6 +415,19 @@ impl<'a> Src<'a> {
                 Expectation::Upstream(n) => format!("expect upstream {}", n.name),
                 Expectation::Tenant(n) => format!("expect tenant {}", n.name),
                 Expectation::Cache { result, .. } => format!("expect cache {}", result.as_str()),
+                Expectation::Header { name, value: Some(v) } => {
+                    format!("expect header {} = {}", self.header(name), self.string(v))
+                }
+                Expectation::Header { name, value: None } => format!("expect header {} absent", self.header(name)),
+                Expectation::Limit { tenant: true, name } => format!("expect limit tenant {}", name.name),
+                Expectation::Limit { tenant: false, name } => format!("expect limit {}", name.name),
+                Expectation::Body(ResponseBody::Json(j)) => format!("expect body {}", self.json(j)),
+                Expectation::Body(ResponseBody::Text(t)) => format!("expect body {}", self.value(t)),
+                Expectation::Body(ResponseBody::JsonTemplate(j)) => {
+                    let mut s = "expect body ".to_string();
+                    self.json_template(&mut s, &j.value);
+                    s
+                }
             },
         }
     }
@@ -398,6 +436,36 @@ impl<'a> Src<'a> {
     /// spelling, of the source when the source text under the span reads back to the same value
     /// (`serde_json::Map` here sorts its keys, so the tree alone has lost the order); otherwise
     /// the tree is printed, keys sorted.
+    /// A JSON body with templates, in its order, each value as written.
+    pub(super) fn json_template(self, out: &mut String, j: &JsonT) {
+        match j {
+            JsonT::Scalar(v) => write_json(out, v),
+            JsonT::Text(v) => out.push_str(&self.value(v)),
+            JsonT::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    self.json_template(out, item);
+                }
+                out.push(']');
+            }
+            JsonT::Object(kv) => {
+                out.push('{');
+                for (i, (k, v)) in kv.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&self.string(k));
+                    out.push_str(": ");
+                    self.json_template(out, v);
+                }
+                out.push('}');
+            }
+        }
+    }
+
     pub(super) fn json(self, j: &Json) -> String {
         let mut out = String::new();
         let from_source = self.0.get(j.span.start as usize..j.span.end as usize).and_then(|t| {

@@ -82,11 +82,10 @@ pub fn env_vars(
             }
             Item::Route(r) => {
                 for s in &r.stmts {
-                    match &s.kind {
-                        RouteStmtKind::SetHeader { value, .. } => visit(value),
-                        RouteStmtKind::Jwt { secret, .. } => visit(secret),
-                        _ => {}
+                    if let RouteStmtKind::Jwt { secret, .. } = &s.kind {
+                        visit(secret);
                     }
+                    crate::resolve::stmt_templates(&s.kind).into_iter().for_each(&mut visit);
                 }
             }
             _ => {}
@@ -121,6 +120,7 @@ pub fn key_files(
                             Some(val) => out.push_str(val),
                             None => ok = false,
                         },
+                        ValuePart::Fact(..) | ValuePart::Gateway(..) => ok = false,
                     }
                 }
                 // An unset salt is reported as an env error; the set is loaded unsalted meanwhile.

@@ -15,6 +15,7 @@ use crate::ast::*;
 use crate::diagnostics::Diag;
 use crate::graph::*;
 use crate::program::Program;
+use crate::template::{BodyTemplate, JsonBody, Template, TextPart};
 
 mod nodes;
 mod route;
@@ -24,6 +25,7 @@ mod upstream;
 use nodes::Nodes;
 use route::RouteCx;
 use router::build_router;
+pub use upstream::template_of;
 use upstream::{resolve, settings, upstream};
 
 /// Largest NFA the route automaton may have, in bytes (10,000 routes need a few MB).
@@ -31,6 +33,10 @@ pub const ROUTER_NFA_LIMIT: usize = 256 << 20;
 /// Lazy DFA cache per thread: at least this, more if the automaton needs it.
 const ROUTER_CACHE_MIN: usize = 4 << 20;
 const ROUTER_CACHE_MAX: usize = 64 << 20;
+
+/// A tenant's limits as (table index, id, kind keyword): the kind decides what `tenant *`
+/// still adds.
+type KindedIds = Vec<(usize, String, &'static str)>;
 
 /// Lower a validated program into its decision graph.
 pub fn lower(program: &Program) -> Result<Graph, Diag> {
@@ -84,6 +90,8 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
 
     let mut tenants = vec![];
     let mut tenant_limits: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+    // Each tenant's own limits with the kind of each, before `tenant *` fills the gaps.
+    let mut own: Vec<(String, KindedIds)> = vec![];
     for t in program.tenants() {
         let mut ids = vec![];
         let mut region = None;
@@ -103,12 +111,36 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
                 conditional: false,
             });
             if let Some(&ix) = first_index.get(id.as_str()) {
-                ids.push((ix, id));
+                ids.push((ix, id, stmt.kind.keyword()));
             }
         }
-        tenants.push(TenantInfo { name: t.name.name.clone(), limits: ids.iter().map(|(i, _)| *i).collect(), region });
+        tenants.push(TenantInfo {
+            name: t.name.name.clone(),
+            limits: ids.iter().map(|(i, _, _)| *i).collect(),
+            region,
+        });
+        own.push((t.name.name.clone(), ids));
+    }
+    let every: Vec<(usize, String, &str)> =
+        own.iter().find(|(n, _)| n == EVERY_TENANT).map(|(_, ids)| ids.clone()).unwrap_or_default();
+    for (name, ids) in own {
+        let kinds: Vec<&str> = ids.iter().map(|(_, _, k)| *k).collect();
+        let defaults = every.iter().filter(|(_, _, k)| !kinds.contains(k));
+        let all = ids.iter().chain(defaults).map(|(i, id, _)| (*i, id.clone())).collect();
         // eval uses the first tenant of a name.
-        tenant_limits.entry(t.name.name.clone()).or_insert(ids);
+        tenant_limits.entry(name).or_insert(all);
+    }
+    let default_tenant_limits = every.into_iter().map(|(i, id, _)| (i, id)).collect();
+    for shared in program.shared_limits() {
+        limits.push(LimitInfo {
+            id: shared_id(shared),
+            kind: limit_kind(&shared.kind),
+            shadow: false,
+            per: limit_per(&shared.per),
+            owner: LimitOwner::Shared { name: shared.name.name.clone() },
+            model: None,
+            conditional: false,
+        });
     }
     if limits.len() != table.len() || limits.iter().zip(&table).any(|(l, id)| l.id != *id) {
         return Err(Diag::bug("the graph's limits are not in the limit table's order"));
@@ -130,6 +162,7 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         facts,
         regexes,
         tenant_limits,
+        default_tenant_limits,
         balance_keys,
         model_path: vec![PathSeg::Field("model".to_string())],
     })
@@ -157,7 +190,14 @@ fn limit_table(program: &Program) -> Vec<String> {
             }
         }
     }
+    for shared in program.shared_limits() {
+        ids.push(shared_id(shared));
+    }
     ids
+}
+
+fn shared_id(l: &SharedLimit) -> String {
+    shared_limit_id(&l.name.name, &limit_kind(&l.kind), &limit_per(&l.per))
 }
 
 fn limit_kind(kind: &LimitKind) -> LimitKindInfo {

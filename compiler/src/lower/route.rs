@@ -33,7 +33,7 @@ struct Parts {
     guard_infos: Vec<GuardInfo>,
     lims: Vec<LimitRt>,
     limit_ix: Vec<usize>,
-    set_headers: Vec<(String, Resolved)>,
+    set_headers: Vec<(String, Template)>,
     strip_headers: Vec<String>,
     rewrite: Option<RewriteInfo>,
     respond: Option<RespondInfo>,
@@ -155,8 +155,9 @@ impl RouteCx<'_, '_> {
                 parts.guards.push(GuardRt { cond: n, refuse_when: false, status, message });
             }
             RouteStmtKind::Limit(l) => self.limit(parts, route, index, l)?,
+            RouteStmtKind::LimitUse { name, cond } => self.limit_use(parts, name, cond.as_ref())?,
             RouteStmtKind::SetHeader { name, value } => {
-                parts.set_headers.push((name.value.clone(), resolve(self.program, value, false)))
+                parts.set_headers.push((name.value.clone(), template_of(self.program, value)))
             }
             RouteStmtKind::StripHeaders(hs) => parts.strip_headers.extend(hs.iter().map(|h| h.value.clone())),
             RouteStmtKind::Rewrite(r) => {
@@ -167,10 +168,13 @@ impl RouteCx<'_, '_> {
                     Rewrite::Path(t) => RewriteInfo::Path { template: t.value.clone(), parts: template(&t.value) },
                 });
             }
-            RouteStmtKind::Respond { status, body } => {
+            RouteStmtKind::Respond { status, body, headers } => {
                 let status = status.value as u16;
                 if parts.respond.is_none() {
-                    parts.respond = Some(respond_info(status, body.as_ref())?);
+                    let mut info = respond_info(self.program, status, body.as_ref())?;
+                    info.headers =
+                        headers.iter().map(|(n, v)| (n.value.clone(), template_of(self.program, v))).collect();
+                    parts.respond = Some(info);
                 }
                 if parts.outcome.is_none() {
                     parts.outcome = Some(Outcome::Respond { status });
@@ -267,17 +271,67 @@ impl RouteCx<'_, '_> {
     }
 }
 
-/// A `respond` body as bytes with its content type.
-fn respond_info(status: u16, body: Option<&ResponseBody>) -> Result<RespondInfo, Diag> {
-    let (bytes, content_type) = match body {
-        None => (vec![], None),
-        Some(ResponseBody::Text(s)) => (s.value.as_bytes().to_vec(), Some("text/plain; charset=utf-8")),
+impl RouteCx<'_, '_> {
+    /// `limit use NAME`: the shared limit's one row of the limit table, keyed as it says.
+    fn limit_use(&mut self, parts: &mut Parts, name: &Ident, cond: Option<&Expr>) -> Result<(), Diag> {
+        let Some(shared) = self.program.shared_limit(&name.name) else {
+            return Err(Diag::bug(format!("`limit use {}` names no shared limit", name.name)));
+        };
+        let cond = match cond {
+            Some(c) => Some(self.root(parts, c)?),
+            None => None,
+        };
+        let key = match &shared.per {
+            LimitKey::Key => KeyRt::Key,
+            LimitKey::Tenant => KeyRt::Tenant,
+            LimitKey::Client => KeyRt::Client,
+            LimitKey::Header(h) => KeyRt::Header(h.value.clone()),
+            LimitKey::Route | LimitKey::Expr(_) => KeyRt::Route,
+        };
+        let kind = limit_kind(&shared.kind);
+        parts.counts_tokens |= matches!(kind, LimitKindInfo::Tokens { .. });
+        let id = shared_limit_id(&shared.name.name, &kind, &limit_per(&shared.per));
+        let table = self.first_index.get(id.as_str()).copied();
+        parts.limit_ix.extend(table);
+        parts.lims.push(LimitRt { table, id, cond, model: ModelRt::None, key });
+        Ok(())
+    }
+}
+
+/// A `respond` body (fixed bytes when it reads nothing of the request) with its content type.
+fn respond_info(program: &Program, status: u16, body: Option<&ResponseBody>) -> Result<RespondInfo, Diag> {
+    let text = Some("text/plain; charset=utf-8");
+    let (body, content_type) = match body {
+        None => (BodyTemplate::Fixed(vec![]), None),
+        Some(ResponseBody::Text(v)) => {
+            let t = template_of(program, v);
+            match (t.reads_request(), program.value(v)) {
+                (false, Some(fixed)) => (BodyTemplate::Fixed(fixed.into_bytes()), text),
+                _ => (BodyTemplate::Text(t), text),
+            }
+        }
         Some(ResponseBody::Json(j)) => (
-            serde_json::to_vec(&j.value).map_err(|e| Diag::bug(format!("static JSON response: {e}")))?,
+            BodyTemplate::Fixed(
+                serde_json::to_vec(&j.value).map_err(|e| Diag::bug(format!("static JSON response: {e}")))?,
+            ),
             Some("application/json"),
         ),
+        Some(ResponseBody::JsonTemplate(j)) => {
+            (BodyTemplate::Json(json_template(program, &j.value)), Some("application/json"))
+        }
     };
-    Ok(RespondInfo { status, body: bytes, content_type })
+    Ok(RespondInfo { status, body, content_type, headers: vec![] })
+}
+
+fn json_template(program: &Program, j: &JsonT) -> JsonBody {
+    match j {
+        JsonT::Scalar(v) => JsonBody::Scalar(v.clone()),
+        JsonT::Text(v) => JsonBody::Text(template_of(program, v)),
+        JsonT::Array(items) => JsonBody::Array(items.iter().map(|i| json_template(program, i)).collect()),
+        JsonT::Object(kv) => {
+            JsonBody::Object(kv.iter().map(|(k, v)| (k.value.clone(), json_template(program, v))).collect())
+        }
+    }
 }
 
 /// `"/v2/{id}/x"` → literal and param parts.

@@ -12,10 +12,37 @@ pub(super) fn resolve(program: &Program, v: &Value, always_secret: bool) -> Reso
         .iter()
         .filter_map(|p| match p {
             ValuePart::Env(n) => Some(n.value.clone()),
-            ValuePart::Lit(_) => None,
+            ValuePart::Lit(_) | ValuePart::Fact(..) | ValuePart::Gateway(..) => None,
         })
         .collect();
     Resolved { value: program.value(v), secret: always_secret || !env.is_empty(), env }
+}
+
+/// A template value: literal and env runs joined into one part each, facts kept.
+pub fn template_of(program: &Program, v: &Value) -> Template {
+    let mut parts: Vec<TextPart> = vec![];
+    let mut run: Vec<ValuePart> = vec![];
+    let flush = |run: &mut Vec<ValuePart>, parts: &mut Vec<TextPart>| {
+        if !run.is_empty() {
+            let lits = Value { parts: std::mem::take(run), span: v.span };
+            parts.push(TextPart::Lit(resolve(program, &lits, false)));
+        }
+    };
+    for p in &v.parts {
+        match p {
+            ValuePart::Lit(_) | ValuePart::Env(_) => run.push(p.clone()),
+            ValuePart::Fact(f, _) => {
+                flush(&mut run, &mut parts);
+                parts.push(TextPart::Fact(f.clone()));
+            }
+            ValuePart::Gateway(g, _) => {
+                flush(&mut run, &mut parts);
+                parts.push(TextPart::Gateway(*g));
+            }
+        }
+    }
+    flush(&mut run, &mut parts);
+    Template { parts }
 }
 
 pub(super) fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result<(UpstreamInfo, Option<NodeId>), Diag> {

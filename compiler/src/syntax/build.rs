@@ -66,6 +66,12 @@ impl Walker<'_> {
                 let stmts = self.block(it, Block::Tenant, Self::tenant_stmt);
                 Item::Tenant(Tenant { name, stmts, span })
             }
+            Rule::limit_decl => {
+                let mut it = inner(pair).filter(|p| !p.as_rule_name_is_kw());
+                let name = self.ident(it.next()?);
+                let l = self.limit(it)?;
+                Item::Limit(SharedLimit { name, kind: l.kind, per: l.per, span })
+            }
             Rule::matcher_decl => {
                 let mut it = inner(pair).skip(1);
                 let name = self.ident(it.next()?);
@@ -267,6 +273,14 @@ impl Walker<'_> {
                 RouteStmtKind::Deny { status, message, cond }
             }
             Rule::r_limit => RouteStmtKind::Limit(self.limit(args)?),
+            Rule::r_limit_use => {
+                let name = self.ident(args.next()?);
+                let cond = match args.next() {
+                    Some(p) => Some(self.expr(p)?),
+                    None => None,
+                };
+                RouteStmtKind::LimitUse { name, cond }
+            }
             Rule::r_set => {
                 let name = self.header_name(args.next()?);
                 RouteStmtKind::SetHeader { name, value: self.value(args.next()?) }
@@ -286,12 +300,28 @@ impl Walker<'_> {
             }
             Rule::r_respond => {
                 let status = self.uint(args.next()?)?;
-                let body = match args.next() {
-                    Some(p) if p.as_rule() == Rule::json_value => Some(ResponseBody::Json(self.json(p)?)),
-                    Some(p) => Some(ResponseBody::Text(self.string(p))),
-                    None => None,
-                };
-                RouteStmtKind::Respond { status, body }
+                let mut body = None;
+                let mut headers = vec![];
+                for p in args {
+                    match p.as_rule() {
+                        Rule::json_template => {
+                            let span = self.span(&p);
+                            let value = self.json_template(p)?;
+                            body = Some(match value.as_literal() {
+                                Some(value) => ResponseBody::Json(Json { value, span }),
+                                None => ResponseBody::JsonTemplate(JsonTemplate { value, span }),
+                            });
+                        }
+                        Rule::template => body = Some(ResponseBody::Text(self.value(p))),
+                        Rule::respond_header => {
+                            let mut it = inner(p).filter(|p| !p.as_rule_name_is_kw());
+                            let name = self.header_name(it.next()?);
+                            headers.push((name, self.value(it.next()?)));
+                        }
+                        _ => {}
+                    }
+                }
+                RouteStmtKind::Respond { status, body, headers }
             }
             Rule::r_cache => {
                 let ttl = self.duration(args.next()?)?;
@@ -413,7 +443,7 @@ impl Walker<'_> {
                         _ => LimitKind::Concurrent(self.uint(a.next()?)?),
                     };
                 }
-                Rule::limit_key => {
+                Rule::limit_key | Rule::shared_key => {
                     let text = p.as_str().trim().to_string();
                     let k = inner(p).next();
                     limit.per = match k {
@@ -477,6 +507,8 @@ impl Walker<'_> {
             Rule::t_expect => {
                 let e = args.next()?;
                 let rule = e.as_rule();
+                // `limit tenant NAME`, not `limit NAME`: said only by its keyword.
+                let of_tenant = inner(e.clone()).any(|p| p.as_rule() == Rule::kw_tenant);
                 let mut a = inner(e).filter(|p| !p.as_rule_name_is_kw());
                 TestStmtKind::Expect(match rule {
                     Rule::expect_status => {
@@ -493,6 +525,22 @@ impl Walker<'_> {
                             _ => CacheResult::Bypass,
                         };
                         Expectation::Cache { result, span: self.span(&p) }
+                    }
+                    Rule::expect_header => {
+                        let name = self.header_name(a.next()?);
+                        let value = a.next().filter(|p| p.as_rule() == Rule::string).map(|p| self.string(p));
+                        Expectation::Header { name, value }
+                    }
+                    Rule::expect_limit => Expectation::Limit { tenant: of_tenant, name: self.ident(a.next()?) },
+                    Rule::expect_body => {
+                        let p = a.next()?;
+                        Expectation::Body(match p.as_rule() {
+                            Rule::json_value => ResponseBody::Json(self.json(p)?),
+                            _ => {
+                                let s = self.string(p);
+                                ResponseBody::Text(Value { span: s.span, parts: vec![ValuePart::Lit(s)] })
+                            }
+                        })
                     }
                     _ => Expectation::Tenant(self.ident(a.next()?)),
                 })

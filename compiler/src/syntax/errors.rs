@@ -33,13 +33,19 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         rate => "a rate like `10/s` or `100k/min`",
         status => "a three-digit HTTP status",
         value | env_call => "a string or env(\"NAME\")",
+        template => "a string, env(\"NAME\"), a request fact, `request_id` or `trace_id`",
         method | methods => "an HTTP method (GET, POST, ...)",
         bool_lit => "`true` or `false`",
         expr | primary | paren | fact | reference | literal | call => "an expression",
         infix_op | op_and | op_or | op_eq | op_ne | op_ge | op_le | op_gt | op_lt => "an operator",
         json_value | json_object | json_array | json_pair => "a JSON value",
-        item | import_decl | gateway_decl | upstream_decl | keys_decl | tenant_decl | matcher_decl | route_decl
-        | test_decl => "a declaration (gateway, upstream, keys, tenant, matcher, route, test, import)",
+        json_template | jt_object | jt_array | jt_pair => "a JSON value, whose values may be templates",
+        respond_header => "`header \"name\" = VALUE`",
+        item | import_decl | gateway_decl | upstream_decl | keys_decl | tenant_decl | matcher_decl | limit_decl
+        | route_decl | test_decl => {
+            "a declaration (gateway, upstream, keys, tenant, matcher, limit, route, test, import)"
+        }
+        shared_key => "`key`, `tenant`, `client` or `header \"name\"`",
         on_error_mode => "`local`, `allow` or `deny`",
         forwarded_mode => "`strip`, `append` or `keep`",
         balance_mode => "`round_robin`, `weighted`, `least_conn` or `hash(...)`",
@@ -50,8 +56,9 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         cache_result => "`hit`, `miss` or `bypass`",
         retry_cond => "`connect_error`, `timeout` or a status code",
         string_list => "a list of strings like [\"*\"]",
-        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_cache => {
-            "a status, `route NAME`, `upstream NAME`, `tenant NAME` or `cache hit|miss|bypass`"
+        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_cache | expect_header
+        | expect_body | expect_limit => {
+            "a status, `route NAME`, `upstream NAME`, `tenant NAME`, `cache hit|miss|bypass`, `header \"name\" = \"value\"`, `body ...` or `limit NAME`"
         }
         kw_if => "`if`",
         kw_from => "`from`",
@@ -438,6 +445,7 @@ mod tests {
         "u_retry",
         "u_max_connections",
         "u_affinity",
+        "tenant_every",
         "tenant_stmt",
         "t_rate",
         "t_tokens",
@@ -451,6 +459,7 @@ mod tests {
         "r_allow",
         "r_deny",
         "r_limit",
+        "r_limit_use",
         "limit_rate",
         "limit_tokens",
         "limit_concurrent",
@@ -482,6 +491,7 @@ mod tests {
         "bad_word",
         "bad_rest",
         "value_atom",
+        "template_atom",
         "prefix_op",
         "op_contains",
         "op_matches",

@@ -114,10 +114,14 @@ pub const KEYWORD_NAMES: &[&str] = &[
     "method",
     "client_ip",
     "param",
+    "request_id",
+    "trace_id",
+    "absent",
+    "use",
 ];
 
 pub(super) const ITEM_KEYWORDS: &[&str] =
-    &["import", "gateway", "upstream", "keys", "tenant", "matcher", "route", "test"];
+    &["import", "gateway", "upstream", "keys", "tenant", "matcher", "limit", "route", "test"];
 
 pub(super) const GATEWAY_STMTS: &[&str] = &[
     "listen",
@@ -204,7 +208,7 @@ pub(super) fn usage(block: Block, word: &str) -> Option<(Rule, &'static str)> {
         (Block::Route, "serve") => (r_serve, "serve health|ready|metrics|tokens|usage|upstreams|config"),
         (Block::Route, "to") => (r_to, "to UPSTREAM"),
         (Block::Test, "send") => (t_send, "send POST \"/path\" [header \"name\" = \"value\"] [body {...}] [client \"1.2.3.4\"]"),
-        (Block::Test, "expect") => (t_expect, "expect 403 [\"message\"] | route NAME | upstream NAME | tenant NAME | cache hit|miss|bypass"),
+        (Block::Test, "expect") => (t_expect, "expect 403 [\"message\"] | route NAME | upstream NAME | tenant NAME | header \"name\" = \"value\" | body {json} | limit NAME | limit tenant NAME | cache hit|miss|bypass"),
         (Block::Test, "advance") => (t_advance, "advance 1s"),
         (Block::Top, "import") => (import_decl, "import \"common.gwp\""),
         (Block::Top, "gateway") => (gateway_decl, "gateway { listen \"127.0.0.1:8080\" ... }"),
@@ -212,6 +216,7 @@ pub(super) fn usage(block: Block, word: &str) -> Option<(Rule, &'static str)> {
         (Block::Top, "keys") => (keys_decl, "keys NAME from \"keys/file.keys\" [salt env(\"SALT\")]"),
         (Block::Top, "tenant") => (tenant_decl, "tenant NAME { rate 10/s; tokens 20k/min; concurrent 2 }"),
         (Block::Top, "matcher") => (matcher_decl, "matcher NAME = EXPR"),
+        (Block::Top, "limit") => (limit_decl, "limit NAME rate 10/s|tokens 100k/min|concurrent 5 [per key|tenant|client|header \"name\"]"),
         (Block::Top, "route") => (route_decl, "route NAME { when POST \"/path\" ... to UPSTREAM }"),
         (Block::Top, "test") => (test_decl, "test \"name\" { send GET \"/path\"; expect 200 }"),
         _ => return None,

@@ -79,6 +79,14 @@ impl Walker<'_> {
                     }
                 }
                 Rule::string => parts.push(ValuePart::Lit(self.string(p))),
+                Rule::kw_request_id => parts.push(ValuePart::Gateway(GatewayFact::RequestId, self.span(&p))),
+                Rule::kw_trace_id => parts.push(ValuePart::Gateway(GatewayFact::TraceId, self.span(&p))),
+                Rule::fact => {
+                    let span = self.span(&p);
+                    if let Some(f) = self.fact(p) {
+                        parts.push(ValuePart::Fact(f, span));
+                    }
+                }
                 _ => {}
             }
         }
@@ -103,6 +111,31 @@ impl Walker<'_> {
         let span = self.span(&pair);
         let value = self.json_value(pair)?;
         Some(Json { value, span })
+    }
+
+    /// A `respond` body's JSON, whose values may be templates.
+    pub(super) fn json_template(&mut self, pair: P<'_>) -> Option<JsonT> {
+        let p = if pair.as_rule() == Rule::json_template { inner(pair).next()? } else { pair };
+        Some(match p.as_rule() {
+            Rule::jt_object => {
+                let mut kv = vec![];
+                for pair in inner(p) {
+                    let mut it = inner(pair);
+                    let k = self.string(it.next()?);
+                    kv.push((k, self.json_template(it.next()?)?));
+                }
+                JsonT::Object(kv)
+            }
+            Rule::jt_array => {
+                let mut items = vec![];
+                for v in inner(p) {
+                    items.push(self.json_template(v)?);
+                }
+                JsonT::Array(items)
+            }
+            Rule::template => JsonT::Text(self.value(p)),
+            _ => JsonT::Scalar(self.json_value(p)?),
+        })
     }
 
     pub(super) fn json_value(&mut self, pair: P<'_>) -> Option<serde_json::Value> {

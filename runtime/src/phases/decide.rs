@@ -19,6 +19,8 @@ pub struct Decided<'a> {
     pub route: &'a RouteInfo,
     /// The request body, when deciding read it.
     pub buffered: Option<Bytes>,
+    /// The request as the graph read it: what `set header` and `respond` templates read.
+    pub request: GwRequest,
 }
 
 /// Decide the request (`greq`, its view from `inspect`), reading its body if a route needs it.
@@ -78,7 +80,7 @@ pub async fn decide<'a>(
         // Everything a route answers itself or forwards is subject to its limits.
         Outcome::Respond { .. } | Outcome::Serve { .. } | Outcome::Forward { .. } => {
             let route = route.ok_or_else(|| GwError::new(Code::Internal, "route lost"))?;
-            Ok(Decided { decision, route, buffered })
+            Ok(Decided { decision, route, buffered, request: greq })
         }
     }
 }

@@ -2,10 +2,12 @@
 //! `respond`, or a builtin (`serve tokens|metrics|ready|upstreams|usage|health|config`).
 
 use bytes::Bytes;
-use gw_engine::graph::RouteInfo;
+use gw_engine::graph::{RespondInfo, RouteInfo};
 use gw_engine::lang::Builtin;
-use gw_engine::request::{Decision, Outcome};
-use http::header::HeaderValue;
+use gw_engine::request::{Decision, Outcome, Request as GwRequest};
+use gw_engine::template::Facts;
+use gw_engine::value::Undecided;
+use http::header::{HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 use hyper::body::Incoming;
 
@@ -17,7 +19,7 @@ use crate::phases::Ctx;
 /// The answer of a route that answers itself. `buffered` is the body if the decision read it.
 pub async fn answer(
     ctx: Ctx<'_>,
-    decision: &Decision,
+    (greq, decision): (&GwRequest, &Decision),
     route: &RouteInfo,
     buffered: Option<Bytes>,
     body: &mut Option<Incoming>,
@@ -52,19 +54,34 @@ pub async fn answer(
             resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             resp
         }
-        _ => respond(Some(route)),
+        _ => {
+            let facts = Facts { request: greq, decision, request_id: ctx.request_id, trace_id: &ctx.trace.id };
+            respond(route.respond.as_ref(), &facts)?
+        }
     };
     Ok(resp)
 }
 
-fn respond(route: Option<&RouteInfo>) -> Response<Body> {
-    let Some(info) = route.and_then(|r| r.respond.as_ref()) else {
-        return Response::new(empty());
-    };
-    let mut resp = Response::new(full(info.body.clone()));
+/// A route's own answer: its status, its body and headers rendered from the request. A
+/// value that cannot be rendered (a control character in a header, a header sent twice)
+/// refuses the request with 400 instead.
+fn respond(info: Option<&RespondInfo>, facts: &Facts<'_>) -> Result<Response<Body>, GwError> {
+    let Some(info) = info else { return Ok(Response::new(empty())) };
+    let refused = |u: Undecided| GwError::new(Code::of_refusal(u.code).unwrap_or(Code::InvalidHeader), u.message);
+    let body = info.body.render(facts).map_err(refused)?;
+    let mut resp = Response::new(full(body));
     *resp.status_mut() = StatusCode::from_u16(info.status).unwrap_or(StatusCode::OK);
     if let Some(ct) = info.content_type {
         resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
     }
-    resp
+    for (name, template) in &info.headers {
+        let Some(text) = template.render_header(name, facts).map_err(refused)? else { continue };
+        let name = HeaderName::from_bytes(name.as_bytes());
+        let value = HeaderValue::from_str(&text);
+        let (Ok(name), Ok(value)) = (name, value) else {
+            return Err(GwError::new(Code::InvalidHeader, "a header the route answers with is not valid"));
+        };
+        resp.headers_mut().insert(name, value);
+    }
+    Ok(resp)
 }

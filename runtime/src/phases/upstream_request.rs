@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use gw_engine::graph::{CredentialSource, RewriteInfo, RouteInfo, TemplatePart};
-use gw_engine::request::Decision;
+use gw_engine::request::{Decision, Request as GwRequest};
+use gw_engine::template::{Facts, Template};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Limited};
@@ -49,7 +50,7 @@ pub fn body(buffered: Option<Bytes>, unread: Option<Incoming>, max_body: u64, x:
 pub fn build(
     ctx: Ctx<'_>,
     route: &RouteInfo,
-    decision: &Decision,
+    (greq, decision): (&GwRequest, &Decision),
     parts: http::request::Parts,
     body: Body,
     to: &Picked<'_>,
@@ -77,8 +78,9 @@ pub fn build(
     for name in &route.strip_headers {
         h.remove(name.as_str());
     }
-    for (name, value) in &route.set_headers {
-        set_header(&mut h, name, value.get());
+    let facts = Facts { request: greq, decision, request_id: ctx.request_id, trace_id: &ctx.trace.id };
+    for (name, template) in &route.set_headers {
+        set_template(&mut h, name, template, &facts)?;
     }
     headers::apply_forwarded(&mut h, ctx.loaded.policy.graph.settings().forwarded, &ctx.conn.peer.ip().to_string());
     for (name, value) in &to.info.headers {
@@ -124,6 +126,27 @@ fn set_header(h: &mut HeaderMap, name: &str, value: Option<&str>) {
         return;
     };
     h.insert(name, value);
+}
+
+/// A `set header` from its template. Absent (no tenant, a header the client did not send),
+/// the header is removed, so the client's own copy never passes for the policy's; a value
+/// that cannot be one header's (a control character, a header sent twice) refuses the request.
+fn set_template(h: &mut HeaderMap, name: &str, template: &Template, facts: &Facts<'_>) -> Result<(), GwError> {
+    let refused = |message: String| GwError::new(Code::InvalidHeader, message);
+    let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+        return Err(refused(format!("`{name}` is not a header name")));
+    };
+    match template.render_header(name, facts) {
+        Ok(Some(text)) => {
+            let value = HeaderValue::from_str(&text).map_err(|_| refused(format!("header `{name}` is not valid")))?;
+            h.insert(header, value);
+        }
+        Ok(None) => {
+            h.remove(header);
+        }
+        Err(u) => return Err(GwError::new(Code::of_refusal(u.code).unwrap_or(Code::InvalidHeader), u.message)),
+    }
+    Ok(())
 }
 
 /// The client's credential never reaches the upstream.

@@ -312,10 +312,9 @@ impl Graph {
             }
         }
         if let Some(id) = &identity {
-            if let Some(ls) = self.tenant_limits.get(&id.tenant) {
-                for (t, lid) in ls {
-                    applied.push(AppliedLimit { limit: *t, id: lid.clone(), key: id.tenant.clone() });
-                }
+            let ls = self.tenant_limits.get(&id.tenant).unwrap_or(&self.default_tenant_limits);
+            for (t, lid) in ls {
+                applied.push(AppliedLimit { limit: *t, id: lid.clone(), key: id.tenant.clone() });
             }
         }
         for l in &applied {

@@ -188,13 +188,11 @@ pub enum TemplatePart {
 #[derive(Debug, Clone, Serialize)]
 pub struct RespondInfo {
     pub status: u16,
-    #[serde(serialize_with = "bytes_as_text")]
-    pub body: Vec<u8>,
+    /// Rendered per request (`BodyTemplate::render`).
+    pub body: crate::template::BodyTemplate,
     pub content_type: Option<&'static str>,
-}
-
-fn bytes_as_text<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    String::from_utf8_lossy(b).serialize(s)
+    /// `header "name" = TEMPLATE`, rendered per request (`Template::render_header`).
+    pub headers: Vec<(String, crate::template::Template)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,7 +259,8 @@ pub struct RouteInfo {
     pub guards: Vec<GuardInfo>,
     /// Indices into `Graph::limits` of the route's own limits, in order.
     pub limits: Vec<usize>,
-    pub set_headers: Vec<(String, Resolved)>,
+    /// `set header NAME = TEMPLATE`, rendered per request (`Template::render_header`).
+    pub set_headers: Vec<(String, crate::template::Template)>,
     pub strip_headers: Vec<String>,
     pub rewrite: Option<RewriteInfo>,
     pub respond: Option<RespondInfo>,
@@ -362,15 +361,24 @@ impl LimitKindInfo {
 /// metric label. It changes exactly when the limit's meaning changes, so a reload keeps the
 /// counters of every limit it did not change.
 pub fn route_limit_id(route: &str, ordinal: usize, kind: &LimitKindInfo, per: &LimitPer) -> String {
-    let per = match per {
+    format!("route:{route}#{ordinal}:{}:per:{}", kind.id_part(), per_part(per))
+}
+
+/// The stable identity of a shared limit (`limit NAME ...`): its name and meaning, never the
+/// routes that use it, so a route that starts or stops using it keeps everyone's counters.
+pub fn shared_limit_id(name: &str, kind: &LimitKindInfo, per: &LimitPer) -> String {
+    format!("shared:{name}:{}:per:{}", kind.id_part(), per_part(per))
+}
+
+fn per_part(per: &LimitPer) -> String {
+    match per {
         LimitPer::Route => "route".to_string(),
         LimitPer::Key => "key".to_string(),
         LimitPer::Tenant => "tenant".to_string(),
         LimitPer::Client => "client".to_string(),
         LimitPer::Header(h) => format!("header:{h}"),
         LimitPer::Expr => "expr".to_string(),
-    };
-    format!("route:{route}#{ordinal}:{}:per:{per}", kind.id_part())
+    }
 }
 
 /// The stable identity of a tenant's limit (see `route_limit_id`).
@@ -382,8 +390,17 @@ pub fn tenant_limit_id(tenant: &str, kind: &LimitKindInfo) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LimitOwner {
-    Route { route: usize, name: String },
-    Tenant { name: String },
+    Route {
+        route: usize,
+        name: String,
+    },
+    Tenant {
+        name: String,
+    },
+    /// `limit NAME ...`, charged by every route that says `limit use NAME`.
+    Shared {
+        name: String,
+    },
 }
 
 /// One entry of the limit table (`AppliedLimit::limit` indexes it).
@@ -463,6 +480,8 @@ pub struct Graph {
     pub regexes: Vec<Option<regex_automata::meta::Regex>>,
     /// Tenant name (first tenant of that name) → its limits as (table index, id).
     pub tenant_limits: HashMap<String, Vec<(usize, String)>>,
+    /// The limits of a tenant no `tenant` block names: those of `tenant *` (empty without one).
+    pub default_tenant_limits: Vec<(usize, String)>,
     /// Upstream index → the node of its `hash(EXPR)`.
     pub balance_keys: Vec<Option<NodeId>>,
     /// `body.model`, read by `limit ... model /re/`.

@@ -170,7 +170,8 @@ pub enum GenTenantStmt {
 
 #[derive(Arbitrary, Debug, Clone)]
 pub struct GenTenant {
-    /// Rarely (1 in 16) a name from the pool, which may repeat an earlier tenant.
+    /// Rarely (1 in 16) a name from the pool, which may repeat an earlier tenant; as rarely
+    /// `*`, every tenant's defaults (the pool's other tenants are named in key files only).
     name: u8,
     stmts: Vec<GenTenantStmt>,
 }
@@ -193,7 +194,11 @@ impl GenTenant {
                 GenTenantStmt::Region(r) => format!("region \"r{}\"", r % 3),
             })
             .collect();
-        let name = if self.name % 16 == 15 { pick(TENANTS, self.name / 16) } else { pick(TENANTS, index as u8) };
+        let name = match self.name % 16 {
+            15 => pick(TENANTS, self.name / 16),
+            14 => "*",
+            _ => pick(TENANTS, index as u8),
+        };
         format!("tenant {name} {{ {} }}\n", stmts.join("; "))
     }
 }
@@ -313,6 +318,8 @@ pub enum GenRouteStmt {
     Deny(u16, GenStr, GenBool),
     Limit(GenLimit),
     Set(u8, GenValue),
+    /// `set header H = "lit" + FACT [+ request_id | trace_id]`: a template.
+    SetTemplate(u8, GenStr, GenStrFact, Option<bool>),
     Strip(Vec<u8>),
     RewritePrefix(GenPath, GenPath),
     RewritePath(GenPath),
@@ -320,7 +327,18 @@ pub enum GenRouteStmt {
     Websocket,
     Cors(Vec<u8>, Vec<u8>),
     Jwt(GenValue, Option<u8>),
+    /// `limit use sN [if COND]`: one of the `SHARED` limits (an unknown name 1 in 8).
+    LimitUse(u8, Option<GenBool>),
 }
+
+/// The shared limits a generated policy declares when a route uses one; `s0` and `s1` count
+/// per tenant/key (needing `auth`), `s2` per header, `s3` per client.
+const SHARED: &[&str] = &[
+    "limit s0 rate 3/s per tenant",
+    "limit s1 tokens 1k/min per key",
+    "limit s2 concurrent 2 per header \"x-user\"",
+    "limit s3 rate 1/min burst 2 per client",
+];
 
 #[derive(Arbitrary, Debug, Clone)]
 pub enum GenAction {
@@ -330,6 +348,8 @@ pub enum GenAction {
     To2(u8),
     /// Only with a rare byte: no action at all.
     Nothing(u8),
+    /// `respond` with a body and a header that read the request: JSON (`true`) or text.
+    RespondTemplate(u16, bool, GenStr, GenStrFact, u8),
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -419,7 +439,28 @@ impl GenRouteStmt {
                 format!("deny {} {} if {}", status(*st), gwfmt::quote(&msg.get()), c.print(sc, 0))
             }
             GenRouteStmt::Limit(l) => l.print(sc),
+            GenRouteStmt::LimitUse(n, cond) => {
+                // Per tenant and per key mostly only where there is `auth`.
+                let n = match *n as usize % 8 {
+                    7 => "nope".to_string(),
+                    i if !sc.auth && i < 2 => format!("s{}", 2 + i),
+                    i => format!("s{}", i % SHARED.len()),
+                };
+                match cond {
+                    Some(c) => format!("limit use {n} if {}", c.print(sc, 0)),
+                    None => format!("limit use {n}"),
+                }
+            }
             GenRouteStmt::Set(h, v) => format!("set header {} = {}", gwfmt::quote(pick(HEADERS, *h)), v.print()),
+            GenRouteStmt::SetTemplate(h, lit, fact, gateway) => {
+                let tail = match gateway {
+                    None => "",
+                    Some(true) => " + request_id",
+                    Some(false) => " + trace_id",
+                };
+                let (name, lit, fact) = (gwfmt::quote(pick(HEADERS, *h)), gwfmt::quote(&lit.get()), fact.print(sc));
+                format!("set header {name} = {lit} + {fact}{tail}")
+            }
             GenRouteStmt::Strip(hs) => {
                 let mut names: Vec<String> = hs.iter().take(3).map(|h| gwfmt::quote(pick(HEADERS, *h))).collect();
                 if names.is_empty() {
@@ -513,6 +554,16 @@ impl GenRoute {
             GenAction::To(u) | GenAction::To2(u) => {
                 let _ = writeln!(out, "    to u{}", *u as usize % UPSTREAMS);
             }
+            GenAction::RespondTemplate(st, json, lit, fact, h) => {
+                let (lit, fact) = (gwfmt::quote(&lit.get()), fact.print(sc));
+                let body = if *json {
+                    format!(" json {{\"v\": {lit} + {fact}, \"id\": request_id, \"n\": [1, null]}}")
+                } else {
+                    format!(" {lit} + {fact} + trace_id")
+                };
+                let header = gwfmt::quote(pick(HEADERS, *h));
+                let _ = writeln!(out, "    respond {}{body} header {header} = {fact}", status(*st));
+            }
             GenAction::Respond(st, json, text) => {
                 let _ = write!(out, "    respond {}", status(*st));
                 match (json, text) {
@@ -546,6 +597,10 @@ pub enum GenExpect {
     Route(u8),
     Upstream(u8),
     Tenant(u8),
+    /// `expect header H = "v"` or `absent` (`None`).
+    Header(u8, Option<GenStr>),
+    /// `expect limit sN` (a shared limit, maybe undeclared) or `expect limit tenant *`.
+    Limit(u8),
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -630,6 +685,13 @@ impl GenPolicy {
             let _ = writeln!(out, "matcher m{i} = {}", m.print(Scope { matchers: i, auth: false }, 0));
         }
         out.push('\n');
+        let uses_shared =
+            self.routes.iter().take(8).any(|r| r.stmts.iter().any(|s| matches!(s, GenRouteStmt::LimitUse(..))));
+        if uses_shared {
+            for l in SHARED {
+                let _ = writeln!(out, "{l}");
+            }
+        }
         let sc = Scope { matchers, auth: false };
         let mut name = 0;
         for (i, r) in self.routes.iter().take(8).enumerate() {
@@ -657,6 +719,17 @@ impl GenPolicy {
                         format!("expect upstream u{}", *u as usize % UPSTREAMS)
                     }
                     GenTestStmt::Expect(GenExpect::Tenant(t)) => format!("expect tenant {}", pick(TENANTS, *t)),
+                    GenTestStmt::Expect(GenExpect::Header(h, v)) => match v {
+                        Some(v) => {
+                            format!("expect header {} = {}", gwfmt::quote(pick(HEADERS, *h)), gwfmt::quote(&v.get()))
+                        }
+                        None => format!("expect header {} absent", gwfmt::quote(pick(HEADERS, *h))),
+                    },
+                    // A shared limit only when they are declared (else 1 in 16: undeclared).
+                    GenTestStmt::Expect(GenExpect::Limit(n)) => match n % 5 {
+                        i if i < 4 && (uses_shared || n % 16 == 15) => format!("expect limit s{i}"),
+                        _ => "expect limit tenant *".to_string(),
+                    },
                     GenTestStmt::Advance(d) => format!("advance {}", d.print()),
                 };
                 let _ = writeln!(out, "    {line}");
