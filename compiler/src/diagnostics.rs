@@ -92,6 +92,9 @@ codes! {
     SyntaxOperator = "gw::syntax::operator", "`&&`, `||` or `!` where gw writes `and`, `or`, `not`";
     SyntaxCharacter = "gw::syntax::character", "a character no name or keyword contains (a NUL byte, a look-alike letter), outside a string";
     SyntaxEscape = "gw::syntax::escape", "an escape a string does not know, like `\\q`";
+    JwtInvalid = "gw::jwt_invalid", "a `jwt` set gw cannot verify with: an unknown or `none` algorithm, key material that does not fit it, an unreadable key file";
+    CorsInvalid = "gw::cors_invalid", "a `cors` that is unsafe or malformed: `\"*\"` with `credentials`, an origin that is not `scheme://host[:port]`";
+    AuthInvalid = "gw::auth_invalid", "an `auth` that names a credential set in a way it cannot be read (`via` on a `basic` set, a set twice)";
 }
 
 impl fmt::Display for Code {

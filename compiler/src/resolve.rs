@@ -26,7 +26,10 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
     for item in items {
         let (table, kind, ident) = match item {
             Item::Upstream(u) => (&mut names.upstreams, "upstream", &u.name),
+            // Key, `jwt` and `basic` sets share one namespace: `auth NAME` names any of them.
             Item::Keys(k) => (&mut names.keysets, "key set", &k.name),
+            Item::Jwt(j) => (&mut names.keysets, "jwt set", &j.name),
+            Item::Basic(b) => (&mut names.keysets, "basic set", &b.name),
             Item::Tenant(t) => (&mut names.tenants, "tenant", &t.name),
             Item::Matcher(m) => (&mut names.matchers, "matcher", &m.name),
             Item::Route(r) => (&mut names.routes, "route", &r.name),
@@ -70,6 +73,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             Item::Tenant(t) => {
                 diags.extend(duplicate_settings(t.stmts.iter().map(|s| (s.kind.keyword(), s.span)), "tenant"))
             }
+            Item::Jwt(j) => diags.extend(duplicate_settings(j.stmts.iter().map(|s| (s.kind.keyword(), s.span)), "jwt")),
             _ => {}
         }
     }
@@ -85,8 +89,13 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                             check_ref(&names.upstreams, u, Code::UndefinedUpstream, "upstream", &mut diags);
                         }
                         RouteStmtKind::Auth(a) => {
-                            used.insert(("keys", a.keys.name.clone()));
-                            check_ref(&names.keysets, &a.keys, Code::UndefinedKeys, "key set", &mut diags);
+                            for m in &a.methods {
+                                used.insert(("keys", m.set.name.clone()));
+                                check_ref(&names.keysets, &m.set, Code::UndefinedKeys, "key set", &mut diags);
+                            }
+                        }
+                        RouteStmtKind::Cors(c) => {
+                            diags.extend(duplicate_settings(c.clauses.iter().copied(), "cors"));
                         }
                         _ => {}
                     }
@@ -113,7 +122,10 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         Expectation::Route(id) => (&names.routes, "route", id),
                         Expectation::Upstream(id) => (&names.upstreams, "upstream", id),
                         Expectation::Tenant(id) => (&names.tenants, "tenant", id),
-                        Expectation::Status { .. } => continue,
+                        Expectation::Status { .. }
+                        | Expectation::Claim { .. }
+                        | Expectation::Header { .. }
+                        | Expectation::NoHeader(_) => continue,
                     };
                     // A tenant named only in key files is still a tenant: tests may name it.
                     if kind == "tenant" {
@@ -138,6 +150,8 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
         let (kind, key, ident) = match item {
             Item::Upstream(u) => ("upstream", "upstream", &u.name),
             Item::Keys(k) => ("key set", "keys", &k.name),
+            Item::Jwt(j) => ("jwt set", "keys", &j.name),
+            Item::Basic(b) => ("basic set", "keys", &b.name),
             Item::Matcher(m) => ("matcher", "matcher", &m.name),
             _ => continue,
         };

@@ -12,12 +12,6 @@ use crate::source::{FileId, Span};
 const HELP: &str = "gw-check accepts and tests it, but gw serve cannot honour it yet; remove it to serve this \
                     policy (the language reference lists what the runtime implements)";
 
-/// `jwt` guards the route: removing it would leave the route open, so its help says what to
-/// write instead.
-const JWT_HELP: &str = "gw serve cannot verify JWTs yet, and removing `jwt` would leave this route open: \
-                        authenticate with `auth KEYSET` instead (or write `auth none` if the route is \
-                        meant to be public)";
-
 /// One `gw::not_supported` error per construct `gw serve` does not implement.
 pub fn unsupported(items: &[Item]) -> Vec<Diag> {
     let mut out = vec![];
@@ -25,7 +19,7 @@ pub fn unsupported(items: &[Item]) -> Vec<Diag> {
         out.push(
             Diag::error(Code::NotSupported, format!("{owner}: `{what}` is not implemented by gw serve yet"))
                 .primary(span, format!("`{what}` is not implemented by the runtime yet"))
-                .help(if what == "jwt" { JWT_HELP } else { HELP }),
+                .help(HELP),
         )
     };
     for item in items {
@@ -42,10 +36,7 @@ pub fn unsupported(items: &[Item]) -> Vec<Diag> {
             }
             Item::Route(r) => {
                 for stmt in &r.stmts {
-                    if matches!(
-                        stmt.kind,
-                        RouteStmtKind::Cache { .. } | RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }
-                    ) {
+                    if matches!(stmt.kind, RouteStmtKind::Cache { .. }) {
                         refuse(stmt.kind.keyword(), &format!("route `{}`", r.name.name), stmt.span);
                     }
                 }

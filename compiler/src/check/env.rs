@@ -79,11 +79,17 @@ pub fn env_vars(
                     visit(s);
                 }
             }
+            Item::Jwt(j) => {
+                for s in &j.stmts {
+                    if let JwtStmtKind::Secret(v) = &s.kind {
+                        visit(v);
+                    }
+                }
+            }
             Item::Route(r) => {
                 for s in &r.stmts {
                     match &s.kind {
                         RouteStmtKind::SetHeader { value, .. } => visit(value),
-                        RouteStmtKind::Jwt { secret, .. } => visit(secret),
                         _ => {}
                     }
                 }

@@ -28,7 +28,7 @@ pub(super) fn auth_unspecified(r: &Route, out: &mut Vec<Diag>) {
     let says = r
         .stmts
         .iter()
-        .any(|s| matches!(s.kind, RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone | RouteStmtKind::Jwt { .. }));
+        .any(|s| matches!(s.kind, RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone));
     let Some(to) = r.stmts.iter().find(|s| matches!(s.kind, RouteStmtKind::To(_))).filter(|_| !says) else {
         return;
     };

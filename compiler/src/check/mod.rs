@@ -14,12 +14,15 @@ use crate::diagnostics::{Code, Diag};
 use crate::resolve::walk;
 use crate::source::Span;
 
+mod auth;
+mod credentials;
 mod env;
 mod lints;
 mod routes;
 mod types;
 mod values;
 
+pub use credentials::credential_files;
 pub use env::{env_vars, key_files};
 pub use lints::lints;
 pub use routes::same_expr;
@@ -77,7 +80,8 @@ impl<'a> Checker<'a> {
                 }
                 Item::Route(r) => self.route(r),
                 Item::Test(t) => self.test(t),
-                Item::Keys(_) | Item::Import(_) => {}
+                Item::Jwt(j) => self.jwt_set(j),
+                Item::Keys(_) | Item::Basic(_) | Item::Import(_) => {}
             }
         }
         self.shadowing();

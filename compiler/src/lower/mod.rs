@@ -47,6 +47,22 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         })
         .collect();
 
+    let jwtsets: Vec<JwtSetInfo> = program
+        .jwtsets
+        .iter()
+        .map(|(name, v)| JwtSetInfo { name: name.clone(), verifier: v.clone() })
+        .collect();
+    let basicsets: Vec<BasicSetInfo> = program
+        .basicsets
+        .iter()
+        .map(|(name, (tenant, h))| BasicSetInfo {
+            name: name.clone(),
+            tenant: tenant.clone(),
+            users: h.len(),
+            htpasswd: h.clone(),
+        })
+        .collect();
+
     let mut upstreams = vec![];
     let mut balance_keys = vec![];
     for u in program.upstreams() {
@@ -71,6 +87,8 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         program,
         b: &mut b,
         keysets: &keysets,
+        jwtsets: &jwtsets,
+        basicsets: &basicsets,
         upstreams: &upstreams,
         first_index: &first_index,
         limits: &mut limits,
@@ -123,6 +141,8 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         limits,
         tenants,
         keysets,
+        jwtsets,
+        basicsets,
         rt: rts,
         router,
         nodes,

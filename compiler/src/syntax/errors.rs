@@ -38,8 +38,15 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         expr | primary | paren | fact | reference | literal | call => "an expression",
         infix_op | op_and | op_or | op_eq | op_ne | op_ge | op_le | op_gt | op_lt => "an operator",
         json_value | json_object | json_array | json_pair => "a JSON value",
-        item | import_decl | gateway_decl | upstream_decl | keys_decl | tenant_decl | matcher_decl | route_decl
-        | test_decl => "a declaration (gateway, upstream, keys, tenant, matcher, route, test, import)",
+        item | import_decl | gateway_decl | upstream_decl | keys_decl | jwt_decl | basic_decl | tenant_decl
+        | matcher_decl | route_decl | test_decl => {
+            "a declaration (gateway, upstream, keys, jwt, basic, tenant, matcher, route, test, import)"
+        }
+        auth_method => "a credential set's name",
+        set_message => "`message \"...\"`",
+        cors_clause | cors_methods | cors_headers | cors_expose | cors_credentials | cors_max_age => {
+            "`methods`, `headers`, `expose`, `credentials` or `max_age`"
+        }
         on_error_mode => "`local`, `allow` or `deny`",
         forwarded_mode => "`strip`, `append` or `keep`",
         balance_mode => "`round_robin`, `weighted`, `least_conn` or `hash(...)`",
@@ -49,8 +56,9 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         builtin => "one of health, ready, metrics, tokens, usage, upstreams",
         retry_cond => "`connect_error`, `timeout` or a status code",
         string_list => "a list of strings like [\"*\"]",
-        expectation | expect_status | expect_route | expect_upstream | expect_tenant => {
-            "a status, `route NAME`, `upstream NAME` or `tenant NAME`"
+        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_claim
+        | expect_header | expect_no_header => {
+            "a status, `route NAME`, `upstream NAME`, `tenant NAME`, `claim \"name\" = \"value\"`, `header \"name\" = \"value\"` or `no header \"name\"`"
         }
         kw_if => "`if`",
         kw_from => "`from`",
@@ -466,7 +474,6 @@ mod tests {
         "r_websocket",
         "r_cors",
         "r_to",
-        "r_jwt",
         "r_serve",
         "test_stmt",
         "t_send",
