@@ -14,8 +14,12 @@
 //! 8. `finish`: the answer's headers, whether the connection carries another request, and
 //!    the accounting when the answer's last byte leaves.
 //!
+//! `cors` (the headers every answer of a route gets, and the preflight answer) is used by
+//! `decide` and by the proxy when the answer is made.
+//!
 //! A phase may use an earlier one, never a later one.
 
+pub mod cors;
 pub mod decide;
 pub mod finish;
 pub mod forward;
