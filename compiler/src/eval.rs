@@ -301,7 +301,7 @@ fn authenticate(program: &Program, auth: &Auth, req: &Request) -> Result<Option<
 
 fn verify(program: &Program, set: &str, credential: &str, req: &Request) -> Option<Identity> {
     let keys = set.to_string();
-    match program.set_kind(set)? {
+    match program.set_kind(set).unwrap_or(SetKind::Keys) {
         SetKind::Keys => {
             let e = program.keysets.get(set)?.lookup(credential)?;
             Some(Identity { keys, tenant: e.tenant.clone(), key_name: e.name.clone(), claims: None })

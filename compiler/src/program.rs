@@ -174,7 +174,10 @@ impl Program {
             })
         };
         let message = auth.message.as_ref().or_else(|| auth.methods.iter().find_map(|m| set_message(&m.set.name)));
-        let keys_only = auth.methods.iter().all(|m| self.set_kind(&m.set.name) == Some(SetKind::Keys));
+        let keys_only = auth
+            .methods
+            .iter()
+            .all(|m| !matches!(self.set_kind(&m.set.name), Some(SetKind::Jwt | SetKind::Basic)));
         gw_engine::request::auth_messages(message.map(|m| m.value.as_str()), keys_only)
     }
 

@@ -161,11 +161,11 @@ fn vocab(program: &Program) -> Vocab {
                     }
                 }
                 RouteStmtKind::Auth(a) => {
-                    for c in &a.via {
+                    for c in a.methods.iter().flat_map(|m| &m.via) {
                         match c {
                             Credential::Header(h) => v.headers.push(h.value.clone()),
                             Credential::Query(q) => v.queries.push(q.value.clone()),
-                            Credential::Bearer(_) => {}
+                            Credential::Bearer(_) | Credential::Basic(_) => {}
                         }
                     }
                 }

@@ -124,10 +124,9 @@ impl RouteCx<'_, '_> {
         for m in &a.methods {
             let name = &m.set.name;
             let set = match self.program.set_kind(name) {
-                Some(SetKind::Keys) => self.keysets.iter().position(|k| k.name == *name).map(SetRef::Keys),
                 Some(SetKind::Jwt) => self.jwtsets.iter().position(|k| k.name == *name).map(SetRef::Jwt),
                 Some(SetKind::Basic) => self.basicsets.iter().position(|k| k.name == *name).map(SetRef::Basic),
-                None => None,
+                Some(SetKind::Keys) | None => self.keysets.iter().position(|k| k.name == *name).map(SetRef::Keys),
             }
             .unwrap_or(SetRef::Undefined);
             let sources: Vec<CredentialSource> = self
