@@ -36,7 +36,7 @@ jwt issuer {
 basic staff from "keys/staff.htpasswd" tenant "ops"
 
 route chat {
-    when  POST "/v1/chat"
+    when  GET "/v1/models"
     auth  clients or issuer or staff message "Invalid or expired API Key"
     deny  403 "guests may not chat" if claim["role"] == "guest"
     limit rate 2/min per (claim["sub"])
@@ -87,7 +87,7 @@ async fn every_bad_token_is_refused_with_the_same_401_and_a_good_one_is_a_limit_
     let mock = Mock::start(&[]);
     let gw = start(&mock);
     let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let url = gw.url("/v1/chat");
+    let url = gw.url("/v1/models");
     let t = now();
     let other_iss = json!({"sub": "u", "org": "acme", "iss": "https://evil.example.com", "aud": "polyagent", "exp": t + 600});
     let other_aud = json!({"sub": "u", "org": "acme", "iss": "https://auth.example.com", "aud": "other", "exp": t + 600});
@@ -117,13 +117,13 @@ async fn every_bad_token_is_refused_with_the_same_401_and_a_good_one_is_a_limit_
         ("not a token", "abc.def".to_string()),
     ];
     for (what, token) in &refused {
-        let r = c.post(&url).bearer_auth(token).body("{}").send().await.unwrap();
+        let r = c.get(&url).bearer_auth(token).body("{}").send().await.unwrap();
         assert_eq!(r.status(), 401, "{what}");
         let e: Value = r.json().await.unwrap();
         assert_eq!(e["error"]["message"], "Invalid or expired API Key", "{what}: the same answer whatever failed");
         assert_eq!(e["error"]["code"], "unauthorized", "{what}");
     }
-    let missing = c.post(&url).body("{}").send().await.unwrap();
+    let missing = c.get(&url).body("{}").send().await.unwrap();
     assert_eq!(missing.status(), 401);
     let e: Value = missing.json().await.unwrap();
     assert_eq!(e["error"]["message"], "Invalid or expired API Key");
@@ -131,20 +131,20 @@ async fn every_bad_token_is_refused_with_the_same_401_and_a_good_one_is_a_limit_
 
     // A valid token passes; its `sub` is the limit's key (2 a minute per subject).
     for _ in 0..2 {
-        assert_eq!(c.post(&url).bearer_auth(&good).body("{}").send().await.unwrap().status(), 200);
+        assert_eq!(c.get(&url).bearer_auth(&good).body("{}").send().await.unwrap().status(), 200);
     }
-    assert_eq!(c.post(&url).bearer_auth(&good).body("{}").send().await.unwrap().status(), 429);
+    assert_eq!(c.get(&url).bearer_auth(&good).body("{}").send().await.unwrap().status(), 429);
     let other = rs256(&claims("v"), "issuer.key");
-    assert_eq!(c.post(&url).bearer_auth(&other).body("{}").send().await.unwrap().status(), 200, "another subject");
+    assert_eq!(c.get(&url).bearer_auth(&other).body("{}").send().await.unwrap().status(), 200, "another subject");
     // A claim is a fact guards read.
     let mut guest = claims("g");
     guest["role"] = json!("guest");
-    let r = c.post(&url).bearer_auth(rs256(&guest, "issuer.key")).body("{}").send().await.unwrap();
+    let r = c.get(&url).bearer_auth(rs256(&guest, "issuer.key")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 403);
     // Within the stated leeway (30s) a just-expired token still passes.
     let mut late = claims("late");
     late["exp"] = json!(t - 10);
-    assert_eq!(c.post(&url).bearer_auth(rs256(&late, "issuer.key")).body("{}").send().await.unwrap().status(), 200);
+    assert_eq!(c.get(&url).bearer_auth(rs256(&late, "issuer.key")).body("{}").send().await.unwrap().status(), 200);
 
     let seen = mock.requests().await;
     assert_eq!(seen.len(), 4);
@@ -159,13 +159,13 @@ async fn keys_and_basic_auth_share_a_route_and_the_password_never_reaches_the_up
     let mock = Mock::start(&[]);
     let gw = start(&mock);
     let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-    let url = gw.url("/v1/chat");
-    let r = c.post(&url).bearer_auth("sk-client-1").body("{}").send().await.unwrap();
+    let url = gw.url("/v1/models");
+    let r = c.get(&url).bearer_auth("sk-client-1").body("{}").send().await.unwrap();
     assert_eq!(r.status(), 200, "an API key by bearer");
-    let r = c.post(&url).basic_auth("alice", Some("hunter22")).body("{}").send().await.unwrap();
+    let r = c.get(&url).basic_auth("alice", Some("hunter22")).body("{}").send().await.unwrap();
     assert_eq!(r.status(), 200, "basic auth");
     for (user, pass) in [("alice", "wrong"), ("bob", "hunter22")] {
-        let r = c.post(&url).basic_auth(user, Some(pass)).body("{}").send().await.unwrap();
+        let r = c.get(&url).basic_auth(user, Some(pass)).body("{}").send().await.unwrap();
         assert_eq!(r.status(), 401);
         let challenge = r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string());
         assert!(challenge.unwrap_or_default().starts_with("Basic"), "browsers are asked for a password");
