@@ -14,8 +14,9 @@
 //! 8. `finish`: the answer's headers, whether the connection carries another request, and
 //!    the accounting when the answer's last byte leaves.
 //!
-//! `cors` (the headers every answer of a route gets, and the preflight answer) is used by
-//! `decide` and by the proxy when the answer is made.
+//! Between 1 and 2, `cors`: the answer to a CORS preflight (decided by the graph, answered
+//! without credentials or upstream) and the headers every answer of a route gets (CORS,
+//! `www-authenticate`), which `decide` records and the proxy adds to whatever answers.
 //!
 //! A phase may use an earlier one, never a later one.
 
