@@ -319,7 +319,8 @@ pub enum GenRouteStmt {
     Cache(GenDuration, Option<u16>),
     Websocket,
     Cors(Vec<u8>, Vec<u8>),
-    Jwt(GenValue, Option<u8>),
+    /// A `cors` with the other clauses (headers, expose, credentials, max_age) by bits.
+    CorsClauses(u8, Option<u8>),
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -449,10 +450,22 @@ impl GenRouteStmt {
                 }
                 t
             }
-            GenRouteStmt::Jwt(v, iss) => match iss {
-                Some(i) => format!("jwt secret {} issuer \"iss{}\"", v.print(), i % 2),
-                None => format!("jwt secret {}", v.print()),
-            },
+            GenRouteStmt::CorsClauses(bits, age) => {
+                let mut t = "cors origins [\"https://app.example.com\", \"https://*.example.org\"]".to_string();
+                if bits & 1 != 0 {
+                    t.push_str(" headers [\"content-type\", \"authorization\"]");
+                }
+                if bits & 2 != 0 {
+                    t.push_str(" expose [\"x-request-id\"]");
+                }
+                if bits & 4 != 0 {
+                    t.push_str(" credentials");
+                }
+                if let Some(a) = age {
+                    let _ = write!(t, " max_age {}s", a);
+                }
+                t
+            }
         }
     }
 }
