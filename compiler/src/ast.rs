@@ -539,14 +539,23 @@ pub struct Send {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expectation {
-    Status { status: Quantity, message: Option<Str> },
+    Status {
+        status: Quantity,
+        message: Option<Str>,
+    },
     Route(Ident),
     Upstream(Ident),
     Tenant(Ident),
     /// `expect claim "name" = "value"`: the authenticated token's claim, as text.
-    Claim { name: Str, value: Str },
+    Claim {
+        name: Str,
+        value: Str,
+    },
     /// `expect header "name" = "value"`: a header of gw's answer (CORS, `www-authenticate`).
-    Header { name: Str, value: Str },
+    Header {
+        name: Str,
+        value: Str,
+    },
     /// `expect no header "name"`.
     NoHeader(Str),
 }

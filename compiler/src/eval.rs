@@ -6,10 +6,10 @@
 use crate::ast::*;
 use crate::ijson::{self, BodyError};
 use crate::program::{Program, SetKind};
-use gw_engine::cors;
 pub use crate::request::{refused_before_body_note, DEFAULT_ALLOW_MESSAGE, INVALID_KEY, MISSING_KEY};
 use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
 use crate::value::{self, Undecided, Val};
+use gw_engine::cors;
 
 /// Decide what the policy does with `req`.
 pub fn decide(program: &Program, req: &Request) -> Decision {
@@ -313,7 +313,12 @@ fn verify(program: &Program, set: &str, credential: &str, req: &Request) -> Opti
         SetKind::Basic => {
             let (tenant, users) = program.basicsets.get(set)?;
             let (user, password) = gw_engine::basic::basic_credential(credential)?;
-            users.verify(&user, &password).then(|| Identity { keys, tenant: tenant.clone(), key_name: user, claims: None })
+            users.verify(&user, &password).then(|| Identity {
+                keys,
+                tenant: tenant.clone(),
+                key_name: user,
+                claims: None,
+            })
         }
     }
 }

@@ -271,7 +271,11 @@ fn the_graph_is_send_sync_and_serializes_without_secrets() {
            jwt j { alg HS256 secret "s3cret-jwt" }
            route r { when GET "/" set header "x-k" = env("SECRET") auth j to u }"#,
     );
-    let verifier = gw_engine::jwt::JwtVerifier::new("j", gw_engine::jwt::JwtAlg::HS256, gw_engine::jwt::KeySource::Secret(b"s3cret-jwt"));
+    let verifier = gw_engine::jwt::JwtVerifier::new(
+        "j",
+        gw_engine::jwt::JwtAlg::HS256,
+        gw_engine::jwt::KeySource::Secret(b"s3cret-jwt"),
+    );
     p.jwtsets.insert("j".into(), std::sync::Arc::new(verifier.expect("a secret")));
     let g = crate::lower::lower(&p).expect("lowers");
     let json = serde_json::to_string(&g).expect("serializes");

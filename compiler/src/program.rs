@@ -174,24 +174,23 @@ impl Program {
             })
         };
         let message = auth.message.as_ref().or_else(|| auth.methods.iter().find_map(|m| set_message(&m.set.name)));
-        let keys_only = auth
-            .methods
-            .iter()
-            .all(|m| !matches!(self.set_kind(&m.set.name), Some(SetKind::Jwt | SetKind::Basic)));
+        let keys_only =
+            auth.methods.iter().all(|m| !matches!(self.set_kind(&m.set.name), Some(SetKind::Jwt | SetKind::Basic)));
         gw_engine::request::auth_messages(message.map(|m| m.value.as_str()), keys_only)
     }
 
     /// A route's `cors` as the engine asks it. The methods a preflight may ask for default to
     /// the route's own; `OPTIONS` is never listed.
     pub fn cors_policy(&self, route: &Route, c: &Cors) -> CorsPolicy {
-        let methods = if c.methods.is_empty() { route.when().map(|w| w.methods.clone()).unwrap_or_default() } else { c.methods.clone() };
+        let methods = if c.methods.is_empty() {
+            route.when().map(|w| w.methods.clone()).unwrap_or_default()
+        } else {
+            c.methods.clone()
+        };
         let mut names: Vec<String> = vec![];
         for m in methods {
-            let list: Vec<&str> = if m == Method::Any {
-                vec!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]
-            } else {
-                vec![m.as_str()]
-            };
+            let list: Vec<&str> =
+                if m == Method::Any { vec!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] } else { vec![m.as_str()] };
             for n in list {
                 if n != "OPTIONS" && !names.iter().any(|x| x == n) {
                     names.push(n.to_string());

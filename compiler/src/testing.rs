@@ -179,7 +179,8 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
                 Some(v) => v.to_string(),
                 None => return Some(format!("expected claim `{}`, but the token has none", name.value)),
             };
-            (got != value.value).then(|| format!("expected claim `{}` = \"{}\", got \"{got}\"", name.value, value.value))
+            (got != value.value)
+                .then(|| format!("expected claim `{}` = \"{}\", got \"{got}\"", name.value, value.value))
         }
         Expectation::Header { name, value } => match a.headers.iter().find(|(k, _)| *k == name.value) {
             Some((_, v)) if *v == value.value => None,

@@ -844,7 +844,13 @@ fn jwt_basic_and_cors_decisions_agree_with_eval() {
     auths.push(("basic wrong".into(), Some("Basic YWxpY2U6eHg=".into())));
     let origins = [None, Some("https://app.example.com"), Some("https://a.example.org"), Some("https://evil.com")];
     let mut statuses: Vec<(String, u16)> = vec![];
-    for (method, path) in [("POST", "/v1/chat"), ("GET", "/v1/models"), ("OPTIONS", "/v1/chat"), ("OPTIONS", "/v1/own"), ("OPTIONS", "/v1/models")] {
+    for (method, path) in [
+        ("POST", "/v1/chat"),
+        ("GET", "/v1/models"),
+        ("OPTIONS", "/v1/chat"),
+        ("OPTIONS", "/v1/own"),
+        ("OPTIONS", "/v1/models"),
+    ] {
         for (name, auth) in &auths {
             for origin in origins {
                 for asked in [None, Some("POST"), Some("GET"), Some("PUT")] {
@@ -863,11 +869,19 @@ fn jwt_basic_and_cors_decisions_agree_with_eval() {
                     }
                     let want = eval::decide(&program, &r);
                     let got = graph.decide(&r);
-                    assert!(want.same_decision(&got), "{method} {path} {name} {origin:?} {asked:?}:\n{want:#?}\n{got:#?}");
+                    assert!(
+                        want.same_decision(&got),
+                        "{method} {path} {name} {origin:?} {asked:?}:\n{want:#?}\n{got:#?}"
+                    );
                     if method == "POST" && origin.is_none() {
                         statuses.push((name.clone(), want.outcome.status()));
                     }
-                    if method == "OPTIONS" && path == "/v1/chat" && asked == Some("POST") && *name == "none" && origin.is_some() {
+                    if method == "OPTIONS"
+                        && path == "/v1/chat"
+                        && asked == Some("POST")
+                        && *name == "none"
+                        && origin.is_some()
+                    {
                         let allowed = origin.is_some_and(|o| o != "https://evil.com");
                         assert_eq!(want.outcome.status(), if allowed { 204 } else { 403 }, "{origin:?}");
                     }

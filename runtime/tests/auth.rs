@@ -89,22 +89,22 @@ async fn every_bad_token_is_refused_with_the_same_401_and_a_good_one_is_a_limit_
     let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let url = gw.url("/v1/models");
     let t = now();
-    let other_iss = json!({"sub": "u", "org": "acme", "iss": "https://evil.example.com", "aud": "polyagent", "exp": t + 600});
-    let other_aud = json!({"sub": "u", "org": "acme", "iss": "https://auth.example.com", "aud": "other", "exp": t + 600});
-    let expired = json!({"sub": "u", "org": "acme", "iss": "https://auth.example.com", "aud": "polyagent", "exp": t - 120});
+    let other_iss =
+        json!({"sub": "u", "org": "acme", "iss": "https://evil.example.com", "aud": "polyagent", "exp": t + 600});
+    let other_aud =
+        json!({"sub": "u", "org": "acme", "iss": "https://auth.example.com", "aud": "other", "exp": t + 600});
+    let expired =
+        json!({"sub": "u", "org": "acme", "iss": "https://auth.example.com", "aud": "polyagent", "exp": t - 120});
     let early = json!({"sub": "u", "org": "acme", "iss": "https://auth.example.com", "aud": "polyagent", "exp": t + 600, "nbf": t + 300});
     let good = rs256(&claims("u"), "issuer.key");
     let mut parts: Vec<&str> = good.split('.').collect();
     let tampered_payload = b64url(claims("admin").to_string().as_bytes());
     parts[1] = &tampered_payload;
     let wrong_signature = parts.join(".");
-    let none = format!(
-        "{}.{}.",
-        b64url(br#"{"alg":"none","typ":"JWT"}"#),
-        b64url(claims("u").to_string().as_bytes())
-    );
+    let none = format!("{}.{}.", b64url(br#"{"alg":"none","typ":"JWT"}"#), b64url(claims("u").to_string().as_bytes()));
     // Key confusion: an HS256 token "signed" with the issuer's public key as the secret.
-    let confused = encode(&Header::new(Algorithm::HS256), &claims("u"), &EncodingKey::from_secret(&read("issuer.pem"))).unwrap();
+    let confused =
+        encode(&Header::new(Algorithm::HS256), &claims("u"), &EncodingKey::from_secret(&read("issuer.pem"))).unwrap();
     let refused = [
         ("expired", rs256(&expired, "issuer.key")),
         ("not yet valid", rs256(&early, "issuer.key")),
@@ -186,11 +186,8 @@ async fn a_plain_text_password_file_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gateway.gwp"), policy).unwrap();
     std::fs::write(dir.path().join("staff.htpasswd"), "alice:hunter22\n").unwrap();
-    let out = std::process::Command::new(common::gw_bin())
-        .arg("check")
-        .arg(dir.path().join("gateway.gwp"))
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(common::gw_bin()).arg("check").arg(dir.path().join("gateway.gwp")).output().unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("plain-text password"), "{text}");

@@ -80,7 +80,8 @@ impl Htpasswd {
     /// Whether `password` is `user`'s. Unknown users cost a hash check too, so that timing
     /// does not tell which users exist.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let digest: [u8; 32] = Sha256::new().chain_update(user).chain_update([0]).chain_update(password).finalize().into();
+        let digest: [u8; 32] =
+            Sha256::new().chain_update(user).chain_update([0]).chain_update(password).finalize().into();
         let Some(hash) = self.users.get(user) else {
             let _ = bcrypt::verify(password, DUMMY_BCRYPT);
             return false;
@@ -142,7 +143,7 @@ pub fn basic_credential(authorization: &str) -> Option<(String, String)> {
 
 /// Standard base64 with padding, strictly (a credential read two ways is refused).
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 4 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(4) {
         return None;
     }
     let val = |c: u8| -> Option<u32> {

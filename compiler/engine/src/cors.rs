@@ -50,7 +50,9 @@ impl OriginPattern {
                 host.len() > suffix.len() + 1
                     && host.ends_with(suffix.as_str())
                     && host[..host.len() - suffix.len()].ends_with('.')
-                    && host[..host.len() - suffix.len() - 1].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                    && host[..host.len() - suffix.len() - 1]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
             }
         }
     }
@@ -87,7 +89,7 @@ impl CorsPolicy {
     /// Answers of the route depend on `Origin` (so caches must key on it) unless every origin
     /// gets the same `*`.
     pub fn varies(&self) -> bool {
-        !(self.any_origin() && !self.credentials)
+        !self.any_origin() || self.credentials
     }
 
     /// Whether the preflight `req` is allowed; Err says why not (for the refusal's message).

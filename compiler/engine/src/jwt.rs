@@ -206,10 +206,7 @@ impl JwtVerifier {
 
 /// A claim by its path (`claim["org"]["id"]`); the whole claims object for an empty path.
 pub fn claim_lookup<'a>(claims: &'a Map<String, Value>, path: &[PathSeg]) -> Option<&'a Value> {
-    let (first, rest) = match path.split_first() {
-        None => return None,
-        Some(x) => x,
-    };
+    let (first, rest) = path.split_first()?;
     let PathSeg::Field(name) = first else { return None };
     let mut v = claims.get(name)?;
     for seg in rest {

@@ -57,7 +57,10 @@ impl Checker<'_> {
                         );
                     }
                 }
-                JwtStmtKind::Issuer(_) | JwtStmtKind::Audience(_) | JwtStmtKind::TenantName(_) | JwtStmtKind::Message(_) => {}
+                JwtStmtKind::Issuer(_)
+                | JwtStmtKind::Audience(_)
+                | JwtStmtKind::TenantName(_)
+                | JwtStmtKind::Message(_) => {}
             }
         }
         let Some((alg, _)) = alg else {
@@ -168,10 +171,13 @@ impl Checker<'_> {
                 Some(OriginPattern::Any) => {
                     if let Some(cred) = c.credentials {
                         self.err(
-                            Diag::error(Code::CorsInvalid, "`\"*\"` with `credentials` lets any site act as its visitors")
-                                .primary(o.span, "any origin")
-                                .secondary(cred, "with credentials")
-                                .help("list the origins that may send credentials, or drop `credentials`"),
+                            Diag::error(
+                                Code::CorsInvalid,
+                                "`\"*\"` with `credentials` lets any site act as its visitors",
+                            )
+                            .primary(o.span, "any origin")
+                            .secondary(cred, "with credentials")
+                            .help("list the origins that may send credentials, or drop `credentials`"),
                         );
                     }
                 }

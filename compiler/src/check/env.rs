@@ -88,9 +88,8 @@ pub fn env_vars(
             }
             Item::Route(r) => {
                 for s in &r.stmts {
-                    match &s.kind {
-                        RouteStmtKind::SetHeader { value, .. } => visit(value),
-                        _ => {}
+                    if let RouteStmtKind::SetHeader { value, .. } = &s.kind {
+                        visit(value);
                     }
                 }
             }

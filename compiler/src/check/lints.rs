@@ -25,10 +25,7 @@ pub fn lints(items: &[Item], keysets: &BTreeMap<String, LoadedKeys>) -> Vec<Diag
 /// A route that forwards must say who may call it: `auth KEYSET`, or `auth none` when it is
 /// public on purpose. (`jwt` counts as saying so; serve mode refuses it on its own.)
 pub(super) fn auth_unspecified(r: &Route, out: &mut Vec<Diag>) {
-    let says = r
-        .stmts
-        .iter()
-        .any(|s| matches!(s.kind, RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone));
+    let says = r.stmts.iter().any(|s| matches!(s.kind, RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone));
     let Some(to) = r.stmts.iter().find(|s| matches!(s.kind, RouteStmtKind::To(_))).filter(|_| !says) else {
         return;
     };

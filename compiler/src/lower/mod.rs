@@ -47,11 +47,8 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         })
         .collect();
 
-    let jwtsets: Vec<JwtSetInfo> = program
-        .jwtsets
-        .iter()
-        .map(|(name, v)| JwtSetInfo { name: name.clone(), verifier: v.clone() })
-        .collect();
+    let jwtsets: Vec<JwtSetInfo> =
+        program.jwtsets.iter().map(|(name, v)| JwtSetInfo { name: name.clone(), verifier: v.clone() }).collect();
     let basicsets: Vec<BasicSetInfo> = program
         .basicsets
         .iter()

@@ -406,7 +406,8 @@ impl Walker<'_> {
             };
             let word = match rule {
                 Rule::cors_methods => {
-                    c.methods = arg.map(|m| inner(m).filter_map(|m| Method::parse(m.as_str())).collect()).unwrap_or_default();
+                    c.methods =
+                        arg.map(|m| inner(m).filter_map(|m| Method::parse(m.as_str())).collect()).unwrap_or_default();
                     "methods"
                 }
                 Rule::cors_headers => {
@@ -452,24 +453,19 @@ impl Walker<'_> {
 
     fn credentials<'i>(&mut self, args: impl Iterator<Item = P<'i>>) -> Option<Vec<Credential>> {
         let mut via = vec![];
-        for p in args {
-            match p.as_rule() {
-                Rule::credential => {
-                    let c = inner(p).next()?;
-                    let cspan = self.span(&c);
-                    match c.as_rule() {
-                        Rule::cred_bearer => via.push(Credential::Bearer(cspan)),
-                        Rule::cred_header => {
-                            let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
-                            via.push(Credential::Header(self.lower_string(s)));
-                        }
-                        _ => {
-                            let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
-                            via.push(Credential::Query(self.string(s)));
-                        }
-                    }
+        for p in args.filter(|p| p.as_rule() == Rule::credential) {
+            let c = inner(p).next()?;
+            let cspan = self.span(&c);
+            match c.as_rule() {
+                Rule::cred_bearer => via.push(Credential::Bearer(cspan)),
+                Rule::cred_header => {
+                    let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
+                    via.push(Credential::Header(self.lower_string(s)));
                 }
-                _ => {}
+                _ => {
+                    let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
+                    via.push(Credential::Query(self.string(s)));
+                }
             }
         }
         Some(via)

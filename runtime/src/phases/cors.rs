@@ -57,4 +57,3 @@ pub fn apply(headers: &mut HeaderMap, add: &[(&'static str, String)]) {
         headers.insert(HeaderName::from_static(name), v);
     }
 }
-

@@ -2,9 +2,9 @@
 
 use std::cell::OnceCell;
 
+use crate::cors;
 use crate::ijson::{self, BodyError};
 use crate::lang::{Fact, PathSeg};
-use crate::cors;
 use crate::request::{refused_before_body_note, AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
 use crate::value::{self, Undecided, Val};
 
@@ -147,7 +147,8 @@ impl Graph {
         let mut trace = Trace::new(traced);
         let mut allowed: Vec<String> = vec![];
         let mut memo = Memo::default();
-        let preflight = cors::is_preflight(req).then(|| method_bit(req.header("access-control-request-method").unwrap_or("").trim()));
+        let preflight = cors::is_preflight(req)
+            .then(|| method_bit(req.header("access-control-request-method").unwrap_or("").trim()));
 
         for &index in &candidates {
             let index = index as usize;
@@ -255,7 +256,8 @@ impl Graph {
                     return Decision::new(Outcome::Unauthorized { message: message.to_string() });
                 }
                 Ok(Some(id)) => {
-                    trace.note("auth", || cat(&["`", &id.key_name, "` of `", &id.keys, "`, tenant `", &id.tenant, "`"]));
+                    trace
+                        .note("auth", || cat(&["`", &id.key_name, "` of `", &id.keys, "`, tenant `", &id.tenant, "`"]));
                     identity = Some(id);
                 }
             }

@@ -44,7 +44,11 @@ impl Graph {
                 let id = format!("r{i}_auth");
                 out.push_str(&format!(
                     "  {id} [label={}];\n",
-                    dot_str(&format!("auth {}{opt}\nvia {}", a.methods.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" or "), sources.join(", ")))
+                    dot_str(&format!(
+                        "auth {}{opt}\nvia {}",
+                        a.methods.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" or "),
+                        sources.join(", ")
+                    ))
                 ));
                 out.push_str(&format!("  {prev} -> {id} [label=\"401\"];\n"));
                 prev = id;

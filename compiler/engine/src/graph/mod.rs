@@ -222,7 +222,6 @@ pub struct CacheInfo {
     pub max_bytes: Option<u64>,
 }
 
-
 /// What a route does once a request passes its guards.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
