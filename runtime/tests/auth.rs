@@ -193,3 +193,59 @@ async fn a_plain_text_password_file_is_refused_at_load() {
     assert!(text.contains("plain-text password"), "{text}");
     assert!(!text.contains("hunter22"), "the password is not shown back: {text}");
 }
+
+/// Poll `f` until it holds (a reload is asynchronous), for at most 15 seconds.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 15s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_issuer_key_and_a_changed_password_file_take_effect_on_reload() {
+    let mock = Mock::start(&[]);
+    let gw = start(&mock);
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let url = gw.url("/v1/models");
+    let old = rs256(&claims("u"), "issuer.key");
+    let new = rs256(&claims("u"), "other.key");
+    assert_eq!(c.get(&url).bearer_auth(&old).send().await.unwrap().status(), 200);
+    assert_eq!(c.get(&url).basic_auth("alice", Some("hunter22")).send().await.unwrap().status(), 200);
+
+    // The issuer rotates its key: the policy's key file is rewritten.
+    std::fs::write(gw.path("keys/issuer.pem"), read("other.pem")).unwrap();
+    let status = |token: String| {
+        let c = c.clone();
+        let url = url.clone();
+        async move { c.get(&url).bearer_auth(token).send().await.unwrap().status().as_u16() }
+    };
+    eventually("the new key verifying", || {
+        let (o, n) = (old.clone(), new.clone());
+        let status = &status;
+        async move { status(n).await == 200 && status(o).await == 401 }
+    })
+    .await;
+
+    // A password changes: the old one (verified and remembered before) no longer passes.
+    let hash = bcrypt::hash("correct-horse", 4).unwrap();
+    std::fs::write(gw.path("keys/staff.htpasswd"), format!("alice:{hash}\n")).unwrap();
+    let basic = |pass: &'static str| {
+        let c = c.clone();
+        let url = url.clone();
+        async move { c.get(&url).basic_auth("alice", Some(pass)).send().await.unwrap().status().as_u16() }
+    };
+    eventually("the new password passing", || {
+        let basic = &basic;
+        async move { basic("correct-horse").await == 200 && basic("hunter22").await == 401 }
+    })
+    .await;
+}
