@@ -195,6 +195,8 @@ mod tests {
         assert!(set.verify("alice", "pw1") && set.verify("alice", "pw1"));
         assert!(!set.verify("alice", "pw2") && !set.verify("carol", "pw1"));
         assert!(set.verify("bob", "pw2") && !set.verify("bob", "pw1"));
+        // An unknown user costs a real bcrypt check (the dummy hash is a valid one).
+        assert_eq!(bcrypt::verify("pw1", DUMMY_BCRYPT).ok(), Some(false));
     }
 
     #[test]

@@ -254,3 +254,71 @@ pub fn claim_fact(claims: Option<&Map<String, Value>>, path: &[PathSeg]) -> crat
         (Some(c), false) => claim_lookup(c, path).map(Val::from_json).unwrap_or(Val::Missing),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: u64 = 1_900_000_000;
+
+    fn sign(alg: Algorithm, key: &EncodingKey, kid: Option<&str>, claims: &Value) -> String {
+        let mut h = Header::new(alg);
+        h.kid = kid.map(str::to_string);
+        encode(&h, claims, key).unwrap_or_default()
+    }
+
+    fn claims() -> Value {
+        json!({"sub": "s", "exp": NOW + 60, "org": {"id": "acme"}})
+    }
+
+    #[test]
+    fn eddsa_from_a_jwks_picks_the_key_by_kid() {
+        let jwks = include_str!("../testdata/ed25519.jwks.json");
+        let key = EncodingKey::from_ed_pem(include_bytes!("../testdata/ed25519.key")).expect("ed key");
+        let mut v = JwtVerifier::new("j", JwtAlg::EdDSA, KeySource::Jwks(jwks)).expect("jwks");
+        v.tenant = TenantFrom::Claim(vec![PathSeg::Field("org".into()), PathSeg::Field("id".into())]);
+        let ok = v.verify(&sign(Algorithm::EdDSA, &key, Some("ed-1"), &claims()), NOW).expect("verifies");
+        assert_eq!((ok.tenant.as_str(), ok.subject.as_str()), ("acme", "s"));
+        assert!(v.verify(&sign(Algorithm::EdDSA, &key, None, &claims()), NOW).is_some(), "no kid: any key");
+        assert!(v.verify(&sign(Algorithm::EdDSA, &key, Some("ed-2"), &claims()), NOW).is_none(), "unknown kid");
+        let no_org = json!({"sub": "s", "exp": NOW + 60});
+        assert!(v.verify(&sign(Algorithm::EdDSA, &key, None, &no_org), NOW).is_none(), "no tenant claim");
+        assert!(JwtVerifier::new("j", JwtAlg::RS256, KeySource::Jwks(jwks)).is_err(), "no key for RS256");
+    }
+
+    #[test]
+    fn es256_from_pem_and_times_at_the_edges() {
+        let pem = include_bytes!("../testdata/es256.pem");
+        let key = EncodingKey::from_ec_pem(include_bytes!("../testdata/es256.p8")).expect("ec key");
+        let mut v = JwtVerifier::new("j", JwtAlg::ES256, KeySource::Pem(pem)).expect("pem");
+        let at = |exp: u64, nbf: Option<u64>| {
+            let mut c = json!({"exp": exp});
+            if let Some(n) = nbf {
+                c["nbf"] = json!(n);
+            }
+            sign(Algorithm::ES256, &key, None, &c)
+        };
+        assert!(v.verify(&at(NOW + 1, None), NOW).is_some());
+        assert!(v.verify(&at(NOW, None), NOW).is_none(), "exp is the first second it is refused");
+        assert!(v.verify(&at(NOW + 60, Some(NOW)), NOW).is_some());
+        assert!(v.verify(&at(NOW + 60, Some(NOW + 1)), NOW).is_none());
+        assert!(v.verify(&sign(Algorithm::ES256, &key, None, &json!({"sub": "x"})), NOW).is_none(), "no exp");
+        v.leeway_s = 5;
+        assert!(v.verify(&at(NOW - 4, None), NOW).is_some() && v.verify(&at(NOW - 5, None), NOW).is_none());
+        assert!(v.verify(&at(NOW + 60, Some(NOW + 5)), NOW).is_some());
+        assert!(JwtVerifier::new("j", JwtAlg::ES256, KeySource::Secret(b"s")).is_err());
+        assert!(JwtVerifier::new("j", JwtAlg::HS256, KeySource::Pem(pem)).is_err());
+    }
+
+    #[test]
+    fn the_algorithm_is_the_policys() {
+        let v = JwtVerifier::new("j", JwtAlg::HS512, KeySource::Secret(b"k")).expect("secret");
+        let k = EncodingKey::from_secret(b"k");
+        assert!(v.verify(&sign(Algorithm::HS512, &k, None, &claims()), NOW).is_some());
+        assert!(v.verify(&sign(Algorithm::HS256, &k, None, &claims()), NOW).is_none(), "same secret, other alg");
+        assert!(JwtAlg::parse("none").is_none() && JwtAlg::parse("HS256").is_some());
+    }
+}
