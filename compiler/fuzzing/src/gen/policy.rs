@@ -474,8 +474,10 @@ impl GenRoute {
     fn print(&self, name: &str, sc: Scope, keysets: usize, shapes: &mut Vec<RouteShape>) -> String {
         let mut out = format!("route {name} {{\n");
         // The `when` condition is decided before `auth`; guards and limits after it.
-        let when_sc = Scope { auth: false, ..sc };
-        let sc = Scope { auth: self.auth.is_some(), ..sc };
+        let when_sc = Scope { auth: false, jwt: false, ..sc };
+        // A high key-set byte also tries the JWT set `j0` (a layout's meaning is kept).
+        let jwt = self.auth.as_ref().is_some_and(|a| a.keyset >= 128);
+        let sc = Scope { auth: self.auth.is_some(), jwt, ..sc };
         if self.no_when % 16 != 15 {
             let w = &self.when;
             let mut methods: Vec<&str> = w.methods.iter().take(3).map(|m| pick(METHODS, *m)).collect();
@@ -508,6 +510,9 @@ impl GenRoute {
                     })
                     .collect();
                 let _ = write!(out, " via {}", via.join(", "));
+            }
+            if jwt {
+                out.push_str(" or j0");
             }
             if a.optional {
                 out.push_str(" optional");
@@ -629,16 +634,18 @@ impl GenPolicy {
                 None => out.push_str("keys k0 from \"k.keys\"\n"),
             }
         }
+        // The JWT set routes may also try (`auth kN or j0`); tokens are `world::TOKENS`.
+        out.push_str("jwt j0 { alg HS256; secret \"fuzz-jwt-secret\"; tenant claim[\"org\"] }\n");
         for (i, t) in self.tenants.iter().take(4).enumerate() {
             out.push_str(&t.print(i));
         }
         let matchers = self.matchers.len().min(5);
         for (i, m) in self.matchers.iter().take(matchers).enumerate() {
             // A matcher refers only to earlier ones, so there are no cycles.
-            let _ = writeln!(out, "matcher m{i} = {}", m.print(Scope { matchers: i, auth: false }, 0));
+            let _ = writeln!(out, "matcher m{i} = {}", m.print(Scope { matchers: i, auth: false, jwt: false }, 0));
         }
         out.push('\n');
-        let sc = Scope { matchers, auth: false };
+        let sc = Scope { matchers, auth: false, jwt: false };
         let mut name = 0;
         for (i, r) in self.routes.iter().take(8).enumerate() {
             if !(r.same_name_as_previous % 16 == 15 && i > 0) {
