@@ -39,7 +39,7 @@ route chat {
     when  GET "/v1/models"
     auth  clients or issuer or staff message "Invalid or expired API Key"
     deny  403 "guests may not chat" if claim["role"] == "guest"
-    limit rate 2/min per (claim["sub"])
+    limit rate 2/min per claim["sub"]
     to    mock
 }
 "#;

@@ -363,6 +363,12 @@ impl<'a> Src<'a> {
             LimitKey::Tenant => s.push_str(" per tenant"),
             LimitKey::Client => s.push_str(" per client"),
             LimitKey::Header(h) => s.push_str(&format!(" per header {}", self.header(h))),
+            // `per claim["sub"]` keeps its spelling without parentheses, as written.
+            LimitKey::Expr(e @ Expr { kind: ExprKind::Fact(Fact::Claim(_)), .. })
+                if !self.0.get(..e.span.start as usize).is_some_and(|t| t.trim_end().ends_with('(')) =>
+            {
+                s.push_str(&format!(" per {}", self.expr(e)))
+            }
             LimitKey::Expr(e) => s.push_str(&format!(" per ({})", self.expr(e))),
         }
         if let Some(m) = &l.model {

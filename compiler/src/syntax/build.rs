@@ -517,6 +517,11 @@ impl Walker<'_> {
                             let e = inner(k).find(|p| p.as_rule() == Rule::expr)?;
                             LimitKey::Expr(self.expr(e)?)
                         }
+                        Some(k) if k.as_rule() == Rule::lk_claim => {
+                            let f = inner(k).find(|p| p.as_rule() == Rule::fact)?;
+                            let span = self.span(&f);
+                            LimitKey::Expr(Expr { kind: ExprKind::Fact(self.fact(f)?), span })
+                        }
                         _ => match text.as_str() {
                             "key" => LimitKey::Key,
                             "tenant" => LimitKey::Tenant,

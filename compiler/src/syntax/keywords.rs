@@ -204,7 +204,7 @@ pub(super) fn usage(block: Block, word: &str) -> Option<(Rule, &'static str)> {
         (Block::Route, "auth") => (r_auth, "auth SET [via header \"x-api-key\", bearer, query \"key\"] [or SET ...] [optional] [message \"...\"]"),
         (Block::Route, "allow") => (r_allow, "allow if EXPR [else 403 \"message\"]"),
         (Block::Route, "deny") => (r_deny, "deny 403 \"message\" if EXPR"),
-        (Block::Route, "limit") => (r_limit, "limit rate 10/s [burst 20] | tokens 100k/min | concurrent 5 [per key|tenant|route|client|header \"h\"|(EXPR)] [model /re/] [if EXPR] [shadow]"),
+        (Block::Route, "limit") => (r_limit, "limit rate 10/s [burst 20] | tokens 100k/min | concurrent 5 [per key|tenant|route|client|header \"h\"|claim[\"sub\"]|(EXPR)] [model /re/] [if EXPR] [shadow]"),
         (Block::Route, "set") => (r_set, "set header \"x-name\" = \"value\""),
         (Block::Route, "strip") => (r_strip, "strip header \"x-forwarded-for\", \"cookie\""),
         (Block::Route, "rewrite") => (r_rewrite, "rewrite prefix \"/proxy\" => \"\"   or   rewrite path \"/v2/{id}\""),
