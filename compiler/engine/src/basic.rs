@@ -2,7 +2,9 @@
 //! are accepted (bcrypt `$2a$`/`$2b$`/`$2y$`, SHA-crypt `$5$`/`$6$`); a plain-text password,
 //! or a hash that is fast to brute-force (`{SHA}`, `$apr1$`, DES crypt), is refused when the
 //! file is read. A password that verified once is remembered (per user, as a SHA-256 digest)
-//! so that a client sending it on every request costs one bcrypt, not one per request.
+//! so that a client sending it on every request costs one bcrypt, not one per request; a
+//! refused (user, password) pair is remembered too (a bounded set of digests), since one
+//! decision may ask twice (the route, then the credential check of every candidate).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,7 +19,12 @@ pub struct Htpasswd {
     users: HashMap<String, String>,
     /// user → digest of the last password that verified.
     verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// Digests of (user, password) pairs that were refused; emptied when it reaches `REFUSED_MAX`.
+    refused: Mutex<std::collections::HashSet<[u8; 32]>>,
 }
+
+/// How many refused pairs are remembered at most.
+const REFUSED_MAX: usize = 4096;
 
 impl PartialEq for Htpasswd {
     fn eq(&self, other: &Self) -> bool {
@@ -82,25 +89,35 @@ impl Htpasswd {
     pub fn verify(&self, user: &str, password: &str) -> bool {
         let digest: [u8; 32] =
             Sha256::new().chain_update(user).chain_update([0]).chain_update(password).finalize().into();
-        let Some(hash) = self.users.get(user) else {
-            let _ = bcrypt::verify(password, DUMMY_BCRYPT);
-            return false;
-        };
         if let Ok(seen) = self.verified.lock() {
             if seen.get(user).is_some_and(|d| bool::from(d.ct_eq(&digest))) {
                 return true;
             }
         }
-        let ok = match hash_kind(hash) {
-            Ok(Kind::Bcrypt) => bcrypt::verify(password, hash).unwrap_or(false),
-            Ok(Kind::Sha256) => sha_crypt::sha256_check(password, hash).is_ok(),
-            Ok(Kind::Sha512) => sha_crypt::sha512_check(password, hash).is_ok(),
-            Err(_) => false,
+        if self.refused.lock().is_ok_and(|r| r.contains(&digest)) {
+            return false;
+        }
+        let ok = match self.users.get(user) {
+            None => {
+                let _ = bcrypt::verify(password, DUMMY_BCRYPT);
+                false
+            }
+            Some(hash) => match hash_kind(hash) {
+                Ok(Kind::Bcrypt) => bcrypt::verify(password, hash).unwrap_or(false),
+                Ok(Kind::Sha256) => sha_crypt::sha256_check(password, hash).is_ok(),
+                Ok(Kind::Sha512) => sha_crypt::sha512_check(password, hash).is_ok(),
+                Err(_) => false,
+            },
         };
         if ok {
             if let Ok(mut seen) = self.verified.lock() {
                 seen.insert(user.to_string(), digest);
             }
+        } else if let Ok(mut refused) = self.refused.lock() {
+            if refused.len() >= REFUSED_MAX {
+                refused.clear();
+            }
+            refused.insert(digest);
         }
         ok
     }
@@ -195,6 +212,7 @@ mod tests {
         assert!(set.verify("alice", "pw1") && set.verify("alice", "pw1"));
         assert!(!set.verify("alice", "pw2") && !set.verify("carol", "pw1"));
         assert!(set.verify("bob", "pw2") && !set.verify("bob", "pw1"));
+        assert!(!set.verify("bob", "pw1"), "a refused pair stays refused (remembered)");
         // An unknown user costs a real bcrypt check (the dummy hash is a valid one).
         assert_eq!(bcrypt::verify("pw1", DUMMY_BCRYPT).ok(), Some(false));
     }
