@@ -4,8 +4,9 @@
 //!
 //! `Checker` is the driver (this file: items in order, matcher depth, test blocks); its rules
 //! live by subject: `types` (expressions), `values` (quantities, URLs, patterns, and the
-//! gateway/upstream/tenant blocks), `routes` (route rules and shadowing); `env` reads the
-//! inputs outside the text (env vars, key files); `lints` warns on policies that compile.
+//! gateway/upstream/tenant blocks), `routes` (route rules and shadowing), `auth` (jwt sets,
+//! `auth`, claims, `cors`); `env` and `credentials` read the inputs outside the text (env
+//! vars, key files; PEM, JWKS and htpasswd files); `lints` warns on policies that compile.
 
 use std::collections::HashMap;
 
