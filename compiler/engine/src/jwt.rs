@@ -232,8 +232,18 @@ fn jwks_keys(alg: JwtAlg, text: &str) -> Result<Vec<(Option<String>, DecodingKey
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut keys = vec![];
     for jwk in &set.keys {
-        // A key that declares another algorithm is not used for this set.
+        // A key that declares another algorithm, or is of another family, is not used for this set.
         if jwk.common.key_algorithm.is_some_and(|a| format!("{a:?}") != format!("{alg:?}")) {
+            continue;
+        }
+        use jsonwebtoken::jwk::AlgorithmParameters as P;
+        let family_fits = matches!(
+            (&jwk.algorithm, alg),
+            (P::RSA(_), JwtAlg::RS256 | JwtAlg::RS384 | JwtAlg::RS512)
+                | (P::EllipticCurve(_), JwtAlg::ES256 | JwtAlg::ES384)
+                | (P::OctetKeyPair(_), JwtAlg::EdDSA)
+        );
+        if !family_fits {
             continue;
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("a key of the JWKS is unusable: {e}"))?;
