@@ -194,7 +194,12 @@ fn vocab(program: &Program) -> Vocab {
     }
     v.strings = strings.into_iter().collect();
     // Mostly keys this program accepts, so requests get past auth.
-    v.keys.retain(|k| program.keysets.values().any(|ks| ks.lookup(k).is_some()));
+    // (Tokens its jwt sets accept count too.)
+    let now = Request::default().unix_now();
+    v.keys.retain(|k| {
+        program.keysets.values().any(|ks| ks.lookup(k).is_some())
+            || program.jwtsets.values().any(|j| j.verify(k, now).is_some())
+    });
     v.header_values.sort();
     v.header_values.dedup();
     for list in
