@@ -31,6 +31,8 @@ pub enum Item {
     Gateway(Gateway),
     Upstream(Upstream),
     Keys(KeySet),
+    Jwt(JwtSet),
+    Basic(BasicSet),
     Tenant(Tenant),
     Matcher(Matcher),
     Limit(SharedLimit),
@@ -45,6 +47,8 @@ impl Item {
             Item::Gateway(g) => g.span,
             Item::Upstream(u) => u.span,
             Item::Keys(k) => k.span,
+            Item::Jwt(j) => j.span,
+            Item::Basic(b) => b.span,
             Item::Tenant(t) => t.span,
             Item::Matcher(m) => m.span,
             Item::Limit(l) => l.span,
@@ -247,6 +251,67 @@ pub struct KeySet {
     pub name: Ident,
     pub file: Str,
     pub salt: Option<Value>,
+    /// The 401 message of every refusal by this set (`message "..."`).
+    pub message: Option<Str>,
+    pub span: Span,
+}
+
+/// `jwt NAME { alg ...; secret VALUE | key "pem" | jwks "file"; issuer; audience; leeway; tenant }`:
+/// bearer JWTs verified with a pinned algorithm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtSet {
+    pub name: Ident,
+    pub stmts: Vec<JwtStmt>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtStmt {
+    pub kind: JwtStmtKind,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JwtStmtKind {
+    /// The algorithm name as written; `check` says whether it is one gw verifies.
+    Alg(Ident),
+    Secret(Value),
+    /// A PEM file of the issuer's public key, relative to the policy file.
+    Key(Str),
+    /// A JWKS (JSON Web Key Set) file, relative to the policy file.
+    Jwks(Str),
+    Issuer(Str),
+    Audience(Str),
+    Leeway(Quantity),
+    /// `tenant claim["org"]` (an expression, checked to be a claim) or `tenant "name"`.
+    TenantClaim(Expr),
+    TenantName(Str),
+    Message(Str),
+}
+
+impl JwtStmtKind {
+    pub fn keyword(&self) -> &'static str {
+        match self {
+            JwtStmtKind::Alg(_) => "alg",
+            JwtStmtKind::Secret(_) => "secret",
+            JwtStmtKind::Key(_) => "key",
+            JwtStmtKind::Jwks(_) => "jwks",
+            JwtStmtKind::Issuer(_) => "issuer",
+            JwtStmtKind::Audience(_) => "audience",
+            JwtStmtKind::Leeway(_) => "leeway",
+            JwtStmtKind::TenantClaim(_) | JwtStmtKind::TenantName(_) => "tenant",
+            JwtStmtKind::Message(_) => "message",
+        }
+    }
+}
+
+/// `basic NAME from "file" [tenant "t"] [message "..."]`: users of an htpasswd file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BasicSet {
+    pub name: Ident,
+    pub file: Str,
+    pub tenant: Option<Str>,
+    pub message: Option<Str>,
     pub span: Span,
 }
 
@@ -362,14 +427,7 @@ pub enum RouteStmtKind {
         statuses: Vec<Quantity>,
     },
     Websocket,
-    Cors {
-        origins: Vec<Str>,
-        methods: Vec<Method>,
-    },
-    Jwt {
-        secret: Value,
-        issuer: Option<Str>,
-    },
+    Cors(Cors),
     Serve(BuiltinRef),
     To(Ident),
 }
@@ -388,8 +446,7 @@ impl RouteStmtKind {
             RouteStmtKind::Respond { .. } => "respond",
             RouteStmtKind::Cache { .. } => "cache",
             RouteStmtKind::Websocket => "websocket",
-            RouteStmtKind::Cors { .. } => "cors",
-            RouteStmtKind::Jwt { .. } => "jwt",
+            RouteStmtKind::Cors(_) => "cors",
             RouteStmtKind::Serve(_) => "serve",
             RouteStmtKind::To(_) => "to",
         }
@@ -454,13 +511,37 @@ pub struct When {
     pub cond: Option<Expr>,
 }
 
+/// `auth SET [via ...] [or SET [via ...]]... [optional] [message "..."]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
-    pub keys: Ident,
-    /// Where the credential may come from, in order; empty means `header "x-api-key", bearer`.
-    pub via: Vec<Credential>,
+    /// The credential sets tried in order; the first that accepts the request wins.
+    pub methods: Vec<AuthMethod>,
     /// `optional`: a request without a credential passes unauthenticated.
     pub optional: bool,
+    /// The 401 message of every refusal on this route, whatever failed.
+    pub message: Option<Str>,
+}
+
+/// One credential set of an `auth`: a key set, a `jwt` set or a `basic` set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthMethod {
+    pub set: Ident,
+    /// Where the credential may come from, in order; empty means the set's default
+    /// (`header "x-api-key", bearer` for keys, `bearer` for JWTs, `Authorization: Basic`).
+    pub via: Vec<Credential>,
+}
+
+/// `cors origins [...] [methods M|M] [headers [...]] [expose [...]] [credentials] [max_age D]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cors {
+    pub origins: Vec<Str>,
+    pub methods: Vec<Method>,
+    pub headers: Vec<Str>,
+    pub expose: Vec<Str>,
+    pub credentials: Option<Span>,
+    pub max_age: Option<Quantity>,
+    /// Each clause's keyword and span, for duplicate detection.
+    pub clauses: Vec<(&'static str, Span)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,6 +549,8 @@ pub enum Credential {
     Header(Str),
     Bearer(Span),
     Query(Str),
+    /// `Authorization: Basic` (only ever a `basic` set's default; not written in a policy).
+    Basic(Span),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -543,6 +626,11 @@ pub enum Expectation {
     Route(Ident),
     Upstream(Ident),
     Tenant(Ident),
+    /// `expect claim "name" = "value"`: the authenticated token's claim, as text.
+    Claim {
+        name: Str,
+        value: Str,
+    },
     /// `header "name" = "value"`, or `absent` (`value` None): the header the upstream gets
     /// from the route's `set header`, or the one its `respond` answers with.
     Header {

@@ -307,6 +307,8 @@ fn describe_outcome(o: &Outcome) -> String {
             format!("method not allowed: routes for this path take {}", allowed.join(", "))
         }
         Outcome::Unauthorized { message } => format!("unauthorized: {message}"),
+        Outcome::Preflight { allowed: true, .. } => "a CORS preflight, allowed".to_string(),
+        Outcome::Preflight { message, .. } => format!("a CORS preflight, refused: {message}"),
         Outcome::Denied { message, .. } => format!("refused: {message}"),
         Outcome::Invalid { code, message } => format!("refused as unreadable ({code}): {message}"),
         Outcome::Forward { upstream } => format!("forwarded to upstream `{upstream}`"),

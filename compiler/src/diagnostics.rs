@@ -94,6 +94,9 @@ codes! {
     SyntaxEscape = "gw::syntax::escape", "an escape a string does not know, like `\\q`";
     CacheInvalid = "gw::cache_invalid", "a `cache` that cannot apply: on a route that does not forward, a WebSocket route, or given twice";
     UndefinedLimit = "gw::undefined_limit", "`limit use` names a shared limit that is not declared";
+    JwtInvalid = "gw::jwt_invalid", "a `jwt` set gw cannot verify with: an unknown or `none` algorithm, key material that does not fit it, an unreadable key file";
+    CorsInvalid = "gw::cors_invalid", "a `cors` that is unsafe or malformed: `\"*\"` with `credentials`, an origin that is not `scheme://host[:port]`";
+    AuthInvalid = "gw::auth_invalid", "an `auth` that names a credential set in a way it cannot be read (`via` on a `basic` set, a set twice)";
 }
 
 impl fmt::Display for Code {

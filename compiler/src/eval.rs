@@ -5,10 +5,11 @@
 
 use crate::ast::*;
 use crate::ijson::{self, BodyError};
-use crate::program::Program;
+use crate::program::{Program, SetKind};
 pub use crate::request::{refused_before_body_note, DEFAULT_ALLOW_MESSAGE, INVALID_KEY, MISSING_KEY};
 use crate::request::{AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
 use crate::value::{self, Undecided, Val};
+use gw_engine::cors;
 
 /// Decide what the policy does with `req`.
 pub fn decide(program: &Program, req: &Request) -> Decision {
@@ -19,6 +20,7 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
     let body = parse_body(req);
     let mut trace = vec![];
     let mut allowed_methods: Vec<String> = vec![];
+    let asked = cors::is_preflight(req).then(|| req.header("access-control-request-method").unwrap_or("").trim());
 
     for (index, route) in program.routes().enumerate() {
         let Some(when) = route.when() else { continue };
@@ -26,6 +28,23 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
             continue;
         }
         let Some(params) = match_path(&when.path.value, &req.path) else { continue };
+        // A CORS preflight is answered by the first route with `cors` that accepts the method
+        // it asks about (or OPTIONS itself), before its condition and without credentials.
+        if let (Some(asked), Some(c)) = (asked, route.cors()) {
+            if method_matches(&when.methods, asked) || method_matches(&when.methods, &req.method) {
+                let (allowed, message) = match program.cors_policy(route, c).check_preflight(req) {
+                    Ok(()) => (true, String::new()),
+                    Err(m) => (false, m),
+                };
+                trace.push(step("route", format!("`{}` answers the CORS preflight", route.name.name)));
+                let mut d = Decision::new(Outcome::Preflight { allowed, message });
+                d.route = Some(route.name.name.clone());
+                d.route_index = Some(index);
+                d.params = params;
+                d.trace = trace;
+                return d;
+            }
+        }
         if !method_matches(&when.methods, &req.method) {
             for m in &when.methods {
                 let m = m.as_str().to_string();
@@ -76,28 +95,38 @@ pub fn decide(program: &Program, req: &Request) -> Decision {
 /// `auth`, or has `auth optional` and no credential was sent.
 pub fn refused_before_body(program: &Program, req: &Request) -> Option<Decision> {
     let host = req.routing_host();
-    // (route index, its path params, its refusal) of each candidate, in order.
+    let candidates = || {
+        program.routes().enumerate().filter_map(|(index, route)| {
+            let when = route.when()?;
+            if !host_matches(when.host.as_ref().map(|h| h.value.as_str()), &host) {
+                return None;
+            }
+            let params = match_path(&when.path.value, &req.path)?;
+            Some((index, route, when, params))
+        })
+    };
+    // A preflight to a CORS route is answered without credentials.
+    if cors::is_preflight(req) && candidates().any(|(_, r, _, _)| r.cors().is_some()) {
+        return None;
+    }
+    // (route index, its path params, whether a credential was refused, the message) of each
+    // candidate, in order.
     let mut refusals = vec![];
-    for (index, route) in program.routes().enumerate() {
-        let Some(when) = route.when() else { continue };
-        if !host_matches(when.host.as_ref().map(|h| h.value.as_str()), &host) {
-            continue;
-        }
-        let Some(params) = match_path(&when.path.value, &req.path) else { continue };
+    for (index, route, when, params) in candidates() {
         if !method_matches(&when.methods, &req.method) {
             continue;
         }
-        let message = match authenticate(program, route.auth()?, req) {
+        let (invalid, message) = match authenticate(program, route.auth()?, req) {
             Ok(_) => return None,
-            Err(message) => message,
+            Err(refusal) => refusal,
         };
-        refusals.push((index, params, message));
+        refusals.push((index, params, invalid, message));
         if when.cond.is_none() {
             break;
         }
     }
-    let pick = refusals.iter().position(|r| r.2 == INVALID_KEY).unwrap_or(0);
-    let (index, params, message) = refusals.into_iter().nth(pick)?;
+    let pick = refusals.iter().position(|r| r.2).unwrap_or(0);
+    let (index, params, _, message) = refusals.into_iter().nth(pick)?;
     let route = program.routes().nth(index)?;
     let mut d = Decision::new(Outcome::Unauthorized { message: message.clone() });
     d.trace = vec![step("auth", refused_before_body_note(&message))];
@@ -116,11 +145,11 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     if let Some(auth) = route.auth() {
         match authenticate(program, auth, ctx.req) {
             Ok(Some(id)) => {
-                trace.push(step("auth", format!("key `{}` of tenant `{}`", id.key_name, id.tenant)));
+                trace.push(step("auth", format!("`{}` of `{}`, tenant `{}`", id.key_name, id.keys, id.tenant)));
                 ctx.identity = Some(id);
             }
             Ok(None) => trace.push(step("auth", "no credential; auth is optional".to_string())),
-            Err(message) => {
+            Err((_, message)) => {
                 trace.push(step("auth", message.clone()));
                 return Decision::new(Outcome::Unauthorized { message });
             }
@@ -247,16 +276,13 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     d
 }
 
-/// The credential the client presented, from the first source that has one.
-pub fn credential<'r>(auth: &Auth, req: &'r Request) -> Option<&'r str> {
-    let default_via;
-    let via: &[Credential] = if auth.via.is_empty() {
-        default_via = default_credentials();
-        &default_via
-    } else {
-        &auth.via
-    };
+/// The credential the client presented to one set, from the first source that has one.
+pub fn credential<'r>(via: &[Credential], req: &'r Request) -> Option<&'r str> {
     via.iter().find_map(|c| match c {
+        Credential::Basic(_) => req.header("authorization").map(str::trim).filter(|v| {
+            let scheme = v.split(' ').next().unwrap_or("");
+            v.contains(' ') && scheme.eq_ignore_ascii_case("basic")
+        }),
         Credential::Header(h) => req.header(&h.value).map(str::trim).filter(|v| !v.is_empty()),
         Credential::Bearer(_) => req
             .header("authorization")
@@ -268,24 +294,48 @@ pub fn credential<'r>(auth: &Auth, req: &'r Request) -> Option<&'r str> {
     })
 }
 
-/// `header "x-api-key", bearer`: what `auth K` means without `via`.
-pub fn default_credentials() -> Vec<Credential> {
-    vec![
-        Credential::Header(Str { value: "x-api-key".into(), span: Default::default() }),
-        Credential::Bearer(Default::default()),
-    ]
+/// Try the route's credential sets in order: the first that accepts the request gives the
+/// identity; with none, the refusal (whether a credential was presented, and the message).
+fn authenticate(program: &Program, auth: &Auth, req: &Request) -> Result<Option<Identity>, (bool, String)> {
+    let (missing, invalid) = program.auth_messages(auth);
+    let mut presented = false;
+    for m in &auth.methods {
+        let Some(c) = credential(&program.auth_sources(m), req) else { continue };
+        presented = true;
+        if let Some(id) = verify(program, &m.set.name, c, req) {
+            return Ok(Some(id));
+        }
+    }
+    if presented {
+        Err((true, invalid))
+    } else if auth.optional {
+        Ok(None)
+    } else {
+        Err((false, missing))
+    }
 }
 
-fn authenticate(program: &Program, auth: &Auth, req: &Request) -> Result<Option<Identity>, String> {
-    let Some(presented) = credential(auth, req) else {
-        return if auth.optional { Ok(None) } else { Err(MISSING_KEY.to_string()) };
-    };
-    let entry = program.keysets.get(&auth.keys.name).and_then(|k| k.lookup(presented));
-    match entry {
-        Some(e) => {
-            Ok(Some(Identity { keys: auth.keys.name.clone(), tenant: e.tenant.clone(), key_name: e.name.clone() }))
+fn verify(program: &Program, set: &str, credential: &str, req: &Request) -> Option<Identity> {
+    let keys = set.to_string();
+    match program.set_kind(set).unwrap_or(SetKind::Keys) {
+        SetKind::Keys => {
+            let e = program.keysets.get(set)?.lookup(credential)?;
+            Some(Identity { keys, tenant: e.tenant.clone(), key_name: e.name.clone(), claims: None })
         }
-        None => Err(INVALID_KEY.to_string()),
+        SetKind::Jwt => {
+            let v = program.jwtsets.get(set)?.verify(credential, req.unix_now())?;
+            Some(Identity { keys, tenant: v.tenant, key_name: v.subject, claims: Some(std::sync::Arc::new(v.claims)) })
+        }
+        SetKind::Basic => {
+            let (tenant, users) = program.basicsets.get(set)?;
+            let (user, password) = gw_engine::basic::basic_credential(credential)?;
+            users.verify(&user, &password).then(|| Identity {
+                keys,
+                tenant: tenant.clone(),
+                key_name: user,
+                claims: None,
+            })
+        }
     }
 }
 
@@ -538,5 +588,6 @@ fn fact(ctx: &Ctx<'_>, f: &Fact) -> Val {
             Ok(None) => Val::Missing,
             Err(e) => Val::Error(e.clone()),
         },
+        Fact::Claim(path) => gw_engine::jwt::claim_fact(ctx.identity.as_ref().and_then(|i| i.claims.as_deref()), path),
     }
 }

@@ -122,6 +122,9 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
     }
     let (keysets, key_files, key_diags) = load::key_files(&items, &mut sources, loader, &env);
     diags.extend(key_diags);
+    let (jwtsets, basicsets, credential_files, credential_diags) =
+        load::credential_files(&items, &mut sources, loader, &env);
+    diags.extend(credential_diags);
     if !diags.iter().any(Diag::is_error) {
         diags.extend(check::lints(&items, &keysets));
     }
@@ -132,8 +135,9 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
     } else {
         let mut files: Vec<std::path::PathBuf> = sources.files().map(|(_, f)| f.path.clone()).collect();
         files.extend(key_files);
+        files.extend(credential_files);
         files.dedup();
-        Some(Program { sources: sources.clone(), files, items, env, keysets })
+        Some(Program { sources: sources.clone(), files, items, env, keysets, jwtsets, basicsets })
     };
     let (graph, lower_error) = match program.as_ref().map(lower::lower) {
         Some(Ok(g)) => (Some(g), None),

@@ -6,6 +6,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use std::sync::Arc;
+
+use gw_engine::basic::Htpasswd;
+use gw_engine::cors::{CorsPolicy, OriginPattern};
+use gw_engine::jwt::JwtVerifier;
+
 use crate::ast::*;
 use crate::keys::LoadedKeys;
 use crate::resolve::{stmt_exprs, walk};
@@ -22,6 +28,18 @@ pub struct Program {
     pub env: BTreeMap<String, Option<String>>,
     /// Key sets by name, loaded from their files.
     pub keysets: BTreeMap<String, LoadedKeys>,
+    /// `jwt` sets by name, keys loaded (a set whose keys are unusable verifies nothing).
+    pub jwtsets: BTreeMap<String, Arc<JwtVerifier>>,
+    /// `basic` sets by name: (tenant, users).
+    pub basicsets: BTreeMap<String, (String, Arc<Htpasswd>)>,
+}
+
+/// The kind of credential set a name refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    Keys,
+    Jwt,
+    Basic,
 }
 
 impl Program {
@@ -120,6 +138,87 @@ impl Route {
             RouteStmtKind::Auth(a) => Some(a),
             _ => None,
         })
+    }
+
+    pub fn cors(&self) -> Option<&Cors> {
+        self.stmts.iter().find_map(|s| match &s.kind {
+            RouteStmtKind::Cors(c) => Some(c),
+            _ => None,
+        })
+    }
+}
+
+/// What `auth` means, read the same way by `eval` and `lower`.
+impl Program {
+    /// The kind of the credential set `name`, as declared (whether or not it loaded).
+    pub fn set_kind(&self, name: &str) -> Option<SetKind> {
+        self.items.iter().find_map(|i| match i {
+            Item::Keys(k) if k.name.name == name => Some(SetKind::Keys),
+            Item::Jwt(j) if j.name.name == name => Some(SetKind::Jwt),
+            Item::Basic(b) if b.name.name == name => Some(SetKind::Basic),
+            _ => None,
+        })
+    }
+
+    /// Where a method's credential comes from: its `via`, else the set kind's default.
+    pub fn auth_sources(&self, m: &AuthMethod) -> Vec<Credential> {
+        if !m.via.is_empty() {
+            return m.via.clone();
+        }
+        let span = m.set.span;
+        match self.set_kind(&m.set.name) {
+            Some(SetKind::Jwt) => vec![Credential::Bearer(span)],
+            Some(SetKind::Basic) => vec![Credential::Basic(span)],
+            _ => vec![Credential::Header(Str { value: "x-api-key".into(), span }), Credential::Bearer(span)],
+        }
+    }
+
+    /// The 401 messages (missing, invalid): the route's `message`, else the first of its sets
+    /// that declares one, else the defaults.
+    pub fn auth_messages(&self, auth: &Auth) -> (String, String) {
+        let set_message = |name: &str| {
+            self.items.iter().find_map(|i| match i {
+                Item::Keys(k) if k.name.name == name => k.message.as_ref(),
+                Item::Basic(b) if b.name.name == name => b.message.as_ref(),
+                Item::Jwt(j) if j.name.name == name => j.stmts.iter().find_map(|s| match &s.kind {
+                    JwtStmtKind::Message(m) => Some(m),
+                    _ => None,
+                }),
+                _ => None,
+            })
+        };
+        let message = auth.message.as_ref().or_else(|| auth.methods.iter().find_map(|m| set_message(&m.set.name)));
+        let keys_only =
+            auth.methods.iter().all(|m| !matches!(self.set_kind(&m.set.name), Some(SetKind::Jwt | SetKind::Basic)));
+        gw_engine::request::auth_messages(message.map(|m| m.value.as_str()), keys_only)
+    }
+
+    /// A route's `cors` as the engine asks it. The methods a preflight may ask for default to
+    /// the route's own; `OPTIONS` is never listed.
+    pub fn cors_policy(&self, route: &Route, c: &Cors) -> CorsPolicy {
+        let methods = if c.methods.is_empty() {
+            route.when().map(|w| w.methods.clone()).unwrap_or_default()
+        } else {
+            c.methods.clone()
+        };
+        let mut names: Vec<String> = vec![];
+        for m in methods {
+            let list: Vec<&str> =
+                if m == Method::Any { vec!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] } else { vec![m.as_str()] };
+            for n in list {
+                if n != "OPTIONS" && !names.iter().any(|x| x == n) {
+                    names.push(n.to_string());
+                }
+            }
+        }
+        CorsPolicy {
+            origins: c.origins.iter().filter_map(|o| OriginPattern::parse(&o.value)).collect(),
+            methods: names,
+            headers: c.headers.iter().map(|h| h.value.to_ascii_lowercase()).collect(),
+            expose: c.expose.iter().map(|h| h.value.clone()).collect(),
+            credentials: c.credentials.is_some(),
+            max_age_s: c.max_age.map(|d| d.value / 1_000_000_000),
+        }
     }
 }
 

@@ -27,7 +27,10 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
     for item in items {
         let (table, kind, ident) = match item {
             Item::Upstream(u) => (&mut names.upstreams, "upstream", &u.name),
+            // Key, `jwt` and `basic` sets share one namespace: `auth NAME` names any of them.
             Item::Keys(k) => (&mut names.keysets, "key set", &k.name),
+            Item::Jwt(j) => (&mut names.keysets, "jwt set", &j.name),
+            Item::Basic(b) => (&mut names.keysets, "basic set", &b.name),
             Item::Tenant(t) => (&mut names.tenants, "tenant", &t.name),
             Item::Matcher(m) => (&mut names.matchers, "matcher", &m.name),
             Item::Limit(l) => (&mut names.limits, "limit", &l.name),
@@ -72,6 +75,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             Item::Tenant(t) => {
                 diags.extend(duplicate_settings(t.stmts.iter().map(|s| (s.kind.keyword(), s.span)), "tenant"))
             }
+            Item::Jwt(j) => diags.extend(duplicate_settings(j.stmts.iter().map(|s| (s.kind.keyword(), s.span)), "jwt")),
             _ => {}
         }
     }
@@ -87,8 +91,13 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                             check_ref(&names.upstreams, u, Code::UndefinedUpstream, "upstream", &mut diags);
                         }
                         RouteStmtKind::Auth(a) => {
-                            used.insert(("keys", a.keys.name.clone()));
-                            check_ref(&names.keysets, &a.keys, Code::UndefinedKeys, "key set", &mut diags);
+                            for m in &a.methods {
+                                used.insert(("keys", m.set.name.clone()));
+                                check_ref(&names.keysets, &m.set, Code::UndefinedKeys, "key set", &mut diags);
+                            }
+                        }
+                        RouteStmtKind::Cors(c) => {
+                            diags.extend(duplicate_settings(c.clauses.iter().copied(), "cors"));
                         }
                         RouteStmtKind::LimitUse { name, .. } => {
                             used.insert(("limit", name.name.clone()));
@@ -122,6 +131,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         Expectation::Limit { tenant: false, name } => (&names.limits, "shared limit", name),
                         Expectation::Status { .. }
                         | Expectation::Cache { .. }
+                        | Expectation::Claim { .. }
                         | Expectation::Header { .. }
                         | Expectation::Body(_)
                         | Expectation::Limit { tenant: true, .. } => continue,
@@ -150,6 +160,8 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
         let (kind, key, ident) = match item {
             Item::Upstream(u) => ("upstream", "upstream", &u.name),
             Item::Keys(k) => ("key set", "keys", &k.name),
+            Item::Jwt(j) => ("jwt set", "keys", &j.name),
+            Item::Basic(b) => ("basic set", "keys", &b.name),
             Item::Matcher(m) => ("matcher", "matcher", &m.name),
             Item::Limit(l) => ("shared limit", "limit", &l.name),
             _ => continue,

@@ -5,18 +5,12 @@
 //! A policy to serve must also have a route: one without would answer 404 to everything, and
 //! it is most often a file caught half-written (truncated, then written) by a reload.
 
-use crate::ast::{Item, RouteStmtKind, UpstreamStmtKind};
+use crate::ast::{Item, UpstreamStmtKind};
 use crate::diagnostics::{Code, Diag};
 use crate::source::{FileId, Span};
 
 const HELP: &str = "gw-check accepts and tests it, but gw serve cannot honour it yet; remove it to serve this \
                     policy (the language reference lists what the runtime implements)";
-
-/// `jwt` guards the route: removing it would leave the route open, so its help says what to
-/// write instead.
-const JWT_HELP: &str = "gw serve cannot verify JWTs yet, and removing `jwt` would leave this route open: \
-                        authenticate with `auth KEYSET` instead (or write `auth none` if the route is \
-                        meant to be public)";
 
 /// One `gw::not_supported` error per construct `gw serve` does not implement.
 pub fn unsupported(items: &[Item]) -> Vec<Diag> {
@@ -25,29 +19,18 @@ pub fn unsupported(items: &[Item]) -> Vec<Diag> {
         out.push(
             Diag::error(Code::NotSupported, format!("{owner}: `{what}` is not implemented by gw serve yet"))
                 .primary(span, format!("`{what}` is not implemented by the runtime yet"))
-                .help(if what == "jwt" { JWT_HELP } else { HELP }),
+                .help(HELP),
         )
     };
     for item in items {
-        match item {
-            Item::Upstream(u) => {
-                for stmt in &u.stmts {
-                    if matches!(
-                        stmt.kind,
-                        UpstreamStmtKind::Health(_) | UpstreamStmtKind::Retry(_) | UpstreamStmtKind::Affinity(_)
-                    ) {
-                        refuse(stmt.kind.keyword(), &format!("upstream `{}`", u.name.name), stmt.span);
-                    }
-                }
+        let Item::Upstream(u) = item else { continue };
+        for stmt in &u.stmts {
+            if matches!(
+                stmt.kind,
+                UpstreamStmtKind::Health(_) | UpstreamStmtKind::Retry(_) | UpstreamStmtKind::Affinity(_)
+            ) {
+                refuse(stmt.kind.keyword(), &format!("upstream `{}`", u.name.name), stmt.span);
             }
-            Item::Route(r) => {
-                for stmt in &r.stmts {
-                    if matches!(stmt.kind, RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }) {
-                        refuse(stmt.kind.keyword(), &format!("route `{}`", r.name.name), stmt.span);
-                    }
-                }
-            }
-            _ => {}
         }
     }
     out

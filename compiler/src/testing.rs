@@ -42,8 +42,9 @@ struct Answer {
     status: u16,
     message: Option<String>,
     decision: Decision,
-    /// The headers the route sets (`set header`) or answers with (`respond`), rendered; None
-    /// when absent (removed, or not sent).
+    /// The headers the route sets (`set header`) or answers with (`respond`), rendered, and
+    /// those gw adds to its answer (CORS, `www-authenticate`); None when absent (removed, or
+    /// not sent). Names lower-case.
     headers: Vec<(String, Option<String>)>,
     /// The body a `respond` answers with, rendered.
     body: Option<Vec<u8>>,
@@ -109,6 +110,8 @@ fn run_one(
     rates: &HashMap<String, Metered>,
 ) -> TestResult {
     let mut now: u64 = 0;
+    // JWT times are checked against the wall clock at the test's start, moved by `advance`.
+    let wall = Request::default().unix_now();
     let mut tats: HashMap<(String, String), u64> = HashMap::new();
     let mut last: Option<(Answer, Span)> = None;
     let mut cached: HashMap<String, u64> = HashMap::new();
@@ -117,7 +120,8 @@ fn run_one(
         match &stmt.kind {
             TestStmtKind::Advance(d) => now = now.saturating_add(d.value),
             TestStmtKind::Send(send) => {
-                let req = to_request(send);
+                let mut req = to_request(send);
+                req.now = Some(wall + now / 1_000_000_000);
                 // The path is put in normal form (or refused) before deciding, as `gw serve` does.
                 let (decision, path) = match crate::path::normalize(&req.path) {
                     Ok(path) if path == req.path => (decide(&req), req.path.clone()),
@@ -132,12 +136,13 @@ fn run_one(
                         req.path.clone(),
                     ),
                 };
+                let headers = answer_headers(program, &req, &decision);
                 let mut answer = Answer {
                     status: decision.outcome.status(),
                     message: refusal_message(&decision),
                     decision,
                     cache: None,
-                    headers: vec![],
+                    headers: headers.into_iter().map(|(k, v)| (k, Some(v))).collect(),
                     body: None,
                 };
                 // The cache is asked after the decision, before the limits (a hit still passes
@@ -219,7 +224,7 @@ fn render_headers(graph: &Graph, answer: &mut Answer, req: &Request) {
             answer.message = Some(u.message);
         }
         None => {
-            answer.headers = headers;
+            answer.headers.extend(headers);
             answer.body = body;
         }
     }
@@ -229,10 +234,34 @@ fn refusal_message(d: &Decision) -> Option<String> {
     use crate::request::Outcome::*;
     match &d.outcome {
         Unauthorized { message } | Denied { message, .. } | Invalid { message, .. } => Some(message.clone()),
+        Preflight { allowed: false, message } => Some(message.clone()),
         NoRoute => Some("no route".into()),
         MethodNotAllowed { .. } => Some("method not allowed".into()),
         _ => None,
     }
+}
+
+/// The headers gw adds to the answer of a decided request: the route's CORS headers (a
+/// preflight's, or those of every other answer), and `www-authenticate` on a 401 of a route
+/// that accepts basic auth. The runtime adds the same (`phases/cors.rs`, `errors.rs`).
+fn answer_headers(program: &Program, req: &Request, d: &Decision) -> Vec<(String, String)> {
+    let mut out = vec![];
+    let Some(route) = d.route_index.and_then(|i| program.routes().nth(i)) else { return out };
+    if let Some(c) = route.cors() {
+        let policy = program.cors_policy(route, c);
+        let hs = match &d.outcome {
+            crate::request::Outcome::Preflight { allowed: true, .. } => policy.preflight_headers(req),
+            _ => policy.response_headers(req.header("origin")),
+        };
+        out.extend(hs.into_iter().map(|(k, v)| (k.to_string(), v)));
+    }
+    let basic = route.auth().is_some_and(|a| {
+        a.methods.iter().any(|m| program.set_kind(&m.set.name) == Some(crate::program::SetKind::Basic))
+    });
+    if basic && matches!(d.outcome, crate::request::Outcome::Unauthorized { .. }) {
+        out.push(("www-authenticate".to_string(), crate::request::BASIC_CHALLENGE.to_string()));
+    }
+    out
 }
 
 fn explain_short(d: &Decision) -> String {
@@ -268,6 +297,19 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             crate::request::Outcome::Forward { upstream } if *upstream == u.name && a.status < 400 => None,
             other => Some(format!("expected forwarding to `{}`, got {}", u.name, describe(other, a.status))),
         },
+        Expectation::Claim { name, value } => {
+            let claims = a.decision.identity.as_ref().and_then(|i| i.claims.as_ref());
+            let Some(claims) = claims else {
+                return Some(format!("expected claim `{}`, but no token authenticated the request", name.value));
+            };
+            let got = match claims.get(&name.value) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => return Some(format!("expected claim `{}`, but the token has none", name.value)),
+            };
+            (got != value.value)
+                .then(|| format!("expected claim `{}` = \"{}\", got \"{got}\"", name.value, value.value))
+        }
         Expectation::Cache { result, .. } => match a.cache {
             Some(got) if got == *result => None,
             Some(got) => Some(format!("expected a cache {}, got a cache {}", result.as_str(), got.as_str())),
@@ -329,6 +371,8 @@ fn describe(o: &crate::request::Outcome, status: u16) -> String {
         Respond { .. } => format!("a static response with status {status}"),
         Serve { builtin } => format!("the built-in `{builtin}` handler"),
         Denied { message, .. } | Unauthorized { message } => format!("status {status} ({message})"),
+        Preflight { allowed: true, .. } => "a CORS preflight answered 204".to_string(),
+        Preflight { message, .. } => format!("status 403 ({message})"),
         Invalid { code, message } => format!("status 400 ({code}: {message})"),
         NoRoute => "status 404 (no route)".to_string(),
         MethodNotAllowed { allowed } => format!("status 405 (allowed: {})", allowed.join(", ")),

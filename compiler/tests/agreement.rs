@@ -162,11 +162,11 @@ fn vocab(program: &Program) -> Vocab {
                     }
                 }
                 RouteStmtKind::Auth(a) => {
-                    for c in &a.via {
+                    for c in a.methods.iter().flat_map(|m| &m.via) {
                         match c {
                             Credential::Header(h) => v.headers.push(h.value.clone()),
                             Credential::Query(q) => v.queries.push(q.value.clone()),
-                            Credential::Bearer(_) => {}
+                            Credential::Bearer(_) | Credential::Basic(_) => {}
                         }
                     }
                 }
@@ -195,7 +195,12 @@ fn vocab(program: &Program) -> Vocab {
     }
     v.strings = strings.into_iter().collect();
     // Mostly keys this program accepts, so requests get past auth.
-    v.keys.retain(|k| program.keysets.values().any(|ks| ks.lookup(k).is_some()));
+    // (Tokens its jwt sets accept count too.)
+    let now = Request::default().unix_now();
+    v.keys.retain(|k| {
+        program.keysets.values().any(|ks| ks.lookup(k).is_some())
+            || program.jwtsets.values().any(|j| j.verify(k, now).is_some())
+    });
     v.header_values.sort();
     v.header_values.dedup();
     for list in
@@ -768,4 +773,157 @@ fn graph_agrees_with_eval_on_the_edge_case_requests_that_matter() {
     }
     // Sanity: the normalisation eval applies is the one the graph sees.
     assert_eq!(normalize_host("API.EXAMPLE.COM:80"), "api.example.com");
+}
+
+// ------------------------------------------------------------------ jwt, basic, cors
+
+const CREDENTIALS_POLICY: &str = r#"
+upstream u { target "http://127.0.0.1:9" }
+keys k from "k.keys"
+jwt tok {
+    alg      HS256
+    secret   "jwt-secret"
+    issuer   "https://auth.example.com"
+    audience "api"
+    leeway   10s
+    tenant   claim["org"]
+}
+basic staff from "staff.htpasswd" tenant "ops"
+route chat {
+    when  POST "/v1/chat"
+    auth  k or tok or staff
+    cors  origins ["https://app.example.com", "https://*.example.org"] headers ["content-type", "authorization"] credentials
+    deny  403 "guests may not chat" if claim["role"] == "guest"
+    limit rate 5/s per (claim["sub"])
+    to    u
+}
+route models {
+    when GET "/v1/models" if header["x-v"] == "2"
+    auth tok optional message "bad token"
+    cors origins ["*"]
+    to   u
+}
+route own_options {
+    when OPTIONS "/v1/own"
+    respond 204
+}
+route own {
+    when POST "/v1/own"
+    auth none
+    cors origins ["https://app.example.com"]
+    to   u
+}
+"#;
+
+fn token(claims: serde_json::Value, secret: &[u8]) -> String {
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(secret)).unwrap_or_default()
+}
+
+/// Requests over every credential kind, CORS preflights and plain requests: the graph and
+/// the evaluator decide each alike, and the decisions are the ones the reference describes.
+#[test]
+fn jwt_basic_and_cors_decisions_agree_with_eval() {
+    let hash = bcrypt::hash("pw", 4).unwrap_or_default();
+    let keys = format!("{} acme k1\n", hex_of(&hash_key(None, "sk-1")));
+    let loader = gw_compiler::load::MemLoader::default()
+        .with("policy.gwp", CREDENTIALS_POLICY)
+        .with("k.keys", keys)
+        .with("staff.htpasswd", format!("alice:{hash}\n"));
+    let opts = Options { mode: Mode::Check, env: &test_env };
+    let out = gw_compiler::compile(&loader, Path::new("policy.gwp"), &opts);
+    let program = out.program.unwrap_or_else(|| panic!("{:#?}", out.diagnostics));
+    let graph = lower::lower(&program).unwrap_or_else(|d| panic!("{d:?}"));
+    let now = 1_900_000_000u64;
+    let base = serde_json::json!({"sub": "u1", "org": "acme", "iss": "https://auth.example.com", "aud": "api", "exp": now + 60});
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = base.clone();
+        c[k] = v;
+        c
+    };
+    let tokens = [
+        ("good", token(base.clone(), b"jwt-secret")),
+        ("guest", token(with("role", "guest".into()), b"jwt-secret")),
+        ("expired", token(with("exp", (now - 11).into()), b"jwt-secret")),
+        ("within leeway", token(with("exp", (now - 5).into()), b"jwt-secret")),
+        ("not yet", token(with("nbf", (now + 30).into()), b"jwt-secret")),
+        ("wrong key", token(base.clone(), b"other")),
+        ("wrong iss", token(with("iss", "x".into()), b"jwt-secret")),
+        ("wrong aud", token(with("aud", serde_json::json!(["x", "y"])), b"jwt-secret")),
+        ("aud list", token(with("aud", serde_json::json!(["x", "api"])), b"jwt-secret")),
+        ("no tenant", token(with("org", serde_json::Value::Null), b"jwt-secret")),
+        ("no exp", token(with("exp", serde_json::Value::Null), b"jwt-secret")),
+    ];
+    let mut auths: Vec<(String, Option<String>)> = vec![("none".into(), None)];
+    auths.extend(tokens.iter().map(|(n, t)| (n.to_string(), Some(format!("Bearer {t}")))));
+    auths.push(("key".into(), Some("Bearer sk-1".into())));
+    auths.push(("basic".into(), Some("Basic YWxpY2U6cHc=".into())));
+    auths.push(("basic wrong".into(), Some("Basic YWxpY2U6eHg=".into())));
+    let origins = [None, Some("https://app.example.com"), Some("https://a.example.org"), Some("https://evil.com")];
+    let mut statuses: Vec<(String, u16)> = vec![];
+    for (method, path) in [
+        ("POST", "/v1/chat"),
+        ("GET", "/v1/models"),
+        ("OPTIONS", "/v1/chat"),
+        ("OPTIONS", "/v1/own"),
+        ("OPTIONS", "/v1/models"),
+    ] {
+        for (name, auth) in &auths {
+            for origin in origins {
+                for asked in [None, Some("POST"), Some("GET"), Some("PUT")] {
+                    let mut r = Request::new(method, path);
+                    r.now = Some(now);
+                    r.body = Some(b"{}".to_vec());
+                    if let Some(a) = auth {
+                        r.headers.push(("authorization".into(), a.clone()));
+                    }
+                    if let Some(o) = origin {
+                        r.headers.push(("origin".into(), o.into()));
+                    }
+                    if let Some(m) = asked {
+                        r.headers.push(("access-control-request-method".into(), m.into()));
+                        r.headers.push(("access-control-request-headers".into(), "Content-Type".into()));
+                    }
+                    let want = eval::decide(&program, &r);
+                    let got = graph.decide(&r);
+                    assert!(
+                        want.same_decision(&got),
+                        "{method} {path} {name} {origin:?} {asked:?}:\n{want:#?}\n{got:#?}"
+                    );
+                    if method == "POST" && origin.is_none() {
+                        statuses.push((name.clone(), want.outcome.status()));
+                    }
+                    if method == "OPTIONS"
+                        && path == "/v1/chat"
+                        && asked == Some("POST")
+                        && *name == "none"
+                        && origin.is_some()
+                    {
+                        let allowed = origin.is_some_and(|o| o != "https://evil.com");
+                        assert_eq!(want.outcome.status(), if allowed { 204 } else { 403 }, "{origin:?}");
+                    }
+                }
+            }
+        }
+    }
+    let status = |n: &str| statuses.iter().find(|(x, _)| x == n).map(|(_, s)| *s);
+    for (n, s) in [
+        ("none", 401),
+        ("good", 200),
+        ("guest", 403),
+        ("expired", 401),
+        ("within leeway", 200),
+        ("not yet", 401),
+        ("wrong key", 401),
+        ("wrong iss", 401),
+        ("wrong aud", 401),
+        ("aud list", 200),
+        ("no tenant", 401),
+        ("no exp", 401),
+        ("key", 200),
+        ("basic", 200),
+        ("basic wrong", 401),
+    ] {
+        assert_eq!(status(n), Some(s), "{n}");
+    }
 }

@@ -553,6 +553,30 @@ fn tenant_and_key_names_are_checked_against_the_key_files() {
     assert!(helps[1].starts_with("did you mean `dev-1`?"), "{helps:?}");
 }
 
+/// A tenant read from a JWT claim, or a token's subject, can be any name: comparing one with a
+/// literal is not a typo to warn about. A `basic` set's fixed tenant is a known tenant.
+#[test]
+fn tenant_names_from_tokens_are_not_linted() {
+    let policy = r#"
+upstream u { target "http://127.0.0.1:9" }
+jwt tok { alg HS256; secret "s"; tenant claim["org"] }
+basic staff from "staff.htpasswd" tenant "ops"
+route r {
+    when GET "/"
+    auth tok or staff
+    deny 403 "no" if tenant == "acme" or key == "alice" or tenant == "ops"
+    to   u
+}
+"#;
+    let dir = fixture(&[
+        ("p.gwp", policy),
+        ("staff.htpasswd", "alice:$5$salt$Gbq4GmPuHn0EkOhgK1zMgmk3YLt9GOqVE5bKAK0.JA4\n"),
+    ]);
+    let o = gw_check(&["--format", "json", "--no-tests", "p.gwp"], dir.path());
+    assert!(!stdout(&o).contains("gw::unknown_identity"), "{}", stdout(&o));
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+}
+
 #[test]
 fn an_import_cycle_is_spelled_with_the_paths_as_given() {
     let dir = fixture(&[

@@ -177,13 +177,25 @@ fn auth_reads_sources_and_optional() {
     let RouteStmtKind::Auth(a) = stmt("auth customers via header \"X-Key\", bearer, query \"key\" optional") else {
         panic!("not auth")
     };
-    assert_eq!(a.keys.name, "customers");
+    assert_eq!(a.methods[0].set.name, "customers");
     assert!(a.optional);
-    assert!(matches!(&a.via[0], Credential::Header(h) if h.value == "x-key"));
-    assert!(matches!(&a.via[1], Credential::Bearer(_)));
-    assert!(matches!(&a.via[2], Credential::Query(q) if q.value == "key"));
+    let via = &a.methods[0].via;
+    assert!(matches!(&via[0], Credential::Header(h) if h.value == "x-key"));
+    assert!(matches!(&via[1], Credential::Bearer(_)));
+    assert!(matches!(&via[2], Credential::Query(q) if q.value == "key"));
     let RouteStmtKind::Auth(a) = stmt("auth customers") else { panic!("not auth") };
-    assert!(a.via.is_empty() && !a.optional);
+    assert!(a.methods[0].via.is_empty() && !a.optional && a.message.is_none());
+}
+
+#[test]
+fn auth_tries_several_sets_in_order_with_one_message() {
+    let RouteStmtKind::Auth(a) = stmt("auth customers via header \"x-key\" or tokens or staff message \"no\"") else {
+        panic!("not auth")
+    };
+    let names: Vec<&str> = a.methods.iter().map(|m| m.set.name.as_str()).collect();
+    assert_eq!(names, ["customers", "tokens", "staff"]);
+    assert_eq!(a.methods[0].via.len(), 1);
+    assert_eq!(a.message.map(|m| m.value), Some("no".to_string()));
 }
 
 #[test]
@@ -256,9 +268,12 @@ fn guards_transforms_and_actions_read() {
     );
     assert!(matches!(stmt("websocket"), RouteStmtKind::Websocket));
     assert!(
-        matches!(stmt("cors origins [\"*\"] methods GET|POST"), RouteStmtKind::Cors { origins, methods } if origins.len() == 1 && methods.len() == 2)
+        matches!(stmt("cors origins [\"*\"] methods GET|POST"), RouteStmtKind::Cors(c) if c.origins.len() == 1 && c.methods.len() == 2)
     );
-    assert!(matches!(stmt("jwt secret env(\"S\") issuer \"i\""), RouteStmtKind::Jwt { issuer: Some(_), .. }));
+    assert!(matches!(
+        stmt("cors origins [\"https://a.b\"] headers [\"content-type\"] expose [\"x-r\"] credentials max_age 10m"),
+        RouteStmtKind::Cors(c) if c.headers.len() == 1 && c.expose.len() == 1 && c.credentials.is_some() && c.max_age.is_some()
+    ));
     assert!(matches!(stmt("serve tokens"), RouteStmtKind::Serve(b) if b.builtin.as_str() == "tokens"));
     assert!(matches!(stmt("to gpu"), RouteStmtKind::To(u) if u.name == "gpu"));
 }

@@ -68,7 +68,22 @@ fn route(graph: &Graph, r: &RouteInfo) -> Value {
         "path": r.path,
         "host": r.host,
         "conditional": r.has_condition,
-        "auth": r.auth.as_ref().map(|a| json!({"keys": a.keyset_name, "via": a.sources, "optional": a.optional})),
+        "auth": r.auth.as_ref().map(|a| {
+            let methods: Vec<Value> = a
+                .methods
+                .iter()
+                .map(|m| {
+                    let kind = match m.set {
+                        gw_engine::graph::SetRef::Keys(_) => "keys",
+                        gw_engine::graph::SetRef::Jwt(_) => "jwt",
+                        gw_engine::graph::SetRef::Basic(_) => "basic",
+                        gw_engine::graph::SetRef::Undefined => "undefined",
+                    };
+                    json!({"set": m.name, "kind": kind, "via": m.sources})
+                })
+                .collect();
+            json!({"methods": methods, "optional": a.optional})
+        }),
         "guards": r.guards,
         "limits": r.limits.iter().filter_map(|&i| graph.limits().get(i)).collect::<Vec<_>>(),
         // Names only: a value set on a header may be a credential.
@@ -78,7 +93,6 @@ fn route(graph: &Graph, r: &RouteInfo) -> Value {
         "cache": r.cache,
         "websocket": r.websocket,
         "cors": r.cors.is_some(),
-        "jwt": r.jwt.is_some(),
         "action": action,
     })
 }

@@ -73,6 +73,11 @@ codes! {
     MissingApiKey = (401, "missing_api_key", "authentication_error"),
     InvalidApiKey = (401, "invalid_api_key", "authentication_error"),
     InvalidAdminToken = (401, "invalid_admin_token", "authentication_error"),
+    /// A refused credential on a route whose 401 says the same whatever failed (a policy's
+    /// `message`, or a route that also takes JWTs or basic auth).
+    Unauthorized = (401, "unauthorized", "authentication_error"),
+    /// A CORS preflight for an origin, method or header the route's `cors` does not allow.
+    CorsPreflightRefused = (403, "cors_preflight_refused", "permission_error"),
     /// A guard refused, with the status it chose (403 unless it says otherwise).
     Denied = (403, "denied", "permission_error"),
     NoRoute = (404, "no_route", "not_found_error"),

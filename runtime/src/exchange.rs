@@ -63,6 +63,8 @@ pub struct Exchange {
     pub cache: Option<&'static str>,
     /// Shadow limits that would have refused the request.
     pub shadow_refused: Vec<String>,
+    /// Headers the answer gets whoever makes it (CORS, `www-authenticate`): `phases::cors`.
+    pub answer_headers: Vec<(&'static str, String)>,
 }
 
 /// How to read an answer's token usage, and what to reconcile with it.

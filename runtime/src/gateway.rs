@@ -32,7 +32,9 @@ impl Loaded {
         for source in policy.graph.routes().iter().filter_map(|r| r.auth.as_ref()).flat_map(|a| &a.sources) {
             let name = match source {
                 gw_engine::graph::CredentialSource::Header(h) => http::HeaderName::from_bytes(h.as_bytes()).ok(),
-                gw_engine::graph::CredentialSource::Bearer => Some(http::header::AUTHORIZATION),
+                gw_engine::graph::CredentialSource::Bearer | gw_engine::graph::CredentialSource::Basic => {
+                    Some(http::header::AUTHORIZATION)
+                }
                 gw_engine::graph::CredentialSource::Query(_) => None,
             };
             if let Some(name) = name.filter(|n| !credential_headers.contains(n)) {

@@ -16,7 +16,9 @@ use crate::exchange::{Exchange, TenantGuard};
 use crate::gateway::Gateway;
 use crate::headers;
 use crate::idle::InFlight;
-use crate::phases::{cache, decide, finish, forward, inspect, limit, respond, target, upstream_request, Ctx, Stop};
+use crate::phases::{
+    cache, cors, decide, finish, forward, inspect, limit, respond, target, upstream_request, Ctx, Stop,
+};
 use crate::server::{ConnInfo, ResponseFuture};
 
 /// The proxy service for one connection.
@@ -58,6 +60,7 @@ pub async fn handle(
             e.into_response(&request_id)
         }
     };
+    cors::apply(resp.headers_mut(), &account.x.answer_headers);
     finish::stamp(resp.headers_mut(), &request_id, &loaded.policy);
     drop(loaded);
     reuse.settle(&mut resp, body.take(), upstream_failed).await;

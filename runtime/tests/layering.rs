@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// The request phases in the order the pipeline runs them.
-const PHASES: [&str; 9] =
-    ["inspect", "decide", "cache", "limit", "respond", "target", "upstream_request", "forward", "finish"];
+const PHASES: [&str; 10] =
+    ["inspect", "cors", "decide", "cache", "limit", "respond", "target", "upstream_request", "forward", "finish"];
 
 /// Module name (`proxy`, `phases::limit`) → the crate modules its source names.
 fn modules(src: &Path) -> BTreeMap<String, BTreeSet<String>> {

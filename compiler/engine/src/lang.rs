@@ -195,6 +195,9 @@ pub enum Fact {
     Param(String),
     /// A JSON pointer into the request body; empty means the whole body.
     Body(Vec<PathSeg>),
+    /// A claim of the verified JWT the request authenticated with (`claim["sub"]`); empty
+    /// means every claim. Missing unless a `jwt` set authenticated the request.
+    Claim(Vec<PathSeg>),
 }
 
 /// What only the gateway knows about a request, readable in a template (never in a guard: the

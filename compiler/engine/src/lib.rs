@@ -5,12 +5,17 @@
 //!
 //! `lang` is the vocabulary both sides share (facts, operators, methods), `request` the
 //! request and the decision, `value` the three-valued expression semantics, `ijson` the
-//! strict body reader, `template` the text `set header` and `respond` build from a request, `keys` key sets, `gcra` and `tokens` the limit arithmetic.
+//! strict body reader, `template` the text `set header` and `respond` build from a request,
+//! `keys` key sets, `jwt` and `basic` the other credential sets, `cors` the CORS answers,
+//! `cache` the response cache's key and bypass rules, `gcra` and `tokens` the limit arithmetic.
 
+pub mod basic;
 pub mod cache;
+pub mod cors;
 pub mod gcra;
 pub mod graph;
 pub mod ijson;
+pub mod jwt;
 pub mod keys;
 pub mod lang;
 pub mod path;

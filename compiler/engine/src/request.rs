@@ -30,6 +30,9 @@ pub struct Request {
     /// escape, or bytes that are not UTF-8).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreadable_query: Vec<String>,
+    /// The request's time (Unix seconds) for JWT `exp`/`nbf`; None: the wall clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub now: Option<u64>,
 }
 
 impl Request {
@@ -109,6 +112,13 @@ impl Request {
     pub fn with_body(mut self, text: impl Into<String>) -> Request {
         self.body = Some(text.into().into_bytes());
         self
+    }
+
+    /// The time JWTs are checked at: `now`, else the wall clock.
+    pub fn unix_now(&self) -> u64 {
+        self.now.unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -220,12 +230,18 @@ fn decode(s: &str, plus_is_space: bool) -> (String, bool) {
     }
 }
 
-/// Who the request authenticated as. Never holds the key itself.
+/// Who the request authenticated as. Never holds the key, token or password itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Identity {
+    /// The credential set that accepted the request (key set, `jwt` or `basic` set).
     pub keys: String,
     pub tenant: String,
+    /// The key's name, the token's `sub`, or the basic-auth user.
     pub key_name: String,
+    /// The verified token's claims (a `jwt` set only). Not serialized: explain output and
+    /// logs name the subject, not the token's content.
+    #[serde(skip)]
+    pub claims: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// The message of an `allow` guard's refusal when the policy gives none.
@@ -235,6 +251,22 @@ pub const DEFAULT_ALLOW_MESSAGE: &str = "request not allowed by policy";
 pub const MISSING_KEY: &str = "missing API key";
 /// The message of a 401 when the credential is not in the route's key set.
 pub const INVALID_KEY: &str = "invalid API key";
+/// The `www-authenticate` of a 401 on a route that accepts basic auth (browsers then ask).
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"gw\", charset=\"UTF-8\"";
+
+/// The 401 messages of a route that also accepts JWTs or basic auth.
+pub const MISSING_CREDENTIALS: &str = "missing credentials";
+pub const INVALID_CREDENTIALS: &str = "invalid credentials";
+
+/// The 401 messages of an `auth` (missing, invalid): the policy's `message` for both when it
+/// sets one; otherwise API-key wording when only key sets are tried.
+pub fn auth_messages(message: Option<&str>, keys_only: bool) -> (String, String) {
+    match message {
+        Some(m) => (m.to_string(), m.to_string()),
+        None if keys_only => (MISSING_KEY.to_string(), INVALID_KEY.to_string()),
+        None => (MISSING_CREDENTIALS.to_string(), INVALID_CREDENTIALS.to_string()),
+    }
+}
 
 /// The trace line of a refusal made before the body is read.
 pub fn refused_before_body_note(message: &str) -> String {
@@ -251,6 +283,8 @@ pub enum Outcome {
     MethodNotAllowed { allowed: Vec<String> },
     /// Missing or unknown credential: 401.
     Unauthorized { message: String },
+    /// A CORS preflight answered by gw: 204 when allowed, else 403 with the reason.
+    Preflight { allowed: bool, message: String },
     /// A guard refused the request.
     Denied { status: u16, message: String },
     /// The request cannot be decided as sent: 400 with `code` (`invalid_body`: a body the
@@ -273,6 +307,8 @@ impl Outcome {
             Outcome::NoRoute => 404,
             Outcome::MethodNotAllowed { .. } => 405,
             Outcome::Unauthorized { .. } => 401,
+            Outcome::Preflight { allowed: true, .. } => 204,
+            Outcome::Preflight { allowed: false, .. } => 403,
             Outcome::Denied { status, .. } => *status,
             Outcome::Invalid { code, .. } if *code == crate::value::UNSUPPORTED_CONTENT_ENCODING => 415,
             Outcome::Invalid { .. } => 400,

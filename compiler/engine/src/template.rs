@@ -158,6 +158,7 @@ fn fact(f: &Fact, facts: &Facts<'_>) -> Val {
             Some((_, v)) => path_fact(v),
             None => Val::Missing,
         },
+        Fact::Claim(path) => crate::jwt::claim_fact(d.identity.as_ref().and_then(|i| i.claims.as_deref()), path),
         // `check` refuses body facts in a template (the body may be streamed, never read).
         Fact::Body(_) => Val::Missing,
     }
@@ -174,7 +175,7 @@ mod tests {
 
     fn decided() -> Decision {
         let mut d = Decision::new(Outcome::Forward { upstream: "u".into() });
-        d.identity = Some(Identity { keys: "k".into(), tenant: "acme".into(), key_name: "ci".into() });
+        d.identity = Some(Identity { keys: "k".into(), tenant: "acme".into(), key_name: "ci".into(), claims: None });
         d.params = vec![("id".into(), "a%0d%0aevil".into())];
         d
     }

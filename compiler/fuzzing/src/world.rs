@@ -31,6 +31,14 @@ pub(crate) const KEYS: &[(&str, &str, &str)] = &[
     ("sk-x-1", "nobody", "x-1"),
 ];
 
+/// Bearer JWTs (HS256, secret `fuzz-jwt-secret`) a request may carry for the `j0` set every
+/// generated policy declares: two valid ones with different claims, one expired.
+pub(crate) const TOKENS: &[&str] = &[
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzLTEiLCJvcmciOiJ0MSIsInJvbGUiOiJhZG1pbiIsIm4iOjUsImV4cCI6NDEwMjQ0NDgwMH0.pCQsFkFHDjfVcTd0Fr0okPnW6T0KUdpimtuAIZxKsmo",
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzLTIiLCJvcmciOiJ0MCIsInJvbGUiOlsiYSIsImIiXSwiZXhwIjo0MTAyNDQ0ODAwfQ.r8HSJAluqM1YngUEMMbrvpOmlLTKCOJO5IQyHBRphnw",
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJzLTMiLCJvcmciOiJ0MSIsImV4cCI6MTAwMH0.XhXvx8Q6xCunIBMPaRCFLg3TL4HJP26qT_lB_aKLfYo",
+];
+
 /// The salt `salt "pepper"` adds.
 const SALT: &str = "pepper";
 

@@ -25,10 +25,7 @@ pub fn lints(items: &[Item], keysets: &BTreeMap<String, LoadedKeys>) -> Vec<Diag
 /// A route that forwards must say who may call it: `auth KEYSET`, or `auth none` when it is
 /// public on purpose. (`jwt` counts as saying so; serve mode refuses it on its own.)
 pub(super) fn auth_unspecified(r: &Route, out: &mut Vec<Diag>) {
-    let says = r
-        .stmts
-        .iter()
-        .any(|s| matches!(s.kind, RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone | RouteStmtKind::Jwt { .. }));
+    let says = r.stmts.iter().any(|s| matches!(s.kind, RouteStmtKind::Auth(_) | RouteStmtKind::AuthNone));
     let Some(to) = r.stmts.iter().find(|s| matches!(s.kind, RouteStmtKind::To(_))).filter(|_| !says) else {
         return;
     };
@@ -52,6 +49,32 @@ pub(super) fn unknown_identities(items: &[Item], keysets: &BTreeMap<String, Load
         Item::Tenant(t) => Some(t.name.name.as_str()),
         _ => None,
     }));
+    // Tenants of `jwt` and `basic` sets: their fixed names; a tenant read from a claim can be
+    // any name, and so can a token's subject or a basic user (not listed here): not linted.
+    let mut open_tenants = false;
+    let mut open_keys = false;
+    for item in items {
+        match item {
+            Item::Jwt(j) => {
+                open_keys = true;
+                let named = j.stmts.iter().find_map(|s| match &s.kind {
+                    JwtStmtKind::TenantName(n) => Some(Some(n.value.as_str())),
+                    JwtStmtKind::TenantClaim(_) => Some(None),
+                    _ => None,
+                });
+                match named {
+                    Some(Some(n)) => tenants.push(n),
+                    Some(None) => open_tenants = true,
+                    None => tenants.push(j.name.name.as_str()),
+                }
+            }
+            Item::Basic(b) => {
+                open_keys = true;
+                tenants.push(b.tenant.as_ref().map_or(b.name.name.as_str(), |t| t.value.as_str()));
+            }
+            _ => {}
+        }
+    }
     tenants.sort_unstable();
     tenants.dedup();
     let mut keys: Vec<&str> = keysets.values().flat_map(|k| k.key_names()).collect();
@@ -80,6 +103,9 @@ pub(super) fn unknown_identities(items: &[Item], keysets: &BTreeMap<String, Load
                 ExprKind::List(items) => items.iter().collect(),
                 _ => vec![names],
             };
+            if (*fact == Fact::Tenant && open_tenants) || (*fact == Fact::Key && open_keys) {
+                return;
+            }
             let (what, known, source) = match fact {
                 Fact::Tenant => ("tenant", &tenants, "no key file and no `tenant` block names it"),
                 _ => ("key", &keys, "no key file lists a key by that name"),

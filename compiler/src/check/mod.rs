@@ -5,8 +5,8 @@
 //!
 //! `Checker` is the driver (this file: items in order, matcher depth, test blocks); its rules
 //! live by subject: `types` (expressions), `values` (quantities, URLs, patterns, and the
-//! gateway/upstream/tenant blocks), `routes` (route rules and shadowing); `lints` warns on policies
-//! that compile.
+//! gateway/upstream/tenant blocks), `routes` (route rules and shadowing), `auth` (jwt sets,
+//! `auth`, claims, `cors`), `cache`; `lints` warns on policies that compile.
 
 use std::collections::HashMap;
 
@@ -15,6 +15,7 @@ use crate::diagnostics::{Code, Diag};
 use crate::resolve::walk;
 use crate::source::Span;
 
+mod auth;
 mod cache;
 mod lints;
 mod routes;
@@ -78,7 +79,8 @@ impl<'a> Checker<'a> {
                 Item::Route(r) => self.route(r),
                 Item::Test(t) => self.test(t),
                 Item::Limit(l) => self.shared_limit(l),
-                Item::Keys(_) | Item::Import(_) => {}
+                Item::Jwt(j) => self.jwt_set(j),
+                Item::Keys(_) | Item::Basic(_) | Item::Import(_) => {}
             }
         }
         self.shadowing();

@@ -14,6 +14,7 @@ impl<'a> Checker<'a> {
         let (when, auth) = self.route_clauses(r);
         // `auth none` says the route is public: no identity is known on it.
         let has_auth = auth.is_some_and(|s| matches!(s.kind, RouteStmtKind::Auth(_)));
+        let has_jwt = self.auth_has_jwt(r.auth());
         let params = when.and_then(|w| match &w.kind {
             RouteStmtKind::When(w) => Some(self.path_pattern(&w.path)),
             _ => None,
@@ -23,6 +24,11 @@ impl<'a> Checker<'a> {
             for e in stmt_exprs(&s.kind) {
                 if !has_auth {
                     self.no_identity_facts(e, "a route without `auth`");
+                }
+                if matches!(s.kind, RouteStmtKind::When(_)) {
+                    self.no_claim_facts(e, "a `when` condition (routes are chosen before `auth`)");
+                } else if !has_jwt {
+                    self.no_claim_facts(e, "a route whose `auth` tries no `jwt` set");
                 }
                 if let Some(Some(params)) = &params {
                     self.params_known(e, params);
@@ -119,13 +125,8 @@ impl<'a> Checker<'a> {
                     self.condition(c, "a `when` condition");
                 }
             }
-            RouteStmtKind::Auth(a) => {
-                for c in &a.via {
-                    if let Credential::Header(h) = c {
-                        self.header_name(h);
-                    }
-                }
-            }
+            RouteStmtKind::Auth(a) => self.auth(a),
+            RouteStmtKind::Cors(c) => self.cors(c),
             RouteStmtKind::Allow { cond, status, .. } => {
                 self.condition(cond, "`allow`");
                 if let Some(st) = status {

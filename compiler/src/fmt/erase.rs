@@ -130,6 +130,33 @@ pub(super) fn erase_item(item: &mut Item) {
             if let Some(v) = &mut k.salt {
                 erase_value(v);
             }
+            erase_opt_str(&mut k.message);
+        }
+        Item::Basic(b) => {
+            z(&mut b.span);
+            erase_ident(&mut b.name);
+            erase_str(&mut b.file);
+            erase_opt_str(&mut b.tenant);
+            erase_opt_str(&mut b.message);
+        }
+        Item::Jwt(j) => {
+            z(&mut j.span);
+            erase_ident(&mut j.name);
+            for s in &mut j.stmts {
+                z(&mut s.span);
+                match &mut s.kind {
+                    JwtStmtKind::Alg(a) => erase_ident(a),
+                    JwtStmtKind::Secret(v) => erase_value(v),
+                    JwtStmtKind::Key(f)
+                    | JwtStmtKind::Jwks(f)
+                    | JwtStmtKind::Issuer(f)
+                    | JwtStmtKind::Audience(f)
+                    | JwtStmtKind::TenantName(f)
+                    | JwtStmtKind::Message(f) => erase_str(f),
+                    JwtStmtKind::Leeway(q) => erase_q(q),
+                    JwtStmtKind::TenantClaim(e) => erase_expr(e),
+                }
+            }
         }
         Item::Tenant(t) => {
             z(&mut t.span);
@@ -245,13 +272,16 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             }
         }
         RouteStmtKind::Auth(a) => {
-            erase_ident(&mut a.keys);
-            for c in &mut a.via {
-                match c {
-                    Credential::Header(s) | Credential::Query(s) => erase_str(s),
-                    Credential::Bearer(s) => z(s),
+            for m in &mut a.methods {
+                erase_ident(&mut m.set);
+                for c in &mut m.via {
+                    match c {
+                        Credential::Header(s) | Credential::Query(s) => erase_str(s),
+                        Credential::Bearer(s) | Credential::Basic(s) => z(s),
+                    }
                 }
             }
+            erase_opt_str(&mut a.message);
         }
         RouteStmtKind::Allow { cond, status, message } => {
             erase_expr(cond);
@@ -310,10 +340,15 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             statuses.iter_mut().for_each(erase_q);
         }
         RouteStmtKind::Websocket | RouteStmtKind::AuthNone => {}
-        RouteStmtKind::Cors { origins, .. } => origins.iter_mut().for_each(erase_str),
-        RouteStmtKind::Jwt { secret, issuer } => {
-            erase_value(secret);
-            erase_opt_str(issuer);
+        RouteStmtKind::Cors(c) => {
+            c.origins.iter_mut().for_each(erase_str);
+            c.headers.iter_mut().for_each(erase_str);
+            c.expose.iter_mut().for_each(erase_str);
+            if let Some(s) = &mut c.credentials {
+                z(s);
+            }
+            erase_opt_q(&mut c.max_age);
+            c.clauses.iter_mut().for_each(|(_, s)| z(s));
         }
         RouteStmtKind::Serve(b) => z(&mut b.span),
         RouteStmtKind::To(i) => erase_ident(i),
@@ -350,6 +385,10 @@ pub(super) fn erase_test_stmt(k: &mut TestStmtKind) {
                 if let Some(v) = value {
                     erase_str(v);
                 }
+            }
+            Expectation::Claim { name, value } => {
+                erase_str(name);
+                erase_str(value);
             }
         },
     }

@@ -180,8 +180,8 @@ pub(super) fn write_fact(out: &mut String, f: &Fact) {
         Fact::Header(n) => out.push_str(&format!("header[{}]", quote(n))),
         Fact::Query(n) => out.push_str(&format!("query[{}]", quote(n))),
         Fact::Param(n) => out.push_str(&format!("param[{}]", quote(n))),
-        Fact::Body(segs) => {
-            out.push_str("body");
+        Fact::Body(segs) | Fact::Claim(segs) => {
+            out.push_str(if matches!(f, Fact::Body(_)) { "body" } else { "claim" });
             for seg in segs {
                 match seg {
                     PathSeg::Field(name) if is_field_name(name) => {

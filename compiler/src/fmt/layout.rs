@@ -313,7 +313,27 @@ impl<'a> Fmt<'a> {
                     tail.push_str(" salt ");
                     tail.push_str(&src.value(salt));
                 }
+                if let Some(m) = &k.message {
+                    tail.push_str(" message ");
+                    tail.push_str(&src.string(m));
+                }
                 Shape::Line { head: format!("keys {}", k.name.name), tail, kind: Some("keys") }
+            }
+            Item::Basic(b) => {
+                let mut tail = format!(" from {}", src.string(&b.file));
+                if let Some(t) = &b.tenant {
+                    tail.push_str(" tenant ");
+                    tail.push_str(&src.string(t));
+                }
+                if let Some(m) = &b.message {
+                    tail.push_str(" message ");
+                    tail.push_str(&src.string(m));
+                }
+                Shape::Line { head: format!("basic {}", b.name.name), tail, kind: Some("basic") }
+            }
+            Item::Jwt(j) => {
+                let lines = j.stmts.iter().map(|s| self.line(src.jwt_stmt(&s.kind), s.span)).collect();
+                self.block_shape("jwt", format!("jwt {}", j.name.name), j.span, lines, inner)
             }
             Item::Matcher(m) => self.matcher(m, inner),
             Item::Limit(l) => {

@@ -212,6 +212,21 @@ impl<'a> Src<'a> {
         }
     }
 
+    pub(super) fn jwt_stmt(self, k: &JwtStmtKind) -> String {
+        match k {
+            JwtStmtKind::Alg(a) => format!("alg {}", a.name),
+            JwtStmtKind::Secret(v) => format!("secret {}", self.value(v)),
+            JwtStmtKind::Key(f) => format!("key {}", self.string(f)),
+            JwtStmtKind::Jwks(f) => format!("jwks {}", self.string(f)),
+            JwtStmtKind::Issuer(i) => format!("issuer {}", self.string(i)),
+            JwtStmtKind::Audience(a) => format!("audience {}", self.string(a)),
+            JwtStmtKind::Leeway(d) => format!("leeway {}", self.duration(d)),
+            JwtStmtKind::TenantClaim(e) => format!("tenant {}", self.expr(e)),
+            JwtStmtKind::TenantName(n) => format!("tenant {}", self.string(n)),
+            JwtStmtKind::Message(m) => format!("message {}", self.string(m)),
+        }
+    }
+
     pub(super) fn route_stmt(self, k: &RouteStmtKind, span: Span) -> String {
         match k {
             RouteStmtKind::When(w) => {
@@ -225,22 +240,30 @@ impl<'a> Src<'a> {
                 s
             }
             RouteStmtKind::Auth(a) => {
-                let mut s = format!("auth {}", a.keys.name);
-                if !a.via.is_empty() {
-                    let via: Vec<String> = a
-                        .via
-                        .iter()
-                        .map(|c| match c {
-                            Credential::Header(h) => format!("header {}", self.header(h)),
-                            Credential::Bearer(_) => "bearer".to_string(),
-                            Credential::Query(q) => format!("query {}", self.string(q)),
-                        })
-                        .collect();
-                    s.push_str(" via ");
-                    s.push_str(&via.join(", "));
+                let mut methods = vec![];
+                for m in &a.methods {
+                    let mut s = m.set.name.clone();
+                    if !m.via.is_empty() {
+                        let via: Vec<String> = m
+                            .via
+                            .iter()
+                            .map(|c| match c {
+                                Credential::Header(h) => format!("header {}", self.header(h)),
+                                Credential::Bearer(_) | Credential::Basic(_) => "bearer".to_string(),
+                                Credential::Query(q) => format!("query {}", self.string(q)),
+                            })
+                            .collect();
+                        s.push_str(" via ");
+                        s.push_str(&via.join(", "));
+                    }
+                    methods.push(s);
                 }
+                let mut s = format!("auth {}", methods.join(" or "));
                 if a.optional {
                     s.push_str(" optional");
+                }
+                if let Some(m) = self.opt_string(&a.message) {
+                    s.push_str(&format!(" message {m}"));
                 }
                 s
             }
@@ -310,19 +333,22 @@ impl<'a> Src<'a> {
             }
             RouteStmtKind::Websocket => "websocket".to_string(),
             RouteStmtKind::AuthNone => "auth none".to_string(),
-            RouteStmtKind::Cors { origins, methods: ms } => {
-                let origins: Vec<String> = origins.iter().map(|o| self.string(o)).collect();
-                let mut s = format!("cors origins [{}]", origins.join(", "));
-                if !ms.is_empty() {
-                    s.push_str(" methods ");
-                    s.push_str(&methods(ms));
-                }
-                s
-            }
-            RouteStmtKind::Jwt { secret, issuer } => {
-                let mut s = format!("jwt secret {}", self.value(secret));
-                if let Some(i) = self.opt_string(issuer) {
-                    s.push_str(&format!(" issuer {i}"));
+            RouteStmtKind::Cors(c) => {
+                let list = |xs: &[Str]| xs.iter().map(|o| self.string(o)).collect::<Vec<_>>().join(", ");
+                let mut s = format!("cors origins [{}]", list(&c.origins));
+                // Clauses in the order written.
+                for (word, _) in &c.clauses {
+                    match *word {
+                        "methods" => s.push_str(&format!(" methods {}", methods(&c.methods))),
+                        "headers" => s.push_str(&format!(" headers [{}]", list(&c.headers))),
+                        "expose" => s.push_str(&format!(" expose [{}]", list(&c.expose))),
+                        "credentials" => s.push_str(" credentials"),
+                        _ => {
+                            if let Some(d) = &c.max_age {
+                                s.push_str(&format!(" max_age {}", self.duration(d)));
+                            }
+                        }
+                    }
                 }
                 s
             }
@@ -369,6 +395,12 @@ impl<'a> Src<'a> {
             LimitKey::Tenant => s.push_str(" per tenant"),
             LimitKey::Client => s.push_str(" per client"),
             LimitKey::Header(h) => s.push_str(&format!(" per header {}", self.header(h))),
+            // `per claim["sub"]` keeps its spelling without parentheses, as written.
+            LimitKey::Expr(e @ Expr { kind: ExprKind::Fact(Fact::Claim(_)), .. })
+                if !self.0.get(..e.span.start as usize).is_some_and(|t| t.trim_end().ends_with('(')) =>
+            {
+                s.push_str(&format!(" per {}", self.expr(e)))
+            }
             LimitKey::Expr(e) => s.push_str(&format!(" per ({})", self.expr(e))),
         }
         if let Some(m) = &l.model {
@@ -427,6 +459,9 @@ impl<'a> Src<'a> {
                     let mut s = "expect body ".to_string();
                     self.json_template(&mut s, &j.value);
                     s
+                }
+                Expectation::Claim { name, value } => {
+                    format!("expect claim {} = {}", self.string(name), self.string(value))
                 }
             },
         }

@@ -80,11 +80,15 @@ pub fn env_vars(
                     visit(s);
                 }
             }
+            Item::Jwt(j) => {
+                for s in &j.stmts {
+                    if let JwtStmtKind::Secret(v) = &s.kind {
+                        visit(v);
+                    }
+                }
+            }
             Item::Route(r) => {
                 for s in &r.stmts {
-                    if let RouteStmtKind::Jwt { secret, .. } = &s.kind {
-                        visit(secret);
-                    }
                     crate::resolve::stmt_templates(&s.kind).into_iter().for_each(&mut visit);
                 }
             }

@@ -11,7 +11,9 @@ use crate::diagnostics::{Code, Diag};
 use crate::source::{FileId, Sources, Span};
 use crate::syntax::{self, Comment};
 
+mod credentials;
 mod inputs;
+pub use credentials::{credential_files, BasicSets, JwtSets};
 pub use inputs::{env_vars, key_files};
 
 /// Where policy and key files come from.

@@ -26,7 +26,7 @@ use nodes::Nodes;
 use route::RouteCx;
 use router::build_router;
 pub use upstream::template_of;
-use upstream::{resolve, settings, upstream};
+use upstream::{settings, upstream};
 
 /// Largest NFA the route automaton may have, in bytes (10,000 routes need a few MB).
 pub const ROUTER_NFA_LIMIT: usize = 256 << 20;
@@ -50,6 +50,19 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
             len: keys.len(),
             salted: keys.salt.is_some(),
             keys: keys.clone(),
+        })
+        .collect();
+
+    let jwtsets: Vec<JwtSetInfo> =
+        program.jwtsets.iter().map(|(name, v)| JwtSetInfo { name: name.clone(), verifier: v.clone() }).collect();
+    let basicsets: Vec<BasicSetInfo> = program
+        .basicsets
+        .iter()
+        .map(|(name, (tenant, h))| BasicSetInfo {
+            name: name.clone(),
+            tenant: tenant.clone(),
+            users: h.len(),
+            htpasswd: h.clone(),
         })
         .collect();
 
@@ -77,6 +90,8 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         program,
         b: &mut b,
         keysets: &keysets,
+        jwtsets: &jwtsets,
+        basicsets: &basicsets,
         upstreams: &upstreams,
         first_index: &first_index,
         limits: &mut limits,
@@ -155,6 +170,8 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         limits,
         tenants,
         keysets,
+        jwtsets,
+        basicsets,
         rt: rts,
         router,
         nodes,

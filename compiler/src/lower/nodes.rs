@@ -120,7 +120,7 @@ impl Nodes {
         let children = node.children();
         let (mut contextual, mut body) = match &node {
             Node::Fact(f) => match self.facts.get(*f as usize) {
-                Some(Fact::Param(_) | Fact::Tenant | Fact::Key) => (true, false),
+                Some(Fact::Param(_) | Fact::Tenant | Fact::Key | Fact::Claim(_)) => (true, false),
                 Some(Fact::Body(_)) => (false, true),
                 _ => (false, false),
             },

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::ast::*;
 use crate::diagnostics::Diag;
-use crate::program::Program;
+use crate::program::{Program, SetKind};
 use crate::request::{Outcome, DEFAULT_ALLOW_MESSAGE};
 use crate::value::{self};
 
@@ -16,6 +16,8 @@ pub(super) struct RouteCx<'a, 'p> {
     pub program: &'p Program,
     pub b: &'a mut Nodes,
     pub keysets: &'a [KeysetInfo],
+    pub jwtsets: &'a [JwtSetInfo],
+    pub basicsets: &'a [BasicSetInfo],
     pub upstreams: &'a [UpstreamInfo],
     /// The first index of each limit id in the limit table (what eval reports).
     pub first_index: &'a HashMap<&'p str, usize>,
@@ -39,8 +41,7 @@ struct Parts {
     respond: Option<RespondInfo>,
     cache: Option<CacheInfo>,
     websocket: bool,
-    cors: Option<CorsInfo>,
-    jwt: Option<JwtInfo>,
+    cors: Option<gw_engine::cors::CorsPolicy>,
     action: Option<ActionInfo>,
     outcome: Option<Outcome>,
     counts_tokens: bool,
@@ -93,7 +94,6 @@ impl RouteCx<'_, '_> {
             cache: parts.cache,
             websocket: parts.websocket,
             cors: parts.cors,
-            jwt: parts.jwt,
             action,
             upstream,
             // Over the syntax too: `false and body.x` folds away but still makes the route one
@@ -119,22 +119,42 @@ impl RouteCx<'_, '_> {
 
     fn auth(&self, route: &Route) -> (Option<AuthRt>, Option<AuthInfo>) {
         let Some(a) = route.auth() else { return (None, None) };
-        let keyset = self.keysets.iter().position(|k| k.name == a.keys.name);
-        let sources: Vec<CredentialSource> = if a.via.is_empty() {
-            CredentialSource::defaults()
-        } else {
-            a.via
+        let mut methods = vec![];
+        let mut all_sources: Vec<CredentialSource> = vec![];
+        for m in &a.methods {
+            let name = &m.set.name;
+            let set = match self.program.set_kind(name) {
+                Some(SetKind::Jwt) => self.jwtsets.iter().position(|k| k.name == *name).map(SetRef::Jwt),
+                Some(SetKind::Basic) => self.basicsets.iter().position(|k| k.name == *name).map(SetRef::Basic),
+                Some(SetKind::Keys) | None => self.keysets.iter().position(|k| k.name == *name).map(SetRef::Keys),
+            }
+            .unwrap_or(SetRef::Undefined);
+            let sources: Vec<CredentialSource> = self
+                .program
+                .auth_sources(m)
                 .iter()
                 .map(|c| match c {
                     Credential::Header(h) => CredentialSource::Header(h.value.clone()),
                     Credential::Bearer(_) => CredentialSource::Bearer,
                     Credential::Query(q) => CredentialSource::Query(q.value.clone()),
+                    Credential::Basic(_) => CredentialSource::Basic,
                 })
-                .collect()
-        };
+                .collect();
+            for s in &sources {
+                if !all_sources.contains(s) {
+                    all_sources.push(s.clone());
+                }
+            }
+            methods.push(AuthMethodRt { set, name: name.clone(), via: sources });
+        }
+        let (missing, invalid) = self.program.auth_messages(a);
+        let infos = methods
+            .iter()
+            .map(|m| AuthMethodInfo { set: m.set, name: m.name.clone(), sources: m.via.clone() })
+            .collect();
         (
-            Some(AuthRt { keyset, keys: a.keys.name.clone(), via: sources.clone(), optional: a.optional }),
-            Some(AuthInfo { keyset, keyset_name: a.keys.name.clone(), sources, optional: a.optional }),
+            Some(AuthRt { methods, optional: a.optional, missing: missing.clone(), invalid: invalid.clone() }),
+            Some(AuthInfo { methods: infos, sources: all_sources, optional: a.optional, missing, invalid }),
         )
     }
 
@@ -194,18 +214,9 @@ impl RouteCx<'_, '_> {
                 });
             }
             RouteStmtKind::Websocket => parts.websocket = true,
-            RouteStmtKind::Cors { origins, methods } => {
-                parts.cors.get_or_insert_with(|| CorsInfo {
-                    origins: origins.iter().map(|o| o.value.clone()).collect(),
-                    methods: methods.clone(),
-                });
-            }
-            RouteStmtKind::Jwt { secret, issuer } => {
+            RouteStmtKind::Cors(c) => {
                 let program = self.program;
-                parts.jwt.get_or_insert_with(|| JwtInfo {
-                    secret: resolve(program, secret, true),
-                    issuer: issuer.as_ref().map(|i| i.value.clone()),
-                });
+                parts.cors.get_or_insert_with(|| program.cors_policy(route, c));
             }
             RouteStmtKind::Serve(builtin) => {
                 if parts.outcome.is_none() {

@@ -57,8 +57,33 @@ impl Walker<'_> {
                 let mut it = inner(pair).filter(|p| !p.as_rule_name_is_kw());
                 let name = self.ident(it.next()?);
                 let file = self.string(it.next()?);
-                let salt = it.next().map(|p| self.value(p));
-                Item::Keys(KeySet { name, file, salt, span })
+                let (mut salt, mut message) = (None, None);
+                for p in it {
+                    match p.as_rule() {
+                        Rule::set_message => message = self.set_message(p),
+                        _ => salt = Some(self.value(p)),
+                    }
+                }
+                Item::Keys(KeySet { name, file, salt, message, span })
+            }
+            Rule::jwt_decl => {
+                let mut it = inner(pair).skip(1);
+                let name = self.ident(it.next()?);
+                let stmts = self.block(it, Block::Jwt, Self::jwt_stmt);
+                Item::Jwt(JwtSet { name, stmts, span })
+            }
+            Rule::basic_decl => {
+                let mut it = inner(pair).filter(|p| !p.as_rule_name_is_kw());
+                let name = self.ident(it.next()?);
+                let file = self.string(it.next()?);
+                let (mut tenant, mut message) = (None, None);
+                for p in it {
+                    match p.as_rule() {
+                        Rule::set_message => message = self.set_message(p),
+                        _ => tenant = inner(p).find(|p| p.as_rule() == Rule::string).map(|s| self.string(s)),
+                    }
+                }
+                Item::Basic(BasicSet { name, file, tenant, message, span })
             }
             Rule::tenant_decl => {
                 let mut it = inner(pair).skip(1);
@@ -224,6 +249,43 @@ impl Walker<'_> {
         Some(UpstreamStmt { kind, span })
     }
 
+    fn set_message(&mut self, p: P<'_>) -> Option<Str> {
+        inner(p).find(|p| p.as_rule() == Rule::string).map(|s| self.string(s))
+    }
+
+    // ------------------------------------------------------------ jwt
+
+    pub(super) fn jwt_stmt(&mut self, pair: P<'_>) -> Option<JwtStmt> {
+        let span = self.span(&pair);
+        let rule = pair.as_rule();
+        let mut args = inner(pair).filter(|p| !p.as_rule_name_is_kw()).collect::<Vec<_>>().into_iter();
+        let kind = match rule {
+            Rule::j_alg => {
+                let a = args.next()?;
+                JwtStmtKind::Alg(Ident { name: a.as_str().to_string(), span: self.span(&a) })
+            }
+            Rule::j_secret => JwtStmtKind::Secret(self.value(args.next()?)),
+            Rule::j_key => JwtStmtKind::Key(self.string(args.next()?)),
+            Rule::j_jwks => JwtStmtKind::Jwks(self.string(args.next()?)),
+            Rule::j_issuer => JwtStmtKind::Issuer(self.string(args.next()?)),
+            Rule::j_audience => JwtStmtKind::Audience(self.string(args.next()?)),
+            Rule::j_leeway => JwtStmtKind::Leeway(self.duration(args.next()?)?),
+            Rule::j_tenant => {
+                let a = args.next()?;
+                match a.as_rule() {
+                    Rule::string => JwtStmtKind::TenantName(self.string(a)),
+                    _ => {
+                        let fspan = self.span(&a);
+                        JwtStmtKind::TenantClaim(Expr { kind: ExprKind::Fact(self.fact(a)?), span: fspan })
+                    }
+                }
+            }
+            Rule::j_message => JwtStmtKind::Message(self.string(args.next()?)),
+            _ => return None,
+        };
+        Some(JwtStmt { kind, span })
+    }
+
     // ------------------------------------------------------------ tenant
 
     pub(super) fn tenant_stmt(&mut self, pair: P<'_>) -> Option<TenantStmt> {
@@ -340,18 +402,7 @@ impl Walker<'_> {
                 RouteStmtKind::Cache { ttl, max, shared, statuses }
             }
             Rule::r_websocket => RouteStmtKind::Websocket,
-            Rule::r_cors => {
-                let origins = inner(args.next()?).map(|p| self.string(p)).collect();
-                let methods = match args.next() {
-                    Some(m) => inner(m).filter_map(|m| Method::parse(m.as_str())).collect(),
-                    None => vec![],
-                };
-                RouteStmtKind::Cors { origins, methods }
-            }
-            Rule::r_jwt => {
-                let secret = self.value(args.next()?);
-                RouteStmtKind::Jwt { secret, issuer: args.next().map(|p| self.string(p)) }
-            }
+            Rule::r_cors => RouteStmtKind::Cors(self.cors(args)?),
             Rule::r_serve => {
                 let b = args.next()?;
                 RouteStmtKind::Serve(BuiltinRef { builtin: Builtin::parse(b.as_str())?, span: self.span(&b) })
@@ -380,33 +431,91 @@ impl Walker<'_> {
         Some(When { methods, methods_span, path, host, cond })
     }
 
-    /// `auth KEYSET [via CREDENTIAL, ...] [optional]`, keywords skipped.
-    fn auth<'i>(&mut self, mut args: impl Iterator<Item = P<'i>>) -> Option<Auth> {
-        let keys = self.ident(args.next()?);
-        let mut via = vec![];
-        let mut optional = false;
+    /// `cors origins [...] CLAUSE*`, keywords skipped.
+    fn cors<'i>(&mut self, mut args: impl Iterator<Item = P<'i>>) -> Option<Cors> {
+        let origins = inner(args.next()?).map(|p| self.string(p)).collect();
+        let mut c = Cors {
+            origins,
+            methods: vec![],
+            headers: vec![],
+            expose: vec![],
+            credentials: None,
+            max_age: None,
+            clauses: vec![],
+        };
+        for clause in args {
+            let Some(p) = inner(clause).next() else { continue };
+            let cspan = self.span(&p);
+            let rule = p.as_rule();
+            let arg = inner(p).find(|p| !p.as_rule_name_is_kw());
+            let strings = |this: &mut Self, a: Option<P<'i>>| -> Vec<Str> {
+                a.map(|l| inner(l).map(|s| this.string(s)).collect()).unwrap_or_default()
+            };
+            let word = match rule {
+                Rule::cors_methods => {
+                    c.methods =
+                        arg.map(|m| inner(m).filter_map(|m| Method::parse(m.as_str())).collect()).unwrap_or_default();
+                    "methods"
+                }
+                Rule::cors_headers => {
+                    c.headers = strings(self, arg);
+                    "headers"
+                }
+                Rule::cors_expose => {
+                    c.expose = strings(self, arg);
+                    "expose"
+                }
+                Rule::cors_credentials => {
+                    c.credentials = Some(cspan);
+                    "credentials"
+                }
+                _ => {
+                    c.max_age = Some(self.duration(arg?)?);
+                    "max_age"
+                }
+            };
+            c.clauses.push((word, cspan));
+        }
+        Some(c)
+    }
+
+    /// `auth SET [via CREDENTIAL, ...] [or SET ...]... [optional] [message "..."]`, keywords skipped.
+    fn auth<'i>(&mut self, args: impl Iterator<Item = P<'i>>) -> Option<Auth> {
+        let mut auth = Auth { methods: vec![], optional: false, message: None };
         for p in args {
             match p.as_rule() {
-                Rule::credential => {
-                    let c = inner(p).next()?;
-                    let cspan = self.span(&c);
-                    match c.as_rule() {
-                        Rule::cred_bearer => via.push(Credential::Bearer(cspan)),
-                        Rule::cred_header => {
-                            let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
-                            via.push(Credential::Header(self.lower_string(s)));
-                        }
-                        _ => {
-                            let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
-                            via.push(Credential::Query(self.string(s)));
-                        }
-                    }
+                Rule::auth_method => {
+                    let mut it = inner(p).filter(|p| !p.as_rule_name_is_kw());
+                    let set = self.ident(it.next()?);
+                    let via = self.credentials(it)?;
+                    auth.methods.push(AuthMethod { set, via });
                 }
-                Rule::optional_flag => optional = true,
+                Rule::optional_flag => auth.optional = true,
+                Rule::set_message => auth.message = self.set_message(p),
                 _ => {}
             }
         }
-        Some(Auth { keys, via, optional })
+        Some(auth)
+    }
+
+    fn credentials<'i>(&mut self, args: impl Iterator<Item = P<'i>>) -> Option<Vec<Credential>> {
+        let mut via = vec![];
+        for p in args.filter(|p| p.as_rule() == Rule::credential) {
+            let c = inner(p).next()?;
+            let cspan = self.span(&c);
+            match c.as_rule() {
+                Rule::cred_bearer => via.push(Credential::Bearer(cspan)),
+                Rule::cred_header => {
+                    let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
+                    via.push(Credential::Header(self.lower_string(s)));
+                }
+                _ => {
+                    let s = inner(c).find(|p| p.as_rule() == Rule::string)?;
+                    via.push(Credential::Query(self.string(s)));
+                }
+            }
+        }
+        Some(via)
     }
 
     pub(super) fn limit<'i>(&mut self, args: impl Iterator<Item = P<'i>>) -> Option<Limit> {
@@ -454,6 +563,11 @@ impl Walker<'_> {
                         Some(k) if k.as_rule() == Rule::lk_expr => {
                             let e = inner(k).find(|p| p.as_rule() == Rule::expr)?;
                             LimitKey::Expr(self.expr(e)?)
+                        }
+                        Some(k) if k.as_rule() == Rule::lk_claim => {
+                            let f = inner(k).find(|p| p.as_rule() == Rule::fact)?;
+                            let span = self.span(&f);
+                            LimitKey::Expr(Expr { kind: ExprKind::Fact(self.fact(f)?), span })
                         }
                         _ => match text.as_str() {
                             "key" => LimitKey::Key,
@@ -541,6 +655,10 @@ impl Walker<'_> {
                                 ResponseBody::Text(Value { span: s.span, parts: vec![ValuePart::Lit(s)] })
                             }
                         })
+                    }
+                    Rule::expect_claim => {
+                        let name = self.string(a.next()?);
+                        Expectation::Claim { name, value: self.string(a.next()?) }
                     }
                     _ => Expectation::Tenant(self.ident(a.next()?)),
                 })

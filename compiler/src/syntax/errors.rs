@@ -41,24 +41,29 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         json_value | json_object | json_array | json_pair => "a JSON value",
         json_template | jt_object | jt_array | jt_pair => "a JSON value, whose values may be templates",
         respond_header => "`header \"name\" = VALUE`",
-        item | import_decl | gateway_decl | upstream_decl | keys_decl | tenant_decl | matcher_decl | limit_decl
-        | route_decl | test_decl => {
-            "a declaration (gateway, upstream, keys, tenant, matcher, limit, route, test, import)"
+        item | import_decl | gateway_decl | upstream_decl | keys_decl | jwt_decl | basic_decl | tenant_decl
+        | matcher_decl | limit_decl | route_decl | test_decl => {
+            "a declaration (gateway, upstream, keys, jwt, basic, tenant, matcher, limit, route, test, import)"
         }
         shared_key => "`key`, `tenant`, `client` or `header \"name\"`",
+        auth_method => "a credential set's name",
+        set_message => "`message \"...\"`",
+        cors_clause | cors_methods | cors_headers | cors_expose | cors_credentials | cors_max_age => {
+            "`methods`, `headers`, `expose`, `credentials` or `max_age`"
+        }
         on_error_mode => "`local`, `allow` or `deny`",
         forwarded_mode => "`strip`, `append` or `keep`",
         balance_mode => "`round_robin`, `weighted`, `least_conn` or `hash(...)`",
         limit_kind => "`rate`, `tokens` or `concurrent`",
-        limit_key => "`key`, `tenant`, `route`, `client`, `header \"name\"` or `(expression)`",
+        limit_key => "`key`, `tenant`, `route`, `client`, `header \"name\"`, `claim[\"name\"]` or `(expression)`",
         credential | cred_header | cred_bearer | cred_query => "`header \"name\"`, `bearer` or `query \"name\"`",
         builtin => "one of health, ready, metrics, tokens, usage, upstreams, config",
         cache_result => "`hit`, `miss` or `bypass`",
         retry_cond => "`connect_error`, `timeout` or a status code",
         string_list => "a list of strings like [\"*\"]",
-        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_cache | expect_header
-        | expect_body | expect_limit => {
-            "a status, `route NAME`, `upstream NAME`, `tenant NAME`, `cache hit|miss|bypass`, `header \"name\" = \"value\"`, `body ...` or `limit NAME`"
+        expectation | expect_status | expect_route | expect_upstream | expect_tenant | expect_cache | expect_claim
+        | expect_header | expect_body | expect_limit => {
+            "a status, `route NAME`, `upstream NAME`, `tenant NAME`, `cache hit|miss|bypass`, `claim \"name\" = \"value\"`, `header \"name\" = \"value\"`, `body ...` or `limit NAME`"
         }
         kw_if => "`if`",
         kw_from => "`from`",
@@ -445,6 +450,17 @@ mod tests {
         "u_retry",
         "u_max_connections",
         "u_affinity",
+        "jwt_stmt",
+        "j_alg",
+        "j_secret",
+        "j_key",
+        "j_jwks",
+        "j_issuer",
+        "j_audience",
+        "j_leeway",
+        "j_tenant",
+        "j_message",
+        "basic_tenant",
         "tenant_every",
         "tenant_stmt",
         "t_rate",
@@ -465,6 +481,7 @@ mod tests {
         "limit_concurrent",
         "lk_header",
         "lk_expr",
+        "lk_claim",
         "shadow_flag",
         "r_set",
         "r_strip",
@@ -478,7 +495,6 @@ mod tests {
         "r_websocket",
         "r_cors",
         "r_to",
-        "r_jwt",
         "r_serve",
         "test_stmt",
         "t_send",

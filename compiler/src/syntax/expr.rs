@@ -167,6 +167,7 @@ impl Walker<'_> {
             "header" => named(self, "header", segs).map(Fact::Header),
             "query" => named(self, "query", segs).map(Fact::Query),
             "param" => named(self, "param", segs).map(Fact::Param),
+            "claim" => Some(Fact::Claim(segs)),
             _ => Some(Fact::Body(segs)),
         }
     }

@@ -118,10 +118,21 @@ pub const KEYWORD_NAMES: &[&str] = &[
     "trace_id",
     "absent",
     "use",
+    "claim",
+    "basic",
+    "alg",
+    "jwks",
+    "audience",
+    "leeway",
+    "message",
+    "headers",
+    "expose",
+    "credentials",
+    "max_age",
 ];
 
 pub(super) const ITEM_KEYWORDS: &[&str] =
-    &["import", "gateway", "upstream", "keys", "tenant", "matcher", "limit", "route", "test"];
+    &["import", "gateway", "upstream", "keys", "jwt", "basic", "tenant", "matcher", "limit", "route", "test"];
 
 pub(super) const GATEWAY_STMTS: &[&str] = &[
     "listen",
@@ -155,10 +166,12 @@ pub(super) const ROUTE_STMTS: &[&str] = &[
     "cache",
     "websocket",
     "cors",
-    "jwt",
     "serve",
     "to",
 ];
+
+pub(super) const JWT_STMTS: &[&str] =
+    &["alg", "secret", "key", "jwks", "issuer", "audience", "leeway", "tenant", "message"];
 
 pub(super) const TEST_STMTS: &[&str] = &["send", "expect", "advance"];
 
@@ -193,27 +206,37 @@ pub(super) fn usage(block: Block, word: &str) -> Option<(Rule, &'static str)> {
         (Block::Tenant, "concurrent") => (t_concurrent, "concurrent 20"),
         (Block::Tenant, "region") => (t_region, "region \"east\""),
         (Block::Route, "when") => (r_when, "when POST|GET \"/v1/path/{param}\" [host \"api.example.com\"] [if EXPR]"),
-        (Block::Route, "auth") => (r_auth, "auth KEYSET [via header \"x-api-key\", bearer, query \"key\"] [optional]"),
+        (Block::Route, "auth") => (r_auth, "auth SET [via header \"x-api-key\", bearer, query \"key\"] [or SET ...] [optional] [message \"...\"]"),
         (Block::Route, "allow") => (r_allow, "allow if EXPR [else 403 \"message\"]"),
         (Block::Route, "deny") => (r_deny, "deny 403 \"message\" if EXPR"),
-        (Block::Route, "limit") => (r_limit, "limit rate 10/s [burst 20] | tokens 100k/min | concurrent 5 [per key|tenant|route|client|header \"h\"|(EXPR)] [model /re/] [if EXPR] [shadow]"),
+        (Block::Route, "limit") => (r_limit, "limit rate 10/s [burst 20] | tokens 100k/min | concurrent 5 [per key|tenant|route|client|header \"h\"|claim[\"sub\"]|(EXPR)] [model /re/] [if EXPR] [shadow]"),
         (Block::Route, "set") => (r_set, "set header \"x-name\" = \"value\""),
         (Block::Route, "strip") => (r_strip, "strip header \"x-forwarded-for\", \"cookie\""),
         (Block::Route, "rewrite") => (r_rewrite, "rewrite prefix \"/proxy\" => \"\"   or   rewrite path \"/v2/{id}\""),
         (Block::Route, "respond") => (r_respond, "respond 200 json {\"ok\": true}   or   respond 204"),
         (Block::Route, "cache") => (r_cache, "cache 60s [max 10MB] [shared] [status 200, 404]"),
         (Block::Route, "websocket") => (r_websocket, "websocket"),
-        (Block::Route, "cors") => (r_cors, "cors origins [\"https://app.example.com\"] [methods GET|POST]"),
-        (Block::Route, "jwt") => (r_jwt, "jwt secret env(\"JWT_SECRET\") [issuer \"https://issuer\"]"),
+        (Block::Route, "cors") => (r_cors, "cors origins [\"https://app.example.com\"] [methods GET|POST] [headers [\"content-type\"]] [expose [\"x-request-id\"]] [credentials] [max_age 10m]"),
+        (Block::Jwt, "alg") => (j_alg, "alg HS256|HS384|HS512|RS256|RS384|RS512|ES256|ES384|EdDSA"),
+        (Block::Jwt, "secret") => (j_secret, "secret env(\"JWT_SECRET\")"),
+        (Block::Jwt, "key") => (j_key, "key \"keys/issuer.pem\""),
+        (Block::Jwt, "jwks") => (j_jwks, "jwks \"keys/issuer.jwks.json\""),
+        (Block::Jwt, "issuer") => (j_issuer, "issuer \"https://auth.example.com\""),
+        (Block::Jwt, "audience") => (j_audience, "audience \"my-api\""),
+        (Block::Jwt, "leeway") => (j_leeway, "leeway 30s"),
+        (Block::Jwt, "tenant") => (j_tenant, "tenant claim[\"org\"]   or   tenant \"name\""),
+        (Block::Jwt, "message") => (j_message, "message \"invalid or expired token\""),
         (Block::Route, "serve") => (r_serve, "serve health|ready|metrics|tokens|usage|upstreams|config"),
         (Block::Route, "to") => (r_to, "to UPSTREAM"),
         (Block::Test, "send") => (t_send, "send POST \"/path\" [header \"name\" = \"value\"] [body {...}] [client \"1.2.3.4\"]"),
-        (Block::Test, "expect") => (t_expect, "expect 403 [\"message\"] | route NAME | upstream NAME | tenant NAME | header \"name\" = \"value\" | body {json} | limit NAME | limit tenant NAME | cache hit|miss|bypass"),
+        (Block::Test, "expect") => (t_expect, "expect 403 [\"message\"] | route NAME | upstream NAME | tenant NAME | claim \"sub\" = \"v\" | header \"name\" = \"value\" | header \"name\" absent | body {json} | limit NAME | limit tenant NAME | cache hit|miss|bypass"),
         (Block::Test, "advance") => (t_advance, "advance 1s"),
         (Block::Top, "import") => (import_decl, "import \"common.gwp\""),
         (Block::Top, "gateway") => (gateway_decl, "gateway { listen \"127.0.0.1:8080\" ... }"),
         (Block::Top, "upstream") => (upstream_decl, "upstream NAME { target \"http://host:port\" ... }"),
-        (Block::Top, "keys") => (keys_decl, "keys NAME from \"keys/file.keys\" [salt env(\"SALT\")]"),
+        (Block::Top, "keys") => (keys_decl, "keys NAME from \"keys/file.keys\" [salt env(\"SALT\")] [message \"...\"]"),
+        (Block::Top, "jwt") => (jwt_decl, "jwt NAME { alg RS256; key \"keys/issuer.pem\"; issuer \"https://...\" }"),
+        (Block::Top, "basic") => (basic_decl, "basic NAME from \"users.htpasswd\" [tenant \"name\"] [message \"...\"]"),
         (Block::Top, "tenant") => (tenant_decl, "tenant NAME { rate 10/s; tokens 20k/min; concurrent 2 }"),
         (Block::Top, "matcher") => (matcher_decl, "matcher NAME = EXPR"),
         (Block::Top, "limit") => (limit_decl, "limit NAME rate 10/s|tokens 100k/min|concurrent 5 [per key|tenant|client|header \"name\"]"),
@@ -231,6 +254,7 @@ pub(super) enum Block {
     Tenant,
     Route,
     Test,
+    Jwt,
 }
 
 impl Block {
@@ -242,6 +266,7 @@ impl Block {
             Block::Tenant => TENANT_STMTS,
             Block::Route => ROUTE_STMTS,
             Block::Test => TEST_STMTS,
+            Block::Jwt => JWT_STMTS,
         }
     }
 
@@ -253,6 +278,7 @@ impl Block {
             Block::Tenant => "a `tenant` block",
             Block::Route => "a `route` block",
             Block::Test => "a `test` block",
+            Block::Jwt => "a `jwt` block",
         }
     }
 }
@@ -350,6 +376,7 @@ mod tests {
             (Block::Tenant, "tenant_stmt"),
             (Block::Route, "route_stmt"),
             (Block::Test, "test_stmt"),
+            (Block::Jwt, "jwt_stmt"),
         ];
         for (block, choice) in blocks {
             let alternatives: Vec<&str> =

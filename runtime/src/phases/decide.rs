@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use crate::errors::{Code, GwError};
 use crate::exchange::Exchange;
 use crate::phases::inspect::read_body;
-use crate::phases::{Ctx, Stop};
+use crate::phases::{cors, Ctx, Stop};
 
 /// A request the graph routed to a route that answers or forwards it.
 pub struct Decided<'a> {
@@ -49,6 +49,9 @@ pub async fn decide<'a>(
         x.route = Some(r.clone());
     }
     let route = decision.route_index.and_then(|i| graph.routes().get(i));
+    if let Some(r) = route {
+        x.answer_headers = cors::answer_headers(r, &greq, &decision);
+    }
     if let Some(id) = &decision.identity {
         x.key_name = Some(id.key_name.clone());
         x.tenant = Some(id.tenant.clone());
@@ -66,10 +69,14 @@ pub async fn decide<'a>(
             Err(Stop::Answer(resp))
         }
         Outcome::Unauthorized { message } => {
-            let code =
-                if message == gw_engine::request::MISSING_KEY { Code::MissingApiKey } else { Code::InvalidApiKey };
+            let code = match message.as_str() {
+                gw_engine::request::MISSING_KEY => Code::MissingApiKey,
+                gw_engine::request::INVALID_KEY => Code::InvalidApiKey,
+                _ => Code::Unauthorized,
+            };
             Err(GwError::new(code, message.clone()).into())
         }
+        Outcome::Preflight { .. } => Err(cors::preflight(&decision)),
         Outcome::Denied { status, message } => {
             Err(GwError::new(Code::Denied, message.clone()).with_status(*status).into())
         }

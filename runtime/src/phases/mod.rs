@@ -16,9 +16,14 @@
 //! 9. `finish`: the answer's headers, whether the connection carries another request, and
 //!    the accounting when the answer's last byte leaves.
 //!
+//! Between 1 and 2, `cors`: the answer to a CORS preflight (decided by the graph, answered
+//! without credentials or upstream) and the headers every answer of a route gets (CORS,
+//! `www-authenticate`), which `decide` records and the proxy adds to whatever answers.
+//!
 //! A phase may use an earlier one, never a later one.
 
 pub mod cache;
+pub mod cors;
 pub mod decide;
 pub mod finish;
 pub mod forward;

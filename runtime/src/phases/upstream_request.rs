@@ -157,7 +157,8 @@ fn remove_credentials(h: &mut HeaderMap, route: &RouteInfo) {
             CredentialSource::Header(name) => {
                 h.remove(name.as_str());
             }
-            CredentialSource::Bearer => {
+            // A bearer token (an API key or a JWT) and a basic-auth password alike.
+            CredentialSource::Bearer | CredentialSource::Basic => {
                 h.remove(http::header::AUTHORIZATION);
             }
             CredentialSource::Query(_) => {}

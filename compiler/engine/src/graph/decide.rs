@@ -2,11 +2,10 @@
 
 use std::cell::OnceCell;
 
+use crate::cors;
 use crate::ijson::{self, BodyError};
 use crate::lang::{Fact, PathSeg};
-use crate::request::{
-    refused_before_body_note, AppliedLimit, Decision, Identity, Outcome, Request, TraceStep, INVALID_KEY, MISSING_KEY,
-};
+use crate::request::{refused_before_body_note, AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
 use crate::value::{self, Undecided, Val};
 
 use super::*;
@@ -82,7 +81,13 @@ impl Graph {
     /// its body) gives, if they all refuse its credential.
     fn refused_before_body(&self, req: &Request, candidates: &[u32], traced: bool) -> Option<Decision> {
         let bit = method_bit(&req.method);
-        let mut refusals: Vec<(usize, &str)> = vec![];
+        // A preflight to a CORS route is answered without credentials.
+        if cors::is_preflight(req)
+            && candidates.iter().any(|&i| self.routes.get(i as usize).is_some_and(|r| r.cors.is_some()))
+        {
+            return None;
+        }
+        let mut refusals: Vec<(usize, bool, &str)> = vec![];
         for &index in candidates {
             let index = index as usize;
             let Some(route) = self.rt.get(index) else { continue };
@@ -90,23 +95,15 @@ impl Graph {
                 continue;
             }
             let auth = route.auth.as_ref()?;
-            let message = match auth.credential(req) {
-                None if auth.optional => return None,
-                None => MISSING_KEY,
-                Some(presented) => {
-                    let keys = auth.keyset.and_then(|k| self.keysets.get(k));
-                    if keys.and_then(|k| k.keys.lookup(presented)).is_some() {
-                        return None;
-                    }
-                    INVALID_KEY
-                }
-            };
-            refusals.push((index, message));
+            match self.authenticate(auth, req) {
+                Ok(_) => return None,
+                Err((invalid, message)) => refusals.push((index, invalid, message)),
+            }
             if route.cond.is_none() {
                 break;
             }
         }
-        let &(index, message) = refusals.iter().find(|(_, m)| *m == INVALID_KEY).or(refusals.first())?;
+        let &(index, _, message) = refusals.iter().find(|r| r.1).or(refusals.first())?;
         let route = self.rt.get(index)?;
         let mut d = Decision::new(Outcome::Unauthorized { message: message.to_string() });
         let mut trace = Trace::new(traced);
@@ -150,10 +147,27 @@ impl Graph {
         let mut trace = Trace::new(traced);
         let mut allowed: Vec<String> = vec![];
         let mut memo = Memo::default();
+        let preflight = cors::is_preflight(req)
+            .then(|| method_bit(req.header("access-control-request-method").unwrap_or("").trim()));
 
         for &index in &candidates {
             let index = index as usize;
             let Some(route) = self.rt.get(index) else { continue };
+            if let (Some(asked), Some(policy)) = (preflight, self.routes.get(index).and_then(|r| r.cors.as_ref())) {
+                if route.method_ok(asked) || route.method_ok(bit) {
+                    let (allowed, message) = match policy.check_preflight(req) {
+                        Ok(()) => (true, String::new()),
+                        Err(m) => (false, m),
+                    };
+                    trace.note("route", || cat(&["`", &route.name, "` answers the CORS preflight"]));
+                    let mut d = Decision::new(Outcome::Preflight { allowed, message });
+                    d.route = Some(route.name.clone());
+                    d.route_index = Some(index);
+                    d.params = route.path.params_of_match(&req.path);
+                    d.trace = trace.into_steps();
+                    return d;
+                }
+            }
             if !route.method_ok(bit) {
                 for m in &route.methods {
                     if !allowed.contains(m) {
@@ -235,24 +249,16 @@ impl Graph {
     ) -> Decision {
         let mut identity = None;
         if let Some(auth) = &route.auth {
-            match auth.credential(req) {
-                None if auth.optional => trace.note("auth", || "no credential; auth is optional".to_string()),
-                None => {
-                    trace.note("auth", || MISSING_KEY.to_string());
-                    return Decision::new(Outcome::Unauthorized { message: MISSING_KEY.to_string() });
+            match self.authenticate(auth, req) {
+                Ok(None) => trace.note("auth", || "no credential; auth is optional".to_string()),
+                Err((_, message)) => {
+                    trace.note("auth", || message.to_string());
+                    return Decision::new(Outcome::Unauthorized { message: message.to_string() });
                 }
-                Some(presented) => {
-                    let entry = auth.keyset.and_then(|k| self.keysets.get(k)).and_then(|k| k.keys.lookup(presented));
-                    let Some(entry) = entry else {
-                        trace.note("auth", || INVALID_KEY.to_string());
-                        return Decision::new(Outcome::Unauthorized { message: INVALID_KEY.to_string() });
-                    };
-                    trace.note("auth", || cat(&["key `", &entry.name, "` of tenant `", &entry.tenant, "`"]));
-                    identity = Some(Identity {
-                        keys: auth.keys.clone(),
-                        tenant: entry.tenant.clone(),
-                        key_name: entry.name.clone(),
-                    });
+                Ok(Some(id)) => {
+                    trace
+                        .note("auth", || cat(&["`", &id.key_name, "` of `", &id.keys, "`, tenant `", &id.tenant, "`"]));
+                    identity = Some(id);
                 }
             }
             memo.new_context();
@@ -327,6 +333,59 @@ impl Graph {
         d
     }
 
+    /// The route's credential sets in order: the identity of the first that accepts the
+    /// request, None when none found a credential and auth is optional, else the refusal
+    /// (whether a credential was presented, and the message).
+    fn authenticate<'a>(&self, auth: &'a AuthRt, req: &Request) -> Result<Option<Identity>, (bool, &'a str)> {
+        let mut presented = false;
+        for m in &auth.methods {
+            let Some(credential) = m.credential(req) else { continue };
+            presented = true;
+            if let Some(id) = self.verify(m, credential, req) {
+                return Ok(Some(id));
+            }
+        }
+        match (presented, auth.optional) {
+            (true, _) => Err((true, &auth.invalid)),
+            (false, true) => Ok(None),
+            (false, false) => Err((false, &auth.missing)),
+        }
+    }
+
+    fn verify(&self, m: &AuthMethodRt, credential: &str, req: &Request) -> Option<Identity> {
+        match m.set {
+            SetRef::Keys(i) => {
+                let entry = self.keysets.get(i)?.keys.lookup(credential)?;
+                Some(Identity {
+                    keys: m.name.clone(),
+                    tenant: entry.tenant.clone(),
+                    key_name: entry.name.clone(),
+                    claims: None,
+                })
+            }
+            SetRef::Jwt(i) => {
+                let v = self.jwtsets.get(i)?.verifier.verify(credential, req.unix_now())?;
+                Some(Identity {
+                    keys: m.name.clone(),
+                    tenant: v.tenant,
+                    key_name: v.subject,
+                    claims: Some(std::sync::Arc::new(v.claims)),
+                })
+            }
+            SetRef::Basic(i) => {
+                let set = self.basicsets.get(i)?;
+                let (user, password) = crate::basic::basic_credential(credential)?;
+                set.htpasswd.verify(&user, &password).then(|| Identity {
+                    keys: m.name.clone(),
+                    tenant: set.tenant.clone(),
+                    key_name: user,
+                    claims: None,
+                })
+            }
+            SetRef::Undefined => None,
+        }
+    }
+
     fn limit_key(&self, key: &KeyRt, cx: &Ctx<'_>, memo: &mut Memo) -> Result<String, Undecided> {
         let id = cx.identity;
         Ok(match key {
@@ -379,6 +438,7 @@ impl Graph {
                 None => Val::Missing,
             },
             Fact::Body(path) => cx.body.field(path),
+            Fact::Claim(path) => crate::jwt::claim_fact(cx.identity.and_then(|i| i.claims.as_deref()), path),
         }
     }
 }

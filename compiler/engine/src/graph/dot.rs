@@ -37,13 +37,18 @@ impl Graph {
                         CredentialSource::Header(h) => format!("header {h}"),
                         CredentialSource::Bearer => "bearer".to_string(),
                         CredentialSource::Query(q) => format!("query {q}"),
+                        CredentialSource::Basic => "basic".to_string(),
                     })
                     .collect();
                 let opt = if a.optional { " (optional)" } else { "" };
                 let id = format!("r{i}_auth");
                 out.push_str(&format!(
                     "  {id} [label={}];\n",
-                    dot_str(&format!("auth {}{opt}\nvia {}", a.keyset_name, sources.join(", ")))
+                    dot_str(&format!(
+                        "auth {}{opt}\nvia {}",
+                        a.methods.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" or "),
+                        sources.join(", ")
+                    ))
                 ));
                 out.push_str(&format!("  {prev} -> {id} [label=\"401\"];\n"));
                 prev = id;

@@ -119,19 +119,32 @@ pub fn method_bit(method: &str) -> u8 {
 
 #[derive(Debug, Clone)]
 pub struct AuthRt {
-    pub keyset: Option<usize>,
-    /// The key set's name, for the identity.
-    pub keys: String,
-    /// Where the credential may come from, in order (the defaults filled in).
-    pub via: Vec<CredentialSource>,
+    /// The credential sets, tried in order.
+    pub methods: Vec<AuthMethodRt>,
     /// `auth optional`: a request without a credential passes unauthenticated.
     pub optional: bool,
+    /// The 401 messages (missing, invalid).
+    pub missing: String,
+    pub invalid: String,
 }
 
-impl AuthRt {
+#[derive(Debug, Clone)]
+pub struct AuthMethodRt {
+    pub set: SetRef,
+    /// The set's name, for the identity.
+    pub name: String,
+    /// Where the credential may come from, in order (the defaults filled in).
+    pub via: Vec<CredentialSource>,
+}
+
+impl AuthMethodRt {
     /// The credential the client presented, from the first source that has one.
     pub(super) fn credential<'r>(&self, req: &'r Request) -> Option<&'r str> {
         self.via.iter().find_map(|c| match c {
+            CredentialSource::Basic => req
+                .header("authorization")
+                .map(str::trim)
+                .filter(|v| v.split_once(' ').is_some_and(|(s, _)| s.eq_ignore_ascii_case("basic"))),
             CredentialSource::Header(h) => req.header(h).map(str::trim).filter(|v| !v.is_empty()),
             CredentialSource::Bearer => req
                 .header("authorization")

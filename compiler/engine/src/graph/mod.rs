@@ -12,6 +12,9 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
+use crate::basic::Htpasswd;
+use crate::cors::CorsPolicy;
+use crate::jwt::JwtVerifier;
 use crate::keys::LoadedKeys;
 use crate::lang::{Builtin, Fact, ForwardedMode, Method, OnError, PathSeg};
 
@@ -126,6 +129,8 @@ pub enum CredentialSource {
     Header(String),
     Bearer,
     Query(String),
+    /// `Authorization: Basic` (a `basic` set's only source).
+    Basic,
 }
 
 impl CredentialSource {
@@ -135,13 +140,45 @@ impl CredentialSource {
     }
 }
 
+/// The credential set an `auth` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "index", rename_all = "snake_case")]
+pub enum SetRef {
+    /// Index into `Graph::keysets`.
+    Keys(usize),
+    /// Index into `Graph::jwtsets`.
+    Jwt(usize),
+    /// Index into `Graph::basicsets`.
+    Basic(usize),
+    /// No set of that name: nothing it is asked about is valid.
+    Undefined,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthMethodInfo {
+    pub set: SetRef,
+    pub name: String,
+    /// Where its credential may come from, in order (defaults filled in).
+    pub sources: Vec<CredentialSource>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuthInfo {
-    /// Index into `Graph::keysets`; None if the key set is not defined (every key is invalid).
-    pub keyset: Option<usize>,
-    pub keyset_name: String,
+    /// Tried in order; the first that accepts the request wins.
+    pub methods: Vec<AuthMethodInfo>,
+    /// Every source of every method: what is removed before forwarding.
     pub sources: Vec<CredentialSource>,
     pub optional: bool,
+    /// The 401 messages (missing, invalid).
+    pub missing: String,
+    pub invalid: String,
+}
+
+impl AuthInfo {
+    /// A `basic` set is tried: a 401 carries `WWW-Authenticate: Basic`.
+    pub fn has_basic(&self) -> bool {
+        self.methods.iter().any(|m| matches!(m.set, SetRef::Basic(_)))
+    }
 }
 
 /// Which way a guard refuses.
@@ -214,18 +251,6 @@ impl CacheInfo {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct CorsInfo {
-    pub origins: Vec<String>,
-    pub methods: Vec<Method>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct JwtInfo {
-    pub secret: Resolved,
-    pub issuer: Option<String>,
-}
-
 /// What a route does once a request passes its guards.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -266,8 +291,7 @@ pub struct RouteInfo {
     pub respond: Option<RespondInfo>,
     pub cache: Option<CacheInfo>,
     pub websocket: bool,
-    pub cors: Option<CorsInfo>,
-    pub jwt: Option<JwtInfo>,
+    pub cors: Option<CorsPolicy>,
     pub action: ActionInfo,
     pub upstream: Option<usize>,
     /// An expression of the route (condition, guard, limit) reads the JSON body.
@@ -443,6 +467,24 @@ impl fmt::Debug for KeysetInfo {
     }
 }
 
+/// A `jwt` set for the runtime (keys and secrets are never serialized).
+#[derive(Debug, Clone, Serialize)]
+pub struct JwtSetInfo {
+    pub name: String,
+    #[serde(skip)]
+    pub verifier: std::sync::Arc<JwtVerifier>,
+}
+
+/// A `basic` set for the runtime (the hashes are never serialized).
+#[derive(Debug, Clone, Serialize)]
+pub struct BasicSetInfo {
+    pub name: String,
+    pub tenant: String,
+    pub users: usize,
+    #[serde(skip)]
+    pub htpasswd: std::sync::Arc<Htpasswd>,
+}
+
 /// Sizes of the compiled graph, for `--emit json` and benchmarks.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct GraphStats {
@@ -471,6 +513,8 @@ pub struct Graph {
     pub limits: Vec<LimitInfo>,
     pub tenants: Vec<TenantInfo>,
     pub keysets: Vec<KeysetInfo>,
+    pub jwtsets: Vec<JwtSetInfo>,
+    pub basicsets: Vec<BasicSetInfo>,
 
     pub rt: Vec<RouteRt>,
     pub router: Router,
@@ -549,6 +593,8 @@ impl Serialize for Graph {
             limits: &'a [LimitInfo],
             tenants: &'a [TenantInfo],
             keysets: &'a [KeysetInfo],
+            jwtsets: &'a [JwtSetInfo],
+            basicsets: &'a [BasicSetInfo],
             stats: GraphStats,
         }
         View {
@@ -558,6 +604,8 @@ impl Serialize for Graph {
             limits: &self.limits,
             tenants: &self.tenants,
             keysets: &self.keysets,
+            jwtsets: &self.jwtsets,
+            basicsets: &self.basicsets,
             stats: self.stats(),
         }
         .serialize(s)

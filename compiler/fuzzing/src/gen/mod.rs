@@ -176,6 +176,11 @@ impl GenStrFact {
             // `tenant` and `key` need `auth`: mostly written only where there is one.
             GenStrFact::Tenant | GenStrFact::Key if !sc.auth => "host".into(),
             GenStrFact::Header(i) => format!("header[{}]", gwfmt::quote(pick(HEADERS, *i))),
+            // Claims where the route tries the JWT set (a high byte, so layouts keep their meaning).
+            GenStrFact::HeaderDot(i) if sc.jwt && *i >= 192 => {
+                pick(&["claim.org", "claim[\"sub\"]", "claim.role", "claim.n", "claim.role[0]", "claim.missing"], *i)
+                    .to_string()
+            }
             GenStrFact::HeaderDot(i) => format!("header.{}", pick(HEADERS, *i)),
             GenStrFact::Method => "method".into(),
             GenStrFact::Path => "path".into(),
@@ -424,16 +429,18 @@ pub enum GenBool {
     Paren(Box<GenBool>),
 }
 
-/// What an expression may refer to: how many matchers are visible, and whether the route
-/// authenticates (so `tenant` and `key` are available).
+/// What an expression may refer to: how many matchers are visible, whether the route
+/// authenticates (so `tenant` and `key` are available), and whether its `auth` tries the
+/// `j0` JWT set (so `claim` is).
 #[derive(Clone, Copy)]
 struct Scope {
     matchers: usize,
     auth: bool,
+    jwt: bool,
 }
 
 impl Scope {
-    const NONE: Scope = Scope { matchers: 0, auth: false };
+    const NONE: Scope = Scope { matchers: 0, auth: false, jwt: false };
 }
 
 impl GenBool {

@@ -326,9 +326,10 @@ pub enum GenRouteStmt {
     Cache(GenDuration, Option<u16>),
     Websocket,
     Cors(Vec<u8>, Vec<u8>),
-    Jwt(GenValue, Option<u8>),
     /// `limit use sN [if COND]`: one of the `SHARED` limits (an unknown name 1 in 8).
     LimitUse(u8, Option<GenBool>),
+    /// A `cors` with the other clauses (headers, expose, credentials, max_age) by bits.
+    CorsClauses(u8, Option<u8>),
 }
 
 /// The shared limits a generated policy declares when a route uses one; `s0` and `s1` count
@@ -495,10 +496,22 @@ impl GenRouteStmt {
                 }
                 t
             }
-            GenRouteStmt::Jwt(v, iss) => match iss {
-                Some(i) => format!("jwt secret {} issuer \"iss{}\"", v.print(), i % 2),
-                None => format!("jwt secret {}", v.print()),
-            },
+            GenRouteStmt::CorsClauses(bits, age) => {
+                let mut t = "cors origins [\"https://app.example.com\", \"https://*.example.org\"]".to_string();
+                if bits & 1 != 0 {
+                    t.push_str(" headers [\"content-type\", \"authorization\"]");
+                }
+                if bits & 2 != 0 {
+                    t.push_str(" expose [\"x-request-id\"]");
+                }
+                if bits & 4 != 0 {
+                    t.push_str(" credentials");
+                }
+                if let Some(a) = age {
+                    let _ = write!(t, " max_age {}s", a);
+                }
+                t
+            }
         }
     }
 }
@@ -507,8 +520,10 @@ impl GenRoute {
     fn print(&self, name: &str, sc: Scope, keysets: usize, shapes: &mut Vec<RouteShape>) -> String {
         let mut out = format!("route {name} {{\n");
         // The `when` condition is decided before `auth`; guards and limits after it.
-        let when_sc = Scope { auth: false, ..sc };
-        let sc = Scope { auth: self.auth.is_some(), ..sc };
+        let when_sc = Scope { auth: false, jwt: false, ..sc };
+        // A high key-set byte also tries the JWT set `j0` (a layout's meaning is kept).
+        let jwt = self.auth.as_ref().is_some_and(|a| a.keyset >= 128);
+        let sc = Scope { auth: self.auth.is_some(), jwt, ..sc };
         if self.no_when % 16 != 15 {
             let w = &self.when;
             let mut methods: Vec<&str> = w.methods.iter().take(3).map(|m| pick(METHODS, *m)).collect();
@@ -541,6 +556,9 @@ impl GenRoute {
                     })
                     .collect();
                 let _ = write!(out, " via {}", via.join(", "));
+            }
+            if jwt {
+                out.push_str(" or j0");
             }
             if a.optional {
                 out.push_str(" optional");
@@ -676,13 +694,15 @@ impl GenPolicy {
                 None => out.push_str("keys k0 from \"k.keys\"\n"),
             }
         }
+        // The JWT set routes may also try (`auth kN or j0`); tokens are `world::TOKENS`.
+        out.push_str("jwt j0 { alg HS256; secret \"fuzz-jwt-secret\"; tenant claim[\"org\"] }\n");
         for (i, t) in self.tenants.iter().take(4).enumerate() {
             out.push_str(&t.print(i));
         }
         let matchers = self.matchers.len().min(5);
         for (i, m) in self.matchers.iter().take(matchers).enumerate() {
             // A matcher refers only to earlier ones, so there are no cycles.
-            let _ = writeln!(out, "matcher m{i} = {}", m.print(Scope { matchers: i, auth: false }, 0));
+            let _ = writeln!(out, "matcher m{i} = {}", m.print(Scope { matchers: i, auth: false, jwt: false }, 0));
         }
         out.push('\n');
         let uses_shared =
@@ -692,7 +712,7 @@ impl GenPolicy {
                 let _ = writeln!(out, "{l}");
             }
         }
-        let sc = Scope { matchers, auth: false };
+        let sc = Scope { matchers, auth: false, jwt: false };
         let mut name = 0;
         for (i, r) in self.routes.iter().take(8).enumerate() {
             if !(r.same_name_as_previous % 16 == 15 && i > 0) {

@@ -151,8 +151,12 @@ impl GenRequest {
             req.host = host;
         }
         if let Some((k, style)) = &self.key {
-            let key =
-                if *k as usize % 8 < KEYS.len() { KEYS[*k as usize % 8].0.to_string() } else { "sk-wrong".into() };
+            let key = match *k as usize % 8 {
+                i if i < KEYS.len() => KEYS[i].0.to_string(),
+                // A high byte carries a JWT of the `j0` set instead.
+                _ if *k >= 192 => crate::world::TOKENS[*k as usize % crate::world::TOKENS.len()].to_string(),
+                _ => "sk-wrong".into(),
+            };
             match style {
                 GenCredStyle::ApiKey => req.headers.push(("x-api-key".into(), key)),
                 GenCredStyle::Bearer => req.headers.push(("authorization".into(), format!("Bearer {key}"))),
