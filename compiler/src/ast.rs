@@ -201,6 +201,8 @@ pub enum Balance {
     RoundRobin,
     Weighted,
     LeastConn,
+    /// Power of two choices over a peak-EWMA latency.
+    LeastLatency,
     Hash(Expr),
 }
 

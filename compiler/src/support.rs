@@ -5,7 +5,7 @@
 //! A policy to serve must also have a route: one without would answer 404 to everything, and
 //! it is most often a file caught half-written (truncated, then written) by a reload.
 
-use crate::ast::{Item, RouteStmtKind, UpstreamStmtKind};
+use crate::ast::{Item, RouteStmtKind};
 use crate::diagnostics::{Code, Diag};
 use crate::source::{FileId, Span};
 
@@ -30,16 +30,6 @@ pub fn unsupported(items: &[Item]) -> Vec<Diag> {
     };
     for item in items {
         match item {
-            Item::Upstream(u) => {
-                for stmt in &u.stmts {
-                    if matches!(
-                        stmt.kind,
-                        UpstreamStmtKind::Health(_) | UpstreamStmtKind::Retry(_) | UpstreamStmtKind::Affinity(_)
-                    ) {
-                        refuse(stmt.kind.keyword(), &format!("upstream `{}`", u.name.name), stmt.span);
-                    }
-                }
-            }
             Item::Route(r) => {
                 for stmt in &r.stmts {
                     if matches!(

@@ -280,24 +280,6 @@ impl<'a> Checker<'a> {
 }
 
 pub fn check_url(url: &str) -> Result<(), &'static str> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or("must start with http:// or https://")?;
-    let authority = rest.split('/').next().unwrap_or("");
-    if authority.is_empty() {
-        return Err("no host");
-    }
-    if authority.contains('@') {
-        return Err("credentials in the URL are not allowed; inject them with `header`");
-    }
-    if rest.contains(['?', '#', ' ']) {
-        return Err("no query, fragment or spaces allowed");
-    }
-    if let Some((_, port)) = authority.rsplit_once(':') {
-        if !authority.ends_with(']') && port.parse::<u16>().is_err() {
-            return Err("the port is not a number from 0 to 65535");
-        }
-    }
-    Ok(())
+    // One parser for check, startup and lowering: the engine's, whose value the runtime uses.
+    gw_engine::graph::TargetAddr::parse(url).map(|_| ())
 }

@@ -155,6 +155,7 @@ impl<'a> Src<'a> {
                 Balance::RoundRobin => "balance round_robin".to_string(),
                 Balance::Weighted => "balance weighted".to_string(),
                 Balance::LeastConn => "balance least_conn".to_string(),
+                Balance::LeastLatency => "balance least_latency".to_string(),
                 Balance::Hash(e) => format!("balance hash({})", self.expr(e)),
             },
             UpstreamStmtKind::Header { name, value: v } => {

@@ -164,6 +164,7 @@ impl Walker<'_> {
                     _ => match text.as_str() {
                         "weighted" => Balance::Weighted,
                         "least_conn" => Balance::LeastConn,
+                        "least_latency" => Balance::LeastLatency,
                         _ => Balance::RoundRobin,
                     },
                 };

@@ -42,7 +42,7 @@ pub fn describe(rule: Rule) -> Option<&'static str> {
         | test_decl => "a declaration (gateway, upstream, keys, tenant, matcher, route, test, import)",
         on_error_mode => "`local`, `allow` or `deny`",
         forwarded_mode => "`strip`, `append` or `keep`",
-        balance_mode => "`round_robin`, `weighted`, `least_conn` or `hash(...)`",
+        balance_mode => "`round_robin`, `weighted`, `least_conn`, `least_latency` or `hash(...)`",
         limit_kind => "`rate`, `tokens` or `concurrent`",
         limit_key => "`key`, `tenant`, `route`, `client`, `header \"name\"` or `(expression)`",
         credential | cred_header | cred_bearer | cred_query => "`header \"name\"`, `bearer` or `query \"name\"`",

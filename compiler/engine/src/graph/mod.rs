@@ -249,8 +249,59 @@ pub struct RouteInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetInfo {
     pub url: Resolved,
+    /// The URL parsed once, at compile time; None only when an `env(...)` it reads is unset.
+    #[serde(skip)]
+    pub addr: Option<TargetAddr>,
     pub weight: u64,
     pub region: Option<String>,
+}
+
+/// A target URL as the runtime sends to it: `scheme://authority` and a base path without a
+/// trailing `/` ("" for none) prefixed to every request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetAddr {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    pub base_path: String,
+}
+
+impl TargetAddr {
+    /// Parse an upstream URL: `http(s)://host[:port][/base-path]`, no credentials, query or
+    /// fragment. `check` reports the same reasons for literal URLs (`gw::invalid_url`).
+    pub fn parse(url: &str) -> Result<TargetAddr, &'static str> {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or("must start with http:// or https://")?;
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() {
+            return Err("no host");
+        }
+        if authority.contains('@') {
+            return Err("credentials in the URL are not allowed; inject them with `header`");
+        }
+        if rest.contains(['?', '#', ' ']) {
+            return Err("no query, fragment or spaces allowed");
+        }
+        if let Some((_, port)) = authority.rsplit_once(':') {
+            if !authority.ends_with(']') && port.parse::<u16>().is_err() {
+                return Err("the port is not a number from 0 to 65535");
+            }
+        }
+        let uri: http::Uri = url.parse().map_err(|_| "not a valid URI")?;
+        let scheme = uri.scheme().cloned().ok_or("must start with http:// or https://")?;
+        let authority = uri.authority().cloned().ok_or("no host")?;
+        if authority.host().is_empty() {
+            return Err("no host");
+        }
+        Ok(TargetAddr { scheme, authority, base_path: uri.path().trim_end_matches('/').to_string() })
+    }
+}
+
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -259,6 +310,8 @@ pub enum BalanceInfo {
     RoundRobin,
     Weighted,
     LeastConn,
+    /// Power of two choices over a peak-EWMA latency.
+    LeastLatency,
     /// `hash(EXPR)`: the key comes from `Graph::balance_key`.
     Hash,
 }
@@ -290,7 +343,7 @@ pub struct UpstreamInfo {
     pub health: Option<HealthInfo>,
     pub retry: Option<RetryInfo>,
     pub max_connections: Option<u64>,
-    /// The upstream declares `affinity` (region preference; not evaluated by the graph).
+    /// The upstream declares `affinity`: its value comes from `Graph::affinity_key`.
     pub affinity: bool,
 }
 
@@ -434,6 +487,8 @@ pub struct Graph {
     pub tenant_limits: HashMap<String, Vec<(usize, String)>>,
     /// Upstream index → the node of its `hash(EXPR)`.
     pub balance_keys: Vec<Option<NodeId>>,
+    /// Upstream index → the node of its `affinity EXPR`.
+    pub affinity_keys: Vec<Option<NodeId>>,
     /// `body.model`, read by `limit ... model /re/`.
     pub model_path: Vec<PathSeg>,
 }

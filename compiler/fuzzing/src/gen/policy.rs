@@ -90,7 +90,7 @@ impl GenUpstream {
                     t
                 }
                 GenUpstreamStmt::Balance(m) => {
-                    format!("balance {}", pick(&["round_robin", "weighted", "least_conn"], *m))
+                    format!("balance {}", pick(&["round_robin", "weighted", "least_conn", "least_latency"], *m))
                 }
                 GenUpstreamStmt::BalanceHash(e) => format!("balance hash({})", e.print(Scope::NONE, 0)),
                 GenUpstreamStmt::Header(h, v) => format!("header {} = {}", gwfmt::quote(pick(HEADERS, *h)), v.print()),
