@@ -18,6 +18,7 @@ pub mod limits;
 pub mod metrics;
 pub mod phases;
 pub mod policy;
+pub mod pool;
 pub mod proxy;
 pub mod redis_store;
 pub mod server;

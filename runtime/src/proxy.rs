@@ -95,11 +95,11 @@ async fn pipeline(
         x.hold.tenant = Some(TenantGuard::start(gw.traffic.tenant(&id.tenant)));
     }
 
-    let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, x);
-    let to = target::pick(ctx.loaded, route, &decision, &parts, ctx.conn.peer, x)?;
+    let sel = target::select(ctx.loaded, route, &decision, &parts, ctx.conn.peer)?;
+    let retries = sel.upstream.retry.is_some();
+    let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, retries, x).await?;
     let websocket = route.websocket && client_upgrade.is_some();
-    let up_req = upstream_request::build(ctx, route, &decision, parts, up_body, &to, websocket)?;
-    let mut resp = forward::send(ctx, &to, up_req, websocket, client_upgrade, x).await?;
+    let mut resp = forward::run(ctx, route, &decision, &parts, &sel, up_body, websocket, client_upgrade, x).await?;
     limit::rate_headers(resp.headers_mut(), &admitted.results);
     Ok(resp)
 }

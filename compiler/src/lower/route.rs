@@ -92,6 +92,7 @@ impl RouteCx<'_, '_> {
             respond: parts.respond,
             cache: parts.cache,
             websocket: parts.websocket,
+            idempotent: false,
             cors: parts.cors,
             jwt: parts.jwt,
             action,

@@ -55,7 +55,7 @@ fn respond(route: Option<&RouteInfo>) -> Response<Body> {
 
 fn serve_builtin(gw: &Gateway, loaded: &Loaded, builtin: &str) -> Response<Body> {
     let (content_type, body) = match builtin {
-        "metrics" => ("text/plain; version=0.0.4", gw.metrics.render()),
+        "metrics" => ("text/plain; version=0.0.4", gw.render_metrics()),
         "ready" => (
             "application/json",
             serde_json::json!({"status": "ready", "generation": loaded.policy.generation}).to_string(),

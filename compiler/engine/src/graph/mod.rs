@@ -236,6 +236,9 @@ pub struct RouteInfo {
     pub respond: Option<RespondInfo>,
     pub cache: Option<CacheInfo>,
     pub websocket: bool,
+    /// `idempotent`: the route's requests may be sent again (retries replay non-idempotent
+    /// methods only on such a route).
+    pub idempotent: bool,
     pub cors: Option<CorsInfo>,
     pub jwt: Option<JwtInfo>,
     pub action: ActionInfo,
