@@ -107,6 +107,7 @@ pub fn upstreams_view(gw: &Gateway) -> serde_json::Value {
                         "in_flight": h.in_flight.load(Relaxed),
                         "requests": h.requests.load(Relaxed),
                         "failures": h.failures.load(Relaxed),
+                        "consecutive_failures": h.consecutive_failures(),
                         "latency_ewma_ms": h.latency_ns() / 1e6,
                         "last_failure_unix_ms": match h.last_failure_unix_ms.load(Relaxed) { 0 => None, ms => Some(ms) },
                     })

@@ -119,6 +119,11 @@ impl TargetHealth {
         self.ejected_until_ms.load(Relaxed)
     }
 
+    /// Failed tries in a row since the last success or ejection.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.inner().consecutive_failures
+    }
+
     pub fn latency_ns(&self) -> f64 {
         f64::from_bits(self.ewma_ns.load(Relaxed))
     }
