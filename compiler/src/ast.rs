@@ -212,6 +212,12 @@ pub struct HealthCheck {
     pub path: Str,
     pub every: Quantity,
     pub timeout: Option<Quantity>,
+    /// `expect N`: the status a passing check answers with (any 2xx without it).
+    pub expect: Option<Quantity>,
+    /// `healthy N`: passing checks in a row that bring a target back.
+    pub healthy: Option<Quantity>,
+    /// `unhealthy N`: failing checks in a row that take it out.
+    pub unhealthy: Option<Quantity>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -326,6 +332,9 @@ pub enum RouteStmtKind {
         max: Option<Quantity>,
     },
     Websocket,
+    /// `idempotent`: the route's requests may be sent twice (retries replay them whatever
+    /// their method).
+    Idempotent,
     Cors {
         origins: Vec<Str>,
         methods: Vec<Method>,
@@ -352,6 +361,7 @@ impl RouteStmtKind {
             RouteStmtKind::Respond { .. } => "respond",
             RouteStmtKind::Cache { .. } => "cache",
             RouteStmtKind::Websocket => "websocket",
+            RouteStmtKind::Idempotent => "idempotent",
             RouteStmtKind::Cors { .. } => "cors",
             RouteStmtKind::Jwt { .. } => "jwt",
             RouteStmtKind::Serve(_) => "serve",

@@ -378,3 +378,91 @@ async fn affinity_prefers_the_named_region_and_fails_over() {
     }
     assert_eq!((served_by(east.as_ref().unwrap()).await, served_by(&north).await), (3, 5));
 }
+
+/// A POST is tried again after a 503 only on a route that declares it `idempotent`; the
+/// retry sends the same body to the other target. Without it, only a connect error (nothing
+/// sent) is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_is_replayed_only_on_an_idempotent_route() {
+    let failing = Mock::start(&["--fail-rate", "1", "--fail-status", "503"]);
+    let healthy = Mock::start(&[]);
+    let policy = format!(
+        r#"
+gateway {{ listen "{{LISTEN}}" admin "{{ADMIN}}" }}
+upstream p {{
+    target "{}"
+    target "{}"
+    retry  1 on connect_error, 503
+}}
+route completions {{
+    when POST "/v1/chat/completions"
+    idempotent
+    to   p
+}}
+route jobs {{
+    when POST "/v2/chat/completions"
+    to   p
+}}
+"#,
+        failing.url(),
+        healthy.url()
+    );
+    let gw = Gw::start(GwSpec::new(&policy, ""));
+    let c = reqwest::Client::new();
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"replay me"}]}"#;
+    let post = |path: &'static str| c.post(gw.url(path)).header("content-type", "application/json").body(body).send();
+    // Round robin: one of two goes to the failing target, and is not tried again.
+    let mut statuses = vec![];
+    for _ in 0..2 {
+        statuses.push(post("/v2/chat/completions").await.unwrap().status().as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 503]);
+    healthy.clear().await;
+    for _ in 0..6 {
+        assert_eq!(post("/v1/chat/completions").await.unwrap().status(), 200);
+    }
+    let seen = healthy.requests().await;
+    assert_eq!(seen.len(), 6);
+    assert!(seen.iter().all(|r| r["body"].to_string().contains("replay me")), "{seen:?}");
+    assert!(metric(&gw, "", "gw_upstream_retries_total").await >= 1.0);
+}
+
+/// What was learnt about a target survives a reload that keeps it: an ejected target stays
+/// ejected, its ejection count kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_target_health() {
+    let live = Mock::start(&[]);
+    let dead = addr();
+    let policy = format!(
+        r#"
+gateway {{ listen "{{LISTEN}}" admin "{{ADMIN}}" }}
+upstream p {{
+    target "{}"
+    target "http://{}"
+    retry  1 on connect_error
+}}
+route r {{
+    when GET "/v1/models"
+    to   p
+}}
+"#,
+        live.url(),
+        dead
+    );
+    let gw = Gw::start(GwSpec::new(&policy, ""));
+    let c = reqwest::Client::new();
+    for _ in 0..8 {
+        assert_eq!(c.get(gw.url("/v1/models")).send().await.unwrap().status(), 200);
+    }
+    let before = target_view(&gw, "", dead).await;
+    assert_eq!(before["state"], "ejected", "{before}");
+    std::fs::write(gw.path("gateway.gwp"), std::fs::read_to_string(gw.path("gateway.gwp")).unwrap() + "\n# edited\n")
+        .unwrap();
+    let report: Value = c.post(gw.admin_url("/admin/reload")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let after = target_view(&gw, "", dead).await;
+    assert_eq!(after["state"], "ejected", "{after}");
+    assert_eq!(after["ejections"], before["ejections"]);
+    assert_eq!(after["since_unix_ms"], before["since_unix_ms"]);
+}

@@ -132,6 +132,14 @@ impl<'a> Checker<'a> {
                     if let Some(t) = h.timeout {
                         self.range(t, 1_000_000, 3_600_000_000_000, "health timeout", "use a duration from 1ms to 1h");
                     }
+                    if let Some(q) = h.expect {
+                        self.status(q, 100, "a health check");
+                    }
+                    for (q, what) in [(h.healthy, "healthy"), (h.unhealthy, "unhealthy")] {
+                        if let Some(q) = q {
+                            self.range(q, 1, 100, what, "use a count of checks in a row from 1 to 100");
+                        }
+                    }
                     if !h.path.value.starts_with('/') {
                         self.err(
                             Diag::error(Code::InvalidPathPattern, "health check path must start with `/`")

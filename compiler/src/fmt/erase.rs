@@ -181,6 +181,9 @@ pub(super) fn erase_upstream_stmt(k: &mut UpstreamStmtKind) {
             erase_str(&mut h.path);
             erase_q(&mut h.every);
             erase_opt_q(&mut h.timeout);
+            erase_opt_q(&mut h.expect);
+            erase_opt_q(&mut h.healthy);
+            erase_opt_q(&mut h.unhealthy);
         }
         UpstreamStmtKind::Retry(r) => {
             erase_q(&mut r.attempts);
@@ -270,7 +273,7 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             erase_q(ttl);
             erase_opt_q(max);
         }
-        RouteStmtKind::Websocket | RouteStmtKind::AuthNone => {}
+        RouteStmtKind::Websocket | RouteStmtKind::Idempotent | RouteStmtKind::AuthNone => {}
         RouteStmtKind::Cors { origins, .. } => origins.iter_mut().for_each(erase_str),
         RouteStmtKind::Jwt { secret, issuer } => {
             erase_value(secret);

@@ -169,6 +169,11 @@ impl<'a> Src<'a> {
                 if let Some(t) = &h.timeout {
                     s.push_str(&format!(" timeout {}", self.duration(t)));
                 }
+                for (word, q) in [("expect", &h.expect), ("healthy", &h.healthy), ("unhealthy", &h.unhealthy)] {
+                    if let Some(q) = q {
+                        s.push_str(&format!(" {word} {}", q.value));
+                    }
+                }
                 s
             }
             UpstreamStmtKind::Retry(r) => {
@@ -286,6 +291,7 @@ impl<'a> Src<'a> {
                 s
             }
             RouteStmtKind::Websocket => "websocket".to_string(),
+            RouteStmtKind::Idempotent => "idempotent".to_string(),
             RouteStmtKind::AuthNone => "auth none".to_string(),
             RouteStmtKind::Cors { origins, methods: ms } => {
                 let origins: Vec<String> = origins.iter().map(|o| self.string(o)).collect();

@@ -39,6 +39,7 @@ struct Parts {
     respond: Option<RespondInfo>,
     cache: Option<CacheInfo>,
     websocket: bool,
+    idempotent: bool,
     cors: Option<CorsInfo>,
     jwt: Option<JwtInfo>,
     action: Option<ActionInfo>,
@@ -92,7 +93,7 @@ impl RouteCx<'_, '_> {
             respond: parts.respond,
             cache: parts.cache,
             websocket: parts.websocket,
-            idempotent: false,
+            idempotent: parts.idempotent,
             cors: parts.cors,
             jwt: parts.jwt,
             action,
@@ -182,6 +183,7 @@ impl RouteCx<'_, '_> {
                 parts.cache.get_or_insert(CacheInfo { ttl_ns: ttl.value, max_bytes: max.map(|m| m.value) });
             }
             RouteStmtKind::Websocket => parts.websocket = true,
+            RouteStmtKind::Idempotent => parts.idempotent = true,
             RouteStmtKind::Cors { origins, methods } => {
                 parts.cors.get_or_insert_with(|| CorsInfo {
                     origins: origins.iter().map(|o| o.value.clone()).collect(),

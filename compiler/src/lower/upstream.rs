@@ -92,6 +92,9 @@ pub(super) fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result
                     path: h.path.value.clone(),
                     every_ns: h.every.value,
                     timeout_ns: h.timeout.map(|t| t.value).unwrap_or(DEFAULT_HEALTH_TIMEOUT_NS),
+                    expect_status: h.expect.map(|q| q.value as u16),
+                    healthy_after: h.healthy.map_or(DEFAULT_HEALTHY_AFTER, |q| q.value as u32),
+                    unhealthy_after: h.unhealthy.map_or(DEFAULT_UNHEALTHY_AFTER, |q| q.value as u32),
                 });
             }
             UpstreamStmtKind::Retry(r) => {

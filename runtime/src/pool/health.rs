@@ -14,10 +14,6 @@ pub const EJECT_AFTER_FAILURES: u32 = 3;
 /// The first ejection's length; each repeated ejection doubles it, up to `MAX_EJECTION`.
 pub const BASE_EJECTION: Duration = Duration::from_secs(10);
 pub const MAX_EJECTION: Duration = Duration::from_secs(300);
-/// Failed active checks in a row that take a target out of rotation.
-pub const UNHEALTHY_AFTER_CHECKS: u32 = 1;
-/// Passing active checks in a row that bring it back.
-pub const HEALTHY_AFTER_CHECKS: u32 = 2;
 /// How fast the latency estimate forgets a peak (linkerd's default decay).
 const EWMA_DECAY: Duration = Duration::from_secs(10);
 /// A failed request counts as at least this slow for `least_latency`, so a target failing
@@ -182,27 +178,28 @@ impl TargetHealth {
         Self::set_status(&mut inner, "ejected", reason);
     }
 
-    /// An active check's result. Returns the new state when it changed.
-    pub fn checked(&self, passed: bool, detail: &str) -> Option<bool> {
+    /// An active check's result; `healthy`/`unhealthy` are the checks in a row that bring it
+    /// back or take it out. Returns the new state when it changed.
+    pub fn checked(&self, passed: bool, detail: &str, healthy: u32, unhealthy: u32) -> Option<bool> {
         let mut inner = self.inner();
         if passed {
             inner.check_fails = 0;
             inner.check_passes += 1;
             // A passing check also ends a passive ejection: the target answers again.
-            if self.is_ejected(now_ms()) && inner.check_passes >= HEALTHY_AFTER_CHECKS {
+            if self.is_ejected(now_ms()) && inner.check_passes >= healthy {
                 self.ejected_until_ms.store(0, Relaxed);
                 inner.consecutive_failures = 0;
                 Self::set_status(&mut inner, "up", format!("health check passed ({detail}) after an ejection"));
             }
-            if self.is_down() && inner.check_passes >= HEALTHY_AFTER_CHECKS {
+            if self.is_down() && inner.check_passes >= healthy {
                 self.down.store(false, Relaxed);
-                Self::set_status(&mut inner, "up", format!("{HEALTHY_AFTER_CHECKS} health checks passed ({detail})"));
+                Self::set_status(&mut inner, "up", format!("{healthy} health checks in a row passed ({detail})"));
                 return Some(true);
             }
         } else {
             inner.check_passes = 0;
             inner.check_fails += 1;
-            if !self.is_down() && inner.check_fails >= UNHEALTHY_AFTER_CHECKS {
+            if !self.is_down() && inner.check_fails >= unhealthy {
                 self.down.store(true, Relaxed);
                 Self::set_status(&mut inner, "down", format!("health check failed: {detail}"));
                 return Some(false);
@@ -264,10 +261,13 @@ mod tests {
     #[test]
     fn active_checks_take_a_target_out_and_back() {
         let h = TargetHealth::default();
-        assert_eq!(h.checked(false, "connect"), Some(false));
+        assert_eq!(h.checked(false, "connect", 2, 2), None);
+        assert_eq!(h.checked(false, "connect", 2, 2), Some(false));
         assert!(!h.available(now_ms()));
-        assert_eq!(h.checked(true, "200"), None);
-        assert_eq!(h.checked(true, "200"), Some(true));
+        assert_eq!(h.checked(true, "200", 2, 2), None);
+        assert_eq!(h.checked(false, "500", 2, 2), None);
+        assert_eq!(h.checked(true, "200", 2, 2), None);
+        assert_eq!(h.checked(true, "200", 2, 2), Some(true));
         assert!(h.available(now_ms()));
     }
 

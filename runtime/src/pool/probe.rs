@@ -1,8 +1,10 @@
 //! Active health checks: `health METHOD "/path" every D [timeout D]` sends the request to
 //! each target of a pool that a route uses, at the interval with ±10% jitter (the first
 //! check within the first second, or the interval if shorter, at a random point), so
-//! replicas and targets are not probed in lock-step. A check passes on a 2xx answer within
-//! its timeout; anything else (connect error, timeout, another status) fails it.
+//! replicas and targets are not probed in lock-step. A check passes on a 2xx answer (or the
+//! `expect` status) within its timeout; anything else (connect error, timeout, another
+//! status) fails it. `unhealthy` failures in a row take a target out, `healthy` passes in a
+//! row bring it back.
 //!
 //! A policy generation's checks stop when it is replaced: they hold only a `Weak` of its
 //! liveness token. The next generation's checks start on the same shared health, so a
@@ -32,6 +34,7 @@ pub fn start<F, Fut>(
     let every = Duration::from_nanos(spec.every_ns);
     let timeout = Duration::from_nanos(spec.timeout_ns);
     let method = http::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap_or(http::Method::GET);
+    let (expect, healthy, unhealthy) = (spec.expect_status, spec.healthy_after, spec.unhealthy_after);
     for (addr, health) in targets {
         let (alive, send, method, upstream) = (alive.clone(), send.clone(), method.clone(), upstream.to_string());
         let uri = Uri::builder()
@@ -44,10 +47,10 @@ pub fn start<F, Fut>(
             tokio::time::sleep(first).await;
             while alive.upgrade().is_some() {
                 let (passed, detail) = match &uri {
-                    Ok(uri) => check(&send, &method, uri.clone(), timeout).await,
+                    Ok(uri) => check(&send, &method, uri.clone(), timeout, expect).await,
                     Err(e) => (false, format!("the check URL is invalid: {e}")),
                 };
-                if let Some(up) = health.checked(passed, &detail) {
+                if let Some(up) = health.checked(passed, &detail, healthy, unhealthy) {
                     let target = addr.to_string();
                     if up {
                         tracing::info!(%upstream, %target, "target back in rotation: health checks pass");
@@ -61,7 +64,13 @@ pub fn start<F, Fut>(
     }
 }
 
-async fn check<F, Fut>(send: &F, method: &http::Method, uri: Uri, timeout: Duration) -> (bool, String)
+async fn check<F, Fut>(
+    send: &F,
+    method: &http::Method,
+    uri: Uri,
+    timeout: Duration,
+    expect: Option<u16>,
+) -> (bool, String)
 where
     F: Fn(Request<Body>) -> Fut,
     Fut: Future<Output = Result<StatusCode, String>>,
@@ -71,8 +80,13 @@ where
     *req.uri_mut() = uri;
     req.headers_mut().insert(http::header::USER_AGENT, http::HeaderValue::from_static("gw-health-check"));
     match tokio::time::timeout(timeout, send(req)).await {
-        Ok(Ok(status)) if status.is_success() => (true, format!("status {}", status.as_u16())),
-        Ok(Ok(status)) => (false, format!("status {} (2xx expected)", status.as_u16())),
+        Ok(Ok(status)) if expect.map_or(status.is_success(), |e| status.as_u16() == e) => {
+            (true, format!("status {}", status.as_u16()))
+        }
+        Ok(Ok(status)) => {
+            let wanted = expect.map_or("2xx".to_string(), |e| e.to_string());
+            (false, format!("status {} ({wanted} expected)", status.as_u16()))
+        }
         Ok(Err(e)) => (false, e),
         Err(_) => (false, format!("no answer within {}ms", timeout.as_millis())),
     }

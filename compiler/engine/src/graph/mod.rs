@@ -93,6 +93,10 @@ pub const DEFAULT_DRAIN_TIMEOUT_NS: u64 = 30_000_000_000;
 pub const DEFAULT_UPSTREAM_TIMEOUT_NS: u64 = 60_000_000_000;
 pub const DEFAULT_CONNECT_TIMEOUT_NS: u64 = 5_000_000_000;
 pub const DEFAULT_HEALTH_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Passing health checks in a row that bring a target back (`healthy N`).
+pub const DEFAULT_HEALTHY_AFTER: u32 = 2;
+/// Failing health checks in a row that take a target out (`unhealthy N`).
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 1;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminSettings {
@@ -325,6 +329,10 @@ pub struct HealthInfo {
     pub path: String,
     pub every_ns: u64,
     pub timeout_ns: u64,
+    /// `expect N`; None: any 2xx passes.
+    pub expect_status: Option<u16>,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]

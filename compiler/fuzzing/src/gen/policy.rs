@@ -62,7 +62,7 @@ pub enum GenUpstreamStmt {
     Header(u8, GenValue),
     Timeout(GenDuration),
     ConnectTimeout(GenDuration),
-    Health(u8, GenDuration, Option<GenDuration>),
+    Health(u8, GenDuration, Option<GenDuration>, Option<(u8, u8)>),
     Retry(u8, Vec<u16>),
     MaxConnections(u16),
     Affinity(GenStrExpr),
@@ -96,10 +96,13 @@ impl GenUpstream {
                 GenUpstreamStmt::Header(h, v) => format!("header {} = {}", gwfmt::quote(pick(HEADERS, *h)), v.print()),
                 GenUpstreamStmt::Timeout(d) => format!("timeout {}", d.print()),
                 GenUpstreamStmt::ConnectTimeout(d) => format!("connect_timeout {}", d.print()),
-                GenUpstreamStmt::Health(m, d, t) => {
+                GenUpstreamStmt::Health(m, d, t, opts) => {
                     let mut h = format!("health {} \"/health\" every {}", pick(METHODS, *m), d.print());
                     if let Some(t) = t {
                         let _ = write!(h, " timeout {}", t.print());
+                    }
+                    if let Some((rise, fall)) = opts {
+                        let _ = write!(h, " expect 204 healthy {} unhealthy {}", rise % 5 + 1, fall % 5 + 1);
                     }
                     h
                 }
@@ -318,6 +321,7 @@ pub enum GenRouteStmt {
     RewritePath(GenPath),
     Cache(GenDuration, Option<u16>),
     Websocket,
+    Idempotent,
     Cors(Vec<u8>, Vec<u8>),
     Jwt(GenValue, Option<u8>),
 }
@@ -436,6 +440,7 @@ impl GenRouteStmt {
                 None => format!("cache {}", d.print()),
             },
             GenRouteStmt::Websocket => "websocket".into(),
+            GenRouteStmt::Idempotent => "idempotent".into(),
             GenRouteStmt::Cors(origins, methods) => {
                 let o: Vec<String> = origins
                     .iter()
