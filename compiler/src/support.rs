@@ -29,18 +29,15 @@ pub fn unsupported(items: &[Item]) -> Vec<Diag> {
         )
     };
     for item in items {
-        match item {
-            Item::Route(r) => {
-                for stmt in &r.stmts {
-                    if matches!(
-                        stmt.kind,
-                        RouteStmtKind::Cache { .. } | RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }
-                    ) {
-                        refuse(stmt.kind.keyword(), &format!("route `{}`", r.name.name), stmt.span);
-                    }
+        if let Item::Route(r) = item {
+            for stmt in &r.stmts {
+                if matches!(
+                    stmt.kind,
+                    RouteStmtKind::Cache { .. } | RouteStmtKind::Cors { .. } | RouteStmtKind::Jwt { .. }
+                ) {
+                    refuse(stmt.kind.keyword(), &format!("route `{}`", r.name.name), stmt.span);
                 }
             }
-            _ => {}
         }
     }
     out

@@ -4,6 +4,8 @@
 //!
 //!     cargo bench -p gw-runtime --bench pick -- --warm-up-time 1 --measurement-time 2
 
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
