@@ -466,3 +466,50 @@ route r {{
     assert_eq!(after["ejections"], before["ejections"]);
     assert_eq!(after["since_unix_ms"], before["since_unix_ms"]);
 }
+
+/// Active checks: a target answering its check with another status than `expect` leaves the
+/// rotation after `unhealthy` checks in a row (every target down: 503 at once, the reason in
+/// the view); an upstream no route uses is never probed.
+#[tokio::test(flavor = "multi_thread")]
+async fn active_checks_follow_expect_and_thresholds_and_skip_unused_upstreams() {
+    let used = Mock::start(&[]);
+    let unused = Mock::start(&[]);
+    let policy = format!(
+        r#"
+gateway {{ listen "{{LISTEN}}" admin "{{ADMIN}}" }}
+upstream used {{
+    target "{}"
+    health GET "/health" every 200ms expect 204 unhealthy 2
+}}
+upstream unused {{
+    target "{}"
+    health GET "/v1/models" every 100ms
+}}
+route r {{
+    when GET "/v1/models"
+    to   used
+}}
+"#,
+        used.url(),
+        unused.url()
+    );
+    let gw = Gw::start(GwSpec::new(&policy, ""));
+    let started = Instant::now();
+    loop {
+        let view = target_view(&gw, "", used.addr).await;
+        if view["state"] == "down" {
+            assert!(view["reason"].as_str().unwrap().contains("status 200 (204 expected)"), "{view}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "never marked down: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("expect 204 against a 200: down after {:.2}s", started.elapsed().as_secs_f64());
+    assert!(started.elapsed() >= Duration::from_millis(150), "two checks ~200ms apart are needed");
+    let resp = reqwest::get(gw.url("/v1/models")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "no_healthy_upstream");
+    assert!(used.requests().await.is_empty(), "a down target gets no request");
+    assert!(unused.requests().await.is_empty(), "an upstream no route uses is not probed");
+    assert_eq!(metric(&gw, "", "gw_target_healthy{").await, 0.0);
+}

@@ -31,6 +31,12 @@ pub fn start<F, Fut>(
     F: Fn(Request<Body>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<StatusCode, String>> + Send + 'static,
 {
+    // Checks run on the gateway's runtime; without one (a tool embedding the library) there
+    // is nothing to run them on, and passive health still applies.
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        tracing::warn!(%upstream, "no async runtime: health checks not started");
+        return;
+    };
     let every = Duration::from_nanos(spec.every_ns);
     let timeout = Duration::from_nanos(spec.timeout_ns);
     let method = http::Method::from_bytes(spec.method.as_str().as_bytes()).unwrap_or(http::Method::GET);
@@ -42,7 +48,7 @@ pub fn start<F, Fut>(
             .authority(addr.authority.clone())
             .path_and_query(format!("{}{}", addr.base_path, spec.path))
             .build();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             let first = every.min(Duration::from_secs(1)).mul_f64(rand::random::<f64>());
             tokio::time::sleep(first).await;
             while alive.upgrade().is_some() {
