@@ -511,5 +511,8 @@ route r {{
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "no_healthy_upstream");
     assert!(used.requests().await.is_empty(), "a down target gets no request");
     assert!(unused.requests().await.is_empty(), "an upstream no route uses is not probed");
-    assert_eq!(metric(&gw, "", "gw_target_healthy{").await, 0.0);
+    let text = reqwest::get(gw.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    let healthy: Vec<&str> = text.lines().filter(|l| l.starts_with("gw_target_healthy{")).collect();
+    assert!(healthy.iter().any(|l| l.contains(r#"upstream="used""#) && l.ends_with(" 0")), "{healthy:?}");
+    assert!(healthy.iter().any(|l| l.contains(r#"upstream="unused""#) && l.ends_with(" 1")), "{healthy:?}");
 }
