@@ -17,7 +17,7 @@ pub struct Metrics {
     pub target_duration: HistogramVec,
     pub target_healthy: IntGaugeVec,
     pub target_ejections: IntCounterVec,
-    /// Tries after the first, and retries the budget refused, by upstream.
+    /// Failed tries tried again elsewhere, and those the retry budget refused, by target.
     pub retries: IntCounterVec,
     pub retries_refused: IntCounterVec,
     pub limit_decisions: IntCounterVec,
@@ -94,12 +94,18 @@ impl Metrics {
                 &["upstream", "target"]
             )),
             retries: reg!(IntCounterVec::new(
-                Opts::new("gw_upstream_retries_total", "Requests tried again on another target, by upstream"),
-                &["upstream"]
+                Opts::new(
+                    "gw_target_retries_total",
+                    "Failed tries of a target tried again on another target, by upstream and target"
+                ),
+                &["upstream", "target"]
             )),
             retries_refused: reg!(IntCounterVec::new(
-                Opts::new("gw_upstream_retries_refused_total", "Retries the retry budget refused, by upstream"),
-                &["upstream"]
+                Opts::new(
+                    "gw_target_retries_refused_total",
+                    "Failed tries of a target the retry budget refused to try again, by upstream and target"
+                ),
+                &["upstream", "target"]
             )),
             limit_decisions: reg!(IntCounterVec::new(
                 Opts::new("gw_limit_decisions_total", "Limit checks, by limit and result"),

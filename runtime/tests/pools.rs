@@ -171,7 +171,7 @@ async fn seed_004_fails_over_without_client_errors_and_takes_a_restarted_core_ba
         killed_at.elapsed().as_secs_f64(),
         back.map_or(-1.0, |d| d.as_secs_f64())
     );
-    println!("retries: {}", metric(&gw, "admin", "gw_upstream_retries_total").await);
+    println!("retries: {}", metric(&gw, "admin", "gw_target_retries_total").await);
     assert_eq!(errors, 0, "first error: {first:?}");
     assert!(back.is_some(), "the restarted core never came back");
 }
@@ -228,8 +228,8 @@ route r {{
         assert!([502, 503].contains(&status), "{status}");
     }
     let secs = started.elapsed().as_secs_f64();
-    let retries = metric(&gw, "", "gw_upstream_retries_total").await;
-    let refused = metric(&gw, "", "gw_upstream_retries_refused_total").await;
+    let retries = metric(&gw, "", "gw_target_retries_total").await;
+    let refused = metric(&gw, "", "gw_target_retries_refused_total").await;
     println!(
         "total outage: {requests} requests in {secs:.1}s, {retries} retries ({:.2} per request), {refused} refused by the budget",
         retries / requests as f64
@@ -425,7 +425,7 @@ route jobs {{
     let seen = healthy.requests().await;
     assert_eq!(seen.len(), 6);
     assert!(seen.iter().all(|r| r["body"].to_string().contains("replay me")), "{seen:?}");
-    assert!(metric(&gw, "", "gw_upstream_retries_total").await >= 1.0);
+    assert!(metric(&gw, "", "gw_target_retries_total").await >= 1.0);
 }
 
 /// What was learnt about a target survives a reload that keeps it: an ejected target stays

@@ -70,6 +70,10 @@ pub async fn run(
         x.upstream = Some(upstream.name.clone());
         x.target = Some(to.target.addr.authority.to_string());
         let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // The exchange's time is spent: no try is started that could only time out.
+            return Err(GwError::new(Code::UpstreamTimeout, "the upstream did not answer in time"));
+        }
         let sent = try_once(ctx, &to, up_req, per_try.min(left), x).await;
         let outcome = match &sent {
             Ok(resp) if resp.status().is_server_error() => Outcome::Status(resp.status().as_u16()),
@@ -82,12 +86,12 @@ pub async fn run(
         });
         if again {
             if upstream.pool.budget.withdraw() {
-                ctx.gw.metrics.retries.with_label_values(&[&upstream.name]).inc();
+                ctx.gw.metrics.retries.with_label_values(&[&upstream.name, &to.target.id]).inc();
                 tracing::info!(upstream = %upstream.name, target = %to.target.id, kind = outcome.kind(), "retrying on another target");
                 tried.push(to.index);
                 continue;
             }
-            ctx.gw.metrics.retries_refused.with_label_values(&[&upstream.name]).inc();
+            ctx.gw.metrics.retries_refused.with_label_values(&[&upstream.name, &to.target.id]).inc();
         }
         return match sent {
             Ok(resp) => Ok(relay(ctx, &to, resp, websocket, client_upgrade.take(), x)),
