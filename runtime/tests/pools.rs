@@ -516,3 +516,40 @@ route r {{
     assert!(healthy.iter().any(|l| l.contains(r#"upstream="used""#) && l.ends_with(" 0")), "{healthy:?}");
     assert!(healthy.iter().any(|l| l.contains(r#"upstream="unused""#) && l.ends_with(" 1")), "{healthy:?}");
 }
+
+/// `retry 1 on timeout` with `timeout 1s`: each try gets half the timeout, so a GET stuck on
+/// a slow target is answered by the other within the upstream's timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_try_leaves_time_for_the_next() {
+    let slow = Mock::start(&["--delay-ms", "3000"]);
+    let fast = Mock::start(&[]);
+    let policy = format!(
+        r#"
+gateway {{ listen "{{LISTEN}}" admin "{{ADMIN}}" }}
+upstream p {{
+    target  "{}"
+    target  "{}"
+    timeout 1s
+    retry   1 on timeout
+}}
+route r {{
+    when GET "/v1/models"
+    to   p
+}}
+"#,
+        slow.url(),
+        fast.url()
+    );
+    let gw = Gw::start(GwSpec::new(&policy, ""));
+    let c = reqwest::Client::new();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..4 {
+        let started = Instant::now();
+        assert_eq!(c.get(gw.url("/v1/models")).send().await.unwrap().status(), 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    println!("retry on timeout: slowest answer {:.0}ms (a try gets 500ms)", slowest.as_secs_f64() * 1e3);
+    assert!(slowest >= Duration::from_millis(450) && slowest < Duration::from_millis(1000), "{slowest:?}");
+    let view = target_view(&gw, "", slow.addr).await;
+    assert!(view["failures"].as_u64().unwrap() >= 1, "{view}");
+}
