@@ -553,3 +553,68 @@ route r {{
     let view = target_view(&gw, "", slow.addr).await;
     assert!(view["failures"].as_u64().unwrap() >= 1, "{view}");
 }
+
+/// `balance hash(header["x-session"])`: every request of a session goes to one target; when
+/// that target dies its sessions move (retried at once, then ejected) and stay together.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hashed_session_sticks_to_one_target_and_moves_as_a_whole() {
+    let at = [addr(), addr(), addr()];
+    let mut mocks: Vec<Option<Mock>> = at.iter().map(|a| Some(Mock::start_at(*a, &[]))).collect();
+    let policy = format!(
+        r#"
+gateway {{ listen "{{LISTEN}}" admin "{{ADMIN}}" }}
+upstream p {{
+    balance hash(header["x-session"])
+    target  "http://{}"
+    target  "http://{}"
+    target  "http://{}"
+    retry   2 on connect_error
+}}
+route r {{
+    when GET "/v1/models"
+    to   p
+}}
+"#,
+        at[0], at[1], at[2]
+    );
+    let gw = Gw::start(GwSpec::new(&policy, ""));
+    let c = reqwest::Client::new();
+    let counts = || async {
+        let mut v = vec![];
+        for a in at {
+            v.push(target_view(&gw, "", a).await["requests"].as_u64().unwrap());
+        }
+        v
+    };
+    // Which target serves each session, by the counts it moved.
+    let mut home = vec![];
+    for s in 0..12 {
+        let before = counts().await;
+        for _ in 0..5 {
+            let r = c.get(gw.url("/v1/models")).header("x-session", format!("s{s}")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        let after = counts().await;
+        let moved: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        assert_eq!(moved.iter().filter(|&&m| m == 5).count(), 1, "session s{s} split: {moved:?}");
+        home.push(moved.iter().position(|&m| m == 5).unwrap());
+    }
+    println!("hash: 12 sessions over 3 targets: {home:?}");
+    assert!(home.iter().any(|&h| h != home[0]), "every session on one target: {home:?}");
+
+    let dead = home[0];
+    mocks[dead] = None;
+    for _ in 0..6 {
+        let r = c.get(gw.url("/v1/models")).header("x-session", "s0").send().await.unwrap();
+        assert_eq!(r.status(), 200, "retried on another target");
+    }
+    let before = counts().await;
+    for _ in 0..5 {
+        assert_eq!(c.get(gw.url("/v1/models")).header("x-session", "s0").send().await.unwrap().status(), 200);
+    }
+    let after = counts().await;
+    let moved: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert_eq!(moved[dead], 0, "the ejected target gets none: {moved:?}");
+    assert_eq!(moved.iter().filter(|&&m| m == 5).count(), 1, "the session moved as a whole: {moved:?}");
+    drop(mocks);
+}

@@ -75,12 +75,7 @@ pub async fn run(
             return Err(GwError::new(Code::UpstreamTimeout, "the upstream did not answer in time"));
         }
         let sent = try_once(ctx, &to, up_req, per_try.min(left), x).await;
-        let outcome = match &sent {
-            Ok(resp) if resp.status().is_server_error() => Outcome::Status(resp.status().as_u16()),
-            Ok(_) => Outcome::Success,
-            Err(Failed::Final(_)) => Outcome::Success,
-            Err(Failed::Upstream(outcome, _)) => *outcome,
-        };
+        let outcome = outcome_of(&sent);
         let again = policy.is_some_and(|r| {
             tried.len() < attempts && matches!(body, UpBody::Replayable(_)) && retry::retryable(r, outcome, replay_safe)
         });
@@ -160,12 +155,10 @@ async fn try_once(
         },
         Ok(Ok(resp)) => Ok(resp),
     };
-    let outcome = match &result {
-        Ok(resp) if resp.status().is_server_error() => Outcome::Status(resp.status().as_u16()),
-        Ok(_) => Outcome::Success,
-        Err(Failed::Upstream(outcome, _)) => *outcome,
-        Err(Failed::Final(_)) => return result,
-    };
+    if matches!(result, Err(Failed::Final(_))) {
+        return result;
+    }
+    let outcome = outcome_of(&result);
     if outcome != Outcome::Success {
         gw.metrics.upstream_errors.with_label_values(&[&upstream.name, outcome.kind()]).inc();
         gw.metrics.target_errors.with_label_values(&[labels[0], labels[1], outcome.kind()]).inc();
@@ -174,6 +167,16 @@ async fn try_once(
         gw.metrics.target_ejections.with_label_values(&labels).inc();
     }
     result
+}
+
+/// What a try means for the target's health and for a retry: a 5xx answer is a failure; a
+/// failure that is not the target's (`Final`) counts as nothing.
+fn outcome_of(sent: &Result<Response<Incoming>, Failed>) -> Outcome {
+    match sent {
+        Ok(resp) if resp.status().is_server_error() => Outcome::Status(resp.status().as_u16()),
+        Ok(_) | Err(Failed::Final(_)) => Outcome::Success,
+        Err(Failed::Upstream(outcome, _)) => *outcome,
+    }
 }
 
 /// The answer passed back: a websocket spliced, or the head and a streamed body.
