@@ -219,6 +219,8 @@ pub enum Balance {
     RoundRobin,
     Weighted,
     LeastConn,
+    /// Power of two choices over a peak-EWMA latency.
+    LeastLatency,
     Hash(Expr),
 }
 
@@ -228,6 +230,12 @@ pub struct HealthCheck {
     pub path: Str,
     pub every: Quantity,
     pub timeout: Option<Quantity>,
+    /// `expect N`: the status a passing check answers with (any 2xx without it).
+    pub expect: Option<Quantity>,
+    /// `healthy N`: passing checks in a row that bring a target back.
+    pub healthy: Option<Quantity>,
+    /// `unhealthy N`: failing checks in a row that take it out.
+    pub unhealthy: Option<Quantity>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -427,6 +435,9 @@ pub enum RouteStmtKind {
         statuses: Vec<Quantity>,
     },
     Websocket,
+    /// `idempotent`: the route's requests may be sent twice (retries replay them whatever
+    /// their method).
+    Idempotent,
     Cors(Cors),
     Serve(BuiltinRef),
     To(Ident),
@@ -446,6 +457,7 @@ impl RouteStmtKind {
             RouteStmtKind::Respond { .. } => "respond",
             RouteStmtKind::Cache { .. } => "cache",
             RouteStmtKind::Websocket => "websocket",
+            RouteStmtKind::Idempotent => "idempotent",
             RouteStmtKind::Cors(_) => "cors",
             RouteStmtKind::Serve(_) => "serve",
             RouteStmtKind::To(_) => "to",

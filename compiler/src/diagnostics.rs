@@ -83,7 +83,6 @@ codes! {
     KeysFileMalformed = "gw::keys_file_malformed", "a line of a key file that is not `<sha256-hex> <tenant> <key-name>`";
     TestInvalid = "gw::test_invalid", "a test block that cannot run as written";
     TestFailed = "gw::test_failed", "a policy test whose expectation did not hold";
-    NotSupported = "gw::not_supported", "a construct the running gateway does not implement yet";
     NoRoutes = "gw::no_routes", "a policy to serve that has no route (an empty or truncated file)";
     Bug = "gw::bug", "an internal compiler error: please report it";
     AuthUnspecified = "gw::auth_unspecified", "a route that forwards to an upstream without `auth KEYSET` or `auth none`";

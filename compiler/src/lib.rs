@@ -111,7 +111,6 @@ pub fn compile(loader: &dyn Loader, root: &Path, opts: &Options<'_>) -> Output {
             diags.extend(check::check(&items));
         }
         if opts.mode == Mode::Serve {
-            diags.extend(support::unsupported(&items));
             diags.extend(support::no_routes(&items));
         }
     }

@@ -1,40 +1,14 @@
-//! What `gw serve` implements. In serve mode a policy using a construct the runtime does not
-//! implement yet is refused with `gw::not_supported` at that construct, rather than served
-//! with part of it silently ignored. `gw-check` accepts and tests every construct.
+//! What serve mode adds to the checks. `gw serve` implements every construct of the language
+//! (there is no "accepted by gw-check, refused by gw serve" list any more:
+//! `tests/serve_support.rs` compiles a policy with the constructs that used to be refused in
+//! both modes).
 //!
 //! A policy to serve must also have a route: one without would answer 404 to everything, and
 //! it is most often a file caught half-written (truncated, then written) by a reload.
 
-use crate::ast::{Item, UpstreamStmtKind};
+use crate::ast::Item;
 use crate::diagnostics::{Code, Diag};
 use crate::source::{FileId, Span};
-
-const HELP: &str = "gw-check accepts and tests it, but gw serve cannot honour it yet; remove it to serve this \
-                    policy (the language reference lists what the runtime implements)";
-
-/// One `gw::not_supported` error per construct `gw serve` does not implement.
-pub fn unsupported(items: &[Item]) -> Vec<Diag> {
-    let mut out = vec![];
-    let mut refuse = |what: &str, owner: &str, span| {
-        out.push(
-            Diag::error(Code::NotSupported, format!("{owner}: `{what}` is not implemented by gw serve yet"))
-                .primary(span, format!("`{what}` is not implemented by the runtime yet"))
-                .help(HELP),
-        )
-    };
-    for item in items {
-        let Item::Upstream(u) = item else { continue };
-        for stmt in &u.stmts {
-            if matches!(
-                stmt.kind,
-                UpstreamStmtKind::Health(_) | UpstreamStmtKind::Retry(_) | UpstreamStmtKind::Affinity(_)
-            ) {
-                refuse(stmt.kind.keyword(), &format!("upstream `{}`", u.name.name), stmt.span);
-            }
-        }
-    }
-    out
-}
 
 /// `gw::no_routes` when no file of the policy declares a route, at the start of the root file
 /// (the first file read).

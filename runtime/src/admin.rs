@@ -80,7 +80,7 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
     }
     match (method, path.as_str()) {
         (Method::GET, "/metrics") => {
-            let mut resp = Response::new(full(gw.metrics.render()));
+            let mut resp = Response::new(full(gw.render_metrics()));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             Ok(resp)
         }

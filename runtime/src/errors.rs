@@ -91,6 +91,9 @@ codes! {
     NoUpstream = (502, "no_upstream", "upstream_error"),
     UpstreamUnavailable = (502, "upstream_unavailable", "upstream_error"),
     UpstreamBusy = (503, "upstream_busy", "upstream_error"),
+    /// Every target of the upstream is down by its health checks (or, on a retry, every
+    /// other one): answered at once, never waited on.
+    NoHealthyUpstream = (503, "no_healthy_upstream", "upstream_error"),
     UpstreamTimeout = (504, "upstream_timeout", "upstream_error"),
     /// A bug in gw.
     Internal = (500, "internal", "server_error"),

@@ -11,9 +11,10 @@ use gw_compile::Style;
 use crate::audit::{Audit, AuditHandle, FileSink};
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy, PolicySource};
+use crate::pool::Registry;
 use crate::store::Limiter;
 use crate::traffic::Traffic;
-use crate::upstream::{StatsRegistry, Upstream};
+use crate::upstream::Upstream;
 
 /// A policy plus what the runtime built from it. Immutable once built.
 pub struct Loaded {
@@ -25,7 +26,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    fn build(policy: Policy, registry: &StatsRegistry) -> Result<Loaded, String> {
+    fn build(policy: Policy, registry: &Registry) -> Result<Loaded, String> {
         let upstreams =
             policy.graph.upstreams().iter().map(|u| Upstream::new(u, registry)).collect::<Result<Vec<_>, _>>()?;
         let mut credential_headers: Vec<http::HeaderName> = vec![];
@@ -42,6 +43,17 @@ impl Loaded {
             }
         }
         Ok(Loaded { policy, upstreams, credential_headers })
+    }
+
+    /// Start the active health checks of the upstreams a route uses (an upstream no route
+    /// sends to is not probed). They stop when this generation is dropped.
+    fn start_checks(&self) {
+        let graph = &self.policy.graph;
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            if graph.routes().iter().any(|r| r.upstream == Some(i)) {
+                upstream.start_checks(&graph.upstreams()[i]);
+            }
+        }
     }
 }
 
@@ -60,7 +72,7 @@ pub struct Gateway {
     pub metrics: Metrics,
     pub limiter: Arc<Limiter>,
     /// Per-target health, by upstream name and URL: survives reloads.
-    pub upstream_stats: Arc<StatsRegistry>,
+    pub upstream_stats: Arc<Registry>,
     pub traffic: Traffic,
     /// Every route's response cache (in memory; in Redis through the limiter's store):
     /// outlives reloads, keyed by route name.
@@ -88,8 +100,9 @@ impl Gateway {
     /// Load the first policy; an error is the rendered diagnostics.
     pub fn start(source: PolicySource, style: Style) -> Result<Arc<Gateway>, String> {
         let policy = policy::load(&source, 1, style).map_err(|e| e.rendered)?;
-        let upstream_stats = Arc::new(StatsRegistry::default());
+        let upstream_stats = Arc::new(Registry::default());
         let loaded = Loaded::build(policy, &upstream_stats)?;
+        loaded.start_checks();
         let metrics = Metrics::new();
         metrics.set_policy(1, loaded.policy.short_hash());
         let limiter = match &loaded.policy.graph.settings().state {
@@ -130,6 +143,20 @@ impl Gateway {
         self.current.load_full()
     }
 
+    /// The metrics text, with each target's health state as of now.
+    pub fn render_metrics(&self) -> String {
+        let loaded = self.policy();
+        let now = crate::pool::health::now_ms();
+        self.metrics.target_healthy.reset();
+        for u in &loaded.upstreams {
+            for t in &u.pool.targets {
+                let up = t.health.available(now) as i64;
+                self.metrics.target_healthy.with_label_values(&[&u.name, &t.id]).set(up);
+            }
+        }
+        self.metrics.render()
+    }
+
     /// Compile the policy again off the request path and swap it in; on failure keep serving
     /// the current one. Listener addresses cannot change live: such a change is refused.
     pub async fn reload(self: &Arc<Self>) -> ReloadReport {
@@ -155,6 +182,7 @@ impl Gateway {
                 },
                 None => {
                     let hash = loaded.policy.short_hash().to_string();
+                    loaded.start_checks();
                     self.current.store(Arc::new(loaded));
                     self.metrics.set_policy(next_generation, &hash);
                     ReloadReport {

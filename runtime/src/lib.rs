@@ -20,6 +20,7 @@ pub mod limits;
 pub mod metrics;
 pub mod phases;
 pub mod policy;
+pub mod pool;
 pub mod proxy;
 pub mod recent;
 pub mod redis_store;

@@ -11,6 +11,15 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub in_flight: IntGauge,
     pub upstream_errors: IntCounterVec,
+    /// Per target of a pool: tries, failed tries by kind, latency, in rotation, ejections.
+    pub target_requests: IntCounterVec,
+    pub target_errors: IntCounterVec,
+    pub target_duration: HistogramVec,
+    pub target_healthy: IntGaugeVec,
+    pub target_ejections: IntCounterVec,
+    /// Failed tries tried again elsewhere, and those the retry budget refused, by target.
+    pub retries: IntCounterVec,
+    pub retries_refused: IntCounterVec,
     pub limit_decisions: IntCounterVec,
     pub policy_generation: IntGauge,
     pub policy_info: IntGaugeVec,
@@ -62,6 +71,46 @@ impl Metrics {
             upstream_errors: reg!(IntCounterVec::new(
                 Opts::new("gw_upstream_errors_total", "Upstream failures, by upstream and kind"),
                 &["upstream", "kind"]
+            )),
+            target_requests: reg!(IntCounterVec::new(
+                Opts::new("gw_target_requests_total", "Tries sent to a target, by upstream and target"),
+                &["upstream", "target"]
+            )),
+            target_errors: reg!(IntCounterVec::new(
+                Opts::new(
+                    "gw_target_errors_total",
+                    "Failed tries, by upstream, target and kind (connect, timeout, protocol, status_5xx)"
+                ),
+                &["upstream", "target", "kind"]
+            )),
+            target_duration: reg!(HistogramVec::new(
+                hist("gw_target_duration_seconds", "Time a target took to answer a try with a response head"),
+                &["upstream", "target"]
+            )),
+            target_healthy: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "gw_target_healthy",
+                    "1 while a target takes new requests, 0 while it is down (health checks) or ejected"
+                ),
+                &["upstream", "target"]
+            )),
+            target_ejections: reg!(IntCounterVec::new(
+                Opts::new("gw_target_ejections_total", "Passive ejections of a target after consecutive failures"),
+                &["upstream", "target"]
+            )),
+            retries: reg!(IntCounterVec::new(
+                Opts::new(
+                    "gw_target_retries_total",
+                    "Failed tries of a target tried again on another target, by upstream and target"
+                ),
+                &["upstream", "target"]
+            )),
+            retries_refused: reg!(IntCounterVec::new(
+                Opts::new(
+                    "gw_target_retries_refused_total",
+                    "Failed tries of a target the retry budget refused to try again, by upstream and target"
+                ),
+                &["upstream", "target"]
             )),
             limit_decisions: reg!(IntCounterVec::new(
                 Opts::new("gw_limit_decisions_total", "Limit checks, by limit and result"),

@@ -113,11 +113,12 @@ async fn pipeline(
         x.usage = Some(limit::usage_plan(gw, plan, &admitted, &mut buffered, &mut parts.headers));
     }
 
-    let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, x);
-    let to = target::pick(ctx.loaded, route, &decision, &parts, ctx.conn.peer, x)?;
+    let sel = target::select(ctx.loaded, route, &decision, &parts, ctx.conn.peer)?;
+    let retries = sel.upstream.retry.is_some();
+    let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, retries, x).await?;
     let websocket = route.websocket && client_upgrade.is_some();
-    let up_req = upstream_request::build(ctx, route, (&greq, &decision), parts, up_body, &to, websocket)?;
-    let mut resp = forward::send(ctx, &to, up_req, websocket, client_upgrade, x).await?;
+    let mut resp =
+        forward::run(ctx, route, (&greq, &decision), &parts, &sel, up_body, websocket, client_upgrade, x).await?;
     limit::rate_headers(resp.headers_mut(), &admitted.results);
     if let Some(lookup) = cached {
         resp = cache::store(ctx, lookup, resp);

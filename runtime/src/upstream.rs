@@ -1,12 +1,10 @@
-//! Upstreams at run time: the pooled HTTP(S) client, and picking a target of a pool.
+//! Upstreams at run time: the pooled HTTP(S) client, an upstream's settings and its `pool`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use gw_engine::graph::{BalanceInfo, UpstreamInfo};
-use http::uri::{Authority, Scheme};
+use gw_engine::graph::{BalanceInfo, RetryInfo, UpstreamInfo};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -14,143 +12,68 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
 use crate::body::Body;
+use crate::pool::{probe, Pool, Registry};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// One target of an upstream, parsed.
-pub struct Target {
-    pub scheme: Scheme,
-    pub authority: Authority,
-    /// The target URL's path without a trailing `/` ("" for none): prefixed to every request.
-    pub base_path: String,
-    pub weight: u64,
-    /// Shared with the same target in later policy generations: health carries over a reload.
-    pub stats: Arc<TargetStats>,
-}
-
-/// What the gateway has seen of one target (passive health: gw does not probe yet).
-#[derive(Default)]
-pub struct TargetStats {
-    /// Requests being forwarded to it now, for `least_conn` and the operator view.
-    pub in_flight: AtomicUsize,
-    pub requests: AtomicU64,
-    pub failures: AtomicU64,
-    pub consecutive_failures: AtomicU64,
-    pub last_failure_unix_ms: AtomicU64,
-}
-
-impl TargetStats {
-    pub fn succeeded(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-    }
-
-    pub fn failed(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        self.last_failure_unix_ms.store(now, Ordering::Relaxed);
-    }
-}
-
-/// Target stats by upstream name and target URL, kept for the life of the process.
-#[derive(Default)]
-pub struct StatsRegistry {
-    by_target: Mutex<HashMap<String, Arc<TargetStats>>>,
-}
-
-impl StatsRegistry {
-    fn get(&self, upstream: &str, url: &str) -> Arc<TargetStats> {
-        let mut map = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(format!("{upstream} {url}")).or_default().clone()
-    }
-}
-
 pub struct Upstream {
     pub name: String,
-    pub targets: Vec<Target>,
+    pub pool: Pool,
     pub balance: BalanceInfo,
+    pub retry: Option<RetryInfo>,
+    /// The whole exchange, every try included.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// `max_connections`: requests beyond it wait for a slot (up to the connect timeout),
     /// then get 503.
     pub slots: Option<Arc<Semaphore>>,
     pub queue_timeout: Duration,
-    next: AtomicUsize,
+    /// Dropped with this policy generation: its health checks stop.
+    alive: Arc<()>,
 }
 
 impl Upstream {
-    pub fn new(info: &UpstreamInfo, registry: &StatsRegistry) -> Result<Upstream, String> {
-        let targets = info
-            .targets
-            .iter()
-            .map(|t| {
-                let url = t.url.get().ok_or_else(|| format!("upstream `{}`: target URL is unset", info.name))?;
-                parse_target(url, t.weight, registry.get(&info.name, url))
-                    .map_err(|e| format!("upstream `{}`: target {url:?}: {e}", info.name))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if targets.is_empty() {
-            return Err(format!("upstream `{}` has no target", info.name));
-        }
+    pub fn new(info: &UpstreamInfo, registry: &Registry) -> Result<Upstream, String> {
         Ok(Upstream {
             name: info.name.clone(),
-            targets,
+            pool: Pool::new(info, registry)?,
             balance: info.balance.clone(),
+            retry: info.retry.clone(),
             timeout: Duration::from_nanos(info.timeout_ns),
             connect_timeout: Duration::from_nanos(info.connect_timeout_ns),
             slots: info.max_connections.map(|n| Arc::new(Semaphore::new(n as usize))),
             queue_timeout: Duration::from_nanos(info.connect_timeout_ns),
-            next: AtomicUsize::new(0),
+            alive: Arc::new(()),
         })
     }
 
-    /// Pick a target. `hash_key` is the value of a `balance hash(...)` expression.
-    pub fn pick(&self, hash_key: Option<&str>) -> &Target {
-        let n = self.targets.len();
-        if n == 1 {
-            return &self.targets[0];
-        }
-        let total: u64 = self.targets.iter().map(|t| t.weight.max(1)).sum();
-        let by_weight = |point: u64| {
-            let mut acc = 0;
-            for t in &self.targets {
-                acc += t.weight.max(1);
-                if point < acc {
-                    return t;
-                }
-            }
-            &self.targets[n - 1]
+    /// Start the upstream's active health checks (`health`), for as long as this policy
+    /// generation is served.
+    pub fn start_checks(&self, info: &UpstreamInfo) {
+        let Some(spec) = &info.health else { return };
+        let targets = self.pool.targets.iter().map(|t| (t.addr.clone(), t.health.clone())).collect();
+        let client = build_client(self.connect_timeout);
+        let send = move |req| {
+            let client = client.clone();
+            async move { client.request(req).await.map(|r| r.status()).map_err(|e| describe(&e)) }
         };
-        match self.balance {
-            BalanceInfo::RoundRobin => &self.targets[self.next.fetch_add(1, Ordering::Relaxed) % n],
-            BalanceInfo::Weighted => by_weight(self.next.fetch_add(1, Ordering::Relaxed) as u64 % total),
-            BalanceInfo::LeastConn => self
-                .targets
-                .iter()
-                .min_by_key(|t| t.stats.in_flight.load(Ordering::Relaxed))
-                .unwrap_or(&self.targets[0]),
-            BalanceInfo::Hash => {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                hash_key.unwrap_or("").hash(&mut h);
-                by_weight(h.finish() % total)
-            }
-        }
+        probe::start(&self.name, targets, spec, Arc::downgrade(&self.alive), send);
     }
 }
 
-fn parse_target(url: &str, weight: u64, stats: Arc<TargetStats>) -> Result<Target, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
-    let scheme = uri.scheme().cloned().ok_or("no scheme")?;
-    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err("the scheme must be http or https".into());
+/// A failed request in a few words: what kind, and the innermost cause.
+pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut cause = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
     }
-    let authority = uri.authority().cloned().ok_or("no host")?;
-    let base_path = uri.path().trim_end_matches('/').to_string();
-    Ok(Target { scheme, authority, base_path, weight, stats })
+    if e.is_connect() {
+        format!("connect error: {cause}")
+    } else {
+        cause
+    }
 }
 
 impl Upstream {

@@ -106,33 +106,43 @@ fn limit_state(gw: &Gateway, l: &gw_engine::graph::LimitInfo, tenant: &str) -> s
     serde_json::json!({"limit": l, "state": state})
 }
 
-/// Each upstream and what the gateway has seen of its targets.
+/// Each upstream and what the gateway has seen of its targets: whether each takes new
+/// requests, why not (failed health checks, ejection after failures in traffic) and since
+/// when, its load and latency.
 pub fn upstreams_view(gw: &Gateway) -> serde_json::Value {
     use std::sync::atomic::Ordering::Relaxed;
     let p = gw.policy();
+    let now = crate::pool::health::now_ms();
     let upstreams: Vec<serde_json::Value> = p
         .upstreams
         .iter()
-        .map(|u| {
+        .zip(p.policy.graph.upstreams())
+        .map(|(u, info)| {
             let targets: Vec<serde_json::Value> = u
+                .pool
                 .targets
                 .iter()
                 .map(|t| {
-                    let s = &t.stats;
-                    let consecutive = s.consecutive_failures.load(Relaxed);
+                    let h = &t.health;
+                    let status = h.status(now);
+                    let ejected_ms = h.ejected_until().saturating_sub(now);
                     serde_json::json!({
-                        // Host and port only: a target URL may carry credentials.
-                        "target": match t.authority.port_u16() {
-                            Some(port) => format!("{}://{}:{port}", t.scheme, t.authority.host()),
-                            None => format!("{}://{}", t.scheme, t.authority.host()),
-                        },
+                        // Scheme, host, port and base path: a target URL carries no credentials.
+                        "target": t.id,
                         "weight": t.weight,
-                        "health": if consecutive == 0 { "ok" } else { "failing" },
-                        "in_flight": s.in_flight.load(Relaxed),
-                        "requests": s.requests.load(Relaxed),
-                        "failures": s.failures.load(Relaxed),
-                        "consecutive_failures": consecutive,
-                        "last_failure_unix_ms": match s.last_failure_unix_ms.load(Relaxed) { 0 => None, ms => Some(ms) },
+                        "region": t.region,
+                        "health": if h.available(now) { "ok" } else { "failing" },
+                        "state": status.state,
+                        "reason": status.reason,
+                        "since_unix_ms": match status.since_unix_ms { 0 => None, ms => Some(ms) },
+                        "ejected_for_ms": (ejected_ms > 0).then_some(ejected_ms),
+                        "ejections": h.ejections.load(Relaxed),
+                        "in_flight": h.in_flight.load(Relaxed),
+                        "requests": h.requests.load(Relaxed),
+                        "failures": h.failures.load(Relaxed),
+                        "consecutive_failures": h.consecutive_failures(),
+                        "latency_ewma_ms": h.latency_ns() / 1e6,
+                        "last_failure_unix_ms": match h.last_failure_unix_ms.load(Relaxed) { 0 => None, ms => Some(ms) },
                     })
                 })
                 .collect();
@@ -140,7 +150,16 @@ pub fn upstreams_view(gw: &Gateway) -> serde_json::Value {
                 "name": u.name,
                 "balance": u.balance,
                 "timeout_ms": u.timeout.as_millis() as u64,
-                "health_checks": "passive",
+                "health_checks": match &info.health {
+                    Some(h) => serde_json::json!({
+                        "method": h.method.as_str(),
+                        "path": h.path,
+                        "every_ms": h.every_ns / 1_000_000,
+                        "timeout_ms": h.timeout_ns / 1_000_000,
+                    }),
+                    None => serde_json::json!("passive"),
+                },
+                "retry": info.retry,
                 "targets": targets,
             })
         })

@@ -132,6 +132,14 @@ impl<'a> Checker<'a> {
                     if let Some(t) = h.timeout {
                         self.range(t, 1_000_000, 3_600_000_000_000, "health timeout", "use a duration from 1ms to 1h");
                     }
+                    if let Some(q) = h.expect {
+                        self.status(q, 100, "a health check");
+                    }
+                    for (q, what) in [(h.healthy, "healthy"), (h.unhealthy, "unhealthy")] {
+                        if let Some(q) = q {
+                            self.range(q, 1, 100, what, "use a count of checks in a row from 1 to 100");
+                        }
+                    }
                     if !h.path.value.starts_with('/') {
                         self.err(
                             Diag::error(Code::InvalidPathPattern, "health check path must start with `/`")
@@ -280,24 +288,6 @@ impl<'a> Checker<'a> {
 }
 
 pub fn check_url(url: &str) -> Result<(), &'static str> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or("must start with http:// or https://")?;
-    let authority = rest.split('/').next().unwrap_or("");
-    if authority.is_empty() {
-        return Err("no host");
-    }
-    if authority.contains('@') {
-        return Err("credentials in the URL are not allowed; inject them with `header`");
-    }
-    if rest.contains(['?', '#', ' ']) {
-        return Err("no query, fragment or spaces allowed");
-    }
-    if let Some((_, port)) = authority.rsplit_once(':') {
-        if !authority.ends_with(']') && port.parse::<u16>().is_err() {
-            return Err("the port is not a number from 0 to 65535");
-        }
-    }
-    Ok(())
+    // One parser for check, startup and lowering: the engine's, whose value the runtime uses.
+    gw_engine::graph::TargetAddr::parse(url).map(|_| ())
 }

@@ -247,6 +247,9 @@ pub(super) fn erase_upstream_stmt(k: &mut UpstreamStmtKind) {
             erase_str(&mut h.path);
             erase_q(&mut h.every);
             erase_opt_q(&mut h.timeout);
+            erase_opt_q(&mut h.expect);
+            erase_opt_q(&mut h.healthy);
+            erase_opt_q(&mut h.unhealthy);
         }
         UpstreamStmtKind::Retry(r) => {
             erase_q(&mut r.attempts);
@@ -339,7 +342,7 @@ pub(super) fn erase_route_stmt(k: &mut RouteStmtKind) {
             erase_opt_q(max);
             statuses.iter_mut().for_each(erase_q);
         }
-        RouteStmtKind::Websocket | RouteStmtKind::AuthNone => {}
+        RouteStmtKind::Websocket | RouteStmtKind::Idempotent | RouteStmtKind::AuthNone => {}
         RouteStmtKind::Cors(c) => {
             c.origins.iter_mut().for_each(erase_str);
             c.headers.iter_mut().for_each(erase_str);

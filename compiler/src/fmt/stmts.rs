@@ -161,6 +161,7 @@ impl<'a> Src<'a> {
                 Balance::RoundRobin => "balance round_robin".to_string(),
                 Balance::Weighted => "balance weighted".to_string(),
                 Balance::LeastConn => "balance least_conn".to_string(),
+                Balance::LeastLatency => "balance least_latency".to_string(),
                 Balance::Hash(e) => format!("balance hash({})", self.expr(e)),
             },
             UpstreamStmtKind::Header { name, value: v } => {
@@ -173,6 +174,11 @@ impl<'a> Src<'a> {
                     format!("health {} {} every {}", h.method.as_str(), self.string(&h.path), self.duration(&h.every));
                 if let Some(t) = &h.timeout {
                     s.push_str(&format!(" timeout {}", self.duration(t)));
+                }
+                for (word, q) in [("expect", &h.expect), ("healthy", &h.healthy), ("unhealthy", &h.unhealthy)] {
+                    if let Some(q) = q {
+                        s.push_str(&format!(" {word} {}", q.value));
+                    }
                 }
                 s
             }
@@ -332,6 +338,7 @@ impl<'a> Src<'a> {
                 s
             }
             RouteStmtKind::Websocket => "websocket".to_string(),
+            RouteStmtKind::Idempotent => "idempotent".to_string(),
             RouteStmtKind::AuthNone => "auth none".to_string(),
             RouteStmtKind::Cors(c) => {
                 let list = |xs: &[Str]| xs.iter().map(|o| self.string(o)).collect::<Vec<_>>().join(", ");

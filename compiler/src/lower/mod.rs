@@ -67,11 +67,12 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         .collect();
 
     let mut upstreams = vec![];
-    let mut balance_keys = vec![];
+    let (mut balance_keys, mut affinity_keys) = (vec![], vec![]);
     for u in program.upstreams() {
-        let (info, key) = upstream(program, &mut b, u)?;
+        let (info, key, affinity) = upstream(program, &mut b, u)?;
         upstreams.push(info);
         balance_keys.push(key);
+        affinity_keys.push(affinity);
     }
 
     // The limit table, in eval's order, and the first index of each id (what eval reports).
@@ -181,6 +182,7 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         tenant_limits,
         default_tenant_limits,
         balance_keys,
+        affinity_keys,
         model_path: vec![PathSeg::Field("model".to_string())],
     })
 }

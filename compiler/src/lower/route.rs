@@ -41,6 +41,7 @@ struct Parts {
     respond: Option<RespondInfo>,
     cache: Option<CacheInfo>,
     websocket: bool,
+    idempotent: bool,
     cors: Option<gw_engine::cors::CorsPolicy>,
     action: Option<ActionInfo>,
     outcome: Option<Outcome>,
@@ -93,6 +94,7 @@ impl RouteCx<'_, '_> {
             respond: parts.respond,
             cache: parts.cache,
             websocket: parts.websocket,
+            idempotent: parts.idempotent,
             cors: parts.cors,
             action,
             upstream,
@@ -214,6 +216,7 @@ impl RouteCx<'_, '_> {
                 });
             }
             RouteStmtKind::Websocket => parts.websocket = true,
+            RouteStmtKind::Idempotent => parts.idempotent = true,
             RouteStmtKind::Cors(c) => {
                 let program = self.program;
                 parts.cors.get_or_insert_with(|| program.cors_policy(route, c));

@@ -1,7 +1,7 @@
 //! Upstreams (targets, balancing, pools) and the policy's global settings.
 
 use crate::ast::*;
-use crate::diagnostics::Diag;
+use crate::diagnostics::{Code, Diag};
 use crate::program::Program;
 
 use super::*;
@@ -45,7 +45,10 @@ pub fn template_of(program: &Program, v: &Value) -> Template {
     Template { parts }
 }
 
-pub(super) fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result<(UpstreamInfo, Option<NodeId>), Diag> {
+/// An upstream's info, and the nodes of its `hash(EXPR)` and `affinity EXPR`.
+pub(super) type Lowered = (UpstreamInfo, Option<NodeId>, Option<NodeId>);
+
+pub(super) fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result<Lowered, Diag> {
     let mut info = UpstreamInfo {
         name: u.name.name.clone(),
         targets: vec![],
@@ -59,20 +62,41 @@ pub(super) fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result
         affinity: false,
     };
     let (mut balance, mut timeout, mut connect) = (None, None, None);
-    let mut key = None;
+    let (mut key, mut affinity) = (None, None);
     for stmt in &u.stmts {
         match &stmt.kind {
-            UpstreamStmtKind::Target(t) => info.targets.push(TargetInfo {
-                url: resolve(program, &t.url, false),
-                weight: t.weight.map(|w| w.value).unwrap_or(1),
-                region: t.region.as_ref().map(|r| r.value.clone()),
-            }),
+            UpstreamStmtKind::Target(t) => {
+                let url = resolve(program, &t.url, false);
+                // Parsed here, once: an `env(...)` URL is known now, and the runtime sends
+                // to the typed address without parsing again.
+                let addr = match url.get().map(TargetAddr::parse) {
+                    None => None,
+                    Some(Ok(addr)) => Some(addr),
+                    Some(Err(why)) => {
+                        let shown = if url.secret {
+                            "the value of env(...)".to_string()
+                        } else {
+                            format!("`{}`", url.get().unwrap_or(""))
+                        };
+                        return Err(Diag::error(Code::InvalidUrl, format!("{shown} is not a valid upstream URL"))
+                            .primary(t.url.span, why)
+                            .help("write it as http://host:port or https://host[:port][/base-path]"));
+                    }
+                };
+                info.targets.push(TargetInfo {
+                    url,
+                    addr,
+                    weight: t.weight.map(|w| w.value).unwrap_or(1),
+                    region: t.region.as_ref().map(|r| r.value.clone()),
+                })
+            }
             UpstreamStmtKind::Balance(bal) => {
                 if balance.is_none() {
                     balance = Some(match bal {
                         Balance::RoundRobin => BalanceInfo::RoundRobin,
                         Balance::Weighted => BalanceInfo::Weighted,
                         Balance::LeastConn => BalanceInfo::LeastConn,
+                        Balance::LeastLatency => BalanceInfo::LeastLatency,
                         Balance::Hash(e) => {
                             key = Some(b.root(program, e)?);
                             BalanceInfo::Hash
@@ -95,6 +119,9 @@ pub(super) fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result
                     path: h.path.value.clone(),
                     every_ns: h.every.value,
                     timeout_ns: h.timeout.map(|t| t.value).unwrap_or(DEFAULT_HEALTH_TIMEOUT_NS),
+                    expect_status: h.expect.map(|q| q.value as u16),
+                    healthy_after: h.healthy.map_or(DEFAULT_HEALTHY_AFTER, |q| q.value as u32),
+                    unhealthy_after: h.unhealthy.map_or(DEFAULT_UNHEALTHY_AFTER, |q| q.value as u32),
                 });
             }
             UpstreamStmtKind::Retry(r) => {
@@ -115,13 +142,18 @@ pub(super) fn upstream(program: &Program, b: &mut Nodes, u: &Upstream) -> Result
             UpstreamStmtKind::MaxConnections(q) => {
                 info.max_connections.get_or_insert(q.value);
             }
-            UpstreamStmtKind::Affinity(_) => info.affinity = true,
+            UpstreamStmtKind::Affinity(e) => {
+                if affinity.is_none() {
+                    affinity = Some(b.root(program, e)?);
+                    info.affinity = true;
+                }
+            }
         }
     }
     info.balance = balance.unwrap_or(BalanceInfo::RoundRobin);
     info.timeout_ns = timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_NS);
     info.connect_timeout_ns = connect.unwrap_or(DEFAULT_CONNECT_TIMEOUT_NS);
-    Ok((info, key))
+    Ok((info, key, affinity))
 }
 
 pub(super) fn settings(program: &Program) -> Settings {

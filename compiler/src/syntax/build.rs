@@ -204,6 +204,7 @@ impl Walker<'_> {
                     _ => match text.as_str() {
                         "weighted" => Balance::Weighted,
                         "least_conn" => Balance::LeastConn,
+                        "least_latency" => Balance::LeastLatency,
                         _ => Balance::RoundRobin,
                     },
                 };
@@ -220,11 +221,21 @@ impl Walker<'_> {
                 let path = self.string(args.next()?);
                 let mut args = inner(args.next()?).filter(|p| !p.as_rule_name_is_kw());
                 let every = self.duration(args.next()?)?;
-                let timeout = match args.next() {
-                    Some(p) => Some(self.duration(p)?),
-                    None => None,
-                };
-                UpstreamStmtKind::Health(HealthCheck { method, path, every, timeout })
+                let mut h =
+                    HealthCheck { method, path, every, timeout: None, expect: None, healthy: None, unhealthy: None };
+                for p in args {
+                    let slot = match p.as_rule() {
+                        Rule::health_expect => &mut h.expect,
+                        Rule::health_healthy => &mut h.healthy,
+                        Rule::health_unhealthy => &mut h.unhealthy,
+                        _ => {
+                            h.timeout = Some(self.duration(p)?);
+                            continue;
+                        }
+                    };
+                    *slot = Some(self.uint(inner(p).find(|q| q.as_rule() == Rule::int)?)?);
+                }
+                UpstreamStmtKind::Health(h)
             }
             Rule::u_retry => {
                 let attempts = self.uint(args.next()?)?;
@@ -402,6 +413,7 @@ impl Walker<'_> {
                 RouteStmtKind::Cache { ttl, max, shared, statuses }
             }
             Rule::r_websocket => RouteStmtKind::Websocket,
+            Rule::r_idempotent => RouteStmtKind::Idempotent,
             Rule::r_cors => RouteStmtKind::Cors(self.cors(args)?),
             Rule::r_serve => {
                 let b = args.next()?;

@@ -1,10 +1,13 @@
-//! Phase 7, forward: the request sent to the picked target (within the upstream's connection
-//! slots and timeout), failures mapped to gateway errors, and the answer streamed back, or a
-//! websocket spliced.
+//! Phase 7, forward: the request sent to a target of the pool (within the upstream's
+//! connection slots and timeout), tried again on another target by the upstream's `retry`
+//! (`pool::retry` says when), failures mapped to gateway errors and recorded in the
+//! target's health, and the answer streamed back, or a websocket spliced.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use gw_engine::graph::RouteInfo;
+use gw_engine::request::{Decision, Request as GwRequest};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -14,80 +17,192 @@ use crate::errors::{Code, GwError};
 use crate::exchange::{Exchange, Hold};
 use crate::headers;
 use crate::phases::inspect::too_large;
-use crate::phases::target::Picked;
-use crate::phases::upstream_request::ClientBodyError;
+use crate::phases::target::{self, Picked, Selected};
+use crate::phases::upstream_request::{self, ClientBodyError, UpBody};
 use crate::phases::Ctx;
+use crate::pool::health::Outcome;
+use crate::pool::retry;
+use crate::upstream::describe;
 
-/// Send the request to the picked target and stream the answer back.
-pub async fn send(
+/// Try the request on a target of the pool and stream the answer back; by the upstream's
+/// `retry`, try again on another target while nothing of the answer reached the client.
+///
+/// The upstream's `timeout` bounds the whole exchange, every try included. A try gets the
+/// time left, or, when `timeout` is a retry condition, an equal share of the timeout per
+/// allowed try (so a timed-out try leaves time for the next).
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    ctx: Ctx<'_>,
+    route: &RouteInfo,
+    (greq, decision): (&GwRequest, &Decision),
+    parts: &http::request::Parts,
+    sel: &Selected<'_>,
+    mut body: UpBody,
+    websocket: bool,
+    mut client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    x: &mut Exchange,
+) -> Result<Response<Body>, GwError> {
+    let upstream = sel.upstream;
+    let deadline = Instant::now() + upstream.timeout;
+    // A websocket upgrade is never replayed: the client waits on one handshake.
+    let policy = upstream.retry.as_ref().filter(|_| !websocket);
+    let attempts = policy.map_or(0, |r| r.attempts as usize);
+    let per_try = match policy {
+        Some(r) if r.on_timeout => upstream.timeout / (attempts as u32 + 1),
+        _ => upstream.timeout,
+    };
+    let replay_safe = retry::idempotent(&parts.method) || route.idempotent;
+    if policy.is_some() {
+        upstream.pool.budget.deposit();
+    }
+    let mut tried: Vec<usize> = vec![];
+    loop {
+        let Some(to) = target::pick(sel, &tried)? else {
+            return Err(GwError::new(
+                Code::NoHealthyUpstream,
+                format!("no target of upstream `{}` could take the request", upstream.name),
+            ));
+        };
+        let Some(try_body) = body.for_try() else {
+            return Err(GwError::new(Code::Internal, "the request body was already sent"));
+        };
+        let up_req = upstream_request::build(ctx, route, (greq, decision), parts, try_body, &to, websocket)?;
+        x.upstream = Some(upstream.name.clone());
+        x.target = Some(to.target.addr.authority.to_string());
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // The exchange's time is spent: no try is started that could only time out.
+            return Err(GwError::new(Code::UpstreamTimeout, "the upstream did not answer in time"));
+        }
+        let sent = try_once(ctx, &to, up_req, per_try.min(left), x).await;
+        let outcome = outcome_of(&sent);
+        let again = policy.is_some_and(|r| {
+            tried.len() < attempts && matches!(body, UpBody::Replayable(_)) && retry::retryable(r, outcome, replay_safe)
+        });
+        if again {
+            if upstream.pool.budget.withdraw() {
+                ctx.gw.metrics.retries.with_label_values(&[&upstream.name, &to.target.id]).inc();
+                tracing::info!(upstream = %upstream.name, target = %to.target.id, kind = outcome.kind(), "retrying on another target");
+                tried.push(to.index);
+                continue;
+            }
+            ctx.gw.metrics.retries_refused.with_label_values(&[&upstream.name, &to.target.id]).inc();
+        }
+        return match sent {
+            Ok(resp) => Ok(relay(ctx, &to, resp, websocket, client_upgrade.take(), x)),
+            Err(Failed::Final(e) | Failed::Upstream(_, e)) => Err(e),
+        };
+    }
+}
+
+/// Why a try gave no answer: the target's failure (counted against its health, maybe
+/// retried), or one no other target would change (the client's body, no free slot).
+enum Failed {
+    Upstream(Outcome, GwError),
+    Final(GwError),
+}
+
+/// One try: within the upstream's connection slots and `timeout`; its outcome recorded in
+/// the target's health and metrics.
+async fn try_once(
     ctx: Ctx<'_>,
     to: &Picked<'_>,
     up_req: Request<Body>,
-    websocket: bool,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    timeout: std::time::Duration,
     x: &mut Exchange,
-) -> Result<Response<Body>, GwError> {
+) -> Result<Response<Incoming>, Failed> {
     let (gw, upstream, target) = (ctx.gw, to.upstream, to.target);
     let _slot = match &upstream.slots {
         Some(sem) => match tokio::time::timeout(upstream.queue_timeout, sem.clone().acquire_owned()).await {
             Ok(Ok(permit)) => Some(permit),
-            _ => return Err(GwError::new(Code::UpstreamBusy, "the upstream has no free connection")),
+            _ => return Err(Failed::Final(GwError::new(Code::UpstreamBusy, "the upstream has no free connection"))),
         },
         None => None,
     };
-    target.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-    target.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let labels = [upstream.name.as_str(), target.id.as_str()];
+    let health = &target.health;
+    health.in_flight.fetch_add(1, Ordering::Relaxed);
+    health.requests.fetch_add(1, Ordering::Relaxed);
+    gw.metrics.target_requests.with_label_values(&labels).inc();
     let up_started = Instant::now();
-    let sent = tokio::time::timeout(upstream.timeout, upstream.client().request(up_req)).await;
-    target.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-    match &sent {
-        Ok(Ok(r)) if !r.status().is_server_error() => target.stats.succeeded(),
-        _ => target.stats.failed(),
-    }
-    let upstream_secs = up_started.elapsed().as_secs_f64();
-    x.upstream_ms = Some(upstream_secs * 1e3);
-    gw.metrics.upstream_duration.with_label_values(&[&upstream.name]).observe(upstream_secs);
-    let resp = match sent {
-        Err(_) => {
-            gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "timeout"]).inc();
-            return Err(GwError::new(Code::UpstreamTimeout, "the upstream did not answer in time"));
-        }
-        Ok(Err(e)) => {
-            match client_body_error(&e) {
-                Some(ClientFault::TooLarge) => {
-                    return Err(too_large(ctx.loaded.policy.graph.settings().max_body).closing())
-                }
-                Some(ClientFault::Malformed) => {
-                    return Err(GwError::new(Code::BadBody, "the request body is malformed or was cut off").closing())
-                }
-                None => {}
+    let sent = tokio::time::timeout(timeout, upstream.client().request(up_req)).await;
+    health.in_flight.fetch_sub(1, Ordering::Relaxed);
+    let elapsed = up_started.elapsed();
+    x.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
+    gw.metrics.upstream_duration.with_label_values(&[&upstream.name]).observe(elapsed.as_secs_f64());
+    gw.metrics.target_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+    let result = match sent {
+        Err(_) => Err(Failed::Upstream(
+            Outcome::Timeout,
+            GwError::new(Code::UpstreamTimeout, "the upstream did not answer in time"),
+        )),
+        Ok(Err(e)) => match client_body_error(&e) {
+            Some(ClientFault::TooLarge) => {
+                return Err(Failed::Final(too_large(ctx.loaded.policy.graph.settings().max_body).closing()))
             }
-            let kind = if e.is_connect() { "connect" } else { "protocol" };
-            gw.metrics.upstream_errors.with_label_values(&[&upstream.name, kind]).inc();
-            tracing::warn!(upstream = %upstream.name, kind, error = %e, "upstream request failed");
-            return Err(GwError::new(Code::UpstreamUnavailable, "the upstream could not be reached"));
-        }
-        Ok(Ok(resp)) => resp,
+            Some(ClientFault::Malformed) => {
+                let e = GwError::new(Code::BadBody, "the request body is malformed or was cut off");
+                return Err(Failed::Final(e.closing()));
+            }
+            None => {
+                let outcome = if e.is_connect() { Outcome::Connect } else { Outcome::Reset };
+                tracing::warn!(upstream = %upstream.name, target = %target.id, error = %describe(&e), "upstream request failed");
+                Err(Failed::Upstream(
+                    outcome,
+                    GwError::new(Code::UpstreamUnavailable, "the upstream could not be reached"),
+                ))
+            }
+        },
+        Ok(Ok(resp)) => Ok(resp),
     };
+    if matches!(result, Err(Failed::Final(_))) {
+        return result;
+    }
+    let outcome = outcome_of(&result);
+    if outcome != Outcome::Success {
+        gw.metrics.upstream_errors.with_label_values(&[&upstream.name, outcome.kind()]).inc();
+        gw.metrics.target_errors.with_label_values(&[labels[0], labels[1], outcome.kind()]).inc();
+    }
+    if upstream.pool.record(to.index, outcome, elapsed) {
+        gw.metrics.target_ejections.with_label_values(&labels).inc();
+    }
+    result
+}
 
+/// What a try means for the target's health and for a retry: a 5xx answer is a failure; a
+/// failure that is not the target's (`Final`) counts as nothing.
+fn outcome_of(sent: &Result<Response<Incoming>, Failed>) -> Outcome {
+    match sent {
+        Ok(resp) if resp.status().is_server_error() => Outcome::Status(resp.status().as_u16()),
+        Ok(_) | Err(Failed::Final(_)) => Outcome::Success,
+        Err(Failed::Upstream(outcome, _)) => *outcome,
+    }
+}
+
+/// The answer passed back: a websocket spliced, or the head and a streamed body.
+fn relay(
+    ctx: Ctx<'_>,
+    to: &Picked<'_>,
+    resp: Response<Incoming>,
+    websocket: bool,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    x: &mut Exchange,
+) -> Response<Body> {
     if websocket && resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         // An open session keeps its concurrency slots until it closes.
-        return Ok(splice_websocket(resp, client_upgrade, std::mem::take(&mut x.hold)));
-    }
-    if resp.status().is_server_error() {
-        gw.metrics.upstream_errors.with_label_values(&[&upstream.name, "status_5xx"]).inc();
+        return splice_websocket(resp, client_upgrade, std::mem::take(&mut x.hold));
     }
     let (mut parts, incoming) = resp.into_parts();
     headers::remove_hop_by_hop(&mut parts.headers);
-    let up_name = upstream.name.clone();
-    let errors = gw.metrics.upstream_errors.clone();
+    let up_name = to.upstream.name.clone();
+    let errors = ctx.gw.metrics.upstream_errors.clone();
     // Chunks pass through as they arrive. An upstream failing mid-body surfaces as a body
     // error, which makes hyper abort the client's response instead of ending it cleanly.
     let body = incoming.map_err(move |e| {
         errors.with_label_values(&[&up_name, "stream"]).inc();
         BoxError::from(e)
     });
-    Ok(Response::from_parts(parts, body.boxed()))
+    Response::from_parts(parts, body.boxed())
 }
 
 enum ClientFault {

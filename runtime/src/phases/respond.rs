@@ -40,7 +40,7 @@ pub async fn answer(
                         crate::budget::count_request(&bytes).map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
                     ("application/json", counted.to_string())
                 }
-                Builtin::Metrics => ("text/plain; version=0.0.4", gw.metrics.render()),
+                Builtin::Metrics => ("text/plain; version=0.0.4", gw.render_metrics()),
                 Builtin::Ready => (
                     "application/json",
                     serde_json::json!({"status": "ready", "generation": loaded.policy.generation}).to_string(),

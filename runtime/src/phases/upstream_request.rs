@@ -13,37 +13,69 @@ use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::body::{empty, full, Body, BoxError};
+use crate::body::{full, Body, BoxError};
 use crate::errors::{Code, GwError};
 use crate::exchange::Exchange;
 use crate::headers;
+use crate::phases::inspect::read_body;
 use crate::phases::target::Picked;
 use crate::phases::Ctx;
 
-/// The body the upstream gets: the bytes already read, or the client's body streamed
-/// through, bounded by `max_body`. Either way its bytes are counted in the exchange.
-pub fn body(buffered: Option<Bytes>, unread: Option<Incoming>, max_body: u64, x: &Exchange) -> Body {
-    match buffered {
-        Some(bytes) => {
-            x.request_bytes.store(bytes.len() as u64, Ordering::Relaxed);
-            full(bytes)
+/// A request body kept whole for retries up to this size; a larger (or chunked) body is
+/// streamed once, and a request whose body was streamed is not tried again.
+pub const REPLAY_MAX: u64 = 1 << 20;
+
+/// The body each try sends.
+pub enum UpBody {
+    /// Bytes every try sends again.
+    Replayable(Bytes),
+    /// The client's stream: the first try takes it.
+    Stream(Option<Body>),
+}
+
+impl UpBody {
+    /// The body for the next try; None when it was streamed to an earlier one.
+    pub fn for_try(&mut self) -> Option<Body> {
+        match self {
+            UpBody::Replayable(bytes) => Some(full(bytes.clone())),
+            UpBody::Stream(body) => body.take(),
         }
-        None => match unread {
-            Some(incoming) => {
-                let counted = x.request_bytes.clone();
-                Limited::new(incoming, max_body as usize)
-                    .map_err(|e| BoxError::from(ClientBodyError(e)))
-                    .map_frame(move |frame| {
-                        if let Some(data) = frame.data_ref() {
-                            counted.fetch_add(data.len() as u64, Ordering::Relaxed);
-                        }
-                        frame
-                    })
-                    .boxed()
-            }
-            None => empty(),
-        },
     }
+}
+
+/// The body the upstream gets: the bytes already read, or the client's body streamed
+/// through, bounded by `max_body`. Either way its bytes are counted in the exchange. When
+/// the upstream retries, a body declared no larger than `REPLAY_MAX` is read first, so
+/// that a retry can send it again.
+pub async fn body(
+    buffered: Option<Bytes>,
+    unread: Option<Incoming>,
+    max_body: u64,
+    retries: bool,
+    x: &Exchange,
+) -> Result<UpBody, GwError> {
+    if let Some(bytes) = buffered {
+        x.request_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+        return Ok(UpBody::Replayable(bytes));
+    }
+    let Some(incoming) = unread else { return Ok(UpBody::Replayable(Bytes::new())) };
+    let declared = hyper::body::Body::size_hint(&incoming).exact();
+    if retries && declared.is_some_and(|n| n <= REPLAY_MAX) {
+        let bytes = read_body(Some(incoming), max_body).await?;
+        x.request_bytes.store(bytes.len() as u64, Ordering::Relaxed);
+        return Ok(UpBody::Replayable(bytes));
+    }
+    let counted = x.request_bytes.clone();
+    let stream = Limited::new(incoming, max_body as usize)
+        .map_err(|e| BoxError::from(ClientBodyError(e)))
+        .map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            frame
+        })
+        .boxed();
+    Ok(UpBody::Stream(Some(stream)))
 }
 
 /// The request for the picked target: its URI, the transformed headers, the body.
@@ -51,12 +83,12 @@ pub fn build(
     ctx: Ctx<'_>,
     route: &RouteInfo,
     (greq, decision): (&GwRequest, &Decision),
-    parts: http::request::Parts,
+    parts: &http::request::Parts,
     body: Body,
     to: &Picked<'_>,
     websocket: bool,
 ) -> Result<Request<Body>, GwError> {
-    let target = to.target;
+    let target = &to.target.addr;
     // The path and query the upstream sees.
     let path = rewrite_path(route, parts.uri.path(), &decision.params);
     let query = forwarded_query(route, parts.uri.query());
@@ -71,7 +103,7 @@ pub fn build(
         .build()
         .map_err(|_| GwError::new(Code::InvalidPath, "the rewritten path is not a valid URI"))?;
 
-    let mut h = parts.headers;
+    let mut h = parts.headers.clone();
     headers::remove_hop_by_hop(&mut h);
     h.remove(http::header::HOST);
     remove_credentials(&mut h, route);

@@ -133,6 +133,20 @@ impl Mock {
         }
     }
 
+    /// The mock on a given address (a target restarted where it was).
+    pub fn start_at(addr: SocketAddr, extra: &[&str]) -> Mock {
+        let mut child = Command::new(gw_bin())
+            .args(["mock", "--listen", &addr.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start gw mock");
+        let log = capture_stderr(&mut child);
+        wait_for_port(addr, &mut child, &log);
+        Mock { addr, proc: Proc { child, log } }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -118,7 +118,24 @@ impl Graph {
     /// The key of `hash(EXPR)` balancing for a decided request (None if the upstream does
     /// not balance by hash).
     pub fn balance_key(&self, upstream: usize, req: &Request, decision: &Decision) -> Option<String> {
-        let node = (*self.balance_keys.get(upstream)?)?;
+        self.upstream_key(*self.balance_keys.get(upstream)?, req, decision)
+    }
+
+    /// The value of the upstream's `affinity EXPR` for this request, None when it has none
+    /// or the value is absent.
+    pub fn affinity_key(&self, upstream: usize, req: &Request, decision: &Decision) -> Option<String> {
+        let node = (*self.affinity_keys.get(upstream)?)?;
+        let host = req.routing_host();
+        let body = Body { req, parsed: OnceCell::new() };
+        let cx = Ctx { req, host: &host, params: &decision.params, identity: decision.identity.as_ref(), body: &body };
+        match self.eval(node, &cx, &mut Memo::default()) {
+            crate::value::Val::Missing | crate::value::Val::Null | crate::value::Val::Error(_) => None,
+            v => Some(v.key_string()),
+        }
+    }
+
+    fn upstream_key(&self, node: Option<NodeId>, req: &Request, decision: &Decision) -> Option<String> {
+        let node = node?;
         let host = req.routing_host();
         let body = Body { req, parsed: OnceCell::new() };
         let cx = Ctx { req, host: &host, params: &decision.params, identity: decision.identity.as_ref(), body: &body };

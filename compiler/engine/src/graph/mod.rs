@@ -96,6 +96,10 @@ pub const DEFAULT_DRAIN_TIMEOUT_NS: u64 = 30_000_000_000;
 pub const DEFAULT_UPSTREAM_TIMEOUT_NS: u64 = 60_000_000_000;
 pub const DEFAULT_CONNECT_TIMEOUT_NS: u64 = 5_000_000_000;
 pub const DEFAULT_HEALTH_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Passing health checks in a row that bring a target back (`healthy N`).
+pub const DEFAULT_HEALTHY_AFTER: u32 = 2;
+/// Failing health checks in a row that take a target out (`unhealthy N`).
+pub const DEFAULT_UNHEALTHY_AFTER: u32 = 1;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AdminSettings {
@@ -291,6 +295,9 @@ pub struct RouteInfo {
     pub respond: Option<RespondInfo>,
     pub cache: Option<CacheInfo>,
     pub websocket: bool,
+    /// `idempotent`: the route's requests may be sent again (retries replay non-idempotent
+    /// methods only on such a route).
+    pub idempotent: bool,
     pub cors: Option<CorsPolicy>,
     pub action: ActionInfo,
     pub upstream: Option<usize>,
@@ -303,8 +310,59 @@ pub struct RouteInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetInfo {
     pub url: Resolved,
+    /// The URL parsed once, at compile time; None only when an `env(...)` it reads is unset.
+    #[serde(skip)]
+    pub addr: Option<TargetAddr>,
     pub weight: u64,
     pub region: Option<String>,
+}
+
+/// A target URL as the runtime sends to it: `scheme://authority` and a base path without a
+/// trailing `/` ("" for none) prefixed to every request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetAddr {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    pub base_path: String,
+}
+
+impl TargetAddr {
+    /// Parse an upstream URL: `http(s)://host[:port][/base-path]`, no credentials, query or
+    /// fragment. `check` reports the same reasons for literal URLs (`gw::invalid_url`).
+    pub fn parse(url: &str) -> Result<TargetAddr, &'static str> {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .ok_or("must start with http:// or https://")?;
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() {
+            return Err("no host");
+        }
+        if authority.contains('@') {
+            return Err("credentials in the URL are not allowed; inject them with `header`");
+        }
+        if rest.contains(['?', '#', ' ']) {
+            return Err("no query, fragment or spaces allowed");
+        }
+        if let Some((_, port)) = authority.rsplit_once(':') {
+            if !authority.ends_with(']') && port.parse::<u16>().is_err() {
+                return Err("the port is not a number from 0 to 65535");
+            }
+        }
+        let uri: http::Uri = url.parse().map_err(|_| "not a valid URI")?;
+        let scheme = uri.scheme().cloned().ok_or("must start with http:// or https://")?;
+        let authority = uri.authority().cloned().ok_or("no host")?;
+        if authority.host().is_empty() {
+            return Err("no host");
+        }
+        Ok(TargetAddr { scheme, authority, base_path: uri.path().trim_end_matches('/').to_string() })
+    }
+}
+
+impl fmt::Display for TargetAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -313,6 +371,8 @@ pub enum BalanceInfo {
     RoundRobin,
     Weighted,
     LeastConn,
+    /// Power of two choices over a peak-EWMA latency.
+    LeastLatency,
     /// `hash(EXPR)`: the key comes from `Graph::balance_key`.
     Hash,
 }
@@ -323,6 +383,10 @@ pub struct HealthInfo {
     pub path: String,
     pub every_ns: u64,
     pub timeout_ns: u64,
+    /// `expect N`; None: any 2xx passes.
+    pub expect_status: Option<u16>,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -344,7 +408,7 @@ pub struct UpstreamInfo {
     pub health: Option<HealthInfo>,
     pub retry: Option<RetryInfo>,
     pub max_connections: Option<u64>,
-    /// The upstream declares `affinity` (region preference; not evaluated by the graph).
+    /// The upstream declares `affinity`: its value comes from `Graph::affinity_key`.
     pub affinity: bool,
 }
 
@@ -528,6 +592,8 @@ pub struct Graph {
     pub default_tenant_limits: Vec<(usize, String)>,
     /// Upstream index → the node of its `hash(EXPR)`.
     pub balance_keys: Vec<Option<NodeId>>,
+    /// Upstream index → the node of its `affinity EXPR`.
+    pub affinity_keys: Vec<Option<NodeId>>,
     /// `body.model`, read by `limit ... model /re/`.
     pub model_path: Vec<PathSeg>,
 }

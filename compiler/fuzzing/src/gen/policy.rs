@@ -62,7 +62,7 @@ pub enum GenUpstreamStmt {
     Header(u8, GenValue),
     Timeout(GenDuration),
     ConnectTimeout(GenDuration),
-    Health(u8, GenDuration, Option<GenDuration>),
+    Health(u8, GenDuration, Option<GenDuration>, Option<(u8, u8)>),
     Retry(u8, Vec<u16>),
     MaxConnections(u16),
     Affinity(GenStrExpr),
@@ -90,16 +90,19 @@ impl GenUpstream {
                     t
                 }
                 GenUpstreamStmt::Balance(m) => {
-                    format!("balance {}", pick(&["round_robin", "weighted", "least_conn"], *m))
+                    format!("balance {}", pick(&["round_robin", "weighted", "least_conn", "least_latency"], *m))
                 }
                 GenUpstreamStmt::BalanceHash(e) => format!("balance hash({})", e.print(Scope::NONE, 0)),
                 GenUpstreamStmt::Header(h, v) => format!("header {} = {}", gwfmt::quote(pick(HEADERS, *h)), v.print()),
                 GenUpstreamStmt::Timeout(d) => format!("timeout {}", d.print()),
                 GenUpstreamStmt::ConnectTimeout(d) => format!("connect_timeout {}", d.print()),
-                GenUpstreamStmt::Health(m, d, t) => {
+                GenUpstreamStmt::Health(m, d, t, opts) => {
                     let mut h = format!("health {} \"/health\" every {}", pick(METHODS, *m), d.print());
                     if let Some(t) = t {
                         let _ = write!(h, " timeout {}", t.print());
+                    }
+                    if let Some((rise, fall)) = opts {
+                        let _ = write!(h, " expect 204 healthy {} unhealthy {}", rise % 5 + 1, fall % 5 + 1);
                     }
                     h
                 }
@@ -325,6 +328,7 @@ pub enum GenRouteStmt {
     RewritePath(GenPath),
     Cache(GenDuration, Option<u16>),
     Websocket,
+    Idempotent,
     Cors(Vec<u8>, Vec<u8>),
     /// `limit use sN [if COND]`: one of the `SHARED` limits (an unknown name 1 in 8).
     LimitUse(u8, Option<GenBool>),
@@ -483,6 +487,7 @@ impl GenRouteStmt {
                 None => format!("cache {}", d.print()),
             },
             GenRouteStmt::Websocket => "websocket".into(),
+            GenRouteStmt::Idempotent => "idempotent".into(),
             GenRouteStmt::Cors(origins, methods) => {
                 let o: Vec<String> = origins
                     .iter()
