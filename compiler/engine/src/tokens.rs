@@ -213,6 +213,12 @@ pub enum Meter {
     Bytes,
 }
 
+impl From<Encoding> for Meter {
+    fn from(enc: Encoding) -> Meter {
+        Meter::Exact(enc)
+    }
+}
+
 impl Meter {
     /// The meter a token budget uses for a request body: its model's encoding, or the byte
     /// bound when the body names no model of a known family. An unknown model is never counted
@@ -221,6 +227,19 @@ impl Meter {
         match body.get("model").and_then(Value::as_str).and_then(model_encoding) {
             Some(enc) => Meter::Exact(enc),
             None => Meter::Bytes,
+        }
+    }
+
+    /// This meter if it can measure now without loading a table; else the byte bound, with the
+    /// table loading on a thread of its own for the next time. For counts that must not wait
+    /// (a request's worker settling an answer): the bound over-counts, never under-counts.
+    pub fn ready(self) -> Meter {
+        match self {
+            Meter::Exact(enc) if !is_loaded(enc) => {
+                load_in_background(enc);
+                Meter::Bytes
+            }
+            other => other,
         }
     }
 
@@ -260,6 +279,15 @@ pub fn is_loaded(enc: Encoding) -> bool {
 /// be loaded (counting then falls back to an estimate of one token per 4 bytes).
 pub fn load(enc: Encoding) -> bool {
     bpe(enc).is_some()
+}
+
+/// Start loading `enc` on a thread of its own (once; nothing when it is loaded or loading).
+pub fn load_in_background(enc: Encoding) {
+    static STARTED: [std::sync::atomic::AtomicBool; 4] = [const { std::sync::atomic::AtomicBool::new(false) }; 4];
+    if is_loaded(enc) || STARTED[enc.index()].swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    std::thread::spawn(move || load(enc));
 }
 
 /// Load the encodings chat models use (o200k_base and cl100k_base). Measured on the 2-core

@@ -30,7 +30,9 @@ pub async fn answer(
                 Some(b) => b,
                 None => read_body(body.take(), settings.max_body).await?,
             };
-            let counted = crate::budget::count_request(&bytes).map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
+            let counted = crate::budget::count_request_blocking(bytes)
+                .await
+                .map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
             let mut resp = Response::new(full(counted.to_string()));
             resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
