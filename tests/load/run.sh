@@ -423,6 +423,7 @@ for t in "${TARGETS[@]}"; do
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+added() { local d=$(($1 - $2)); if ((d >= 0)); then echo "+$d"; else echo "$d"; fi; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 verdict() { awk -v v="$1" -v aim="$2" -v op="$3" 'BEGIN { ok = (op == "le" ? v <= aim : v >= aim); print (ok ? "meets" : "MISSES") }'; }
 has() { [[ " ${TARGETS[*]} " == *" $1 "* ]]; }
@@ -484,7 +485,7 @@ for t in "${TARGETS[@]}"; do
             cpu+=" ($(ratio "${CPU[$mix.$t]}" "${CPU[$mix.gw-plain]}")× gw-plain)"
         fi
         line+=" $(ratio "${RPS[$mix.$t]}" "${RPS[$mix.direct]}") | $cpu |"
-        line+=" +$((${U50[$mix.$t]} - ${U50[$mix.direct]})) / +$((${U99[$mix.$t]} - ${U99[$mix.direct]})) µs |"
+        line+=" $(added "${U50[$mix.$t]}" "${U50[$mix.direct]}") / $(added "${U99[$mix.$t]}" "${U99[$mix.direct]}") µs |"
     done
     line+=" $(mib "${RSS_IDLE[$t]}") / $(mib "${RSS_PEAK[$t]}") / $(mib "${RSS_AFTER[$t]}") MiB |"
     echo "$line"
