@@ -272,3 +272,41 @@ fn legacy_families_map_as_tiktoken_maps_them() {
         assert_eq!(model_encoding(model), enc, "{model}");
     }
 }
+
+/// Counts are remembered per text (keyed by encoding and content): the same long text again is
+/// a hit with the same count, in each encoding apart, and what is remembered stays bounded.
+#[test]
+fn long_texts_are_counted_once_and_remembered() {
+    use gw_compiler::tokens::memo;
+    let text = format!("{} unique {}", "A system prompt that repeats on every request. ".repeat(8), line!());
+    let first: Vec<u64> = Encoding::ALL.iter().map(|e| count_text(&text, *e)).collect();
+    let (hits, _, _) = memo::stats();
+    let again: Vec<u64> = Encoding::ALL.iter().map(|e| count_text(&text, *e)).collect();
+    assert_eq!(first, again);
+    assert!(memo::stats().0 >= hits + 4, "the second counts are hits");
+    // Different encodings keep their own counts.
+    assert_ne!(
+        count_text(&"お誕生日おめでとう".repeat(20), Encoding::R50kBase),
+        count_text(&"お誕生日おめでとう".repeat(20), Encoding::O200kBase)
+    );
+    for i in 0..(memo::SHARDS * memo::SHARD_ENTRIES + 100) {
+        let t = format!("{i:0>width$}", width = memo::MIN_BYTES);
+        assert_eq!(count_text(&t, Encoding::Cl100kBase), count_text(&t, Encoding::Cl100kBase));
+    }
+    assert!(memo::stats().2 <= memo::SHARDS * memo::SHARD_ENTRIES, "bounded: {:?}", memo::stats());
+}
+
+#[test]
+#[ignore = "timing report; run in release with --ignored --nocapture"]
+fn report_memo_cost() {
+    let text = "The gateway counts the prompt tokens of every request that a token budget applies to. ".repeat(48);
+    gw_compiler::tokens::load(Encoding::O200kBase);
+    let t = std::time::Instant::now();
+    let n = count_text(&text, Encoding::O200kBase);
+    let cold = t.elapsed();
+    let t = std::time::Instant::now();
+    for _ in 0..1000 {
+        assert_eq!(count_text(&text, Encoding::O200kBase), n);
+    }
+    println!("{} bytes, {n} tokens: counted {cold:?}, remembered {:?} each", text.len(), t.elapsed() / 1000);
+}

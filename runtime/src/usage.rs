@@ -168,6 +168,9 @@ const PENDING_MAX_BYTES: usize = 64 << 10;
 /// Usage read so far. Completion texts are held, not counted: they are counted only when the
 /// answer ends without reporting its completion (the BPE work, and the encoding's table, are
 /// then needed at all), each text on its own as it came.
+///
+/// SSE events that cannot carry usage (their data has no `"usage"`) are not even parsed as
+/// they pass: their data is held and read only when the answer ends without usage.
 #[derive(Debug, Default)]
 struct Accounting {
     prompt: Option<u64>,
@@ -175,6 +178,8 @@ struct Accounting {
     estimate: u64,
     pending: Vec<String>,
     pending_bytes: usize,
+    deferred: Vec<Vec<u8>>,
+    deferred_bytes: usize,
 }
 
 impl Accounting {
@@ -211,9 +216,31 @@ impl Accounting {
         self.pending_bytes = 0;
     }
 
+    /// Hold an SSE event's data without usage, to be read only if no usage comes.
+    fn defer(&mut self, data: &[u8], enc: Meter) {
+        self.deferred_bytes += data.len();
+        self.deferred.push(data.to_vec());
+        if self.deferred_bytes > PENDING_MAX_BYTES {
+            self.read_deferred(enc);
+        }
+    }
+
+    fn read_deferred(&mut self, enc: Meter) {
+        for data in std::mem::take(&mut self.deferred) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&data) {
+                self.read_usage(&v);
+                self.add_deltas(&v, enc);
+            }
+        }
+        self.deferred_bytes = 0;
+    }
+
     /// The completion counted from the texts, when the answer reported none (else 0: the texts
     /// are never counted).
     fn estimate(&mut self, enc: Meter) -> u64 {
+        if self.completion.is_none() {
+            self.read_deferred(enc);
+        }
         if self.completion.is_some() {
             return 0;
         }
@@ -422,7 +449,9 @@ impl Sse {
         let mut usage_only = false;
         if readable {
             let text = data.trim_ascii();
-            if text != b"[DONE]" {
+            if text != b"[DONE]" && !text.windows(7).any(|w| w == b"\"usage\"") {
+                acc.defer(text, ctx.enc);
+            } else if text != b"[DONE]" {
                 if let Ok(v) = serde_json::from_slice::<Value>(text) {
                     acc.read_usage(&v);
                     acc.add_deltas(&v, ctx.enc);
@@ -600,10 +629,12 @@ impl Tap {
     fn finish(&mut self, complete: bool) {
         self.ended = true;
         if let Some(f) = self.on_end.take() {
+            // First: reading the held events may still find a usage.
+            let estimate = self.acc.estimate(self.opts.meter);
             f(UsageReport {
                 prompt: self.acc.prompt,
                 completion: self.acc.completion,
-                streamed_completion_estimate: self.acc.estimate(self.opts.meter),
+                streamed_completion_estimate: estimate,
                 complete,
                 chunks: self.chunks,
                 bytes: self.bytes,

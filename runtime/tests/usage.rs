@@ -515,3 +515,23 @@ fn include_usage_added_only_when_missing() {
         assert_eq!(b, before);
     }
 }
+
+/// Events without usage are held unparsed and read only at the end: a usage the upstream
+/// spelled with an escaped key (`"\u0075sage"`) is still found then, and the deltas of a stream
+/// longer than what is held (64 KiB) are all counted.
+#[tokio::test]
+async fn sse_events_without_usage_are_read_at_the_end() {
+    let escaped = "data: {\"choices\":[],\"\\u0075sage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n";
+    let text = format!("{}\n\n{escaped}", chunk(r#"{"content":"Hello"}"#, None));
+    let (t, reports) = tap(chunks(text.as_bytes(), &[]), sse());
+    drive(t).await;
+    let r = one(&reports);
+    assert_eq!((r.prompt, r.completion, r.streamed_completion_estimate), (Some(5), Some(2), 0));
+
+    let word = "lorem ipsum dolor sit amet ".repeat(40);
+    let many: String =
+        (0..120).map(|_| format!("{}\n\n", chunk(&format!(r#"{{"content":"{word}"}}"#), None))).collect();
+    let (t, reports) = tap(chunks(many.as_bytes(), &[1000, 70_000]), sse());
+    drive(t).await;
+    assert_eq!(one(&reports).streamed_completion_estimate, 120 * count_text(&word, ENC));
+}

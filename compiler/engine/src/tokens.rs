@@ -44,6 +44,8 @@
 use std::sync::OnceLock;
 
 use serde_json::Value;
+
+pub mod memo;
 use tiktoken_rs::CoreBPE;
 
 /// Tokens every chat message costs beyond its fields (`<|start|>{role}\n … <|end|>\n`).
@@ -299,12 +301,13 @@ pub fn warm_up() {
 }
 
 /// Tokens of `text` in `enc`, encoded as ordinary text (special-token strings count as text).
+/// A text of [`memo::MIN_BYTES`] or more is counted once and remembered ([`memo`]).
 pub fn count_text(text: &str, enc: Encoding) -> u64 {
     if text.is_empty() {
         return 0;
     }
     match bpe(enc) {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        Some(bpe) => memo::count(enc.index() as u8, text, || bpe.encode_ordinary(text).len() as u64),
         None => (text.len() as u64).div_ceil(4),
     }
 }
