@@ -513,6 +513,9 @@ for mix in $LOAD_MIXES; do
     o99=$((${U99[$mix.gw-policy]} - ${U99[$mix.direct]}))
     row "gw-policy added latency p50, 1 connection" "$o50 µs" "aim <= 30 µs" "$(verdict "$o50" 30 le)"
     row "gw-policy added latency p99, 1 connection" "$o99 µs" "aim <= 100 µs" "$(verdict "$o99" 100 le)"
+    if ((${U99[$mix.direct]} > 10 * ${U50[$mix.direct]})); then
+        echo "  (direct's own unloaded p99 is over 10× its p50: other load disturbed it, so every added p99 here is noise)"
+    fi
     if has nginx; then
         row "nginx added latency p50 / p99, 1 connection" \
             "$((${U50[$mix.nginx]} - ${U50[$mix.direct]})) / $((${U99[$mix.nginx]} - ${U99[$mix.direct]})) µs" "" ""
