@@ -402,9 +402,10 @@ impl Metered {
         let Some(estimate) = self.tokens else { return 1 };
         let body = req.body.as_deref().and_then(|b| crate::ijson::read(b).ok().flatten());
         let Some(body) = body else { return estimate.unwrap_or(1) };
-        let model = body.get("model").and_then(|m| m.as_str()).unwrap_or("");
-        let enc = tokens::encoding_for_model(model, tokens::Encoding::Cl100kBase);
-        tokens::reservation(&body, enc, estimate).map(|r| r.total()).unwrap_or(estimate.unwrap_or(1))
+        // After the answer the runtime's charge is the exact count (in the model's encoding, or
+        // the byte bound for a model of no known family): what the next request meets.
+        let meter = tokens::Meter::for_body(&body);
+        tokens::reservation_measured(&body, meter, estimate).map(|r| r.total()).unwrap_or(estimate.unwrap_or(1))
     }
 }
 

@@ -112,7 +112,9 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bod
         }
         (Method::POST, "/admin/tokens") => {
             let body = read(req).await?;
-            let counted = crate::budget::count_request(&body).map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
+            let counted = crate::budget::count_request_blocking(body)
+                .await
+                .map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
             Ok(json(StatusCode::OK, counted))
         }
         (Method::POST, "/admin/reload") => {

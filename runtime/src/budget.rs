@@ -1,6 +1,14 @@
-//! Token budgets: what a request is charged before it is forwarded (prompt tokens counted with
-//! tiktoken + the completion it asks for), and the reconciliation with what the upstream
-//! reports it used once the answer has ended.
+//! Token budgets: what a request is charged before it is forwarded (its prompt's tokens + the
+//! completion it asks for), and the reconciliation with what the upstream reports it used once
+//! the answer has ended.
+//!
+//! Counting only when it matters: the prompt is first measured by its byte bound
+//! (`tokens::prompt_bound`, never below the exact count in any encoding, and free of BPE work).
+//! When every budget has room for the bound, the bound is reserved and the upstream's usage
+//! settles it. The prompt is counted exactly (with tiktoken, in the model's encoding) only when
+//! the bound does not fit (near a budget's edge, or larger than a whole budget) and when the
+//! answer reports no usage. A model of no known family has no exact count: it is measured by
+//! the bound throughout, so it can be over-charged but never under-charged.
 //!
 //! Overshoot bound: a budget is charged the full reservation up front, atomically with every
 //! other limit of the request, so concurrent requests cannot all pass a nearly spent budget.
@@ -8,13 +16,13 @@
 //! no `max_tokens` on a limit without `estimate`, or an upstream ignoring `max_tokens`): the
 //! budget then goes over by at most that difference for each such request in flight.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use gw_engine::gcra::Gcra;
 use gw_engine::graph::{LimitInfo, LimitKindInfo};
 use gw_engine::request::Decision;
-use gw_engine::tokens::{self, Encoding};
+use gw_engine::tokens::{self, Encoding, Meter};
 use serde_json::Value;
 
 use crate::limits::LimitResult;
@@ -24,9 +32,16 @@ use crate::usage::UsageReport;
 /// The request's token facts, when one of its limits is a token budget.
 pub struct TokenPlan {
     pub body: Value,
+    /// The body as received (shared, not copied), for an exact count after the answer.
+    pub raw: Bytes,
     pub model: String,
-    pub encoding: Encoding,
+    /// How the prompt is counted exactly: the model's encoding, or the bound for an unknown one.
+    pub meter: Meter,
     pub stream: bool,
+    /// The prompt's byte bound; `None` when the body has no prompt gw reads.
+    bound: Option<u64>,
+    /// The exact prompt count, once it was needed.
+    exact: OnceLock<Option<u64>>,
 }
 
 impl TokenPlan {
@@ -40,18 +55,86 @@ impl TokenPlan {
         if !has_tokens {
             return None;
         }
-        let body: Value = serde_json::from_slice(body?).ok()?;
+        let raw = body?.clone();
+        let body: Value = serde_json::from_slice(&raw).ok()?;
         let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
-        let encoding = tokens::encoding_for_model(&model, Encoding::Cl100kBase);
+        let meter = Meter::for_body(&body);
         let stream = body.get("stream").and_then(Value::as_bool) == Some(true);
-        Some(TokenPlan { body, model, encoding, stream })
+        let bound = tokens::prompt_bound(&body);
+        Some(TokenPlan { body, raw, model, meter, stream, bound, exact: OnceLock::new() })
     }
 
-    /// Tokens to reserve for a limit with this `estimate`: prompt + requested completion.
+    /// The prompt as reserved now: its exact count once counted, else its bound.
+    fn prompt(&self) -> Option<u64> {
+        self.exact.get().copied().unwrap_or(self.bound)
+    }
+
+    /// Tokens to reserve for a limit with this `estimate`: prompt (its bound until it is counted,
+    /// see [`TokenPlan::count_exactly`]) + requested completion. Returns (prompt, total).
     pub fn cost(&self, estimate: Option<u64>) -> (u64, u64) {
-        match tokens::reservation(&self.body, self.encoding, estimate) {
-            Some(r) => (r.prompt, r.total()),
+        match self.prompt() {
+            Some(prompt) => (prompt, prompt.saturating_add(tokens::completion_reserved(&self.body, estimate))),
             None => (0, estimate.unwrap_or(1)),
+        }
+    }
+
+    /// Whether an exact count could lower the reservation: the bound is still in use and the
+    /// model's encoding is known.
+    pub fn may_shrink(&self) -> bool {
+        matches!(self.meter, Meter::Exact(_)) && self.bound.is_some() && self.exact.get().is_none()
+    }
+
+    /// Count the prompt exactly, from now on reserved instead of its bound. A table not loaded
+    /// yet is loaded on a blocking thread, never on the request's worker, and waited for.
+    pub async fn count_exactly(&self) {
+        if let Meter::Exact(enc) = self.meter {
+            if !tokens::is_loaded(enc) {
+                let _ = tokio::task::spawn_blocking(move || tokens::load(enc)).await;
+            }
+        }
+        self.exact.get_or_init(|| tokens::measure_prompt(&self.body, self.meter));
+    }
+
+    /// Count the prompt exactly if the encoding's table is loaded; else start loading it and
+    /// return false (the bound stands: a refusal that does not wait for a table).
+    pub fn count_exactly_now(&self) -> bool {
+        if self.meter.ready() != self.meter {
+            return false;
+        }
+        self.exact.get_or_init(|| tokens::measure_prompt(&self.body, self.meter));
+        true
+    }
+
+    /// The prompt to settle with when the answer reports no usage: counted already, or
+    /// counted later from the body (only then).
+    pub fn settle_prompt(&self) -> SettlePrompt {
+        match self.exact.get() {
+            Some(exact) => SettlePrompt::Counted(exact.unwrap_or(0)),
+            None if self.meter == Meter::Bytes => SettlePrompt::Counted(self.bound.unwrap_or(0)),
+            None => SettlePrompt::Later { raw: self.raw.clone(), meter: self.meter },
+        }
+    }
+}
+
+/// The prompt tokens a request is settled with when its answer reports none.
+pub enum SettlePrompt {
+    Counted(u64),
+    /// Count the body when (and only if) it is needed.
+    Later {
+        raw: Bytes,
+        meter: Meter,
+    },
+}
+
+impl SettlePrompt {
+    fn count(&self) -> u64 {
+        match self {
+            SettlePrompt::Counted(n) => *n,
+            // Counted where the answer ends, which must not wait for a table to load.
+            SettlePrompt::Later { raw, meter } => serde_json::from_slice::<Value>(raw)
+                .ok()
+                .and_then(|body| tokens::measure_prompt(&body, meter.ready()))
+                .unwrap_or(0),
         }
     }
 }
@@ -62,8 +145,8 @@ pub struct Reconcile {
     pub ticket: Ticket,
     /// (limit id, counter key, GCRA, tokens reserved) of each token limit charged.
     pub charged: Vec<(String, String, Gcra, u64)>,
-    /// Prompt tokens counted before forwarding.
-    pub prompt: u64,
+    /// Prompt tokens, for an answer that reports none.
+    pub prompt: SettlePrompt,
     pub model: String,
 }
 
@@ -81,9 +164,10 @@ impl Reconcile {
             (Some(p), Some(c)) => (p, c),
             // No usage reported: a successful or cut-short answer is charged the prompt counted
             // here and the completion counted from what was streamed; a refusal, nothing.
-            _ if (200..300).contains(&status) => {
-                (report.prompt.unwrap_or(self.prompt), report.completion.unwrap_or(report.streamed_completion_estimate))
-            }
+            _ if (200..300).contains(&status) => (
+                report.prompt.unwrap_or_else(|| self.prompt.count()),
+                report.completion.unwrap_or(report.streamed_completion_estimate),
+            ),
             _ => (0, 0),
         };
         let used = prompt.saturating_add(completion);
@@ -109,18 +193,19 @@ pub fn model_label(model: &str) -> &str {
 
 /// The token service (`serve tokens`, `POST /admin/tokens`): count the tokens of
 /// `{"model", "text"}`, or of a request's prompt (`messages`, `prompt` or `input`, with the
-/// `tools`, `functions` and `instructions` counted with it), for its model. A field it does not
-/// read is refused, not ignored: `{"encoding": ...}` must not look as if it chose the encoding.
+/// `tools`, `functions` and `instructions` counted with it), in the encoding `encoding` names,
+/// else the one of the model's family. A model of no known family (or no model) without an
+/// `encoding` is refused: counting it in another family's encoding would answer a wrong number
+/// as if it were right. A field it does not read is refused, not ignored.
 pub fn count_request(body: &[u8]) -> Result<Value, String> {
     const SOURCES: [&str; 4] = ["text", "messages", "prompt", "input"];
     const COUNTED_WITH: [&str; 3] = ["tools", "functions", "instructions"];
     let body: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
     let fields = body.as_object().ok_or("the body must be a JSON object")?;
-    let expected = "the token service reads `model` and one of `text`, `messages`, `prompt`, `input` \
-                    (with `tools`, `functions`, `instructions`)";
-    if let Some(unknown) =
-        fields.keys().find(|k| *k != "model" && !SOURCES.contains(&k.as_str()) && !COUNTED_WITH.contains(&k.as_str()))
-    {
+    let expected = "the token service reads `model` and/or `encoding`, and one of `text`, `messages`, `prompt`, \
+                    `input` (with `tools`, `functions`, `instructions`)";
+    let known = |k: &str| k == "model" || k == "encoding" || SOURCES.contains(&k) || COUNTED_WITH.contains(&k);
+    if let Some(unknown) = fields.keys().find(|k| !known(k)) {
         return Err(format!("unknown field `{unknown}`: {expected}"));
     }
     let model = match fields.get("model") {
@@ -128,8 +213,8 @@ pub fn count_request(body: &[u8]) -> Result<Value, String> {
         Some(Value::String(m)) => m,
         Some(_) => return Err("`model` must be a string".to_string()),
     };
+    let encoding = service_encoding(model, fields.get("encoding"))?;
     let given: Vec<&str> = SOURCES.into_iter().filter(|f| fields.contains_key(*f)).collect();
-    let encoding = tokens::encoding_for_model(model, Encoding::Cl100kBase);
     let count = match given.as_slice() {
         ["text"] => match fields.get("text") {
             Some(Value::String(text)) if COUNTED_WITH.iter().all(|f| !fields.contains_key(*f)) => {
@@ -138,11 +223,38 @@ pub fn count_request(body: &[u8]) -> Result<Value, String> {
             Some(Value::String(_)) => return Err(format!("`text` is counted alone: {expected}")),
             _ => return Err("`text` must be a string".to_string()),
         },
-        [_] => tokens::count_prompt(&body, encoding).ok_or("the prompt is not in a shape gw counts")?,
+        [_] => tokens::measure_prompt(&body, Meter::Exact(encoding)).ok_or("the prompt is not in a shape gw counts")?,
         [] => return Err(format!("nothing to count: {expected}")),
         _ => return Err(format!("give only one of {}: {expected}", given.join(", "))),
     };
     Ok(serde_json::json!({ "model": model, "encoding": encoding.name(), "tokens": count }))
+}
+
+/// [`count_request`] on a blocking thread: a long text, or the first use of an encoding (its
+/// table loads then, tens of MB and up to a few hundred ms), never stalls a request worker.
+pub async fn count_request_blocking(body: impl AsRef<[u8]> + Send + 'static) -> Result<Value, String> {
+    tokio::task::spawn_blocking(move || count_request(body.as_ref()))
+        .await
+        .unwrap_or_else(|_| Err("the token count failed".to_string()))
+}
+
+/// The encoding the token service counts in: `encoding` when given, else the model's family's.
+fn service_encoding(model: &str, explicit: Option<&Value>) -> Result<Encoding, String> {
+    let names = "o200k_base, cl100k_base, p50k_base, r50k_base (or gpt2)";
+    match explicit {
+        Some(Value::String(name)) => {
+            Encoding::from_name(name).ok_or_else(|| format!("unknown encoding `{name}`: gw counts in {names}"))
+        }
+        Some(_) => Err("`encoding` must be a string".to_string()),
+        None => tokens::model_encoding(model).ok_or_else(|| {
+            let which = if model.is_empty() {
+                "no `model` is given".to_string()
+            } else {
+                format!("`{model}` is of no model family gw knows")
+            };
+            format!("{which}: name the encoding in `encoding` ({names})")
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -154,11 +266,21 @@ mod tests {
     fn the_token_service_refuses_what_it_does_not_read() {
         let ok = count_request(br#"{"model": "gpt-4o", "text": "hello world"}"#).unwrap();
         assert_eq!((ok["tokens"].as_u64(), ok["encoding"].as_str()), (Some(2), Some("o200k_base")));
-        assert!(count_request(br#"{"text": "hello"}"#).unwrap()["encoding"] == "cl100k_base");
+        let explicit = count_request(br#"{"text": "hello", "encoding": "gpt2"}"#).unwrap();
+        assert_eq!((explicit["encoding"].as_str(), explicit["tokens"].as_u64()), (Some("r50k_base"), Some(1)));
+        let davinci = count_request(br#"{"model": "davinci", "text": "hello world"}"#).unwrap();
+        assert_eq!(davinci["encoding"], "r50k_base");
+        // The explicit encoding wins over the model's.
+        let chosen = count_request(br#"{"model": "gpt-4o", "text": "hi", "encoding": "p50k_base"}"#).unwrap();
+        assert_eq!(chosen["encoding"], "p50k_base");
         let chat = br#"{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}"#;
         assert!(count_request(chat).unwrap()["tokens"].as_u64().unwrap() > 1);
         for (body, says) in [
-            (r#"{"model": "gpt-4o", "text": "hi", "encoding": "cl100k_base"}"#, "unknown field `encoding`"),
+            (r#"{"model": "gpt-4o", "text": "hi", "encodings": "cl100k_base"}"#, "unknown field `encodings`"),
+            (r#"{"model": "gpt-4o", "text": "hi", "encoding": "o300k"}"#, "unknown encoding `o300k`"),
+            (r#"{"model": "gpt-4o", "text": "hi", "encoding": 1}"#, "`encoding` must be a string"),
+            (r#"{"model": "llama-3-8b", "text": "hi"}"#, "`llama-3-8b` is of no model family"),
+            (r#"{"text": "hi"}"#, "no `model` is given"),
             (r#"{"model": "gpt-4o", "messages": [], "temperature": 1}"#, "unknown field `temperature`"),
             (r#"{"model": "gpt-4o", "text": "hi", "prompt": "ho"}"#, "only one of"),
             (r#"{"model": "gpt-4o", "text": "hi", "tools": []}"#, "`text` is counted alone"),

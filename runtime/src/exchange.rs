@@ -70,7 +70,8 @@ pub struct Exchange {
 /// How to read an answer's token usage, and what to reconcile with it.
 pub struct UsagePlan {
     pub reconcile: Reconcile,
-    pub encoding: gw_engine::tokens::Encoding,
+    /// How streamed completion text is counted when no usage comes.
+    pub meter: gw_engine::tokens::Meter,
     /// gw asked the upstream for a usage chunk the client did not ask for: remove it.
     pub strip_usage_chunk: bool,
 }

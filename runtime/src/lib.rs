@@ -55,16 +55,7 @@ pub struct Overrides {
 pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String> {
     let loaded = gw.policy();
     let settings = loaded.policy.graph.settings().clone();
-    // Token counting loads its BPE tables once (a few hundred ms, tens of MB): at start, off
-    // the request path, and only for a policy that counts tokens.
-    let counts_tokens =
-        loaded.policy.graph.limits().iter().any(|l| matches!(l.kind, gw_engine::graph::LimitKindInfo::Tokens { .. }))
-            || loaded.policy.graph.routes().iter().any(|r| {
-                matches!(&r.action, gw_engine::graph::ActionInfo::Serve { builtin: gw_engine::lang::Builtin::Tokens })
-            });
-    if counts_tokens {
-        std::thread::spawn(gw_engine::tokens::warm_up);
-    }
+    // Token tables load on first use, once per encoding actually used (gw_engine::tokens).
     let listen = overrides.listen.or_else(|| settings.listen.get().map(str::to_string)).unwrap_or_default();
     let listener = TcpListener::bind(&listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let tls = match &settings.tls {

@@ -31,7 +31,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use gw_engine::tokens::{count_text, Encoding};
+use gw_engine::tokens::Meter;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use serde_json::Value;
 
@@ -86,8 +86,9 @@ impl Format {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TapOptions {
     pub format: Format,
-    /// The model's encoding, for counting streamed deltas.
-    pub encoding: Encoding,
+    /// How streamed deltas are counted: the model's encoding (the byte bound for a model of no
+    /// known family).
+    pub meter: Meter,
     /// Remove the usage-only SSE event from what the client receives.
     pub strip_usage_chunk: bool,
     /// Bound of the JSON side copy; a larger body is passed on unread.
@@ -97,10 +98,10 @@ pub struct TapOptions {
 }
 
 impl TapOptions {
-    pub fn new(format: Format, encoding: Encoding) -> TapOptions {
+    pub fn new(format: Format, meter: impl Into<Meter>) -> TapOptions {
         TapOptions {
             format,
-            encoding,
+            meter: meter.into(),
             strip_usage_chunk: false,
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
             max_event_bytes: DEFAULT_MAX_EVENT_BYTES,
@@ -121,7 +122,9 @@ pub struct UsageReport {
     /// `usage.completion_tokens` (or `output_tokens`), if the response reported it.
     pub completion: Option<u64>,
     /// Completion tokens counted from the content the response carried (streamed deltas; for a
-    /// JSON body without usage, its messages): the fallback when `completion` is `None`.
+    /// JSON body without usage, its messages): the fallback when `completion` is `None`, and
+    /// counted only then (0 otherwise). Counted in the model's encoding once its table is
+    /// loaded, by the byte bound before (see `Meter::ready`).
     pub streamed_completion_estimate: u64,
     /// False when the body ended with an error or was dropped before its end.
     pub complete: bool,
@@ -159,12 +162,24 @@ pub fn add_include_usage(body: &mut Value) -> bool {
     true
 }
 
-/// Usage read so far.
+/// Completion text held uncounted at most (per answer): beyond it the texts are counted.
+const PENDING_MAX_BYTES: usize = 64 << 10;
+
+/// Usage read so far. Completion texts are held, not counted: they are counted only when the
+/// answer ends without reporting its completion (the BPE work, and the encoding's table, are
+/// then needed at all), each text on its own as it came.
+///
+/// SSE events that cannot carry usage (their data has no `"usage"`) are not even parsed as
+/// they pass: their data is held and read only when the answer ends without usage.
 #[derive(Debug, Default)]
 struct Accounting {
     prompt: Option<u64>,
     completion: Option<u64>,
     estimate: u64,
+    pending: Vec<String>,
+    pending_bytes: usize,
+    deferred: Vec<Vec<u8>>,
+    deferred_bytes: usize,
 }
 
 impl Accounting {
@@ -184,14 +199,57 @@ impl Accounting {
         }
     }
 
-    fn add(&mut self, text: Option<&Value>, enc: Encoding) {
-        if let Some(s) = text.and_then(Value::as_str) {
-            self.estimate = self.estimate.saturating_add(count_text(s, enc));
+    fn add(&mut self, text: Option<&Value>, enc: Meter) {
+        let Some(s) = text.and_then(Value::as_str).filter(|s| !s.is_empty()) else { return };
+        self.pending_bytes += s.len();
+        self.pending.push(s.to_string());
+        if self.pending_bytes > PENDING_MAX_BYTES {
+            self.count_pending(enc);
         }
     }
 
+    fn count_pending(&mut self, enc: Meter) {
+        let enc = enc.ready();
+        for s in self.pending.drain(..) {
+            self.estimate = self.estimate.saturating_add(enc.text(&s));
+        }
+        self.pending_bytes = 0;
+    }
+
+    /// Hold an SSE event's data without usage, to be read only if no usage comes.
+    fn defer(&mut self, data: &[u8], enc: Meter) {
+        self.deferred_bytes += data.len();
+        self.deferred.push(data.to_vec());
+        if self.deferred_bytes > PENDING_MAX_BYTES {
+            self.read_deferred(enc);
+        }
+    }
+
+    fn read_deferred(&mut self, enc: Meter) {
+        for data in std::mem::take(&mut self.deferred) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&data) {
+                self.read_usage(&v);
+                self.add_deltas(&v, enc);
+            }
+        }
+        self.deferred_bytes = 0;
+    }
+
+    /// The completion counted from the texts, when the answer reported none (else 0: the texts
+    /// are never counted).
+    fn estimate(&mut self, enc: Meter) -> u64 {
+        if self.completion.is_none() {
+            self.read_deferred(enc);
+        }
+        if self.completion.is_some() {
+            return 0;
+        }
+        self.count_pending(enc);
+        self.estimate
+    }
+
     /// Count the text of a message or delta: content, refusal, reasoning, tool calls.
-    fn add_message(&mut self, m: &Value, enc: Encoding) {
+    fn add_message(&mut self, m: &Value, enc: Meter) {
         for field in ["content", "refusal", "reasoning_content"] {
             self.add(m.get(field), enc);
         }
@@ -210,7 +268,7 @@ impl Accounting {
     }
 
     /// Count the completion text of one parsed SSE event.
-    fn add_deltas(&mut self, v: &Value, enc: Encoding) {
+    fn add_deltas(&mut self, v: &Value, enc: Meter) {
         if let Some(choices) = v.get("choices").and_then(Value::as_array) {
             for choice in choices {
                 if let Some(delta) = choice.get("delta") {
@@ -224,7 +282,7 @@ impl Accounting {
     }
 
     /// Count the completion text of a whole JSON response (used when it has no usage).
-    fn add_response(&mut self, v: &Value, enc: Encoding) {
+    fn add_response(&mut self, v: &Value, enc: Meter) {
         if let Some(choices) = v.get("choices").and_then(Value::as_array) {
             for choice in choices {
                 if let Some(message) = choice.get("message") {
@@ -314,7 +372,7 @@ impl Out<'_> {
 /// Per-chunk settings of the reader.
 #[derive(Clone, Copy)]
 struct SseCtx {
-    enc: Encoding,
+    enc: Meter,
     strip: bool,
     max: usize,
 }
@@ -391,7 +449,9 @@ impl Sse {
         let mut usage_only = false;
         if readable {
             let text = data.trim_ascii();
-            if text != b"[DONE]" {
+            if text != b"[DONE]" && !text.windows(7).any(|w| w == b"\"usage\"") {
+                acc.defer(text, ctx.enc);
+            } else if text != b"[DONE]" {
                 if let Ok(v) = serde_json::from_slice::<Value>(text) {
                     acc.read_usage(&v);
                     acc.add_deltas(&v, ctx.enc);
@@ -518,7 +578,7 @@ struct Tap {
 
 impl Tap {
     fn ctx(&self) -> SseCtx {
-        SseCtx { enc: self.opts.encoding, strip: self.opts.strip_usage_chunk, max: self.opts.max_event_bytes }
+        SseCtx { enc: self.opts.meter, strip: self.opts.strip_usage_chunk, max: self.opts.max_event_bytes }
     }
 
     fn feed(&mut self, data: Bytes) -> Bytes {
@@ -569,10 +629,12 @@ impl Tap {
     fn finish(&mut self, complete: bool) {
         self.ended = true;
         if let Some(f) = self.on_end.take() {
+            // First: reading the held events may still find a usage.
+            let estimate = self.acc.estimate(self.opts.meter);
             f(UsageReport {
                 prompt: self.acc.prompt,
                 completion: self.acc.completion,
-                streamed_completion_estimate: self.acc.estimate,
+                streamed_completion_estimate: estimate,
                 complete,
                 chunks: self.chunks,
                 bytes: self.bytes,

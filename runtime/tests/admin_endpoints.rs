@@ -99,11 +99,23 @@ async fn admin_tokens_counts_and_refuses_what_it_does_not_read() {
     let counted: serde_json::Value =
         post(r#"{"model": "gpt-4o", "text": "hello world"}"#).await.unwrap().json().await.unwrap();
     assert_eq!(counted, serde_json::json!({"model": "gpt-4o", "encoding": "o200k_base", "tokens": 2}));
-    let refused = post(r#"{"model": "gpt-4o", "text": "hello world", "encoding": "cl100k_base"}"#).await.unwrap();
+    let refused = post(r#"{"model": "gpt-4o", "text": "hello world", "temperature": 1}"#).await.unwrap();
     assert_eq!(refused.status(), 400);
     let err: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(err["error"]["code"], "bad_token_request", "{err}");
-    assert!(err["error"]["message"].as_str().unwrap().contains("unknown field `encoding`"), "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("unknown field `temperature`"), "{err}");
+    // GPT-3-era models count in their own encodings (gpt2 was counted as cl100k_base), an
+    // explicit `encoding` chooses, and an unknown model without one is refused, not guessed.
+    let gpt2: serde_json::Value =
+        post(r#"{"model": "gpt2", "text": "お誕生日おめでとう"}"#).await.unwrap().json().await.unwrap();
+    assert_eq!(gpt2, serde_json::json!({"model": "gpt2", "encoding": "r50k_base", "tokens": 14}));
+    let chosen: serde_json::Value =
+        post(r#"{"text": "お誕生日おめでとう", "encoding": "p50k_base"}"#).await.unwrap().json().await.unwrap();
+    assert_eq!((chosen["encoding"].as_str(), chosen["tokens"].as_u64()), (Some("p50k_base"), Some(14)));
+    let unknown = post(r#"{"model": "llama-3-8b", "text": "hi"}"#).await.unwrap();
+    assert_eq!(unknown.status(), 400);
+    let err: serde_json::Value = unknown.json().await.unwrap();
+    assert!(err["error"]["message"].as_str().unwrap().contains("name the encoding in `encoding`"), "{err}");
     // The wrong method is 405, not "no such endpoint".
     let get = c.get(gw.admin_url("/admin/tokens")).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(get.status(), 405);

@@ -49,6 +49,8 @@ fn chunks(bytes: &[u8], cuts: &[usize]) -> Vec<Part> {
 type Reports = Arc<Mutex<Vec<UsageReport>>>;
 
 fn tap(parts: Vec<Part>, opts: TapOptions) -> (UsageTap, Reports) {
+    // Loaded first: before its table is loaded, the tap counts by the byte bound.
+    gw_engine::tokens::load(ENC);
     let reports: Reports = Arc::default();
     let r = reports.clone();
     let tap = UsageTap::new(body(parts), opts, move |report| r.lock().unwrap().push(report));
@@ -142,7 +144,7 @@ async fn sse_passes_bytes_through_and_reads_usage() {
     let r = one(&reports);
     assert_eq!(r.prompt, Some(9));
     assert_eq!(r.completion, Some(4));
-    assert_eq!(r.streamed_completion_estimate, words_estimate());
+    assert_eq!(r.streamed_completion_estimate, 0, "the deltas are not counted when usage reports the completion");
     assert!(r.complete);
     assert_eq!(r.chunks, cuts.len() as u64 + 1);
     assert_eq!(r.bytes, full.len() as u64);
@@ -161,7 +163,7 @@ async fn sse_strip_removes_exactly_the_usage_event() {
         assert_eq!(r.completion, Some(4));
         assert!(r.complete);
         assert_eq!(r.bytes, stripped.len() as u64);
-        assert_eq!(r.streamed_completion_estimate, words_estimate());
+        assert_eq!(r.streamed_completion_estimate, 0);
     }
 }
 
@@ -196,7 +198,7 @@ async fn sse_every_split_point() {
                 let r = one(&reports);
                 assert_eq!(
                     (r.prompt, r.completion, r.streamed_completion_estimate, r.complete),
-                    (Some(9), Some(4), words_estimate(), true),
+                    (Some(9), Some(4), 0, true),
                     "eol {eol:?} strip {strip} cuts {cuts:?}"
                 );
                 assert_eq!(r.bytes, expected.len() as u64);
@@ -346,7 +348,11 @@ async fn sse_multi_line_data_and_other_fields() {
     assert_eq!(got.bytes(), kept.as_bytes());
     let r = one(&reports);
     assert_eq!((r.prompt, r.completion), (Some(3), Some(1)));
-    assert_eq!(r.streamed_completion_estimate, count_text("Hello", ENC));
+    assert_eq!(r.streamed_completion_estimate, 0, "not counted: the usage reports the completion");
+    // Without the usage event the deltas are what is charged.
+    let (t, reports) = tap(chunks(kept.as_bytes(), &[]), sse());
+    drive(t).await;
+    assert_eq!(one(&reports).streamed_completion_estimate, count_text("Hello", ENC));
 }
 
 #[tokio::test]
@@ -363,11 +369,16 @@ async fn sse_tool_calls_legacy_text_and_responses_api() {
     assert_eq!(got.bytes(), text.as_bytes(), "nothing here is a usage-only chat chunk");
     let r = one(&reports);
     assert_eq!((r.prompt, r.completion), (Some(12), Some(7)));
+    assert_eq!(r.streamed_completion_estimate, 0, "not counted: the usage reports the completion");
+    // Without the usage event the deltas are what is charged.
+    let without_usage = &text[..text.find("event: response.completed").unwrap()];
+    let (t, reports) = tap(chunks(without_usage.as_bytes(), &[50]), sse());
+    drive(t).await;
     let expected = count_text("get_weather", ENC)
         + count_text("{\"city\":", ENC)
         + count_text(" world", ENC)
         + count_text("Hello", ENC);
-    assert_eq!(r.streamed_completion_estimate, expected);
+    assert_eq!(one(&reports).streamed_completion_estimate, expected);
 }
 
 #[tokio::test]
@@ -503,4 +514,24 @@ fn include_usage_added_only_when_missing() {
         assert!(!add_include_usage(&mut b));
         assert_eq!(b, before);
     }
+}
+
+/// Events without usage are held unparsed and read only at the end: a usage the upstream
+/// spelled with an escaped key (`"\u0075sage"`) is still found then, and the deltas of a stream
+/// longer than what is held (64 KiB) are all counted.
+#[tokio::test]
+async fn sse_events_without_usage_are_read_at_the_end() {
+    let escaped = "data: {\"choices\":[],\"\\u0075sage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}\n\n";
+    let text = format!("{}\n\n{escaped}", chunk(r#"{"content":"Hello"}"#, None));
+    let (t, reports) = tap(chunks(text.as_bytes(), &[]), sse());
+    drive(t).await;
+    let r = one(&reports);
+    assert_eq!((r.prompt, r.completion, r.streamed_completion_estimate), (Some(5), Some(2), 0));
+
+    let word = "lorem ipsum dolor sit amet ".repeat(40);
+    let many: String =
+        (0..120).map(|_| format!("{}\n\n", chunk(&format!(r#"{{"content":"{word}"}}"#), None))).collect();
+    let (t, reports) = tap(chunks(many.as_bytes(), &[1000, 70_000]), sse());
+    drive(t).await;
+    assert_eq!(one(&reports).streamed_completion_estimate, 120 * count_text(&word, ENC));
 }

@@ -3,8 +3,12 @@
 //!
 //! Free of tokio and of any I/O so `gw-check`'s test runner counts exactly as the runtime does.
 //! The BPE tables are embedded in `tiktoken-rs` (no download at run time); each encoding is
-//! loaded once, on first use or by [`warm_up`]. Loading is slow (tens to hundreds of ms per
-//! encoding, see [`warm_up`]), so the runtime warms up at start, never on a request.
+//! loaded once, on first use (or by [`load`]), and only the encodings actually used are: a
+//! table costs tens of MB and tens to hundreds of ms to load (see [`warm_up`]).
+//!
+//! A token budget needs an exact count only near its edge: [`prompt_bound`] bounds the prompt
+//! in every encoding without any BPE work, and the runtime reserves that bound when the budget
+//! has room for it, settling with the upstream's usage (see `runtime/src/budget.rs`).
 //!
 //! # Accounting choices
 //!
@@ -40,6 +44,8 @@
 use std::sync::OnceLock;
 
 use serde_json::Value;
+
+pub mod memo;
 use tiktoken_rs::CoreBPE;
 
 /// Tokens every chat message costs beyond its fields (`<|start|>{role}\n … <|end|>\n`).
@@ -141,14 +147,42 @@ const PREFIXES: &[(&str, Encoding)] = &[
     ("code-cushman", Encoding::P50kBase),
 ];
 
-/// The encoding `model` uses: o200k_base for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5, chatgpt-4o,
-/// gpt-oss and o1/o3/o4 families; cl100k_base for gpt-4 (not `o`), gpt-3.5 (`gpt-35` too),
-/// text-embedding-3 and text-embedding-ada-002; p50k_base for text-davinci-002/003 and codex;
-/// `default` (declared by the policy, cl100k_base unless it says otherwise) for anything else.
+/// Model names (lower case, the whole name before any `:`) of the GPT-3 era and their
+/// encodings, as tiktoken maps them.
+const NAMES: &[(&str, Encoding)] = &[
+    ("gpt2", Encoding::R50kBase),
+    ("gpt-2", Encoding::R50kBase),
+    ("davinci", Encoding::R50kBase),
+    ("curie", Encoding::R50kBase),
+    ("babbage", Encoding::R50kBase),
+    ("ada", Encoding::R50kBase),
+];
+
+/// Prefixes of the GPT-3 era (checked after [`PREFIXES`], so `text-davinci-002` stays p50k).
+const LEGACY_PREFIXES: &[(&str, Encoding)] = &[
+    ("text-davinci-edit", Encoding::P50kBase),
+    ("text-davinci-001", Encoding::R50kBase),
+    ("text-curie-", Encoding::R50kBase),
+    ("text-babbage-", Encoding::R50kBase),
+    ("text-ada-", Encoding::R50kBase),
+    ("text-similarity-", Encoding::R50kBase),
+    ("text-search-", Encoding::R50kBase),
+    ("code-search-", Encoding::R50kBase),
+];
+
+/// The encoding of `model`'s family, or `None` for a model of no family gw knows.
 ///
-/// Names are compared case-insensitively; a fine-tune `ft:BASE:…` maps as `BASE`, and a
-/// provider prefix (`openai/gpt-4o`, `azure/gpt-4o`) is ignored (the part after the last `/`).
-pub fn encoding_for_model(model: &str, default: Encoding) -> Encoding {
+/// o200k_base for the gpt-4o, gpt-4.1, gpt-4.5, gpt-5, chatgpt-4o, gpt-oss and o1/o3/o4
+/// families; cl100k_base for gpt-4 (not `o`), gpt-3.5 (`gpt-35` too), text-embedding-3,
+/// text-embedding-ada-002, davinci-002 and babbage-002; p50k_base for text-davinci-002/003,
+/// text-davinci-edit and codex (`code-davinci`, `code-cushman`); r50k_base (`gpt2`) for `gpt2`,
+/// the GPT-3 base models (`davinci`, `curie`, `babbage`, `ada`), text-davinci-001,
+/// text-curie/babbage/ada-001 and the text-similarity/search and code-search models.
+///
+/// Names are compared case-insensitively; a fine-tune `ft:BASE:…` (or a legacy `BASE:ft-…`)
+/// maps as `BASE`, and a provider prefix (`openai/gpt-4o`, `azure/gpt-4o`) is ignored (the part
+/// after the last `/`).
+pub fn model_encoding(model: &str) -> Option<Encoding> {
     let mut name = model.trim();
     if let Some(rest) = name.strip_prefix("ft:") {
         name = rest.split(':').next().unwrap_or(rest);
@@ -156,12 +190,68 @@ pub fn encoding_for_model(model: &str, default: Encoding) -> Encoding {
     if let Some((_, last)) = name.rsplit_once('/') {
         name = last;
     }
-    for (prefix, enc) in PREFIXES {
-        if name.len() >= prefix.len() && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()) {
-            return *enc;
+    let starts = |prefix: &str| {
+        name.len() >= prefix.len() && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    if let Some((_, enc)) = PREFIXES.iter().chain(LEGACY_PREFIXES).find(|(prefix, _)| starts(prefix)) {
+        return Some(*enc);
+    }
+    let base = name.split(':').next().unwrap_or(name);
+    NAMES.iter().find(|(n, _)| n.eq_ignore_ascii_case(base)).map(|(_, enc)| *enc)
+}
+
+/// The encoding `model` uses ([`model_encoding`]), `default` for a model of no known family.
+pub fn encoding_for_model(model: &str, default: Encoding) -> Encoding {
+    model_encoding(model).unwrap_or(default)
+}
+
+/// How texts are measured: exactly, in an encoding, or by a bound no encoding exceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Meter {
+    /// Tokens of the encoding, as tiktoken counts them.
+    Exact(Encoding),
+    /// The text's UTF-8 length in bytes: never fewer than its tokens in any of the encodings,
+    /// which are byte-level BPEs where every token stands for at least one byte.
+    Bytes,
+}
+
+impl From<Encoding> for Meter {
+    fn from(enc: Encoding) -> Meter {
+        Meter::Exact(enc)
+    }
+}
+
+impl Meter {
+    /// The meter a token budget uses for a request body: its model's encoding, or the byte
+    /// bound when the body names no model of a known family. An unknown model is never counted
+    /// in the encoding of another family: that could count fewer tokens than it really uses.
+    pub fn for_body(body: &Value) -> Meter {
+        match body.get("model").and_then(Value::as_str).and_then(model_encoding) {
+            Some(enc) => Meter::Exact(enc),
+            None => Meter::Bytes,
         }
     }
-    default
+
+    /// This meter if it can measure now without loading a table; else the byte bound, with the
+    /// table loading on a thread of its own for the next time. For counts that must not wait
+    /// (a request's worker settling an answer): the bound over-counts, never under-counts.
+    pub fn ready(self) -> Meter {
+        match self {
+            Meter::Exact(enc) if !is_loaded(enc) => {
+                load_in_background(enc);
+                Meter::Bytes
+            }
+            other => other,
+        }
+    }
+
+    /// What `text` measures.
+    pub fn text(self, text: &str) -> u64 {
+        match self {
+            Meter::Exact(enc) => count_text(text, enc),
+            Meter::Bytes => text.len() as u64,
+        }
+    }
 }
 
 static BPES: [OnceLock<Option<CoreBPE>>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
@@ -193,6 +283,15 @@ pub fn load(enc: Encoding) -> bool {
     bpe(enc).is_some()
 }
 
+/// Start loading `enc` on a thread of its own (once; nothing when it is loaded or loading).
+pub fn load_in_background(enc: Encoding) {
+    static STARTED: [std::sync::atomic::AtomicBool; 4] = [const { std::sync::atomic::AtomicBool::new(false) }; 4];
+    if is_loaded(enc) || STARTED[enc.index()].swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return;
+    }
+    std::thread::spawn(move || load(enc));
+}
+
 /// Load the encodings chat models use (o200k_base and cl100k_base). Measured on the 2-core
 /// development machine (busy with other builds) in a release build: 0.25–0.4 s for o200k_base
 /// and 0.06–0.17 s for cl100k_base, once per process; debug builds are several times slower.
@@ -202,87 +301,88 @@ pub fn warm_up() {
 }
 
 /// Tokens of `text` in `enc`, encoded as ordinary text (special-token strings count as text).
+/// A text of [`memo::MIN_BYTES`] or more is counted once and remembered ([`memo`]).
 pub fn count_text(text: &str, enc: Encoding) -> u64 {
     if text.is_empty() {
         return 0;
     }
     match bpe(enc) {
-        Some(bpe) => bpe.encode_ordinary(text).len() as u64,
+        Some(bpe) => memo::count(enc.index() as u8, text, || bpe.encode_ordinary(text).len() as u64),
         None => (text.len() as u64).div_ceil(4),
     }
 }
 
-/// The encoding for `body`'s `model` field (the default when it has none).
-fn body_encoding(body: &Value, default: Encoding) -> Encoding {
+/// The exact meter for `body`: its model's encoding, `default` when it names no known model.
+fn exact_meter(body: &Value, default: Encoding) -> Meter {
     match body.get("model").and_then(Value::as_str) {
-        Some(model) => encoding_for_model(model, default),
-        None => default,
+        Some(model) => Meter::Exact(encoding_for_model(model, default)),
+        None => Meter::Exact(default),
     }
 }
 
 /// Tokens of a value's compact JSON text.
-fn count_json(value: &Value, enc: Encoding) -> u64 {
+fn count_json(value: &Value, m: Meter) -> u64 {
     match value {
         Value::Null => 0,
-        Value::String(s) => count_text(s, enc),
-        other => count_text(&other.to_string(), enc),
+        Value::String(s) => m.text(s),
+        other => m.text(&other.to_string()),
     }
 }
 
 /// Tokens of a message `content`: a string, or an array of parts.
-fn count_content(content: &Value, enc: Encoding) -> u64 {
+fn count_content(content: &Value, m: Meter) -> u64 {
     match content {
         Value::Null => 0,
-        Value::String(s) => count_text(s, enc),
-        Value::Array(parts) => parts.iter().map(|p| count_part(p, enc)).fold(0, u64::saturating_add),
-        other => count_json(other, enc),
+        Value::String(s) => m.text(s),
+        Value::Array(parts) => parts.iter().map(|p| count_part(p, m)).fold(0, u64::saturating_add),
+        other => count_json(other, m),
     }
 }
 
-fn count_part(part: &Value, enc: Encoding) -> u64 {
+fn count_part(part: &Value, m: Meter) -> u64 {
     if let Value::String(s) = part {
-        return count_text(s, enc);
+        return m.text(s);
     }
     if let Some(text) = part.get("text").and_then(Value::as_str) {
-        return count_text(text, enc);
+        return m.text(text);
     }
     match part.get("type").and_then(Value::as_str) {
         Some("image_url" | "input_image" | "image") => IMAGE_PART_TOKENS,
-        Some("refusal") => part.get("refusal").map_or(0, |r| count_json(r, enc)),
-        _ => count_json(part, enc),
+        Some("refusal") => part.get("refusal").map_or(0, |r| count_json(r, m)),
+        _ => count_json(part, m),
     }
 }
 
 /// Tokens of the calls in `tool_calls` or a single `function_call`.
-fn count_call(call: &Value, enc: Encoding) -> u64 {
+fn count_call(call: &Value, m: Meter) -> u64 {
     let f = call.get("function").unwrap_or(call);
-    let name = f.get("name").map_or(0, |v| count_json(v, enc));
-    let args = f.get("arguments").map_or(0, |v| count_json(v, enc));
+    let name = f.get("name").map_or(0, |v| count_json(v, m));
+    let args = f.get("arguments").map_or(0, |v| count_json(v, m));
     name.saturating_add(args).saturating_add(FUNCTION_CALL_OVERHEAD)
 }
 
 /// Tokens of one chat message, its per-message overhead included.
-fn count_message(message: &Value, enc: Encoding) -> u64 {
+fn count_message(message: &Value, m: Meter) -> u64 {
     let mut n = TOKENS_PER_MESSAGE;
     match message {
         Value::Object(fields) => {
             for (key, value) in fields {
                 let cost = match key.as_str() {
-                    "content" => count_content(value, enc),
-                    "name" => count_json(value, enc).saturating_add(TOKENS_PER_NAME),
+                    "content" => count_content(value, m),
+                    "name" => count_json(value, m).saturating_add(TOKENS_PER_NAME),
                     "tool_calls" => match value {
-                        Value::Array(calls) => calls.iter().map(|c| count_call(c, enc)).fold(0, u64::saturating_add),
-                        other => count_json(other, enc),
+                        Value::Array(calls) => calls.iter().map(|c| count_call(c, m)).fold(0, u64::saturating_add),
+                        other => count_json(other, m),
                     },
-                    "function_call" if value.is_object() => count_call(value, enc),
+                    "function_call" if value.is_object() => count_call(value, m),
                     // Responses-API item discriminator (`"type": "message"`): framing, not text.
                     "type" if value.as_str() == Some("message") => 0,
-                    _ => count_json(value, enc),
+                    _ => count_json(value, m),
                 };
                 n = n.saturating_add(cost);
             }
         }
-        other => n = n.saturating_add(count_json(other, enc)),
+        other => n = n.saturating_add(count_json(other, m)),
     }
     n
 }
@@ -292,31 +392,31 @@ fn count_message(message: &Value, enc: Encoding) -> u64 {
 /// `messages` array.
 pub fn count_chat_prompt(body: &Value, default: Encoding) -> Option<u64> {
     let messages = body.get("messages")?.as_array()?;
-    let enc = body_encoding(body, default);
-    Some(count_messages(messages, enc).saturating_add(count_tools(body, enc)))
+    let m = exact_meter(body, default);
+    Some(count_messages(messages, m).saturating_add(count_tools(body, m)))
 }
 
-fn count_messages(messages: &[Value], enc: Encoding) -> u64 {
-    messages.iter().map(|m| count_message(m, enc)).fold(REPLY_PRIMING, u64::saturating_add)
+fn count_messages(messages: &[Value], m: Meter) -> u64 {
+    messages.iter().map(|msg| count_message(msg, m)).fold(REPLY_PRIMING, u64::saturating_add)
 }
 
 /// Tokens of the `tools` and legacy `functions` definitions (compact JSON text).
-fn count_tools(body: &Value, enc: Encoding) -> u64 {
-    let tools = body.get("tools").map_or(0, |t| count_json(t, enc));
-    let functions = body.get("functions").map_or(0, |f| count_json(f, enc));
+fn count_tools(body: &Value, m: Meter) -> u64 {
+    let tools = body.get("tools").map_or(0, |t| count_json(t, m));
+    let functions = body.get("functions").map_or(0, |f| count_json(f, m));
     tools.saturating_add(functions)
 }
 
 /// Tokens of a completions `prompt` or embeddings `input`: a string, an array of strings, a
 /// token array, or an array of token arrays. `None` for any other shape.
-fn count_texts(value: &Value, enc: Encoding) -> Option<u64> {
+fn count_texts(value: &Value, m: Meter) -> Option<u64> {
     match value {
-        Value::String(s) => Some(count_text(s, enc)),
+        Value::String(s) => Some(m.text(s)),
         Value::Array(items) => {
             let mut n: u64 = 0;
             for item in items {
                 let cost = match item {
-                    Value::String(s) => count_text(s, enc),
+                    Value::String(s) => m.text(s),
                     // One element of a token array is one token.
                     Value::Number(_) => 1,
                     Value::Array(tokens) => tokens.len() as u64,
@@ -335,27 +435,41 @@ fn count_texts(value: &Value, enc: Encoding) -> Option<u64> {
 /// `input` array of message items is counted as chat messages, plus `instructions`). `None` when
 /// the body has none of them or the field has an unexpected shape.
 pub fn count_prompt(body: &Value, default: Encoding) -> Option<u64> {
-    if body.get("messages").is_some() {
-        return count_chat_prompt(body, default);
+    measure_prompt(body, exact_meter(body, default))
+}
+
+/// The prompt of `body` measured with `m`: [`count_prompt`]'s accounting, every text measured by
+/// the meter. With [`Meter::Bytes`] this is [`prompt_bound`].
+pub fn measure_prompt(body: &Value, m: Meter) -> Option<u64> {
+    if let Some(messages) = body.get("messages") {
+        return Some(count_messages(messages.as_array()?, m).saturating_add(count_tools(body, m)));
     }
-    let enc = body_encoding(body, default);
     if let Some(prompt) = body.get("prompt") {
-        return count_texts(prompt, enc);
+        return count_texts(prompt, m);
     }
     let input = body.get("input")?;
     match input {
         Value::Array(items) if items.iter().any(Value::is_object) => {
-            let instructions = body.get("instructions").map_or(0, |i| count_json(i, enc));
-            Some(count_messages(items, enc).saturating_add(instructions).saturating_add(count_tools(body, enc)))
+            let instructions = body.get("instructions").map_or(0, |i| count_json(i, m));
+            Some(count_messages(items, m).saturating_add(instructions).saturating_add(count_tools(body, m)))
         }
         Value::String(_) if body.get("instructions").is_some() => {
             // A Responses-API request: the input is one user message.
-            let instructions = body.get("instructions").map_or(0, |i| count_json(i, enc));
+            let instructions = body.get("instructions").map_or(0, |i| count_json(i, m));
             let message = serde_json::json!({"role": "user", "content": input});
-            Some(count_messages(std::slice::from_ref(&message), enc).saturating_add(instructions))
+            Some(count_messages(std::slice::from_ref(&message), m).saturating_add(instructions))
         }
-        other => count_texts(other, enc),
+        other => count_texts(other, m),
     }
+}
+
+/// An upper bound of the prompt tokens of `body` in every encoding: the same accounting with
+/// each text measured by its UTF-8 length. The accounting only adds up text measures and fixed
+/// costs, and no text has more tokens than bytes in a byte-level BPE, so no encoding counts more
+/// (`tests/tokens.rs` checks it over adversarial text for all four encodings). It costs a walk
+/// of the parsed body and no BPE work, so a budget with room for it needs no exact count.
+pub fn prompt_bound(body: &Value) -> Option<u64> {
+    measure_prompt(body, Meter::Bytes)
 }
 
 /// The completion tokens a request asks for: `max_completion_tokens`, else `max_tokens`, else
@@ -396,9 +510,20 @@ impl Reservation {
 ///
 /// For an embeddings request pass `estimate: None`: it generates no completion.
 pub fn reservation(body: &Value, default_enc: Encoding, estimate: Option<u64>) -> Option<Reservation> {
-    let prompt = count_prompt(body, default_enc)?;
+    reservation_measured(body, exact_meter(body, default_enc), estimate)
+}
+
+/// [`reservation`] with the prompt measured by `m` (with [`Meter::Bytes`], a bound of it).
+pub fn reservation_measured(body: &Value, m: Meter, estimate: Option<u64>) -> Option<Reservation> {
+    let prompt = measure_prompt(body, m)?;
+    Some(Reservation { prompt, completion: completion_reserved(body, estimate) })
+}
+
+/// The completion tokens reserved for `body`: requested (else `estimate`, else 0) per choice,
+/// times [`choices`].
+pub fn completion_reserved(body: &Value, estimate: Option<u64>) -> u64 {
     let per_choice = requested_completion(body).or(estimate).unwrap_or(0);
-    Some(Reservation { prompt, completion: per_choice.saturating_mul(choices(body)) })
+    per_choice.saturating_mul(choices(body))
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ pub fn account_body(gw: Arc<Gateway>, resp: Response<Body>, mut account: Account
                 // The body will be shorter than the upstream said.
                 parts.headers.remove(http::header::CONTENT_LENGTH);
             }
-            let opts = TapOptions::new(format, plan.encoding).strip_usage_chunk(plan.strip_usage_chunk);
+            let opts = TapOptions::new(format, plan.meter).strip_usage_chunk(plan.strip_usage_chunk);
             let tap = UsageTap::new(body, opts, move |report| {
                 let model = plan.reconcile.model.clone();
                 let (p, c) = plan.reconcile.finish(&report, status);

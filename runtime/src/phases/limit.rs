@@ -26,6 +26,11 @@ pub struct Admitted {
 /// Charge the decision's limits. Admitted, the request holds its concurrency slots until
 /// its answer ends; refused, its answer is the refusal. Without `charge_tokens` (a cache hit:
 /// no model runs) its token budgets are neither charged nor consulted.
+///
+/// A token budget is first charged the prompt's byte bound; the prompt is counted exactly only
+/// when the bound does not fit (see `budget`): larger than a whole budget (waiting for the
+/// encoding's table if it is loading), or refused by a budget and nothing else (if the table is
+/// loaded). A refused check charged nothing, so the exact one is a fresh try.
 pub async fn check(
     ctx: Ctx<'_>,
     decision: &Decision,
@@ -37,6 +42,10 @@ pub async fn check(
     let mut checks = limit_checks(ctx.loaded, decision, ctx.request_id, plan);
     if !charge_tokens {
         checks.retain(|c| !matches!(c.charge, Charge::Tokens { .. }));
+    }
+    if let Some(plan) = plan.filter(|p| p.may_shrink() && never_fits(&checks).is_some()) {
+        plan.count_exactly().await;
+        checks = limit_checks(ctx.loaded, decision, ctx.request_id, Some(plan));
     }
     if let Some((check, cost)) = never_fits(&checks) {
         // No wait would let it pass: not a 429 (clients retry those), and nothing charged.
@@ -51,7 +60,17 @@ pub async fn check(
         )
         .into());
     }
-    let (limit_results, ticket) = gw.limiter.check(&checks).await;
+    let (mut limit_results, mut ticket) = gw.limiter.check(&checks).await;
+    // Near the edge: counted exactly if the table is loaded (the first refusals after a start
+    // do not wait for it: the bound judges them while it loads).
+    if let Some(plan) = plan.filter(|p| p.may_shrink() && only_budgets_refused(&limit_results) && p.count_exactly_now())
+    {
+        let exact = limit_checks(ctx.loaded, decision, ctx.request_id, Some(plan));
+        if costs_differ(&checks, &exact) {
+            (limit_results, ticket) = gw.limiter.check(&exact).await;
+            checks = exact;
+        }
+    }
     count_limit_decisions(gw, &limit_results);
     x.shadow_refused = limit_results.iter().filter(|r| r.shadow && !r.allowed).map(|r| r.id.clone()).collect();
     if !admitted(&limit_results) {
@@ -61,6 +80,21 @@ pub async fn check(
     }
     x.hold.limits = Some(Held::new(gw.limiter.clone(), ticket, &checks));
     Ok(Admitted { checks, results: limit_results, ticket })
+}
+
+/// Whether the request was refused by token budgets alone (an exact count could admit it),
+/// not by a rate or concurrency limit or a store fallback (a smaller count changes nothing).
+fn only_budgets_refused(results: &[LimitResult]) -> bool {
+    let mut refused = results.iter().filter(|r| !r.allowed && !r.shadow).peekable();
+    refused.peek().is_some() && refused.all(|r| r.kind == LimitKind::Tokens && !r.fallback)
+}
+
+fn costs_differ(a: &[LimitCheck], b: &[LimitCheck]) -> bool {
+    let cost = |c: &LimitCheck| match c.charge {
+        Charge::Tokens { cost, .. } => Some(cost),
+        _ => None,
+    };
+    a.iter().zip(b).any(|(x, y)| cost(x) != cost(y))
 }
 
 /// What the answer's token usage is reconciled with. A streamed answer is always charged:
@@ -92,11 +126,11 @@ pub fn usage_plan(
         limiter: gw.limiter.clone(),
         ticket: admitted.ticket,
         charged,
-        prompt: plan.cost(None).0,
+        prompt: plan.settle_prompt(),
         model: plan.model.clone(),
     }
     .keep_charged(&admitted.results);
-    UsagePlan { reconcile, encoding: plan.encoding, strip_usage_chunk }
+    UsagePlan { reconcile, meter: plan.meter, strip_usage_chunk }
 }
 
 /// The limits the decision applies, as store checks. A token limit costs the request's

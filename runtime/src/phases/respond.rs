@@ -36,8 +36,9 @@ pub async fn answer(
                         Some(b) => b,
                         None => read_body(body.take(), settings.max_body).await?,
                     };
-                    let counted =
-                        crate::budget::count_request(&bytes).map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
+                    let counted = crate::budget::count_request_blocking(bytes)
+                        .await
+                        .map_err(|m| GwError::new(Code::BadTokenRequest, m))?;
                     ("application/json", counted.to_string())
                 }
                 Builtin::Metrics => ("text/plain; version=0.0.4", gw.render_metrics()),
