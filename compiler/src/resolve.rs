@@ -19,6 +19,19 @@ pub struct Names {
 }
 
 pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
+    let (names, mut diags) = define(items);
+    let used = references(items, &names, &mut diags);
+    diags.extend(matcher_cycles(items));
+    diags.extend(unused(items, &used));
+    diags.retain(|d| !(d.code == Code::Unused && d.message.contains("`_")));
+    (names, diags)
+}
+
+/// The definitions something refers to, by (kind, name): what the unused-definition check reads.
+type Used = HashSet<(&'static str, String)>;
+
+/// Pass 1: the name table, with duplicate definitions and duplicate settings reported.
+fn define(items: &[Item]) -> (Names, Vec<Diag>) {
     let mut names = Names::default();
     let mut diags = vec![];
     let mut tests: HashMap<String, Span> = HashMap::new();
@@ -80,7 +93,12 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
         }
     }
 
-    let mut used: HashSet<(&'static str, String)> = HashSet::new();
+    (names, diags)
+}
+
+/// Pass 2: every reference checked against the table (with did-you-mean); returns what is used.
+fn references(items: &[Item], names: &Names, diags: &mut Vec<Diag>) -> Used {
+    let mut used = Used::new();
     for item in items {
         match item {
             Item::Route(r) => {
@@ -88,12 +106,12 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                     match &stmt.kind {
                         RouteStmtKind::To(u) => {
                             used.insert(("upstream", u.name.clone()));
-                            check_ref(&names.upstreams, u, Code::UndefinedUpstream, "upstream", &mut diags);
+                            check_ref(&names.upstreams, u, Code::UndefinedUpstream, "upstream", diags);
                         }
                         RouteStmtKind::Auth(a) => {
                             for m in &a.methods {
                                 used.insert(("keys", m.set.name.clone()));
-                                check_ref(&names.keysets, &m.set, Code::UndefinedKeys, "key set", &mut diags);
+                                check_ref(&names.keysets, &m.set, Code::UndefinedKeys, "key set", diags);
                             }
                         }
                         RouteStmtKind::Cors(c) => {
@@ -101,21 +119,21 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         }
                         RouteStmtKind::LimitUse { name, .. } => {
                             used.insert(("limit", name.name.clone()));
-                            check_ref(&names.limits, name, Code::UndefinedLimit, "shared limit", &mut diags);
+                            check_ref(&names.limits, name, Code::UndefinedLimit, "shared limit", diags);
                         }
                         _ => {}
                     }
                     for e in stmt_exprs(&stmt.kind) {
-                        refs(e, &names, &mut used, &mut diags);
+                        refs(e, names, &mut used, diags);
                     }
                 }
             }
-            Item::Matcher(m) => refs(&m.expr, &names, &mut used, &mut diags),
+            Item::Matcher(m) => refs(&m.expr, names, &mut used, diags),
             Item::Upstream(u) => {
                 for s in &u.stmts {
                     match &s.kind {
                         UpstreamStmtKind::Affinity(e) | UpstreamStmtKind::Balance(Balance::Hash(e)) => {
-                            refs(e, &names, &mut used, &mut diags)
+                            refs(e, names, &mut used, diags)
                         }
                         _ => {}
                     }
@@ -141,15 +159,19 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
                         continue;
                     }
                     let code = if kind == "shared limit" { Code::UndefinedLimit } else { Code::UndefinedName };
-                    check_ref(table, id, code, kind, &mut diags);
+                    check_ref(table, id, code, kind, diags);
                 }
             }
             _ => {}
         }
     }
 
-    diags.extend(matcher_cycles(items));
+    used
+}
 
+/// Pass 3: definitions of the root policy that nothing uses.
+fn unused(items: &[Item], used: &Used) -> Vec<Diag> {
+    let mut diags = vec![];
     // A policy without routes is a library module meant for `import`: its definitions are
     // used by the policies that import it, so none is reported as unused.
     let is_module = !items.iter().any(|i| matches!(i, Item::Route(_)));
@@ -174,8 +196,7 @@ pub fn resolve(items: &[Item]) -> (Names, Vec<Diag>) {
             );
         }
     }
-    diags.retain(|d| !(d.code == Code::Unused && d.message.contains("`_")));
-    (names, diags)
+    diags
 }
 
 /// The span of an item's leading keyword.

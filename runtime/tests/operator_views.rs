@@ -116,7 +116,8 @@ async fn serve_config_shows_the_policy_and_no_secret() {
     let routes: Vec<&str> = v["routes"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(routes, ["chat", "models", "config"]);
     let chat = &v["routes"][0];
-    assert_eq!(chat["auth"]["keys"], "users");
+    assert_eq!(chat["auth"]["methods"][0]["set"], "users");
+    assert_eq!(chat["auth"]["methods"][0]["kind"], "keys");
     assert_eq!(chat["cache"]["ttl_ns"], 10_000_000_000u64);
     assert_eq!(chat["cache"]["statuses"], serde_json::json!([200]));
     assert_eq!(chat["set_headers"], serde_json::json!(["x-org"]));

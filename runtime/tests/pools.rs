@@ -75,8 +75,14 @@ fn polyagent(cores: &[SocketAddr]) -> Gw {
             ("127.0.0.1:9108", cores[2].to_string()),
         ],
     );
-    let keys = std::fs::read_to_string(format!("{POLYAGENT}/keys/clients.keys")).unwrap();
-    Gw::start(GwSpec::new(&policy, "").file("keys/clients.keys", keys).env("GW_ADMIN_TOKEN", "admin"))
+    let read = |name: &str| std::fs::read_to_string(format!("{POLYAGENT}/keys/{name}")).unwrap();
+    Gw::start(
+        GwSpec::new(&policy, "")
+            .file("keys/clients.keys", read("clients.keys"))
+            .file("keys/issuer.pem", read("issuer.pem"))
+            .file("keys/operators.htpasswd", read("operators.htpasswd"))
+            .env("GW_ADMIN_TOKEN", "admin"),
+    )
 }
 
 /// Requests from `workers` loops until stopped: (ok, errors, first error seen).

@@ -511,16 +511,13 @@ route r { when GET "/" to u }
     assert_eq!(code, 1);
     assert!(stderr.contains("gw::undefined_upstream"), "{stderr}");
 
-    // What the runtime does not implement is refused, not silently ignored.
+    // What the compiler cannot see (a key file missing at start-up) is refused, not ignored.
     let (code, stderr) = common::serve_fails(
-        "upstream u {\n    target \"http://127.0.0.1:1\"\n    retry  2\n}\nroute r {\n    when GET \"/\"\n    to   u\n}\n",
+        "keys users from \"keys/nowhere.keys\"\nupstream u { target \"http://127.0.0.1:1\" }\nroute r {\n    when GET \"/\"\n    auth users\n    to   u\n}\n",
         &[],
     );
     assert_eq!(code, 1);
-    assert!(
-        stderr.contains("gw::not_supported") && stderr.contains("upstream `u`: `retry` is not implemented"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("gw::keys_file_missing") && stderr.contains("keys/nowhere.keys"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

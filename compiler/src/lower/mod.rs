@@ -42,29 +42,7 @@ type KindedIds = Vec<(usize, String, &'static str)>;
 pub fn lower(program: &Program) -> Result<Graph, Diag> {
     let mut b = Nodes::default();
 
-    let keysets: Vec<KeysetInfo> = program
-        .keysets
-        .iter()
-        .map(|(name, keys)| KeysetInfo {
-            name: name.clone(),
-            len: keys.len(),
-            salted: keys.salt.is_some(),
-            keys: keys.clone(),
-        })
-        .collect();
-
-    let jwtsets: Vec<JwtSetInfo> =
-        program.jwtsets.iter().map(|(name, v)| JwtSetInfo { name: name.clone(), verifier: v.clone() }).collect();
-    let basicsets: Vec<BasicSetInfo> = program
-        .basicsets
-        .iter()
-        .map(|(name, (tenant, h))| BasicSetInfo {
-            name: name.clone(),
-            tenant: tenant.clone(),
-            users: h.len(),
-            htpasswd: h.clone(),
-        })
-        .collect();
+    let (keysets, jwtsets, basicsets) = credential_sets(program);
 
     let mut upstreams = vec![];
     let (mut balance_keys, mut affinity_keys) = (vec![], vec![]);
@@ -104,6 +82,86 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         rts.push(rt);
     }
 
+    let (tenants, tenant_limits, default_tenant_limits) = lower_tenants(program, &first_index, &mut limits);
+    for shared in program.shared_limits() {
+        limits.push(LimitInfo {
+            id: shared_id(shared),
+            kind: limit_kind(&shared.kind),
+            shadow: false,
+            per: limit_per(&shared.per),
+            owner: LimitOwner::Shared { name: shared.name.name.clone() },
+            model: None,
+            conditional: false,
+        });
+    }
+    if limits.len() != table.len() || limits.iter().zip(&table).any(|(l, id)| l.id != *id) {
+        return Err(Diag::bug("the graph's limits are not in the limit table's order"));
+    }
+
+    let router = build_router(program)?;
+    let (nodes, meta, facts, regexes) = b.finish();
+    Ok(Graph {
+        settings: settings(program),
+        routes,
+        upstreams,
+        limits,
+        tenants,
+        keysets,
+        jwtsets,
+        basicsets,
+        rt: rts,
+        router,
+        nodes,
+        meta,
+        facts,
+        regexes,
+        tenant_limits,
+        default_tenant_limits,
+        balance_keys,
+        affinity_keys,
+        model_path: vec![PathSeg::Field("model".to_string())],
+    })
+}
+
+/// The credential sets as the graph holds them (hashes and verifiers, read by `load`).
+fn credential_sets(program: &Program) -> (Vec<KeysetInfo>, Vec<JwtSetInfo>, Vec<BasicSetInfo>) {
+    let keysets: Vec<KeysetInfo> = program
+        .keysets
+        .iter()
+        .map(|(name, keys)| KeysetInfo {
+            name: name.clone(),
+            len: keys.len(),
+            salted: keys.salt.is_some(),
+            keys: keys.clone(),
+        })
+        .collect();
+
+    let jwtsets: Vec<JwtSetInfo> =
+        program.jwtsets.iter().map(|(name, v)| JwtSetInfo { name: name.clone(), verifier: v.clone() }).collect();
+    let basicsets: Vec<BasicSetInfo> = program
+        .basicsets
+        .iter()
+        .map(|(name, (tenant, h))| BasicSetInfo {
+            name: name.clone(),
+            tenant: tenant.clone(),
+            users: h.len(),
+            htpasswd: h.clone(),
+        })
+        .collect();
+
+    (keysets, jwtsets, basicsets)
+}
+
+/// A tenant's limit ids by table index, as `Graph::tenant_limits` holds them.
+type TenantLimits = HashMap<String, Vec<(usize, String)>>;
+
+/// Tenants and their limits (appended to `limits`), with what `tenant *` gives every tenant
+/// for the kinds its own block does not set.
+fn lower_tenants(
+    program: &Program,
+    first_index: &HashMap<&str, usize>,
+    limits: &mut Vec<LimitInfo>,
+) -> (Vec<TenantInfo>, TenantLimits, Vec<(usize, String)>) {
     let mut tenants = vec![];
     let mut tenant_limits: HashMap<String, Vec<(usize, String)>> = HashMap::new();
     // Each tenant's own limits with the kind of each, before `tenant *` fills the gaps.
@@ -147,44 +205,7 @@ pub fn lower(program: &Program) -> Result<Graph, Diag> {
         tenant_limits.entry(name).or_insert(all);
     }
     let default_tenant_limits = every.into_iter().map(|(i, id, _)| (i, id)).collect();
-    for shared in program.shared_limits() {
-        limits.push(LimitInfo {
-            id: shared_id(shared),
-            kind: limit_kind(&shared.kind),
-            shadow: false,
-            per: limit_per(&shared.per),
-            owner: LimitOwner::Shared { name: shared.name.name.clone() },
-            model: None,
-            conditional: false,
-        });
-    }
-    if limits.len() != table.len() || limits.iter().zip(&table).any(|(l, id)| l.id != *id) {
-        return Err(Diag::bug("the graph's limits are not in the limit table's order"));
-    }
-
-    let router = build_router(program)?;
-    let (nodes, meta, facts, regexes) = b.finish();
-    Ok(Graph {
-        settings: settings(program),
-        routes,
-        upstreams,
-        limits,
-        tenants,
-        keysets,
-        jwtsets,
-        basicsets,
-        rt: rts,
-        router,
-        nodes,
-        meta,
-        facts,
-        regexes,
-        tenant_limits,
-        default_tenant_limits,
-        balance_keys,
-        affinity_keys,
-        model_path: vec![PathSeg::Field("model".to_string())],
-    })
+    (tenants, tenant_limits, default_tenant_limits)
 }
 
 // ======================================================================= limit identities

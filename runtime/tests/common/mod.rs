@@ -257,7 +257,24 @@ pub fn serve_fails(policy_text: &str, env: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("gateway.gwp");
     std::fs::write(&policy, policy_text).unwrap();
-    let out = Command::new(gw_bin()).arg("serve").arg(&policy).envs(env.iter().copied()).output().unwrap();
+    let mut child = Command::new(gw_bin())
+        .arg("serve")
+        .arg(&policy)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A policy that unexpectedly starts serving would otherwise hang the test forever.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`gw serve` was expected to refuse the policy but is still running:\n{policy_text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
