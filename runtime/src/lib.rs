@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod recent;
 pub mod redis_store;
 pub mod server;
+pub mod signals;
 pub mod store;
 pub mod stream;
 pub mod tls;
@@ -53,6 +54,7 @@ pub struct Overrides {
 
 /// Serve until SIGTERM/SIGINT, then drain. Returns an error message for start-up failures.
 pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String> {
+    let mut signals = signals::Signals::install();
     let loaded = gw.policy();
     let settings = loaded.policy.graph.settings().clone();
     // Token tables load on first use, once per encoding actually used (gw_engine::tokens).
@@ -119,15 +121,27 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         tokio::spawn(server::accept_loop(listener, None, builder, limits, admin_drain.clone(), service, vec![]));
     }
     drop(loaded);
-    tokio::spawn(reload_on_sighup(gw.clone()));
+    let (gw_hup, mut hangup) = (gw.clone(), signals.hangup.take());
+    tokio::spawn(async move {
+        while hangup.recv().await {
+            tracing::info!("SIGHUP: reloading the policy");
+            gw_hup.reload().await;
+        }
+    });
     if let Some(handle) = gw.audit_handle.clone() {
-        tokio::spawn(reopen_audit_on_sigusr1(handle));
+        let mut user1 = signals.user1.take();
+        tokio::spawn(async move {
+            while user1.recv().await {
+                tracing::info!("SIGUSR1: reopening the audit log");
+                handle.reopen();
+            }
+        });
     }
     if matches!(gw.source, policy::PolicySource::File(_)) {
         tokio::spawn(reload_on_file_change(gw.clone()));
     }
 
-    server::shutdown_signal().await;
+    signals.shutdown().await;
     let drain_timeout = Duration::from_nanos(gw.policy().policy.graph.settings().drain_timeout_ns);
     tracing::info!(
         connections = drain.live(),
@@ -152,24 +166,6 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
 
 fn drain_receiver(tx: &tokio::sync::watch::Sender<bool>) -> tokio::sync::watch::Receiver<bool> {
     tx.subscribe()
-}
-
-/// SIGHUP reloads the policy (as a file change or `POST /admin/reload` does).
-async fn reload_on_sighup(gw: Arc<Gateway>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; reload with POST /admin/reload");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the policy");
-            gw.reload().await;
-        }
-    }
-    #[cfg(not(unix))]
-    drop(gw);
 }
 
 /// How long the policy's files must be quiet before a change reloads: an editor's
@@ -199,19 +195,4 @@ async fn reload_on_file_change(gw: Arc<Gateway>) {
             }
         }
     }
-}
-
-/// SIGUSR1 reopens the audit log (after logrotate moved it away).
-async fn reopen_audit_on_sigusr1(handle: audit::AuditHandle) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else { return };
-        while usr1.recv().await.is_some() {
-            tracing::info!("SIGUSR1: reopening the audit log");
-            handle.reopen();
-        }
-    }
-    #[cfg(not(unix))]
-    drop(handle);
 }

@@ -197,6 +197,20 @@ async fn sighup_and_the_admin_endpoint_reload() {
     assert!(report["diagnostics"].as_str().unwrap().contains("restart"), "{report}");
 }
 
+/// Signal handlers are in place before the ports open: a SIGHUP sent the moment gw answers
+/// reloads it (the default action, exit, once killed gw in CI when handlers came later).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sighup_sent_the_moment_gw_answers_reloads_it() {
+    let mock = Mock::start(&[]);
+    for round in 0..20 {
+        let mut gw = start(&mock, "A");
+        gw.proc.signal(1);
+        assert_eq!(gw.proc.wait_exit(Duration::from_millis(200)), None, "round {round}: gw exited on SIGHUP");
+        let report = Admin::new(&gw).next_reload(&Value::Null).await;
+        assert_eq!(report["ok"], true, "round {round}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_writes_is_one_reload() {
     let mock = Mock::start(&[]);
