@@ -86,7 +86,10 @@ impl Account {
     fn count(&self, status: u16) {
         let metrics = &self.gw.metrics;
         let route = self.x.route.as_deref().unwrap_or("-");
-        metrics.requests.with_label_values(&[route, &status.to_string()]).inc();
+        // The status's text without formatting it (every status gw answers is 100..=999).
+        let code = http::StatusCode::from_u16(status).ok();
+        let code = code.as_ref().map_or("invalid", http::StatusCode::as_str);
+        metrics.requests.with_label_values(&[route, code]).inc();
         metrics.duration.with_label_values(&[route]).observe(self.started.elapsed().as_secs_f64());
     }
 }

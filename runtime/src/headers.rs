@@ -5,20 +5,30 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::RngCore;
 
 /// Headers that describe one connection, not the message: never passed on.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// (Names made once: a `&str` name is parsed again on every lookup.)
+const HOP_BY_HOP: [HeaderName; 9] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 /// Remove hop-by-hop headers and every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(http::header::CONNECTION) {
+        remove_connection_named(headers);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn remove_connection_named(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(http::header::CONNECTION)
         .iter()
@@ -28,9 +38,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     for name in named {
         headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
     }
 }
 

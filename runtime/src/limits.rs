@@ -84,7 +84,11 @@ impl LimitCheck {
 
 /// The store name of a counter: the id and key, separated by a byte neither can hold.
 pub fn counter_name(id: &str, key: &str) -> String {
-    format!("{id}\u{1f}{key}")
+    let mut name = String::with_capacity(id.len() + 1 + key.len());
+    name.push_str(id);
+    name.push('\u{1f}');
+    name.push_str(key);
+    name
 }
 
 /// The answer for one limit of the request.
@@ -232,38 +236,53 @@ impl LocalLimiter {
     }
 
     fn check_at(&self, checks: &[LimitCheck], now: u64) -> Vec<LimitResult> {
-        let counters: Vec<String> = checks.iter().map(LimitCheck::counter).collect();
-        let mut shard_ids: Vec<usize> = counters.iter().map(|c| shard_of(c)).collect();
+        // Each counter with its shard, hashed once.
+        let counters: Vec<(String, usize)> = checks
+            .iter()
+            .map(|c| {
+                let name = c.counter();
+                let shard = shard_of(&name);
+                (name, shard)
+            })
+            .collect();
+        let mut shard_ids: Vec<usize> = counters.iter().map(|(_, shard)| *shard).collect();
         shard_ids.sort_unstable();
         shard_ids.dedup();
-        let mut guards: HashMap<usize, MutexGuard<'_, HashMap<String, Cell>>> =
+        // Locked in shard order (never two requests waiting on each other); a request reads few.
+        let mut guards: Vec<(usize, MutexGuard<'_, HashMap<String, Cell>>)> =
             shard_ids.iter().map(|&i| (i, self.lock(i))).collect();
-        let cell = |guards: &HashMap<usize, MutexGuard<'_, HashMap<String, Cell>>>, c: &str| {
-            guards.get(&shard_of(c)).and_then(|m| m.get(c).copied())
+        let shard = |guards: &[(usize, MutexGuard<'_, HashMap<String, Cell>>)], i: usize| {
+            guards.iter().position(|(id, _)| *id == i)
         };
 
         let mut results = Vec::with_capacity(checks.len());
         let mut next_cells = Vec::with_capacity(checks.len());
-        for (check, counter) in checks.iter().zip(&counters) {
-            let (result, next) = evaluate(check, cell(&guards, counter), now);
+        for (check, (counter, i)) in checks.iter().zip(&counters) {
+            let current = shard(&guards, *i).and_then(|g| guards[g].1.get(counter).copied());
+            let (result, next) = evaluate(check, current, now);
             results.push(result);
             next_cells.push(next);
         }
         if admitted(&results) {
-            for ((result, counter), next) in results.iter().zip(&counters).zip(next_cells) {
+            for ((result, (counter, i)), next) in results.iter().zip(&counters).zip(next_cells) {
                 // A shadow limit that would refuse is reported, not charged: it must not
                 // change what an enforced twin of it would see.
                 if !result.allowed {
                     continue;
                 }
-                if let Some(map) = guards.get_mut(&shard_of(counter)) {
-                    if map.len() >= SWEEP_AT {
-                        map.retain(|_, c| match c {
-                            Cell::Tat(tat) => *tat > now,
-                            Cell::Held(n) => *n > 0,
-                        });
+                let Some(g) = shard(&guards, *i) else { continue };
+                let map = &mut guards[g].1;
+                if map.len() >= SWEEP_AT {
+                    map.retain(|_, c| match c {
+                        Cell::Tat(tat) => *tat > now,
+                        Cell::Held(n) => *n > 0,
+                    });
+                }
+                match map.get_mut(counter) {
+                    Some(cell) => *cell = next,
+                    None => {
+                        map.insert(counter.clone(), next);
                     }
-                    map.insert(counter.clone(), next);
                 }
             }
         }

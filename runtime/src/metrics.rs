@@ -188,3 +188,21 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+/// One target's per-try series, looked up once per policy generation instead of per try
+/// (a label lookup hashes the labels and takes a lock).
+pub struct TargetMetrics {
+    pub requests: prometheus::IntCounter,
+    pub duration: prometheus::Histogram,
+    pub upstream_duration: prometheus::Histogram,
+}
+
+impl TargetMetrics {
+    pub fn new(m: &Metrics, upstream: &str, target: &str) -> TargetMetrics {
+        TargetMetrics {
+            requests: m.target_requests.with_label_values(&[upstream, target]),
+            duration: m.target_duration.with_label_values(&[upstream, target]),
+            upstream_duration: m.upstream_duration.with_label_values(&[upstream]),
+        }
+    }
+}

@@ -16,6 +16,7 @@ use crate::body::{empty, Body, BoxError};
 use crate::errors::{Code, GwError};
 use crate::exchange::{Exchange, Hold};
 use crate::headers;
+use crate::metrics::TargetMetrics;
 use crate::phases::inspect::too_large;
 use crate::phases::target::{self, Picked, Selected};
 use crate::phases::upstream_request::{self, ClientBodyError, UpBody};
@@ -123,14 +124,15 @@ async fn try_once(
     let health = &target.health;
     health.in_flight.fetch_add(1, Ordering::Relaxed);
     health.requests.fetch_add(1, Ordering::Relaxed);
-    gw.metrics.target_requests.with_label_values(&labels).inc();
+    let series = target.metrics.get_or_init(|| TargetMetrics::new(&gw.metrics, labels[0], labels[1]));
+    series.requests.inc();
     let up_started = Instant::now();
     let sent = tokio::time::timeout(timeout, upstream.client().request(up_req)).await;
     health.in_flight.fetch_sub(1, Ordering::Relaxed);
     let elapsed = up_started.elapsed();
     x.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
-    gw.metrics.upstream_duration.with_label_values(&[&upstream.name]).observe(elapsed.as_secs_f64());
-    gw.metrics.target_duration.with_label_values(&labels).observe(elapsed.as_secs_f64());
+    series.upstream_duration.observe(elapsed.as_secs_f64());
+    series.duration.observe(elapsed.as_secs_f64());
     let result = match sent {
         Err(_) => Err(Failed::Upstream(
             Outcome::Timeout,

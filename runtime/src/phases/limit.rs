@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use gw_engine::request::Decision;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 
 use crate::budget::{Reconcile, TokenPlan};
@@ -202,17 +202,24 @@ fn count_limit_decisions(gw: &Gateway, results: &[LimitResult]) {
 /// window as the policy states it, `remaining` what would be admitted right now, `reset` the
 /// time until the counter is full again (`1s`, `6m0s`, `20ms`); `Retry-After` when refused.
 pub fn rate_headers(h: &mut HeaderMap, results: &[LimitResult]) {
-    let mut put = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    };
-    const NAMES: [(LimitKind, [&str; 3]); 2] = [
+    // Names made once (a `&str` name is parsed again on every insert).
+    const NAMES: [(LimitKind, [HeaderName; 3]); 2] = [
         (
             LimitKind::Requests,
-            ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"],
+            [
+                HeaderName::from_static("x-ratelimit-limit-requests"),
+                HeaderName::from_static("x-ratelimit-remaining-requests"),
+                HeaderName::from_static("x-ratelimit-reset-requests"),
+            ],
         ),
-        (LimitKind::Tokens, ["x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"]),
+        (
+            LimitKind::Tokens,
+            [
+                HeaderName::from_static("x-ratelimit-limit-tokens"),
+                HeaderName::from_static("x-ratelimit-remaining-tokens"),
+                HeaderName::from_static("x-ratelimit-reset-tokens"),
+            ],
+        ),
     ];
     for (kind, [limit, remaining, reset]) in NAMES {
         // A fallback's numbers are made up (the store was not asked): no headers from them.
@@ -221,13 +228,15 @@ pub fn rate_headers(h: &mut HeaderMap, results: &[LimitResult]) {
             .filter(|r| !r.shadow && !r.fallback && r.kind == kind)
             .min_by_key(|r| (r.allowed, r.remaining));
         if let Some(t) = tightest {
-            put(limit, t.limit.to_string());
-            put(remaining, t.remaining.to_string());
-            put(reset, crate::limits::openai_duration(t.reset_after_ns));
+            h.insert(limit, HeaderValue::from(t.limit));
+            h.insert(remaining, HeaderValue::from(t.remaining));
+            if let Ok(v) = HeaderValue::from_str(&crate::limits::openai_duration(t.reset_after_ns)) {
+                h.insert(reset, v);
+            }
         }
     }
     let retry = results.iter().filter(|r| !r.allowed && !r.shadow).map(|r| r.retry_after_ns).max();
     if let Some(ns) = retry {
-        put("retry-after", ns.div_ceil(1_000_000_000).max(1).to_string());
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(ns.div_ceil(1_000_000_000).max(1)));
     }
 }

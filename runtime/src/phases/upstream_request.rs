@@ -118,8 +118,12 @@ pub fn build(
     for (name, value) in &to.info.headers {
         set_header(&mut h, name, value.get());
     }
-    set_header(&mut h, "x-request-id", Some(ctx.request_id));
-    set_header(&mut h, "traceparent", Some(&ctx.trace.traceparent()));
+    if let Ok(id) = HeaderValue::from_str(ctx.request_id) {
+        h.insert(HeaderName::from_static("x-request-id"), id);
+    }
+    if let Ok(trace) = HeaderValue::from_str(&ctx.trace.traceparent()) {
+        h.insert(HeaderName::from_static("traceparent"), trace);
+    }
     if websocket {
         h.insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));

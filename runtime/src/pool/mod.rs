@@ -32,6 +32,8 @@ pub struct Target {
     pub weight: u64,
     pub region: Option<String>,
     pub health: Arc<TargetHealth>,
+    /// Resolved on the first try through this generation's pool.
+    pub metrics: std::sync::OnceLock<crate::metrics::TargetMetrics>,
 }
 
 impl Load for Target {
@@ -85,6 +87,7 @@ impl Pool {
                 addr,
                 weight: t.weight,
                 region: t.region.clone(),
+                metrics: Default::default(),
             });
         }
         if targets.is_empty() {
