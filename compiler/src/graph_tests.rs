@@ -311,3 +311,30 @@ fn only_the_traced_decision_explains_itself() {
         assert!(!traced.trace.is_empty(), "{path}: {traced:#?}");
     }
 }
+
+/// `wants_body` and `decide` both ask about the credential, and so may every candidate route
+/// naming the same set: the key is hashed (a token verified, a password checked) once per
+/// request, and a clone of the request starts with nothing checked.
+#[test]
+fn a_credential_is_checked_once_per_request() {
+    let (p, g) = graph(
+        r#"
+        upstream u { target "http://127.0.0.1:1" }
+        route guarded { when POST "/v1/*" if body.model == "a" auth k to u }
+        route other { when POST "/v1/*" auth k to u }
+    "#,
+    );
+    for key in ["sk-1", "sk-wrong"] {
+        let mut r = req("POST", "api", "/v1/chat");
+        r.headers.push(("authorization".into(), format!("Bearer {key}")));
+        r.body = Some(br#"{"model":"b"}"#.to_vec());
+        let wants = g.wants_body(&r);
+        let d = g.decide(&r);
+        assert_eq!(format!("{:?}", r.auth_memo), "AuthMemo(1 checked)", "{key}");
+        assert_eq!(wants, key == "sk-1", "{key}");
+        let fresh = r.clone();
+        assert_eq!(format!("{:?}", fresh.auth_memo), "AuthMemo(0 checked)");
+        // The memo changes nothing: the same request decided afresh, and by eval, agrees.
+        assert!(d.same_decision(&decide(&p, &g, &fresh)), "{key}: {d:#?}");
+    }
+}

@@ -33,6 +33,58 @@ pub struct Request {
     /// The request's time (Unix seconds) for JWT `exp`/`nbf`; None: the wall clock.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub now: Option<u64>,
+    /// Credentials already verified for this request (see [`AuthMemo`]).
+    #[serde(skip)]
+    pub auth_memo: AuthMemo,
+}
+
+/// The credential checks already made for one request: a key hashed, a token verified or a
+/// password checked once, though both `wants_body` and `decide` (and every candidate route
+/// naming the same set) ask. A clone starts empty, so a memo never passes from one request to
+/// another; equality ignores it. Debug output names only how many entries it holds: it keeps
+/// the credentials it was asked about, as the request's own headers do.
+#[derive(Default)]
+pub struct AuthMemo(std::sync::Mutex<Vec<(u64, String, Option<Identity>)>>);
+
+impl AuthMemo {
+    /// The outcome for `credential` checked against the set `set`, computed once.
+    pub fn get_or_check(
+        &self,
+        set: u64,
+        credential: &str,
+        check: impl FnOnce() -> Option<Identity>,
+    ) -> Option<Identity> {
+        let found = {
+            let memo = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            memo.iter().find(|(s, c, _)| *s == set && c == credential).map(|(_, _, id)| id.clone())
+        };
+        if let Some(outcome) = found {
+            return outcome;
+        }
+        let outcome = check();
+        let mut memo = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        memo.push((set, credential.to_string(), outcome.clone()));
+        outcome
+    }
+}
+
+impl Clone for AuthMemo {
+    fn clone(&self) -> AuthMemo {
+        AuthMemo::default()
+    }
+}
+
+impl PartialEq for AuthMemo {
+    fn eq(&self, _: &AuthMemo) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for AuthMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|m| m.len()).unwrap_or(0);
+        write!(f, "AuthMemo({n} checked)")
+    }
 }
 
 impl Request {

@@ -369,7 +369,18 @@ impl Graph {
         }
     }
 
+    /// The identity `credential` proves in the method's set; checked once per request.
     fn verify(&self, m: &AuthMethodRt, credential: &str, req: &Request) -> Option<Identity> {
+        let set = match m.set {
+            SetRef::Keys(i) => i as u64,
+            SetRef::Jwt(i) => (1 << 62) | i as u64,
+            SetRef::Basic(i) => (2 << 62) | i as u64,
+            SetRef::Undefined => return None,
+        };
+        req.auth_memo.get_or_check(set, credential, || self.check_credential(m, credential, req))
+    }
+
+    fn check_credential(&self, m: &AuthMethodRt, credential: &str, req: &Request) -> Option<Identity> {
         match m.set {
             SetRef::Keys(i) => {
                 let entry = self.keysets.get(i)?.keys.lookup(credential)?;
