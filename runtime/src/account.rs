@@ -139,6 +139,7 @@ impl Drop for Account {
             policy_generation: self.generation,
         };
         // The recent-requests view keeps every record; the audit file, when there is one, too.
+        let record = std::sync::Arc::new(record);
         if let Some(audit) = &self.gw.audit {
             audit.record(record.clone());
         }

@@ -123,7 +123,22 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    // Digits written in place: `format!` cost more than the rest of an audit line's fields.
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, y.min(9999));
+    put(5, 2, m);
+    put(8, 2, d);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, u64::from(millis));
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Days since 1970-01-01 to a (year, month, day) in the proleptic Gregorian calendar
@@ -275,7 +290,7 @@ impl AuditSink for FileSink {
 }
 
 enum Msg {
-    Record(Box<AuditRecord>),
+    Record(Arc<AuditRecord>),
     /// Wakes the writer to look at its flags (a reopen request).
     Wake,
     Shutdown(oneshot::Sender<()>),
@@ -317,8 +332,8 @@ impl Audit {
 
     /// Queue one record for the writer. Never blocks: when the channel is full (or the writer
     /// has shut down) the record is dropped and counted.
-    pub fn record(&self, r: AuditRecord) {
-        if self.tx.try_send(Msg::Record(Box::new(r))).is_err() {
+    pub fn record(&self, r: impl Into<Arc<AuditRecord>>) {
+        if self.tx.try_send(Msg::Record(r.into())).is_err() {
             self.dropped.inc();
         }
     }

@@ -12,7 +12,7 @@ use crate::audit::AuditRecord;
 pub const CAPACITY: usize = 1000;
 
 pub struct Recent {
-    ring: Mutex<VecDeque<AuditRecord>>,
+    ring: Mutex<VecDeque<std::sync::Arc<AuditRecord>>>,
     capacity: usize,
 }
 
@@ -75,18 +75,23 @@ impl Recent {
         Recent { ring: Mutex::new(VecDeque::with_capacity(capacity.min(CAPACITY))), capacity: capacity.max(1) }
     }
 
-    pub fn push(&self, r: AuditRecord) {
+    pub fn push(&self, r: impl Into<std::sync::Arc<AuditRecord>>) {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == self.capacity {
             ring.pop_front();
         }
-        ring.push_back(r);
+        ring.push_back(r.into());
     }
 
     /// The records the filter matches, newest first.
     pub fn query(&self, f: &Filter) -> Vec<AuditRecord> {
         let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        ring.iter().rev().filter(|r| f.matches(r)).take(f.limit.min(self.capacity)).cloned().collect()
+        ring.iter()
+            .rev()
+            .filter(|r| f.matches(r))
+            .take(f.limit.min(self.capacity))
+            .map(|r| AuditRecord::clone(r))
+            .collect()
     }
 }
 
