@@ -338,3 +338,37 @@ fn a_credential_is_checked_once_per_request() {
         assert!(d.same_decision(&decide(&p, &g, &fresh)), "{key}: {d:#?}");
     }
 }
+
+#[test]
+fn passwords_checked_ahead_are_not_hashed_again_and_change_no_decision() {
+    let mut p = program(
+        r#"
+        basic staff from "staff.htpasswd"
+        route admin { when GET "/admin/*" auth staff respond 204 }
+        route open { when GET "/open" auth none respond 204 }
+    "#,
+    );
+    let hash = bcrypt::hash("pw", 4).expect("hashes");
+    let (set, errors) = gw_engine::basic::Htpasswd::parse(&format!("alice:{hash}\n"));
+    assert!(errors.is_empty());
+    p.basicsets.insert("staff".into(), ("staff".into(), std::sync::Arc::new(set)));
+    let g = crate::lower::lower(&p).expect("lowers");
+    // "alice:pw" and "alice:nope", base64.
+    for (credential, status) in [("YWxpY2U6cHc=", 204), ("YWxpY2U6bm9wZQ==", 401)] {
+        let mut r = req("GET", "api", "/admin/x");
+        r.headers.push(("authorization".into(), format!("Basic {credential}")));
+        assert!(g.needs_password_check(&r), "a pair never seen needs the slow hash");
+        g.check_passwords(&r);
+        assert_eq!(format!("{:?}", r.auth_memo), "AuthMemo(1 checked)");
+        assert!(!g.needs_password_check(&r.clone()), "once checked, any request with it is answered from memory");
+        let d = g.decide(&r);
+        assert_eq!(format!("{:?}", r.auth_memo), "AuthMemo(1 checked)", "decide hashed again");
+        let expected = if status == 204 { "Respond" } else { "Unauthorized" };
+        assert!(format!("{:?}", d.outcome).starts_with(expected), "{d:#?}");
+        assert!(d.same_decision(&decide(&p, &g, &r.clone())));
+    }
+    let mut r = req("GET", "api", "/open");
+    assert!(!g.needs_password_check(&r), "no credential, nothing to hash");
+    r.headers.push(("authorization".into(), "Bearer sk-1".into()));
+    assert!(!g.needs_password_check(&r), "not a basic credential");
+}

@@ -176,16 +176,24 @@ impl Program {
     /// The 401 messages (missing, invalid): the route's `message`, else the first of its sets
     /// that declares one, else the defaults.
     pub fn auth_messages(&self, auth: &Auth) -> (String, String) {
+        // The set's own `message`: find the set first, so a set without one ends the search
+        // (scanning on would cost every route a walk over every item).
         let set_message = |name: &str| {
-            self.items.iter().find_map(|i| match i {
-                Item::Keys(k) if k.name.name == name => k.message.as_ref(),
-                Item::Basic(b) if b.name.name == name => b.message.as_ref(),
-                Item::Jwt(j) if j.name.name == name => j.stmts.iter().find_map(|s| match &s.kind {
+            let set = self.items.iter().find(|i| match i {
+                Item::Keys(k) => k.name.name == name,
+                Item::Basic(b) => b.name.name == name,
+                Item::Jwt(j) => j.name.name == name,
+                _ => false,
+            });
+            match set? {
+                Item::Keys(k) => k.message.as_ref(),
+                Item::Basic(b) => b.message.as_ref(),
+                Item::Jwt(j) => j.stmts.iter().find_map(|s| match &s.kind {
                     JwtStmtKind::Message(m) => Some(m),
                     _ => None,
                 }),
                 _ => None,
-            })
+            }
         };
         let message = auth.message.as_ref().or_else(|| auth.methods.iter().find_map(|m| set_message(&m.set.name)));
         let keys_only =

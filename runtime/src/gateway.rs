@@ -83,6 +83,9 @@ pub struct Gateway {
     pub audit: Option<Audit>,
     pub audit_handle: Option<AuditHandle>,
     pub last_reload: Mutex<Option<ReloadReport>>,
+    /// Slow password hashes (bcrypt, SHA-crypt) run on blocking threads, one per core at most,
+    /// so that a flood of new passwords queues instead of stalling every connection.
+    pub password_checks: tokio::sync::Semaphore,
     reload_lock: tokio::sync::Mutex<()>,
 }
 
@@ -135,6 +138,9 @@ impl Gateway {
             audit,
             audit_handle,
             last_reload: Mutex::new(None),
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            ),
             reload_lock: tokio::sync::Mutex::new(()),
         }))
     }

@@ -179,6 +179,68 @@ async fn keys_and_basic_auth_share_a_route_and_the_password_never_reaches_the_up
     }
 }
 
+const SLOW_POLICY: &str = r#"
+gateway {
+    listen "{LISTEN}"
+    admin  "{ADMIN}"
+}
+
+upstream mock { target "{UPSTREAM}" }
+
+basic staff from "keys/staff.htpasswd" tenant "ops"
+
+route staff {
+    when    GET "/staff"
+    auth    staff
+    respond 204
+}
+
+route open {
+    when GET "/v1/models"
+    auth none
+    to   mock
+}
+"#;
+
+/// bcrypt takes tens of milliseconds by design. On gw's event loop a few new passwords at once
+/// stalled every other connection of the worker threads; they run on blocking threads now.
+/// Judged by order, not by a clock: a public request sent while slow password checks are
+/// under way is answered before any of them is.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_password_hashes_never_stall_other_requests() {
+    let mock = Mock::start(&[]);
+    // A cost high enough that each check takes a noticeable while, even in release builds.
+    let hash = bcrypt::hash("right-password", 12).unwrap();
+    let gw = Gw::start(GwSpec::new(SLOW_POLICY, &mock.url()).file("keys/staff.htpasswd", format!("alice:{hash}\n")));
+    let c = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    assert_eq!(c.get(gw.url("/v1/models")).send().await.unwrap().status(), 200, "gw is up");
+
+    let start = std::time::Instant::now();
+    let mut checks = vec![];
+    for i in 0..6 {
+        let (c, url) = (c.clone(), gw.url("/staff"));
+        checks.push(tokio::spawn(async move {
+            let r = c.get(url).basic_auth("alice", Some(format!("wrong-{i}"))).send().await.unwrap();
+            (r.status(), start.elapsed())
+        }));
+    }
+    // Let the password checks begin, then ask for something that needs none.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let r = c.get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let open_done = start.elapsed();
+    for check in checks {
+        let (status, done) = check.await.unwrap();
+        assert_eq!(status, 401, "a wrong password is refused");
+        assert!(
+            done > open_done,
+            "the public request ({open_done:?}) waited for a password check ({done:?}): bcrypt ran on the event loop"
+        );
+    }
+    let r = c.get(gw.url("/staff")).basic_auth("alice", Some("right-password")).send().await.unwrap();
+    assert_eq!(r.status(), 204, "the right password still passes");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plain_text_password_file_is_refused_at_load() {
     let policy = "gateway { listen \"127.0.0.1:1\" }\nbasic staff from \"staff.htpasswd\"\n\

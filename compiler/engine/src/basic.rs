@@ -84,11 +84,17 @@ impl Htpasswd {
         self.users.keys().map(String::as_str)
     }
 
+    /// Whether `verify` would answer (user, password) from memory, without a slow hash.
+    pub fn remembers(&self, user: &str, password: &str) -> bool {
+        let digest = pair_digest(user, password);
+        self.verified.lock().is_ok_and(|seen| seen.get(user).is_some_and(|d| bool::from(d.ct_eq(&digest))))
+            || self.refused.lock().is_ok_and(|r| r.contains(&digest))
+    }
+
     /// Whether `password` is `user`'s. Unknown users cost a hash check too, so that timing
     /// does not tell which users exist.
     pub fn verify(&self, user: &str, password: &str) -> bool {
-        let digest: [u8; 32] =
-            Sha256::new().chain_update(user).chain_update([0]).chain_update(password).finalize().into();
+        let digest = pair_digest(user, password);
         if let Ok(seen) = self.verified.lock() {
             if seen.get(user).is_some_and(|d| bool::from(d.ct_eq(&digest))) {
                 return true;
@@ -121,6 +127,11 @@ impl Htpasswd {
         }
         ok
     }
+}
+
+/// What the memory of verified and refused pairs keeps of a (user, password) pair.
+fn pair_digest(user: &str, password: &str) -> [u8; 32] {
+    Sha256::new().chain_update(user).chain_update([0]).chain_update(password).finalize().into()
 }
 
 /// A bcrypt hash of a random password, checked for unknown users.
@@ -213,6 +224,9 @@ mod tests {
         assert!(!set.verify("alice", "pw2") && !set.verify("carol", "pw1"));
         assert!(set.verify("bob", "pw2") && !set.verify("bob", "pw1"));
         assert!(!set.verify("bob", "pw1"), "a refused pair stays refused (remembered)");
+        // What was checked is remembered; what was not needs the slow hash.
+        assert!(set.remembers("alice", "pw1") && set.remembers("bob", "pw1") && set.remembers("carol", "pw1"));
+        assert!(!set.remembers("alice", "pw3") && !set.remembers("dave", "x"));
         // An unknown user costs a real bcrypt check (the dummy hash is a valid one).
         assert_eq!(bcrypt::verify("pw1", DUMMY_BCRYPT).ok(), Some(false));
     }

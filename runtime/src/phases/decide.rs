@@ -35,6 +35,9 @@ pub async fn decide<'a>(
     // Read the body only when a candidate route needs it (body predicates, token counting),
     // and only once the credential is known to be good: `wants_body` is false when every
     // route the body could select refuses the credential (decided without the body).
+    if graph.needs_password_check(&greq) {
+        greq = check_passwords(ctx, greq).await?;
+    }
     let mut buffered: Option<Bytes> = None;
     if graph.wants_body(&greq) {
         let bytes = read_body(body.take(), settings.max_body).await?;
@@ -90,4 +93,19 @@ pub async fn decide<'a>(
             Ok(Decided { decision, route, buffered, request: greq })
         }
     }
+}
+
+/// Run the slow password hashes a basic credential needs on a blocking thread (bcrypt takes
+/// tens of milliseconds, which on the event loop would stall every connection it serves); the
+/// outcomes land in the request's auth memo, which `wants_body` and `decide` then read.
+async fn check_passwords(ctx: Ctx<'_>, greq: GwRequest) -> Result<GwRequest, Stop> {
+    let failed = || GwError::new(Code::Internal, "the password check failed");
+    // The semaphore is never closed; a failure to acquire it is refused all the same.
+    let _permit = ctx.gw.password_checks.acquire().await.map_err(|_| failed())?;
+    let loaded = ctx.loaded.clone();
+    let checked = tokio::task::spawn_blocking(move || {
+        loaded.policy.graph.check_passwords(&greq);
+        greq
+    });
+    checked.await.map_err(|_| failed().into())
 }

@@ -45,7 +45,7 @@ use crate::server::ConnInfo;
 pub struct Ctx<'a> {
     pub gw: &'a Gateway,
     /// The policy this request is decided and forwarded under, even if a reload happens meanwhile.
-    pub loaded: &'a Loaded,
+    pub loaded: &'a std::sync::Arc<Loaded>,
     pub conn: ConnInfo,
     pub request_id: &'a str,
     /// The request's W3C trace, continued upstream and written to its audit line.

@@ -77,6 +77,39 @@ impl Graph {
         reads && self.refused_before_body(req, &candidates, false).is_none()
     }
 
+    /// Whether deciding `req` may run a slow password hash: it carries an `Authorization:
+    /// Basic` credential that some `basic` set has not checked before (checked pairs, right or
+    /// wrong, are remembered). The runtime then calls `check_passwords` off its event loop.
+    pub fn needs_password_check(&self, req: &Request) -> bool {
+        if self.basicsets.is_empty() {
+            return false;
+        }
+        let Some((user, password)) = req.header("authorization").and_then(crate::basic::basic_credential) else {
+            return false;
+        };
+        self.basicsets.iter().any(|s| !s.htpasswd.remembers(&user, &password))
+    }
+
+    /// Check `req`'s basic credential against every `basic` set that a route its method, host
+    /// and path select tries. The outcomes go to the request's auth memo, so `wants_body` and
+    /// `decide` then answer without hashing; it changes no decision.
+    pub fn check_passwords(&self, req: &Request) {
+        let host = routing_host(req);
+        let hosts = self.router.host_ids(&host);
+        let bit = method_bit(&req.method);
+        for &index in &self.router.candidates(&self.rt, &req.path, &hosts) {
+            let Some(auth) = self.rt.get(index as usize).filter(|r| r.method_ok(bit)).and_then(|r| r.auth.as_ref())
+            else {
+                continue;
+            };
+            for m in auth.methods.iter().filter(|m| matches!(m.set, SetRef::Basic(_))) {
+                if let Some(credential) = m.credential(req) {
+                    self.verify(m, credential, req);
+                }
+            }
+        }
+    }
+
     /// `eval::refused_before_body`: the 401 every route the request could select (whatever
     /// its body) gives, if they all refuse its credential.
     fn refused_before_body(&self, req: &Request, candidates: &[u32], traced: bool) -> Option<Decision> {
