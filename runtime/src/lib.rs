@@ -10,6 +10,7 @@ pub mod audit;
 pub mod body;
 pub mod budget;
 pub mod cache;
+pub mod client;
 pub mod config_view;
 pub mod errors;
 pub mod exchange;

@@ -55,21 +55,21 @@ impl Upstream {
         let client = build_client(self.connect_timeout);
         let send = move |req| {
             let client = client.clone();
-            async move { client.request(req).await.map(|r| r.status()).map_err(|e| describe(&e)) }
+            async move { client.request(req).await.map(|r| r.status()).map_err(|e| describe(&e, e.is_connect())) }
         };
         probe::start(&self.name, targets, spec, Arc::downgrade(&self.alive), send);
     }
 }
 
 /// A failed request in a few words: what kind, and the innermost cause.
-pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
+pub fn describe(e: &(dyn std::error::Error + 'static), connect: bool) -> String {
     let mut cause = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         cause = s.to_string();
         source = s.source();
     }
-    if e.is_connect() {
+    if connect {
         format!("connect error: {cause}")
     } else {
         cause
@@ -77,37 +77,43 @@ pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
 }
 
 impl Upstream {
-    /// The connection pool to send with: one per thread (its connections are driven by that
-    /// thread's runtime, next to the requests using them) and per connect timeout, shared by
-    /// every upstream and kept across reloads so a reload does not drop warm connections.
-    pub fn client(&self) -> HttpClient {
+    /// The client to send with: one per thread and connect timeout, its idle connections
+    /// pooled per thread (`client`), shared by every upstream and kept across reloads so a
+    /// reload does not drop warm connections.
+    pub fn client(&self) -> crate::client::Client {
         thread_local! {
-            static CLIENTS: std::cell::RefCell<HashMap<Duration, HttpClient>> = Default::default();
+            static CLIENTS: std::cell::RefCell<HashMap<Duration, crate::client::Client>> = Default::default();
         }
         CLIENTS.with(|c| {
-            c.borrow_mut().entry(self.connect_timeout).or_insert_with(|| build_client(self.connect_timeout)).clone()
+            c.borrow_mut()
+                .entry(self.connect_timeout)
+                .or_insert_with(|| crate::client::Client::new(connector(self.connect_timeout)))
+                .clone()
         })
     }
 }
 
+/// The health checks' client (hyper's pooled client: probes are few and need no streaming).
 fn build_client(connect_timeout: Duration) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(4)
+        .pool_timer(TokioTimer::new())
+        .build(connector(connect_timeout))
+}
+
+/// TCP (no Nagle, the connect timeout) and TLS for `https` targets, HTTP/1.
+fn connector(connect_timeout: Duration) -> HttpsConnector<HttpConnector> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     // Nagle plus delayed ACKs costs tens of milliseconds per keep-alive exchange.
     http.set_nodelay(true);
     http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config())
         .https_or_http()
         .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        // Per worker thread. Idle connections cost memory (about 15 KiB each) for 90 s: a
-        // burst of 5,000 must not stay held after it (tests/load/conns.py).
-        .pool_max_idle_per_host(256)
-        .pool_timer(TokioTimer::new())
-        .build(https)
+        .wrap_connector(http)
 }
 
 /// Trust the webpki (Mozilla) roots, plus the PEM certificates in `SSL_CERT_FILE` when it is

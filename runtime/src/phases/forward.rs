@@ -10,9 +10,9 @@ use gw_engine::graph::RouteInfo;
 use gw_engine::request::{Decision, Request as GwRequest};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::body::{empty, Body, BoxError};
+use crate::client::Driven;
 use crate::errors::{Code, GwError};
 use crate::exchange::{Exchange, Hold};
 use crate::headers;
@@ -75,7 +75,7 @@ pub async fn run(
             // The exchange's time is spent: no try is started that could only time out.
             return Err(GwError::new(Code::UpstreamTimeout, "the upstream did not answer in time"));
         }
-        let sent = try_once(ctx, &to, up_req, per_try.min(left), x).await;
+        let sent = try_once(ctx, &to, up_req, per_try.min(left), websocket, x).await;
         let outcome = outcome_of(&sent);
         let again = policy.is_some_and(|r| {
             tried.len() < attempts && matches!(body, UpBody::Replayable(_)) && retry::retryable(r, outcome, replay_safe)
@@ -110,8 +110,9 @@ async fn try_once(
     to: &Picked<'_>,
     up_req: Request<Body>,
     timeout: std::time::Duration,
+    websocket: bool,
     x: &mut Exchange,
-) -> Result<Response<Incoming>, Failed> {
+) -> Result<Response<Driven>, Failed> {
     let (gw, upstream, target) = (ctx.gw, to.upstream, to.target);
     let _slot = match &upstream.slots {
         Some(sem) => match tokio::time::timeout(upstream.queue_timeout, sem.clone().acquire_owned()).await {
@@ -127,7 +128,11 @@ async fn try_once(
     let series = target.metrics.get_or_init(|| TargetMetrics::new(&gw.metrics, labels[0], labels[1]));
     series.requests.inc();
     let up_started = Instant::now();
-    let sent = tokio::time::timeout(timeout, upstream.client().request(up_req)).await;
+    let client = upstream.client();
+    let sent = match websocket {
+        true => tokio::time::timeout(timeout, client.upgrade(up_req)).await,
+        false => tokio::time::timeout(timeout, client.request(up_req)).await,
+    };
     health.in_flight.fetch_sub(1, Ordering::Relaxed);
     let elapsed = up_started.elapsed();
     x.upstream_ms = Some(elapsed.as_secs_f64() * 1e3);
@@ -148,7 +153,7 @@ async fn try_once(
             }
             None => {
                 let outcome = if e.is_connect() { Outcome::Connect } else { Outcome::Reset };
-                tracing::warn!(upstream = %upstream.name, target = %target.id, error = %describe(&e), "upstream request failed");
+                tracing::warn!(upstream = %upstream.name, target = %target.id, error = %describe(&e, e.is_connect()), "upstream request failed");
                 Err(Failed::Upstream(
                     outcome,
                     GwError::new(Code::UpstreamUnavailable, "the upstream could not be reached"),
@@ -173,7 +178,7 @@ async fn try_once(
 
 /// What a try means for the target's health and for a retry: a 5xx answer is a failure; a
 /// failure that is not the target's (`Final`) counts as nothing.
-fn outcome_of(sent: &Result<Response<Incoming>, Failed>) -> Outcome {
+fn outcome_of(sent: &Result<Response<Driven>, Failed>) -> Outcome {
     match sent {
         Ok(resp) if resp.status().is_server_error() => Outcome::Status(resp.status().as_u16()),
         Ok(_) | Err(Failed::Final(_)) => Outcome::Success,
@@ -185,7 +190,7 @@ fn outcome_of(sent: &Result<Response<Incoming>, Failed>) -> Outcome {
 fn relay(
     ctx: Ctx<'_>,
     to: &Picked<'_>,
-    resp: Response<Incoming>,
+    resp: Response<Driven>,
     websocket: bool,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     x: &mut Exchange,
@@ -213,7 +218,7 @@ enum ClientFault {
 }
 
 /// Whether a failed upstream request failed on the client's body, and how.
-fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option<ClientFault> {
+fn client_body_error(e: &crate::client::Error) -> Option<ClientFault> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     let mut from_client = false;
     while let Some(s) = source {
@@ -228,7 +233,7 @@ fn client_body_error(e: &hyper_util::client::legacy::Error) -> Option<ClientFaul
 
 /// Answer the client's upgrade with the upstream's 101 and splice the two connections.
 fn splice_websocket(
-    mut up_resp: Response<Incoming>,
+    mut up_resp: Response<Driven>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     hold: Hold,
 ) -> Response<Body> {

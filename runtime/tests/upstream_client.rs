@@ -1,0 +1,146 @@
+//! gw's upstream client, end to end: connections are reused, a connection the target closed
+//! while it waited in the pool costs the next request nothing (it is neither lost nor sent
+//! twice), and an answer the client abandons closes its upstream connection instead of
+//! returning it to the pool. The upstream is a small HTTP/1 server written here, so the
+//! test sees every connection and every request.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Gw, GwSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const POLICY: &str = r#"
+gateway {
+    listen "{LISTEN}"
+    admin  "{ADMIN}"
+}
+
+upstream raw { target "{UPSTREAM}" }
+
+route all {
+    when GET "/*"
+    auth none
+    to   raw
+}
+"#;
+
+/// What the raw upstream saw.
+#[derive(Default)]
+struct Seen {
+    connections: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+/// An HTTP/1 upstream answering GETs. `/close` answers keep-alive, then closes the connection
+/// 100 ms later (as a server whose idle timeout is short does); `/stream` sends a chunked
+/// answer slowly, forever; anything else answers `ok` and keeps the connection.
+async fn raw_upstream() -> (String, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Seen::default());
+    let counts = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            counts.connections.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(sock, counts.clone()));
+        }
+    });
+    (url, seen)
+}
+
+async fn serve(mut sock: TcpStream, seen: Arc<Seen>) {
+    let mut buf = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match sock.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        buf.drain(..head_end);
+        seen.requests.fetch_add(1, Ordering::SeqCst);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        if path == "/stream" {
+            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+            loop {
+                if sock.write_all(b"6\r\nchunk\n\r\n").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok";
+        if sock.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+        if path == "/close" {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_are_reused_and_one_closed_while_idle_costs_nothing() {
+    let (url, seen) = raw_upstream().await;
+    let gw = Gw::start(GwSpec::new(POLICY, &url));
+    // One client connection: its requests are served by one worker thread, whose pool holds
+    // one upstream connection.
+    let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    for _ in 0..20 {
+        let r = c.get(gw.url("/keep")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 20);
+    assert_eq!(seen.connections.load(Ordering::SeqCst), 1, "20 requests, one upstream connection");
+
+    // The target closes each connection 100 ms after answering: the next request finds its
+    // pooled connection closed, and goes on a new one, once.
+    for i in 0..5 {
+        let r = c.get(gw.url("/close")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 25, "no request lost or sent twice");
+    assert!(!gw.proc.log().contains("upstream request failed"), "{}", gw.proc.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_the_client_abandons_closes_its_upstream_connection() {
+    let (url, seen) = raw_upstream().await;
+    let gw = Gw::start(GwSpec::new(POLICY, &url));
+    let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    // Read a little of an endless answer, then hang up.
+    let mut r = c.get(gw.url("/stream")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let first = r.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"chunk"), "{first:?}");
+    drop(r);
+    drop(c);
+    // The half-read connection must not serve the next request (its answer would be the
+    // rest of the stream): the next one goes on a new connection and gets its own answer.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = reqwest::Client::new();
+    for _ in 0..3 {
+        let r = c.get(gw.url("/after")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 4);
+    assert!(seen.connections.load(Ordering::SeqCst) >= 2, "the abandoned stream's connection was reused");
+}
