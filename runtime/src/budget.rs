@@ -31,7 +31,7 @@ use crate::usage::UsageReport;
 
 /// The request's token facts, when one of its limits is a token budget.
 pub struct TokenPlan {
-    pub body: Value,
+    pub body: Arc<Value>,
     /// The body as received (shared, not copied), for an exact count after the answer.
     pub raw: Bytes,
     pub model: String,
@@ -56,7 +56,11 @@ impl TokenPlan {
             return None;
         }
         let raw = body?.clone();
-        let body: Value = serde_json::from_slice(&raw).ok()?;
+        // The value the decision read (strictly) when it read the body; else read it now.
+        let body: Arc<Value> = match &decision.body.0 {
+            Some(read) => read.clone(),
+            None => Arc::new(serde_json::from_slice(&raw).ok()?),
+        };
         let model = body.get("model").and_then(Value::as_str).unwrap_or("").to_string();
         let meter = Meter::for_body(&body);
         let stream = body.get("stream").and_then(Value::as_bool) == Some(true);

@@ -400,6 +400,29 @@ pub struct Decision {
     pub params: Vec<(String, String)>,
     pub limits: Vec<AppliedLimit>,
     pub trace: Vec<TraceStep>,
+    /// The body as deciding read it, when it did (strictly, `ijson`).
+    #[serde(skip)]
+    pub body: ReadBody,
+}
+
+/// The request body as the decision read it, kept so that later stages (token counting) read
+/// the very value the guards read instead of parsing the bytes again. A by-product of
+/// deciding, not part of what was decided: equality ignores it.
+#[derive(Clone, Default)]
+pub struct ReadBody(pub Option<std::sync::Arc<serde_json::Value>>);
+
+impl PartialEq for ReadBody {
+    fn eq(&self, _: &ReadBody) -> bool {
+        true
+    }
+}
+
+impl Eq for ReadBody {}
+
+impl std::fmt::Debug for ReadBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ReadBody(read)" } else { "ReadBody(not read)" })
+    }
 }
 
 impl Decision {
@@ -417,6 +440,7 @@ impl Decision {
             params: vec![],
             limits: vec![],
             trace: vec![],
+            body: ReadBody::default(),
         }
     }
 

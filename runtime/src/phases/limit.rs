@@ -107,9 +107,10 @@ pub fn usage_plan(
     buffered: &mut Option<Bytes>,
     headers: &mut HeaderMap,
 ) -> UsagePlan {
-    let strip_usage_chunk = plan.stream && crate::usage::add_include_usage(&mut plan.body);
+    // Rewritten on a copy when the decision still shares the body it read.
+    let strip_usage_chunk = plan.stream && crate::usage::add_include_usage(std::sync::Arc::make_mut(&mut plan.body));
     if strip_usage_chunk {
-        if let Ok(rewritten) = serde_json::to_vec(&plan.body) {
+        if let Ok(rewritten) = serde_json::to_vec(&*plan.body) {
             *buffered = Some(Bytes::from(rewritten));
             headers.remove(http::header::CONTENT_LENGTH);
         }

@@ -5,7 +5,9 @@ use std::cell::OnceCell;
 use crate::cors;
 use crate::ijson::{self, BodyError};
 use crate::lang::{Fact, PathSeg};
-use crate::request::{refused_before_body_note, AppliedLimit, Decision, Identity, Outcome, Request, TraceStep};
+use crate::request::{
+    refused_before_body_note, AppliedLimit, Decision, Identity, Outcome, ReadBody, Request, TraceStep,
+};
 use crate::value::{self, Undecided, Val};
 
 use super::*;
@@ -266,6 +268,7 @@ impl Graph {
             d.route_index = Some(index);
             d.params = params;
             d.trace = trace.into_steps();
+            d.body = ReadBody(body.parsed.into_inner().and_then(Result::ok).flatten().map(std::sync::Arc::new));
             return d;
         }
         if let Some(refused) = self.refused_before_body(req, &candidates, traced) {
