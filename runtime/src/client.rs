@@ -32,9 +32,10 @@ type Key = (Scheme, Authority);
 
 /// How long a connection may wait unused in the pool.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Connections kept per target and worker thread. Idle connections cost memory (about 15 KiB
-/// each): a burst of 5,000 must not stay held after it (tests/load/conns.py).
-const IDLE_MAX: usize = 256;
+/// Idle connections kept per target and worker thread (nginx's `keepalive 64`). Each costs
+/// memory (hyper's buffers, 16 KiB and more) for up to 90 s: after a burst of 5,000 requests,
+/// 256 per worker left gw at 4× its idle RSS, 64 at 2.4× (tests/load/conns.py).
+const IDLE_MAX: usize = 64;
 
 /// Why an upstream exchange failed.
 #[derive(Debug)]
