@@ -40,6 +40,29 @@ impl<'a> Checker<'a> {
         }
         self.contradictions(r);
         self.route_cache(r);
+        self.shared_limits_used_once(r);
+    }
+
+    /// `limit use NAME` twice in one route would charge each request twice: the limit would
+    /// hold half of what it says.
+    fn shared_limits_used_once(&mut self, r: &Route) {
+        let mut seen: Vec<&Ident> = vec![];
+        for s in &r.stmts {
+            let RouteStmtKind::LimitUse { name, .. } = &s.kind else { continue };
+            match seen.iter().find(|first| first.name == name.name) {
+                Some(first) => {
+                    let d = Diag::error(
+                        Code::DuplicateSetting,
+                        format!("`limit use {}` twice in route `{}`", name.name, r.name.name),
+                    )
+                    .primary(name.span, "used again here: every request would be charged twice")
+                    .secondary(first.span, "first used here")
+                    .help(format!("keep one `limit use {}`: one use charges each request once", name.name));
+                    self.err(d);
+                }
+                None => seen.push(name),
+            }
+        }
     }
 
     /// The facts a template reads: known on this route, and never the body (which may be
