@@ -40,7 +40,8 @@ struct Seen {
 
 /// An HTTP/1 upstream answering GETs. `/close` answers keep-alive, then closes the connection
 /// 100 ms later (as a server whose idle timeout is short does); `/stream` sends a chunked
-/// answer slowly, forever; anything else answers `ok` and keeps the connection.
+/// answer slowly, forever; `/junk` sends a second, unasked-for answer behind its own;
+/// anything else answers `ok` and keeps the connection.
 async fn raw_upstream() -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -81,6 +82,16 @@ async fn serve(mut sock: TcpStream, seen: Arc<Seen>) {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+        if path == "/junk" {
+            // A second answer nobody asked for, right behind the first: whoever reads it as the
+            // answer to the next request serves one client another's response.
+            let both = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok\
+                        HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nevil";
+            if sock.write_all(both.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
         }
         let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\nok";
         if sock.write_all(answer.as_bytes()).await.is_err() {
@@ -164,4 +175,19 @@ async fn an_answer_the_client_abandons_closes_its_upstream_connection() {
     }
     assert_eq!(seen.requests.load(Ordering::SeqCst), 4);
     assert!(seen.connections.load(Ordering::SeqCst) >= 2, "the abandoned stream's connection was reused");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unasked_for_answer_is_never_taken_for_the_next_ones() {
+    let (url, seen) = raw_upstream().await;
+    let gw = Gw::start(GwSpec::new(POLICY, &url));
+    let mut sock = TcpStream::connect(gw.addr).await.unwrap();
+    for i in 0..5 {
+        assert_eq!(get_on(&mut sock, "/junk").await, (200, "ok".to_string()), "junk {i}");
+        // Right away, and after the pool had time to hold the connection.
+        assert_eq!(get_on(&mut sock, "/next").await, (200, "ok".to_string()), "next {i}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get_on(&mut sock, "/next").await, (200, "ok".to_string()), "later {i}");
+    }
+    assert_eq!(seen.requests.load(Ordering::SeqCst), 15, "every request reached the upstream");
 }
