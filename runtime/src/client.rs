@@ -44,6 +44,8 @@ pub enum Error {
     Connect(BoxError),
     /// The connection failed while the request was sent or its answer awaited.
     Exchange(hyper::Error),
+    /// The connection ended with the answer still awaited.
+    Closed,
 }
 
 impl Error {
@@ -57,6 +59,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Connect(e) => write!(f, "connect error: {e}"),
             Error::Exchange(e) => write!(f, "{e}"),
+            Error::Closed => f.write_str("the connection closed before the answer"),
         }
     }
 }
@@ -66,6 +69,7 @@ impl std::error::Error for Error {
         match self {
             Error::Connect(e) => Some(e.as_ref()),
             Error::Exchange(e) => Some(e),
+            Error::Closed => None,
         }
     }
 }
@@ -91,14 +95,14 @@ impl Client {
             match live.send(req).await {
                 Ok((resp, live)) => return Ok(Driven::new(resp, live, key)),
                 Err(Unsent::Back(r)) => req = *r,
-                Err(Unsent::Failed(e)) => return Err(Error::Exchange(e)),
+                Err(Unsent::Failed(e)) => return Err(e),
             }
         }
         let live = self.connect(&key).await?;
         match live.send(req).await {
             Ok((resp, live)) => Ok(Driven::new(resp, live, key)),
             Err(Unsent::Back(_)) => Err(Error::Connect("the new connection closed before the request".into())),
-            Err(Unsent::Failed(e)) => Err(Error::Exchange(e)),
+            Err(Unsent::Failed(e)) => Err(e),
         }
     }
 
@@ -168,7 +172,7 @@ enum Unsent {
     /// The connection closed before the request was written: here it is back.
     Back(Box<Request<Body>>),
     /// The request may have been (partly) written.
-    Failed(hyper::Error),
+    Failed(Error),
 }
 
 impl Live {
@@ -201,16 +205,23 @@ impl Live {
                 if !*closed && conn.as_mut().poll(cx).is_ready() {
                     *closed = true;
                 }
-                answer.as_mut().poll(cx)
+                match answer.as_mut().poll(cx) {
+                    Poll::Ready(r) => Poll::Ready(Some(r)),
+                    // hyper answers a request its connection ended under with an error (as the
+                    // connection ends); should it not, nothing would wake this: say so, not hang.
+                    Poll::Pending if *closed => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
             })
             .await
         };
         match result {
-            Ok(resp) => Ok((resp, self)),
-            Err(mut e) => match e.take_message() {
+            Some(Ok(resp)) => Ok((resp, self)),
+            Some(Err(mut e)) => match e.take_message() {
                 Some(req) => Err(Unsent::Back(Box::new(req))),
-                None => Err(Unsent::Failed(e.into_error())),
+                None => Err(Unsent::Failed(Error::Exchange(e.into_error()))),
             },
+            None => Err(Unsent::Failed(Error::Closed)),
         }
     }
 }
