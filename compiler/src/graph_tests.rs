@@ -344,14 +344,19 @@ fn passwords_checked_ahead_are_not_hashed_again_and_change_no_decision() {
     let mut p = program(
         r#"
         basic staff from "staff.htpasswd"
+        basic other from "other.htpasswd"
         route admin { when GET "/admin/*" auth staff respond 204 }
+        route ops { when GET "/ops/*" auth other respond 204 }
+        route keyed { when GET "/keyed" auth k respond 204 }
         route open { when GET "/open" auth none respond 204 }
     "#,
     );
     let hash = bcrypt::hash("pw", 4).expect("hashes");
-    let (set, errors) = gw_engine::basic::Htpasswd::parse(&format!("alice:{hash}\n"));
-    assert!(errors.is_empty());
-    p.basicsets.insert("staff".into(), ("staff".into(), std::sync::Arc::new(set)));
+    for name in ["staff", "other"] {
+        let (set, errors) = gw_engine::basic::Htpasswd::parse(&format!("alice:{hash}\n"));
+        assert!(errors.is_empty());
+        p.basicsets.insert(name.into(), (name.into(), std::sync::Arc::new(set)));
+    }
     let g = crate::lower::lower(&p).expect("lowers");
     // "alice:pw" and "alice:nope", base64.
     for (credential, status) in [("YWxpY2U6cHc=", 204), ("YWxpY2U6bm9wZQ==", 401)] {
@@ -371,4 +376,14 @@ fn passwords_checked_ahead_are_not_hashed_again_and_change_no_decision() {
     assert!(!g.needs_password_check(&r), "no credential, nothing to hash");
     r.headers.push(("authorization".into(), "Bearer sk-1".into()));
     assert!(!g.needs_password_check(&r), "not a basic credential");
+    // Only the sets the request's routes try count: `other` never saw these pairs, and a route
+    // without a basic set hashes nothing, so neither needs a trip off the event loop.
+    for path in ["/open", "/keyed"] {
+        let mut r = req("GET", "api", path);
+        r.headers.push(("authorization".into(), "Basic YWxpY2U6bmV3".into()));
+        assert!(!g.needs_password_check(&r), "{path}: no route here tries a basic set");
+    }
+    let mut r = req("GET", "api", "/ops/x");
+    r.headers.push(("authorization".into(), "Basic YWxpY2U6cHc=".into()));
+    assert!(g.needs_password_check(&r), "`other` has not checked this pair");
 }

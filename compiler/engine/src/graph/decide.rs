@@ -79,26 +79,37 @@ impl Graph {
         reads && self.refused_before_body(req, &candidates, false).is_none()
     }
 
-    /// Whether deciding `req` may run a slow password hash: it carries an `Authorization:
-    /// Basic` credential that some `basic` set has not checked before (checked pairs, right or
-    /// wrong, are remembered). The runtime then calls `check_passwords` off its event loop.
+    /// Whether deciding `req` may run a slow password hash: a `basic` set that a route its
+    /// method, host and path select tries has not checked its credential before (checked
+    /// pairs, right or wrong, are remembered). The runtime then calls `check_passwords` off its
+    /// event loop.
     pub fn needs_password_check(&self, req: &Request) -> bool {
-        if self.basicsets.is_empty() {
+        if self.basicsets.is_empty() || req.header("authorization").is_none() {
             return false;
         }
-        let Some((user, password)) = req.header("authorization").and_then(crate::basic::basic_credential) else {
-            return false;
-        };
-        self.basicsets.iter().any(|s| !s.htpasswd.remembers(&user, &password))
+        self.basic_attempts(req).into_iter().any(|(m, credential)| {
+            let SetRef::Basic(i) = m.set else { return false };
+            let Some(set) = self.basicsets.get(i) else { return false };
+            crate::basic::basic_credential(credential).is_some_and(|(user, pw)| !set.htpasswd.remembers(&user, &pw))
+        })
     }
 
     /// Check `req`'s basic credential against every `basic` set that a route its method, host
     /// and path select tries. The outcomes go to the request's auth memo, so `wants_body` and
     /// `decide` then answer without hashing; it changes no decision.
     pub fn check_passwords(&self, req: &Request) {
+        for (m, credential) in self.basic_attempts(req) {
+            self.verify(m, credential, req);
+        }
+    }
+
+    /// The `basic` methods of the routes `req`'s method, host and path select, each with the
+    /// credential the request presents to it.
+    fn basic_attempts<'g, 'r>(&'g self, req: &'r Request) -> Vec<(&'g AuthMethodRt, &'r str)> {
         let host = routing_host(req);
         let hosts = self.router.host_ids(&host);
         let bit = method_bit(&req.method);
+        let mut attempts = vec![];
         for &index in &self.router.candidates(&self.rt, &req.path, &hosts) {
             let Some(auth) = self.rt.get(index as usize).filter(|r| r.method_ok(bit)).and_then(|r| r.auth.as_ref())
             else {
@@ -106,10 +117,11 @@ impl Graph {
             };
             for m in auth.methods.iter().filter(|m| matches!(m.set, SetRef::Basic(_))) {
                 if let Some(credential) = m.credential(req) {
-                    self.verify(m, credential, req);
+                    attempts.push((m, credential));
                 }
             }
         }
+        attempts
     }
 
     /// `eval::refused_before_body`: the 401 every route the request could select (whatever
