@@ -36,6 +36,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// memory (hyper's buffers, 16 KiB and more) for up to 90 s: after a burst of 5,000 requests,
 /// 256 per worker left gw at 4× its idle RSS, 64 at 2.4× (tests/load/conns.py).
 const IDLE_MAX: usize = 64;
+/// Idle connections per target and worker kept for the full [`IDLE_TIMEOUT`]; the rest of the
+/// pool closes after [`IDLE_SURPLUS_TIMEOUT`] unused (see [`sweep_idle`]).
+const IDLE_SPARE: usize = 4;
+const IDLE_SURPLUS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why an upstream exchange failed.
 #[derive(Debug)]
@@ -315,6 +319,25 @@ thread_local! {
     static CHECKINS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+/// Close this worker thread's idle connections that are expired or closed by their target, and
+/// those beyond [`IDLE_SPARE`] per target unused for [`IDLE_SURPLUS_TIMEOUT`]: the pool is used
+/// last-in first-out, so a connection left that long at the front is more than the current
+/// traffic needs. Called once a second on every worker (and every [`SWEEP_EVERY`] check-ins):
+/// after a burst, the connections it opened and their buffers go, while a quiet target keeps a
+/// few warm ones for the full [`IDLE_TIMEOUT`].
+pub fn sweep_idle() {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        for list in idle.values_mut() {
+            list.retain(|c| c.since.elapsed() < IDLE_TIMEOUT && !c.live.send.is_closed());
+            while list.len() > IDLE_SPARE && list.front().is_some_and(|c| c.since.elapsed() >= IDLE_SURPLUS_TIMEOUT) {
+                list.pop_front();
+            }
+        }
+        idle.retain(|_, list| !list.is_empty());
+    });
+}
+
 /// Every this many check-ins, every target's expired connections are dropped.
 const SWEEP_EVERY: u64 = 1024;
 
@@ -333,15 +356,12 @@ fn checkout(key: &Key) -> Option<Live> {
 }
 
 fn checkin(key: Key, live: Live) {
+    // Now and then, forget the expired connections of targets no longer asked for.
+    if CHECKINS.with(|n| n.replace(n.get().wrapping_add(1))).is_multiple_of(SWEEP_EVERY) {
+        sweep_idle();
+    }
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        // Now and then, forget the expired connections of targets no longer asked for.
-        if CHECKINS.with(|n| n.replace(n.get().wrapping_add(1))).is_multiple_of(SWEEP_EVERY) {
-            for list in idle.values_mut() {
-                list.retain(|c| c.since.elapsed() < IDLE_TIMEOUT);
-            }
-            idle.retain(|_, list| !list.is_empty());
-        }
         let list = idle.entry(key).or_default();
         while list.front().is_some_and(|c| c.since.elapsed() >= IDLE_TIMEOUT) {
             list.pop_front();

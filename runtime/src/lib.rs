@@ -51,6 +51,9 @@ pub struct Overrides {
     pub admin: Option<String>,
     /// Threads serving proxy connections (each with its own runtime); 0 means one per CPU.
     pub workers: usize,
+    /// Run once a second on every thread that serves connections: the binary passes its
+    /// allocator's collect, so memory freed after a burst goes back to the OS (issue 15).
+    pub release_memory: Option<fn()>,
 }
 
 /// Serve until SIGTERM/SIGINT, then drain. Returns an error message for start-up failures.
@@ -90,6 +93,13 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
+    let release_memory = overrides.release_memory;
+    let chores: server::Chores = Arc::new(move || {
+        client::sweep_idle();
+        if let Some(release) = release_memory {
+            release();
+        }
+    });
     let workers = server::start_workers(
         worker_count,
         tls.clone(),
@@ -97,7 +107,9 @@ pub async fn serve(gw: Arc<Gateway>, overrides: Overrides) -> Result<(), String>
         limits,
         drain.clone(),
         proxy::service(gw.clone()),
+        chores.clone(),
     )?;
+    tokio::spawn(server::every_second(chores));
     let proxy = tokio::spawn(server::accept_loop(
         listener,
         tls,

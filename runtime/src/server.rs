@@ -255,6 +255,7 @@ fn spawn_conn<S, F>(
 /// Start `n` worker threads, each with a single-threaded runtime serving the connections
 /// handed to it: a connection's tasks (hyper's server side, the upstream connections it uses)
 /// then stay on one thread, with no cross-thread wake-ups or work stealing per request.
+/// `chores` run on every worker thread once a second (see [`every_second`]).
 pub fn start_workers<S, F>(
     n: usize,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -262,6 +263,7 @@ pub fn start_workers<S, F>(
     limits: ConnLimits,
     drain: Drain,
     service: S,
+    chores: Chores,
 ) -> Result<Vec<Handoff>, String>
 where
     S: Fn(ConnInfo, InFlight, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -275,10 +277,12 @@ where
                 .build()
                 .map_err(|e| format!("cannot start worker runtime {i}: {e}"))?;
             let (tls, builder, drain, service) = (tls.clone(), builder.clone(), drain.clone(), service.clone());
+            let chores = chores.clone();
             std::thread::Builder::new()
                 .name(format!("gw-worker-{i}"))
                 .spawn(move || {
                     runtime.block_on(async move {
+                        tokio::spawn(every_second(chores));
                         while let Some((std_stream, peer)) = rx.recv().await {
                             match tokio::net::TcpStream::from_std(std_stream) {
                                 Ok(stream) => spawn_conn(
@@ -302,6 +306,20 @@ where
             Ok(tx)
         })
         .collect()
+}
+
+/// Work a serving thread does for itself now and then (its thread-local pools, its allocator
+/// heap), whatever its traffic.
+pub type Chores = Arc<dyn Fn() + Send + Sync>;
+
+/// Run `chores` once a second, forever, on the current thread.
+pub async fn every_second(chores: Chores) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        chores();
+    }
 }
 
 struct Conn<S> {

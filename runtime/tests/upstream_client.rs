@@ -35,12 +35,14 @@ route all {
 #[derive(Default)]
 struct Seen {
     connections: AtomicUsize,
+    /// Connections open now.
+    open: AtomicUsize,
     requests: AtomicUsize,
 }
 
 /// An HTTP/1 upstream answering GETs. `/close` answers keep-alive, then closes the connection
 /// 100 ms later (as a server whose idle timeout is short does); `/stream` sends a chunked
-/// answer slowly, forever; `/junk` sends a second, unasked-for answer behind its own;
+/// answer slowly, forever; `/slow` answers after 300 ms; `/junk` sends a second, unasked-for answer behind its own;
 /// anything else answers `ok` and keeps the connection.
 async fn raw_upstream() -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -51,7 +53,12 @@ async fn raw_upstream() -> (String, Arc<Seen>) {
         loop {
             let Ok((sock, _)) = listener.accept().await else { return };
             counts.connections.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(serve(sock, counts.clone()));
+            counts.open.fetch_add(1, Ordering::SeqCst);
+            let counts = counts.clone();
+            tokio::spawn(async move {
+                serve(sock, counts.clone()).await;
+                counts.open.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     });
     (url, seen)
@@ -82,6 +89,9 @@ async fn serve(mut sock: TcpStream, seen: Arc<Seen>) {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+        }
+        if path == "/slow" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         if path == "/junk" {
             // A second answer nobody asked for, right behind the first: whoever reads it as the
@@ -190,4 +200,37 @@ async fn an_unasked_for_answer_is_never_taken_for_the_next_ones() {
         assert_eq!(get_on(&mut sock, "/next").await, (200, "ok".to_string()), "later {i}");
     }
     assert_eq!(seen.requests.load(Ordering::SeqCst), 15, "every request reached the upstream");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_burst_the_pool_keeps_a_few_warm_connections_and_closes_the_rest() {
+    let (url, seen) = raw_upstream().await;
+    let gw = Gw::start(GwSpec::new(POLICY, &url));
+    // 40 requests at once, each held 300 ms by the target: 40 upstream connections.
+    let c = reqwest::Client::new();
+    let burst = (0..40).map(|_| {
+        let c = c.clone();
+        let url = gw.url("/slow");
+        async move { c.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let answers = futures_util::future::join_all(burst).await;
+    assert!(answers.iter().all(|a| a == "ok"));
+    let opened = seen.connections.load(Ordering::SeqCst);
+    assert!(opened >= 20, "the burst needed many connections ({opened})");
+    let ended = std::time::Instant::now();
+    // Unused for 5 s, all but 4 per worker thread close (gw runs one worker per CPU).
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spare = 4 * workers;
+    while seen.open.load(Ordering::SeqCst) > spare {
+        assert!(ended.elapsed() < Duration::from_secs(15), "{} still open", seen.open.load(Ordering::SeqCst));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ended.elapsed() >= Duration::from_secs(4), "closed before 5 s unused: {:?}", ended.elapsed());
+    // The warm ones stay, and serve the next requests without a new connection.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(seen.open.load(Ordering::SeqCst) >= 1, "every connection closed");
+    let before = seen.connections.load(Ordering::SeqCst);
+    let mut sock = TcpStream::connect(gw.addr).await.unwrap();
+    assert_eq!(get_on(&mut sock, "/keep").await, (200, "ok".to_string()));
+    assert_eq!(seen.connections.load(Ordering::SeqCst), before, "a warm connection was used");
 }
