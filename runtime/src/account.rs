@@ -118,7 +118,7 @@ impl Drop for Account {
             trace_id: std::mem::take(&mut self.trace_id),
             key_name: x.key_name.take(),
             tenant: x.tenant.take(),
-            client_ip: self.conn.peer.ip().to_string(),
+            client_ip: crate::headers::ip_text(self.conn.peer.ip()),
             method: std::mem::take(&mut self.method),
             path: std::mem::take(&mut self.path),
             route: x.route.take(),

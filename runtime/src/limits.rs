@@ -179,20 +179,31 @@ fn window_words(ns: u64) -> String {
 /// A duration as OpenAI's `x-ratelimit-reset-*` headers write it (Go's notation, to the
 /// millisecond, rounded up): `0s`, `20ms`, `1s`, `1.5s`, `6m0s`, `1h0m0s`.
 pub fn openai_duration(ns: u64) -> String {
+    use std::fmt::Write;
     let ms = ns.div_ceil(1_000_000);
-    if ms == 0 {
-        return "0s".into();
-    }
     if ms < 1000 {
-        return format!("{ms}ms");
+        return if ms == 0 { "0s".into() } else { format!("{ms}ms") };
     }
+    // Written into one string: this runs for every limited answer's rate headers.
     let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    let secs = if frac == 0 { format!("{s}s") } else { format!("{s}.{}s", format!("{frac:03}").trim_end_matches('0')) };
-    match (h, m) {
-        (0, 0) => secs,
-        (0, m) => format!("{m}m{secs}"),
-        (h, m) => format!("{h}h{m}m{secs}"),
+    let mut text = String::with_capacity(16);
+    let _ = match (h, m) {
+        (0, 0) => Ok(()),
+        (0, m) => write!(text, "{m}m"),
+        (h, m) => write!(text, "{h}h{m}m"),
+    };
+    let _ = write!(text, "{s}");
+    if frac > 0 {
+        // Milliseconds as a decimal fraction without trailing zeros: 50 -> ".05", 500 -> ".5".
+        let (mut digits, mut width) = (frac, 3);
+        while digits % 10 == 0 {
+            digits /= 10;
+            width -= 1;
+        }
+        let _ = write!(text, ".{digits:0width$}");
     }
+    text.push('s');
+    text
 }
 
 /// One counter's stored state.
@@ -425,6 +436,12 @@ mod tests {
             (360_000 * ms, "6m0s"),
             (3_600_000 * ms, "1h0m0s"),
             (3_725_250 * ms, "1h2m5.25s"),
+            (1050 * ms, "1.05s"),
+            (1005 * ms, "1.005s"),
+            (1999 * ms + 1, "2s"),
+            (61_100 * ms, "1m1.1s"),
+            (7_200_000 * ms, "2h0m0s"),
+            (90_061_001 * ms, "25h1m1.001s"),
         ] {
             assert_eq!(openai_duration(ns), text, "{ns} ns");
         }

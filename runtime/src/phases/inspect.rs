@@ -54,7 +54,7 @@ pub fn request_view<B>(req: &Request<B>, peer: SocketAddr) -> GwRequest {
         method: req.method().as_str().to_string(),
         host: gw_engine::request::normalize_host(&host),
         path: uri.path().to_string(),
-        client_ip: Some(peer.ip().to_string()),
+        client_ip: Some(crate::headers::ip_text(peer.ip())),
         ..GwRequest::default()
     };
     with_facts(greq, req.headers(), uri.query())
@@ -65,7 +65,7 @@ pub fn balance_view(parts: &http::request::Parts, peer: SocketAddr) -> GwRequest
     let greq = GwRequest {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
-        client_ip: Some(peer.ip().to_string()),
+        client_ip: Some(crate::headers::ip_text(peer.ip())),
         ..GwRequest::default()
     };
     with_facts(greq, &parts.headers, parts.uri.query())

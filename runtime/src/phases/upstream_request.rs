@@ -114,7 +114,11 @@ pub fn build(
     for (name, template) in &route.set_headers {
         set_template(&mut h, name, template, &facts)?;
     }
-    headers::apply_forwarded(&mut h, ctx.loaded.policy.graph.settings().forwarded, &ctx.conn.peer.ip().to_string());
+    headers::apply_forwarded(
+        &mut h,
+        ctx.loaded.policy.graph.settings().forwarded,
+        &headers::ip_text(ctx.conn.peer.ip()),
+    );
     for (name, value) in &to.info.headers {
         set_header(&mut h, name, value.get());
     }
