@@ -155,7 +155,7 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
             }
         }
     }
-    let identity = ctx.identity.clone();
+    let identity = ctx.identity.clone().map(std::sync::Arc::new);
     let with_identity = |mut d: Decision| {
         d.identity = identity.clone();
         d

@@ -2,6 +2,8 @@
 //! the decision graph and the reference evaluator return. Keeping these in one place is what
 //! lets the two be compared field by field.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::lang::Builtin;
@@ -44,7 +46,7 @@ pub struct Request {
 /// another; equality ignores it. Debug output names only how many entries it holds: it keeps
 /// the credentials it was asked about, as the request's own headers do.
 #[derive(Default)]
-pub struct AuthMemo(std::sync::Mutex<Vec<(u64, String, Option<Identity>)>>);
+pub struct AuthMemo(std::sync::Mutex<Vec<(u64, String, Option<Arc<Identity>>)>>);
 
 impl AuthMemo {
     /// The outcome for `credential` checked against the set `set`, computed once.
@@ -53,7 +55,7 @@ impl AuthMemo {
         set: u64,
         credential: &str,
         check: impl FnOnce() -> Option<Identity>,
-    ) -> Option<Identity> {
+    ) -> Option<Arc<Identity>> {
         let found = {
             let memo = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             memo.iter().find(|(s, c, _)| *s == set && c == credential).map(|(_, _, id)| id.clone())
@@ -61,7 +63,7 @@ impl AuthMemo {
         if let Some(outcome) = found {
             return outcome;
         }
-        let outcome = check();
+        let outcome = check().map(Arc::new);
         let mut memo = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         memo.push((set, credential.to_string(), outcome.clone()));
         outcome
@@ -395,7 +397,8 @@ pub struct Decision {
     /// The chosen route's name.
     pub route: Option<String>,
     pub route_index: Option<usize>,
-    pub identity: Option<Identity>,
+    /// Shared: the decision, its explain trace, the audit record and the limits all name it.
+    pub identity: Option<Arc<Identity>>,
     /// Path parameters captured by the route's pattern, in pattern order.
     pub params: Vec<(String, String)>,
     pub limits: Vec<AppliedLimit>,

@@ -175,7 +175,12 @@ mod tests {
 
     fn decided() -> Decision {
         let mut d = Decision::new(Outcome::Forward { upstream: "u".into() });
-        d.identity = Some(Identity { keys: "k".into(), tenant: "acme".into(), key_name: "ci".into(), claims: None });
+        d.identity = Some(std::sync::Arc::new(Identity {
+            keys: "k".into(),
+            tenant: "acme".into(),
+            key_name: "ci".into(),
+            claims: None,
+        }));
         d.params = vec![("id".into(), "a%0d%0aevil".into())];
         d
     }

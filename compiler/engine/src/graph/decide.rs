@@ -1,6 +1,7 @@
 //! The executor: route selection, auth, guards, limits and action for one request.
 
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 use crate::cors;
 use crate::ijson::{self, BodyError};
@@ -174,7 +175,8 @@ impl Graph {
         let node = (*self.affinity_keys.get(upstream)?)?;
         let host = req.routing_host();
         let body = Body { req, parsed: OnceCell::new() };
-        let cx = Ctx { req, host: &host, params: &decision.params, identity: decision.identity.as_ref(), body: &body };
+        let cx =
+            Ctx { req, host: &host, params: &decision.params, identity: decision.identity.as_deref(), body: &body };
         match self.eval(node, &cx, &mut Memo::default()) {
             crate::value::Val::Missing | crate::value::Val::Null | crate::value::Val::Error(_) => None,
             v => Some(v.key_string()),
@@ -185,7 +187,8 @@ impl Graph {
         let node = node?;
         let host = req.routing_host();
         let body = Body { req, parsed: OnceCell::new() };
-        let cx = Ctx { req, host: &host, params: &decision.params, identity: decision.identity.as_ref(), body: &body };
+        let cx =
+            Ctx { req, host: &host, params: &decision.params, identity: decision.identity.as_deref(), body: &body };
         Some(self.eval(node, &cx, &mut Memo::default()).key_string())
     }
 
@@ -328,7 +331,7 @@ impl Graph {
             }
             memo.new_context();
         }
-        let cx = Ctx { req, host, params, identity: identity.as_ref(), body };
+        let cx = Ctx { req, host, params, identity: identity.as_deref(), body };
         let undecided = |trace: &mut Trace, what: &'static str, u: Undecided| {
             trace.note(what, || cat(&["cannot be decided: ", &u.message]));
             let mut d = Decision::invalid(u);
@@ -401,7 +404,7 @@ impl Graph {
     /// The route's credential sets in order: the identity of the first that accepts the
     /// request, None when none found a credential and auth is optional, else the refusal
     /// (whether a credential was presented, and the message).
-    fn authenticate<'a>(&self, auth: &'a AuthRt, req: &Request) -> Result<Option<Identity>, (bool, &'a str)> {
+    fn authenticate<'a>(&self, auth: &'a AuthRt, req: &Request) -> Result<Option<Arc<Identity>>, (bool, &'a str)> {
         let mut presented = false;
         for m in &auth.methods {
             let Some(credential) = m.credential(req) else { continue };
@@ -418,7 +421,7 @@ impl Graph {
     }
 
     /// The identity `credential` proves in the method's set; checked once per request.
-    fn verify(&self, m: &AuthMethodRt, credential: &str, req: &Request) -> Option<Identity> {
+    fn verify(&self, m: &AuthMethodRt, credential: &str, req: &Request) -> Option<Arc<Identity>> {
         let set = match m.set {
             SetRef::Keys(i) => i as u64,
             SetRef::Jwt(i) => (1 << 62) | i as u64,
