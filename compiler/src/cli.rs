@@ -277,7 +277,7 @@ pub fn explain_text(req: &Request, d: &Decision) -> String {
         s.push_str(&format!("param:   {k} = {v}\n"));
     }
     for l in &d.limits {
-        let what = describe_limit(&l.id).unwrap_or_else(|| l.id.clone());
+        let what = describe_limit(&l.id).unwrap_or_else(|| l.id.to_string());
         s.push_str(&format!("limit:   {what}, counted for `{}`\n", l.key));
     }
     s.push_str(&format!("outcome: {} {}\n", d.outcome.status(), describe_outcome(&d.outcome)));

@@ -254,7 +254,9 @@ fn decide_route<'a>(program: &'a Program, route: &'a Route, mut ctx: Ctx<'a>, tr
     let table = limit_table(program);
     let applied: Vec<AppliedLimit> = limits
         .into_iter()
-        .filter_map(|(id, key)| table.iter().position(|t| *t == id).map(|limit| AppliedLimit { limit, id, key }))
+        .filter_map(|(id, key)| {
+            table.iter().position(|t| *t == id).map(|limit| AppliedLimit { limit, id: id.into(), key })
+        })
         .collect();
     for l in &applied {
         trace.push(step("limit", format!("{} keyed by `{}`", l.id, l.key)));

@@ -325,7 +325,7 @@ fn mismatch(program: &Program, e: &Expectation, a: &Answer) -> Option<String> {
             if a.decision.limits.iter().any(|l| l.id.starts_with(&prefix)) {
                 None
             } else {
-                let applied: Vec<&str> = a.decision.limits.iter().map(|l| l.id.as_str()).collect();
+                let applied: Vec<&str> = a.decision.limits.iter().map(|l| &*l.id).collect();
                 Some(format!("expected {what} to apply, got [{}]", applied.join(", ")))
             }
         }
@@ -482,7 +482,7 @@ fn apply_rate_limits(
     // A cache hit costs no tokens: its token budgets are not charged.
     let hit = answer.cache == Some(CacheResult::Hit);
     for l in &answer.decision.limits {
-        let Some(m) = rates.get(&l.id).filter(|m| !(hit && m.tokens.is_some())) else { continue };
+        let Some(m) = rates.get(&*l.id).filter(|m| !(hit && m.tokens.is_some())) else { continue };
         if m.tokens.is_some() && !m.shadow && m.cost(req) > m.gcra.burst() {
             answer.status = 400;
             answer.message = Some(format!("request too large for token budget {}", l.id));
@@ -491,8 +491,8 @@ fn apply_rate_limits(
     }
     let mut updates = vec![];
     for l in &answer.decision.limits {
-        let Some(m) = rates.get(&l.id).filter(|m| !(hit && m.tokens.is_some())) else { continue };
-        let slot = (l.id.clone(), l.key.clone());
+        let Some(m) = rates.get(&*l.id).filter(|m| !(hit && m.tokens.is_some())) else { continue };
+        let slot = (l.id.to_string(), l.key.clone());
         let v = m.gcra.check(tats.get(&slot).copied().unwrap_or(0), now, m.cost(req));
         if !v.allowed && !m.shadow {
             answer.status = 429;

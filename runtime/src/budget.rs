@@ -148,7 +148,7 @@ pub struct Reconcile {
     pub limiter: Arc<Limiter>,
     pub ticket: Ticket,
     /// (limit id, counter key, GCRA, tokens reserved) of each token limit charged.
-    pub charged: Vec<(String, String, Gcra, u64)>,
+    pub charged: Vec<(std::sync::Arc<str>, String, Gcra, u64)>,
     /// Prompt tokens, for an answer that reports none.
     pub prompt: SettlePrompt,
     pub model: String,
@@ -157,7 +157,7 @@ pub struct Reconcile {
 impl Reconcile {
     /// Only the limits that were charged: an admitted request charged every limit that allowed it.
     pub fn keep_charged(mut self, results: &[LimitResult]) -> Reconcile {
-        self.charged.retain(|(id, _, _, _)| results.iter().any(|r| &r.id == id && r.allowed));
+        self.charged.retain(|(id, _, _, _)| results.iter().any(|r| r.id == *id && r.allowed));
         self
     }
 

@@ -68,7 +68,7 @@ pub enum LimitKind {
 #[derive(Debug, Clone)]
 pub struct LimitCheck {
     /// The limit's stable id (`AppliedLimit::id`).
-    pub id: String,
+    pub id: std::sync::Arc<str>,
     /// The counter within the limit (key name, tenant, header value, ...).
     pub key: String,
     pub shadow: bool,
@@ -94,7 +94,7 @@ pub fn counter_name(id: &str, key: &str) -> String {
 /// The answer for one limit of the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitResult {
-    pub id: String,
+    pub id: std::sync::Arc<str>,
     pub kind: LimitKind,
     pub shadow: bool,
     pub allowed: bool,
@@ -492,7 +492,7 @@ mod tests {
             charge: Charge::Tokens { gcra, cost },
         };
         assert!(never_fits(&[t(12_500, false)]).is_none(), "a full budget admits exactly its size");
-        assert_eq!(never_fits(&[t(13_000, false)]).map(|(c, cost)| (c.id.as_str(), cost)), Some(("t", 13_000)));
+        assert_eq!(never_fits(&[t(13_000, false)]).map(|(c, cost)| (&*c.id, cost)), Some(("t", 13_000)));
         assert!(never_fits(&[t(13_000, true)]).is_none(), "a shadow budget never refuses");
         let l = LocalLimiter::default();
         assert!(admitted(&l.check_at(&[t(12_500, false)], 0)), "the size of the budget fits when it is full");

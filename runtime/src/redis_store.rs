@@ -616,7 +616,7 @@ impl RedisStore {
     }
 
     /// Push the expiry of slots still held: (limit id, counter key, lease) each.
-    pub async fn refresh(&self, slots: &[(String, String, String)]) -> Result<(), StoreError> {
+    pub async fn refresh(&self, slots: &[(Arc<str>, String, String)]) -> Result<(), StoreError> {
         if slots.is_empty() {
             return Ok(());
         }

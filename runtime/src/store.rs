@@ -324,7 +324,7 @@ impl Limiter {
 
     /// Keep the leases of a request's Redis slots alive while it runs: a task refreshing them
     /// every third of the lease TTL. None without Redis or outside a runtime.
-    fn refresher(self: &Arc<Self>, slots: &[(String, String, String)]) -> Option<tokio::task::AbortHandle> {
+    fn refresher(self: &Arc<Self>, slots: &[(Arc<str>, String, String)]) -> Option<tokio::task::AbortHandle> {
         let redis = self.redis.as_ref()?;
         if slots.is_empty() {
             return None;
@@ -380,13 +380,13 @@ pub struct Held {
     limiter: Arc<Limiter>,
     ticket: Ticket,
     /// (limit id, counter key, lease)
-    slots: Vec<(String, String, String)>,
+    slots: Vec<(Arc<str>, String, String)>,
     refresher: Option<tokio::task::AbortHandle>,
 }
 
 impl Held {
     pub fn new(limiter: Arc<Limiter>, ticket: Ticket, checks: &[LimitCheck]) -> Held {
-        let slots: Vec<(String, String, String)> = checks
+        let slots: Vec<(Arc<str>, String, String)> = checks
             .iter()
             .filter_map(|c| match &c.charge {
                 crate::limits::Charge::Concurrent { lease, .. } => Some((c.id.clone(), c.key.clone(), lease.clone())),

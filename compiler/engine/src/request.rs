@@ -378,7 +378,7 @@ pub struct AppliedLimit {
     /// Index into the graph's limit table.
     pub limit: usize,
     /// The stable identity of the limit (survives reloads while the limit is unchanged).
-    pub id: String,
+    pub id: Arc<str>,
     /// The counter within the limit: the key name, tenant, header value, ...
     pub key: String,
 }

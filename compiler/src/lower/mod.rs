@@ -4,6 +4,7 @@
 //! failure here is a compiler bug (`Diag::bug`), except an automaton too large to build.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use regex_automata::hybrid::dfa::DFA;
 use regex_automata::nfa::thompson::{self, WhichCaptures};
@@ -153,7 +154,7 @@ fn credential_sets(program: &Program) -> (Vec<KeysetInfo>, Vec<JwtSetInfo>, Vec<
 }
 
 /// A tenant's limit ids by table index, as `Graph::tenant_limits` holds them.
-type TenantLimits = HashMap<String, Vec<(usize, String)>>;
+type TenantLimits = HashMap<String, Vec<(usize, Arc<str>)>>;
 
 /// Tenants and their limits (appended to `limits`), with what `tenant *` gives every tenant
 /// for the kinds its own block does not set.
@@ -161,9 +162,9 @@ fn lower_tenants(
     program: &Program,
     first_index: &HashMap<&str, usize>,
     limits: &mut Vec<LimitInfo>,
-) -> (Vec<TenantInfo>, TenantLimits, Vec<(usize, String)>) {
+) -> (Vec<TenantInfo>, TenantLimits, Vec<(usize, Arc<str>)>) {
     let mut tenants = vec![];
-    let mut tenant_limits: HashMap<String, Vec<(usize, String)>> = HashMap::new();
+    let mut tenant_limits: TenantLimits = HashMap::new();
     // Each tenant's own limits with the kind of each, before `tenant *` fills the gaps.
     let mut own: Vec<(String, KindedIds)> = vec![];
     for t in program.tenants() {
@@ -200,11 +201,11 @@ fn lower_tenants(
     for (name, ids) in own {
         let kinds: Vec<&str> = ids.iter().map(|(_, _, k)| *k).collect();
         let defaults = every.iter().filter(|(_, _, k)| !kinds.contains(k));
-        let all = ids.iter().chain(defaults).map(|(i, id, _)| (*i, id.clone())).collect();
+        let all = ids.iter().chain(defaults).map(|(i, id, _)| (*i, Arc::from(id.as_str()))).collect();
         // eval uses the first tenant of a name.
         tenant_limits.entry(name).or_insert(all);
     }
-    let default_tenant_limits = every.into_iter().map(|(i, id, _)| (i, id)).collect();
+    let default_tenant_limits = every.into_iter().map(|(i, id, _)| (i, Arc::from(id))).collect();
     (tenants, tenant_limits, default_tenant_limits)
 }
 

@@ -280,7 +280,7 @@ impl RouteCx<'_, '_> {
             model: l.model.as_ref().map(|r| r.pattern.clone()),
             conditional: l.cond.is_some(),
         });
-        parts.lims.push(LimitRt { table, id, cond, model, key });
+        parts.lims.push(LimitRt { table, id: id.into(), cond, model, key });
         Ok(())
     }
 }
@@ -307,7 +307,7 @@ impl RouteCx<'_, '_> {
         let id = shared_limit_id(&shared.name.name, &kind, &limit_per(&shared.per));
         let table = self.first_index.get(id.as_str()).copied();
         parts.limit_ix.extend(table);
-        parts.lims.push(LimitRt { table, id, cond, model: ModelRt::None, key });
+        parts.lims.push(LimitRt { table, id: id.into(), cond, model: ModelRt::None, key });
         Ok(())
     }
 }

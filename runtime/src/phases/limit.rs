@@ -72,7 +72,7 @@ pub async fn check(
         }
     }
     count_limit_decisions(gw, &limit_results);
-    x.shadow_refused = limit_results.iter().filter(|r| r.shadow && !r.allowed).map(|r| r.id.clone()).collect();
+    x.shadow_refused = limit_results.iter().filter(|r| r.shadow && !r.allowed).map(|r| r.id.to_string()).collect();
     if !admitted(&limit_results) {
         let mut resp = refusal(graph, &limit_results).into_response(ctx.request_id);
         rate_headers(resp.headers_mut(), &limit_results);

@@ -188,7 +188,7 @@ pub enum ModelRt {
 pub struct LimitRt {
     /// Index into the limit table of the first limit with this id (None: not in the table).
     pub table: Option<usize>,
-    pub id: String,
+    pub id: std::sync::Arc<str>,
     pub cond: Option<NodeId>,
     pub model: ModelRt,
     pub key: KeyRt,

@@ -587,9 +587,9 @@ pub struct Graph {
     pub facts: Vec<Fact>,
     pub regexes: Vec<Option<regex_automata::meta::Regex>>,
     /// Tenant name (first tenant of that name) → its limits as (table index, id).
-    pub tenant_limits: HashMap<String, Vec<(usize, String)>>,
+    pub tenant_limits: HashMap<String, Vec<(usize, std::sync::Arc<str>)>>,
     /// The limits of a tenant no `tenant` block names: those of `tenant *` (empty without one).
-    pub default_tenant_limits: Vec<(usize, String)>,
+    pub default_tenant_limits: Vec<(usize, std::sync::Arc<str>)>,
     /// Upstream index → the node of its `hash(EXPR)`.
     pub balance_keys: Vec<Option<NodeId>>,
     /// Upstream index → the node of its `affinity EXPR`.
