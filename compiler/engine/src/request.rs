@@ -46,7 +46,10 @@ pub struct Request {
 /// another; equality ignores it. Debug output names only how many entries it holds: it keeps
 /// the credentials it was asked about, as the request's own headers do.
 #[derive(Default)]
-pub struct AuthMemo(std::sync::Mutex<Vec<(u64, String, Option<Arc<Identity>>)>>);
+pub struct AuthMemo(std::sync::Mutex<Vec<Checked>>);
+
+/// (credential set, credential, the identity it proved or None).
+type Checked = (u64, String, Option<Arc<Identity>>);
 
 impl AuthMemo {
     /// The outcome for `credential` checked against the set `set`, computed once.

@@ -154,7 +154,10 @@ fn credential_sets(program: &Program) -> (Vec<KeysetInfo>, Vec<JwtSetInfo>, Vec<
 }
 
 /// A tenant's limit ids by table index, as `Graph::tenant_limits` holds them.
-type TenantLimits = HashMap<String, Vec<(usize, Arc<str>)>>;
+type TenantLimits = HashMap<String, LimitIds>;
+
+/// (index into the limit table, limit id) of each limit.
+type LimitIds = Vec<(usize, Arc<str>)>;
 
 /// Tenants and their limits (appended to `limits`), with what `tenant *` gives every tenant
 /// for the kinds its own block does not set.
@@ -162,7 +165,7 @@ fn lower_tenants(
     program: &Program,
     first_index: &HashMap<&str, usize>,
     limits: &mut Vec<LimitInfo>,
-) -> (Vec<TenantInfo>, TenantLimits, Vec<(usize, Arc<str>)>) {
+) -> (Vec<TenantInfo>, TenantLimits, LimitIds) {
     let mut tenants = vec![];
     let mut tenant_limits: TenantLimits = HashMap::new();
     // Each tenant's own limits with the kind of each, before `tenant *` fills the gaps.
