@@ -34,6 +34,23 @@ impl Body<'_> {
     }
 }
 
+impl Body<'_> {
+    /// A body field as `exists` reads it: `field` without copying the field's value (a present
+    /// field is `Null`, which exists, as every value `field` returns for it does).
+    fn presence(&self, path: &[PathSeg]) -> Val {
+        match self.get() {
+            Ok(Some(b)) => match value::body_lookup(b, path) {
+                None => Val::Missing,
+                // `field` reads a number no double holds as missing (the strict reader admits none).
+                Some(serde_json::Value::Number(n)) if n.as_f64().is_none() => Val::Missing,
+                Some(_) => Val::Null,
+            },
+            Ok(None) => Val::Missing,
+            Err(e) => Val::Error(e.clone()),
+        }
+    }
+}
+
 /// What an expression can see.
 struct Ctx<'r> {
     req: &'r Request,
@@ -493,12 +510,29 @@ impl Graph {
                 Some(f) => self.fact(f, cx),
                 None => Val::Missing,
             },
+            Some(Node::Exists(x)) => match self.body_path(*x) {
+                // Whether a body field is there needs no copy of it (for `body.messages`, the
+                // whole conversation).
+                Some(path) => value::exists(&cx.body.presence(path)),
+                None => value::exists(&self.eval(*x, cx, memo)),
+            },
             Some(node) => node.apply(&self.regexes, |c| self.eval(c, cx, memo)).unwrap_or(Val::Missing),
         };
         if meta.shared {
             memo.entries.push((id, meta.contextual, v.clone()));
         }
         v
+    }
+
+    /// The path of a node that is a body fact.
+    fn body_path(&self, id: NodeId) -> Option<&[PathSeg]> {
+        match self.nodes.get(id as usize)? {
+            Node::Fact(f) => match self.facts.get(*f as usize)? {
+                Fact::Body(path) => Some(path),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     fn fact(&self, f: &Fact, cx: &Ctx<'_>) -> Val {
