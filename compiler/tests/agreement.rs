@@ -927,3 +927,58 @@ fn jwt_basic_and_cors_decisions_agree_with_eval() {
         assert_eq!(status(n), Some(s), "{n}");
     }
 }
+
+/// `exists` and `len` of body fields are read without copying the field (graph/decide.rs):
+/// every kind of value, at every size that a guard distinguishes, decides as eval decides.
+#[test]
+fn body_presence_and_sizes_decide_as_eval_decides() {
+    let program = parse_program(
+        r#"
+upstream a { target "http://127.0.0.1:1" }
+route sized { when POST "/v1/sized"
+  deny 400 "two items" if len(body.items) == 2
+  deny 409 "one key" if len(body.meta) == 1
+  deny 410 "five chars" if len(body.name) == 5
+  deny 418 "no tags" if len(body.meta.tags) == 0
+  deny 422 "no items" if not body.items exists
+  deny 429 "note and x" if body.note exists and body.meta.x exists
+  to a }
+"#,
+        &[],
+    );
+    let graph = lower::lower(&program).expect("lowers");
+    let values = [
+        "null",
+        "0",
+        "3",
+        "true",
+        "\"\"",
+        "\"héllo\"",
+        "\"hello!\"",
+        "[]",
+        "[1]",
+        "[1,2]",
+        "[[],{}]",
+        "[1,2,3]",
+        "{}",
+        "{\"x\":1}",
+        "{\"x\":null,\"tags\":[]}",
+        "{\"tags\":[1]}",
+        "{\"tags\":{}}",
+    ];
+    let mut bodies: Vec<Option<String>> =
+        vec![None, Some(String::new()), Some("not json".into()), Some("[1,2]".into())];
+    for field in ["items", "meta", "name", "note"] {
+        for v in values {
+            bodies.push(Some(format!("{{\"{field}\":{v}}}")));
+            bodies.push(Some(format!("{{\"items\":[1],\"{field}\":{v},\"note\":1}}")));
+        }
+    }
+    for body in bodies {
+        let mut r = Request::new("POST", "/v1/sized");
+        r.headers.push(("content-type".into(), "application/json".into()));
+        r.body = body.clone().map(String::into_bytes);
+        let (want, got) = (eval::decide(&program, &r), graph.decide(&r));
+        assert!(want.same_decision(&got), "body {body:?}\neval: {want:#?}\ngraph: {got:#?}");
+    }
+}

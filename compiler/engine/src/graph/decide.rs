@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::cors;
 use crate::ijson::{self, BodyError};
-use crate::lang::{Fact, PathSeg};
+use crate::lang::{Fact, Func, PathSeg};
 use crate::request::{
     refused_before_body_note, AppliedLimit, Decision, Identity, Outcome, ReadBody, Request, TraceStep,
 };
@@ -47,6 +47,18 @@ impl Body<'_> {
             },
             Ok(None) => Val::Missing,
             Err(e) => Val::Error(e.clone()),
+        }
+    }
+}
+
+impl Body<'_> {
+    /// The number of items of a body field that is an array or object; None for anything
+    /// else (read the long way).
+    fn size(&self, path: &[PathSeg]) -> Option<usize> {
+        match value::body_lookup(self.get().as_ref().ok()?.as_ref()?, path)? {
+            serde_json::Value::Array(a) => Some(a.len()),
+            serde_json::Value::Object(m) => Some(m.len()),
+            _ => None,
         }
     }
 }
@@ -516,6 +528,13 @@ impl Graph {
                 Some(path) => value::exists(&cx.body.presence(path)),
                 None => value::exists(&self.eval(*x, cx, memo)),
             },
+            // Nor does the length of a body array or object.
+            Some(Node::Call(Func::Len, xs)) if xs.len() == 1 => {
+                match self.body_path(xs[0]).and_then(|p| cx.body.size(p)) {
+                    Some(n) => Val::Num(n as f64),
+                    None => value::call(Func::Len, &[self.eval(xs[0], cx, memo)]),
+                }
+            }
             Some(node) => node.apply(&self.regexes, |c| self.eval(c, cx, memo)).unwrap_or(Val::Missing),
         };
         if meta.shared {
