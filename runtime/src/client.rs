@@ -314,8 +314,9 @@ struct Idle {
 }
 
 thread_local! {
-    /// This worker thread's idle connections by target, the most recently used last.
-    static IDLE: RefCell<HashMap<Key, VecDeque<Idle>>> = RefCell::default();
+    /// This worker thread's idle connections by target, the most recently used last. Keyed
+    /// by the policy's upstream targets, never by what a client sends: a fast hash will do.
+    static IDLE: RefCell<HashMap<Key, VecDeque<Idle>, rustc_hash::FxBuildHasher>> = RefCell::default();
     static CHECKINS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 

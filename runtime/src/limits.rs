@@ -11,7 +11,6 @@
 //! ascending order (no global lock, no lock cycles). Idle counters are swept: a GCRA counter
 //! whose bucket is full again and a concurrency counter at zero hold no information.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
@@ -226,8 +225,10 @@ impl Default for LocalLimiter {
     }
 }
 
+/// The shard only spreads the lock: a fast hash will do (the maps themselves hash with
+/// std's keyed hasher, as counter names carry what clients send).
 fn shard_of(counter: &str) -> usize {
-    let mut h = DefaultHasher::new();
+    let mut h = rustc_hash::FxHasher::default();
     counter.hash(&mut h);
     (h.finish() as usize) % SHARDS
 }

@@ -82,7 +82,8 @@ impl Upstream {
     /// reload does not drop warm connections.
     pub fn client(&self) -> crate::client::Client {
         thread_local! {
-            static CLIENTS: std::cell::RefCell<HashMap<Duration, crate::client::Client>> = Default::default();
+            // Keyed by the policy's connect timeouts (a fast hash will do).
+            static CLIENTS: std::cell::RefCell<HashMap<Duration, crate::client::Client, rustc_hash::FxBuildHasher>> = Default::default();
         }
         CLIENTS.with(|c| {
             c.borrow_mut()
