@@ -9,6 +9,7 @@
 #   PROFILE_REQUESTS=500 bash tests/load/profile.sh
 #   LOAD_GW=/path/to/gw bash tests/load/profile.sh   # profile a prebuilt gw (say, before a change)
 #   PROFILE_KEEP=1 ...                               # keep the callgrind files, print their dir
+#   PROFILE_REQUESTS=100 PROFILE_TOP=5 ...           # smoke run (CI)
 #
 # Each target runs under callgrind; on one keep-alive connection, after 200 warm-up requests
 # the counters are zeroed (callgrind_control -z), PROFILE_REQUESTS sequential JSON chat
@@ -24,7 +25,14 @@ TOP=${PROFILE_TOP:-30}
 BACKEND_KEY=load-bench-backend-key
 
 die() { printf 'profile: %s\n' "$*" >&2; exit 1; }
-command -v valgrind >/dev/null || die "valgrind is needed (apt-get install -y valgrind)"
+if ! command -v valgrind >/dev/null 2>&1; then
+    SUDO=()
+    if [[ $(id -u) != 0 ]]; then SUDO=(sudo); fi
+    printf '\n==> installing valgrind (apt-get)\n' >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >&2 ||
+        { "${SUDO[@]}" apt-get update -q >&2 && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >&2; }
+    command -v valgrind >/dev/null 2>&1 || die "valgrind still missing after installing it"
+fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/gw-profile.XXXXXX")
 PIDS=()
