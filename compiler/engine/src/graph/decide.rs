@@ -32,9 +32,7 @@ impl Body<'_> {
             Err(e) => Val::Error(e.clone()),
         }
     }
-}
 
-impl Body<'_> {
     /// A body field as `exists` reads it: `field` without copying the field's value (a present
     /// field is `Null`, which exists, as every value `field` returns for it does).
     fn presence(&self, path: &[PathSeg]) -> Val {
@@ -49,9 +47,7 @@ impl Body<'_> {
             Err(e) => Val::Error(e.clone()),
         }
     }
-}
 
-impl Body<'_> {
     /// The number of items of a body field that is an array or object; None for anything
     /// else (read the long way).
     fn size(&self, path: &[PathSeg]) -> Option<usize> {
