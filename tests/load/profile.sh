@@ -10,6 +10,7 @@
 #   LOAD_GW=/path/to/gw bash tests/load/profile.sh   # profile a prebuilt gw (say, before a change)
 #   PROFILE_KEEP=1 ...                               # keep the callgrind files, print their dir
 #   PROFILE_REQUESTS=100 PROFILE_TOP=5 ...           # smoke run (CI)
+#   PROFILE_MIX=sse ...                              # the streamed answer (8 SSE chunks)
 #
 # Each target runs under callgrind; on one keep-alive connection, after 200 warm-up requests
 # the counters are zeroed (callgrind_control -z), PROFILE_REQUESTS sequential JSON chat
@@ -22,9 +23,11 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 REQUESTS=${PROFILE_REQUESTS:-2000}
 TOP=${PROFILE_TOP:-30}
+MIX=${PROFILE_MIX:-json}
 BACKEND_KEY=load-bench-backend-key
 
 die() { printf 'profile: %s\n' "$*" >&2; exit 1; }
+[[ $MIX == json || $MIX == sse ]] || die "PROFILE_MIX is json or sse"
 if ! command -v valgrind >/dev/null 2>&1; then
     SUDO=()
     if [[ $(id -u) != 0 ]]; then SUDO=(sudo); fi
@@ -74,10 +77,13 @@ printf '%s\n' 'gateway { listen "127.0.0.1:0" }' \
 # connection already open), 200 warm-up chat requests, zero the counters, PROFILE_REQUESTS
 # requests, dump. Every answer must be a 200.
 measure() {
-    python3 - "$@" "$REQUESTS" <<'EOF'
+    python3 - "$@" "$REQUESTS" "$MIX" <<'EOF'
 import http.client, json, subprocess, sys
-pid, port, path, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello " * 150}]})
+pid, port, path, n, mix = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
+doc = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello " * 150}]}
+if mix == "sse":
+    doc["stream"] = True
+body = json.dumps(doc)
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 def send(count):
     for i in range(count):
@@ -119,7 +125,7 @@ profile() { # profile NAME POLICY PATH
     local total
     total=$(awk '/^summary:/ { print $2 }' "$dump")
     PER_REQUEST[$name]=$((total / REQUESTS))
-    printf '\n==> %s: %d instructions per request (%d requests)\n' "$name" "${PER_REQUEST[$name]}" "$REQUESTS"
+    printf '\n==> %s: %d instructions per request (%d %s requests)\n' "$name" "${PER_REQUEST[$name]}" "$REQUESTS" "$MIX"
     # Function names only (the file paths are long), instructions per request.
     local per_request='/^ *[0-9,]+ .*:/ && shown < top {
         ir = $1; gsub(",", "", ir); sub(/^[^:]*:/, "", $0); sub(/ \[.*$/, "", $0)
