@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use gw_engine::tokens::{count_text, Encoding};
 use gw_runtime::body::{Body, BoxError};
-use gw_runtime::usage::{add_include_usage, Format, TapOptions, UsageReport, UsageTap};
+use gw_runtime::usage::{add_include_usage, ask_for_usage, Format, TapOptions, UsageReport, UsageTap};
 use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt, StreamBody};
 use serde_json::{json, Value};
@@ -514,6 +514,97 @@ fn include_usage_added_only_when_missing() {
         assert!(!add_include_usage(&mut b));
         assert_eq!(b, before);
     }
+}
+
+/// What `ask_for_usage` sends reads as the value `add_include_usage` makes, and, when the body
+/// had no `stream_options`, is the client's bytes with the one field inserted: a number beyond
+/// f64 and the client's spacing and key order reach the upstream as sent.
+#[test]
+fn usage_asked_for_by_splicing_the_clients_bytes() {
+    let field = br#""stream_options":{"include_usage":true},"#;
+    let spliced = [
+        &br#"{"model":"gpt-4o","stream":true,"seed":123456789012345678901234567890}"#[..],
+        b" \t\r\n{ \"stream\" : true }\n",
+        br#"{"stream":false,"stream":true}"#,
+    ];
+    for raw in spliced {
+        let body: Value = serde_json::from_slice(raw).unwrap();
+        let sent = ask_for_usage(&body, raw).unwrap();
+        let at = raw.iter().position(|&b| b == b'{').unwrap() + 1;
+        assert_eq!(&sent[..at], &raw[..at]);
+        assert_eq!(&sent[at..at + field.len()], &field[..]);
+        assert_eq!(&sent[at + field.len()..], &raw[at..]);
+        let mut want = body.clone();
+        assert!(add_include_usage(&mut want));
+        assert_eq!(serde_json::from_slice::<Value>(&sent).unwrap(), want, "{}", String::from_utf8_lossy(raw));
+    }
+    // A body that already has stream_options is rewritten as a value.
+    for raw in [
+        &br#"{"stream":true,"stream_options":{"include_usage":false,"other":1}}"#[..],
+        br#"{"stream":true,"stream_options":null}"#,
+        br#"{"stream":true,"stream_options":[1]}"#,
+    ] {
+        let body: Value = serde_json::from_slice(raw).unwrap();
+        let mut want = body.clone();
+        assert!(add_include_usage(&mut want));
+        assert_eq!(serde_json::from_slice::<Value>(&ask_for_usage(&body, raw).unwrap()).unwrap(), want);
+    }
+    // Nothing to ask: not a stream, or already asked.
+    for raw in [
+        &br#"{"stream":true,"stream_options":{"include_usage":true}}"#[..],
+        br#"{"stream":"true"}"#,
+        br#"{"messages":[]}"#,
+        br#"[{"stream":true}]"#,
+    ] {
+        let body: Value = serde_json::from_slice(raw).unwrap();
+        assert_eq!(ask_for_usage(&body, raw), None, "{}", String::from_utf8_lossy(raw));
+    }
+}
+
+proptest::proptest! {
+    /// Over generated bodies, spacing and key orders, the bytes sent read as the rewritten value.
+    #[test]
+    fn usage_asked_for_reads_as_the_rewritten_value(
+        fields in proptest::collection::vec(("[a-z_]{1,8}", leaf()), 0..6),
+        options in proptest::option::of(leaf()),
+        stream_at in 0usize..6,
+        pretty in proptest::bool::ANY,
+        lead in "[ \t\r\n]{0,3}",
+    ) {
+        let mut map = serde_json::Map::new();
+        for (k, v) in fields {
+            map.insert(k, v);
+        }
+        if let Some(o) = options {
+            map.insert("stream_options".into(), o);
+        }
+        let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+        entries.retain(|(k, _)| k != "stream");
+        entries.insert(stream_at.min(entries.len()), ("stream".into(), Value::Bool(true)));
+        let body = Value::Object(entries.into_iter().collect());
+        let text = if pretty { serde_json::to_vec_pretty(&body).unwrap() } else { serde_json::to_vec(&body).unwrap() };
+        let raw = [lead.as_bytes(), &text].concat();
+        let mut want = body.clone();
+        let asks = add_include_usage(&mut want);
+        let sent = ask_for_usage(&body, &raw);
+        proptest::prop_assert_eq!(sent.is_some(), asks);
+        if let Some(sent) = sent {
+            proptest::prop_assert_eq!(serde_json::from_slice::<Value>(&sent).unwrap(), want);
+        }
+    }
+}
+
+fn leaf() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        "[ -~é\n\"\\\\]{0,6}".prop_map(Value::String),
+        Just(json!({"include_usage": true})),
+        Just(json!({"include_usage": false, "x": [1, {"y": null}]})),
+        Just(json!([])),
+    ]
 }
 
 /// Events without usage are held unparsed and read only at the end: a usage the upstream

@@ -102,18 +102,19 @@ fn costs_differ(a: &[LimitCheck], b: &[LimitCheck]) -> bool {
 /// from what the client receives (the body is rewritten, so its length header goes).
 pub fn usage_plan(
     gw: &Gateway,
-    mut plan: TokenPlan,
+    plan: TokenPlan,
     admitted: &Admitted,
     buffered: &mut Option<Bytes>,
     headers: &mut HeaderMap,
 ) -> UsagePlan {
-    // Rewritten on a copy when the decision still shares the body it read.
-    let strip_usage_chunk = plan.stream && crate::usage::add_include_usage(std::sync::Arc::make_mut(&mut plan.body));
-    if strip_usage_chunk {
-        if let Ok(rewritten) = serde_json::to_vec(&*plan.body) {
-            *buffered = Some(Bytes::from(rewritten));
-            headers.remove(http::header::CONTENT_LENGTH);
-        }
+    let asked = match buffered.as_deref() {
+        Some(raw) if plan.stream => crate::usage::ask_for_usage(&plan.body, raw),
+        _ => None,
+    };
+    let strip_usage_chunk = asked.is_some();
+    if let Some(rewritten) = asked {
+        *buffered = Some(Bytes::from(rewritten));
+        headers.remove(http::header::CONTENT_LENGTH);
     }
     let charged = admitted
         .checks

@@ -145,6 +145,34 @@ impl UsageReport {
     }
 }
 
+/// The body to send instead of `raw` so that a streamed answer reports its usage, or `None`
+/// when `body` (the value read from `raw`) is not a stream or already asks for it. When the
+/// body has no `stream_options` at all, the field is inserted after the object's opening
+/// brace and every byte the client sent goes on as sent (numbers beyond f64, key order,
+/// spacing); otherwise the value is rewritten ([`add_include_usage`]) and serialized.
+pub fn ask_for_usage(body: &Value, raw: &[u8]) -> Option<Vec<u8>> {
+    const FIELD: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let obj = body.as_object()?;
+    if obj.get("stream").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    let open = raw.iter().position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if !obj.contains_key("stream_options") && open.is_some_and(|i| raw[i] == b'{') {
+        // The object holds "stream", so the inserted field is followed by another.
+        let at = open.unwrap_or(0) + 1;
+        let mut out = Vec::with_capacity(raw.len() + FIELD.len());
+        out.extend_from_slice(&raw[..at]);
+        out.extend_from_slice(FIELD);
+        out.extend_from_slice(&raw[at..]);
+        return Some(out);
+    }
+    let mut rewritten = body.clone();
+    if !add_include_usage(&mut rewritten) {
+        return None;
+    }
+    serde_json::to_vec(&rewritten).ok()
+}
+
 /// For a request with `"stream": true` that does not already ask for
 /// `stream_options.include_usage: true`, ask for it and return true: the caller then strips the
 /// usage chunk from the response ([`TapOptions::strip_usage_chunk`]) so the client sees what it
