@@ -117,8 +117,11 @@ async fn pipeline(
     let retries = sel.upstream.retry.is_some();
     let up_body = upstream_request::body(buffered, body.take(), graph.settings().max_body, retries, x).await?;
     let websocket = route.websocket && client_upgrade.is_some();
+    // Boxed: its state is the largest of the pipeline's, and every request's future is moved
+    // whole into its box; kept out of line, that move copies kilobytes less.
     let mut resp =
-        forward::run(ctx, route, (&greq, &decision), &parts, &sel, up_body, websocket, client_upgrade, x).await?;
+        Box::pin(forward::run(ctx, route, (&greq, &decision), &parts, &sel, up_body, websocket, client_upgrade, x))
+            .await?;
     limit::rate_headers(resp.headers_mut(), &admitted.results);
     if let Some(lookup) = cached {
         resp = cache::store(ctx, lookup, resp);
